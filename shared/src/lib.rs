@@ -1,0 +1,14 @@
+//! Pure logic shared by the Heady edge Worker (wasm32) and the origin daemon.
+//!
+//! Nothing here does I/O or reads a clock: time and inputs are parameters, so the same
+//! decision runs in workerd and in the daemon and is tested without either.
+
+pub mod classification;
+pub mod groups;
+pub mod tiers;
+pub mod zone;
+
+pub use classification::Classification;
+pub use groups::{GroupTable, Route, RouteError, ServiceGroup};
+pub use tiers::{Feature, Tier, TierLimits};
+pub use zone::{Zone, ZoneCoordinates};
