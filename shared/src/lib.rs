@@ -5,6 +5,8 @@
 
 pub mod classification;
 pub mod groups;
+pub mod limiter;
+pub mod properties;
 pub mod tiers;
 pub mod zone;
 
