@@ -1,1 +1,14 @@
-pub fn _x() {}
+//! heady-origin: the bare-metal daemon behind the Heady edge.
+//!
+//! Layering: `server` -> `api` -> `conductor` / `memory`; nothing below calls back up.
+
+pub mod api;
+pub mod cli;
+pub mod conductor;
+pub mod config;
+pub mod error;
+pub mod memory;
+pub mod metrics;
+pub mod server;
+pub mod state;
+pub mod tunnel_config;

@@ -1,1 +1,6 @@
-fn main() {}
+use clap::Parser;
+
+fn main() {
+    let cli = heady_origin::cli::Cli::parse();
+    std::process::exit(heady_origin::cli::run(cli));
+}

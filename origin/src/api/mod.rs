@@ -1,0 +1,98 @@
+//! The HTTP API: a table of routes, each with a name (the metrics label) and a handler.
+
+pub mod conductor;
+pub mod health;
+pub mod memory;
+
+use crate::error::ApiError;
+use crate::server::{Body, Ctx};
+use crate::state::AppState;
+use http::{Method, Response, StatusCode};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, ApiError>> + Send>>;
+pub type Handler = fn(Arc<AppState>, Ctx) -> HandlerFuture;
+
+struct RouteEntry {
+    method: Method,
+    path: &'static str,
+    name: &'static str,
+    handler: Handler,
+}
+
+fn routes() -> &'static [RouteEntry] {
+    use std::sync::OnceLock;
+    static ROUTES: OnceLock<Vec<RouteEntry>> = OnceLock::new();
+    ROUTES.get_or_init(|| {
+        vec![
+            RouteEntry { method: Method::GET, path: "/health", name: "/health", handler: |s, c| Box::pin(health::health(s, c)) },
+            RouteEntry { method: Method::GET, path: "/ready", name: "/ready", handler: |s, c| Box::pin(health::ready(s, c)) },
+            RouteEntry { method: Method::GET, path: "/metrics", name: "/metrics", handler: |s, c| Box::pin(health::metrics(s, c)) },
+            RouteEntry { method: Method::POST, path: "/api/memory/vectors", name: "/api/memory/vectors", handler: |s, c| Box::pin(memory::insert(s, c)) },
+            RouteEntry { method: Method::POST, path: "/api/memory/search", name: "/api/memory/search", handler: |s, c| Box::pin(memory::search(s, c)) },
+            RouteEntry { method: Method::POST, path: "/api/memory/zone", name: "/api/memory/zone", handler: |s, c| Box::pin(memory::zone(s, c)) },
+            RouteEntry { method: Method::GET, path: "/api/memory/stats", name: "/api/memory/stats", handler: |s, c| Box::pin(memory::stats(s, c)) },
+            RouteEntry { method: Method::GET, path: "/api/conductor/groups", name: "/api/conductor/groups", handler: |s, c| Box::pin(conductor::groups(s, c)) },
+            RouteEntry { method: Method::POST, path: "/api/conductor/route", name: "/api/conductor/route", handler: |s, c| Box::pin(conductor::route(s, c)) },
+        ]
+    })
+}
+
+/// Every route, for docs and tests: (method, path).
+pub fn route_list() -> Vec<(Method, &'static str)> {
+    routes().iter().map(|r| (r.method.clone(), r.path)).collect()
+}
+
+/// Finds the handler; unknown paths and wrong methods get handlers that answer 404 / 405.
+pub fn route(method: &Method, path: &str) -> (&'static str, Handler) {
+    let mut path_known = false;
+    for r in routes() {
+        if r.path == path {
+            if r.method == method || (method == Method::HEAD && r.method == Method::GET) {
+                return (r.name, r.handler);
+            }
+            path_known = true;
+        }
+    }
+    if path_known {
+        ("method_not_allowed", |_, c| Box::pin(method_not_allowed(c)))
+    } else {
+        ("not_found", |_, c| Box::pin(not_found(c)))
+    }
+}
+
+async fn not_found(c: Ctx) -> Result<Response<Body>, ApiError> {
+    Err(ApiError::not_found(format!("no route for {} {}", c.method, c.path)))
+}
+
+async fn method_not_allowed(c: Ctx) -> Result<Response<Body>, ApiError> {
+    let allowed: Vec<&str> = routes().iter().filter(|r| r.path == c.path).map(|r| r.method.as_str()).collect();
+    Err(ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not accept {}; use {}", c.path, c.method, allowed.join(", ")),
+    ))
+}
+
+/// POST bodies must be JSON when the client says what they are.
+pub fn require_json(c: &Ctx) -> Result<(), ApiError> {
+    if let Some(ct) = c.headers.get(http::header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("Content-Type must be application/json (got {ct:?})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Runs blocking work (DuckDB, the index) off the async runtime.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("worker failed: {e}")))
+}

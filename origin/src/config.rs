@@ -1,0 +1,368 @@
+//! Daemon configuration: TOML file, then `HEADY_*` environment overrides, then flags.
+//! Validated once at start; every error names the key it is about.
+
+use heady_shared::groups::ServiceGroup;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_string(), message: message.into() }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: String,
+    /// Directory for the DuckDB file and the persisted HNSW index.
+    pub data_dir: PathBuf,
+    /// Optional Redis (exact limiter, bans); `/ready` checks it when set.
+    pub redis_url: Option<String>,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Log format: "text" or "json".
+    pub log_format: String,
+    pub memory: MemoryConfig,
+    pub embedder: EmbedderConfig,
+    pub conductor: ConductorConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Embedding dimension, fixed per database.
+    pub dim: usize,
+    /// HNSW graph degree (usearch "connectivity", M).
+    pub hnsw_connectivity: usize,
+    /// Candidate list size while building (efConstruction).
+    pub hnsw_ef_construction: usize,
+    /// Candidate list size while searching (efSearch).
+    pub hnsw_ef_search: usize,
+    /// Largest `top_k` a search may ask for.
+    pub max_top_k: usize,
+    /// Largest number of items in one batch insert.
+    pub max_batch: usize,
+    /// Read connections for concurrent searches.
+    pub read_connections: usize,
+    /// Stored rows that may wait for the HNSW indexer before inserts are slowed down.
+    pub max_pending: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmbedderKind {
+    /// Built-in, offline: hashed word and character n-grams.
+    Lexical,
+    /// Any OpenAI-compatible `/v1/embeddings` endpoint.
+    Openai,
+    /// Cloudflare Workers AI REST API.
+    WorkersAi,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbedderConfig {
+    pub kind: EmbedderKind,
+    /// Base URL: for openai e.g. `http://127.0.0.1:11434/v1`; for workers-ai the API root.
+    pub base_url: Option<String>,
+    pub api_key: Option<String>,
+    pub model: Option<String>,
+    /// Workers AI account id.
+    pub account_id: Option<String>,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConductorConfig {
+    /// Extra service groups (or extra actions for existing ones).
+    pub groups: Vec<ServiceGroup>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            redis_url: None,
+            max_body_bytes: 1024 * 1024,
+            log_format: "text".into(),
+            memory: MemoryConfig::default(),
+            embedder: EmbedderConfig::default(),
+            conductor: ConductorConfig::default(),
+        }
+    }
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            dim: 384,
+            hnsw_connectivity: 16,
+            hnsw_ef_construction: 128,
+            hnsw_ef_search: 64,
+            max_top_k: 100,
+            max_batch: 10_000,
+            read_connections: 4,
+            max_pending: 200_000,
+        }
+    }
+}
+
+impl Default for EmbedderConfig {
+    fn default() -> Self {
+        EmbedderConfig {
+            kind: EmbedderKind::Lexical,
+            base_url: None,
+            api_key: None,
+            model: None,
+            account_id: None,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Values given on the command line; they win over the file and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// File (if any) -> environment -> flags -> validation.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        flags: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut cfg = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                toml::from_str::<Config>(&text)
+                    .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?
+            }
+            None => Config::default(),
+        };
+        cfg.apply_env(env)?;
+        if let Some(l) = &flags.listen {
+            cfg.listen = l.clone();
+        }
+        if let Some(d) = &flags.data_dir {
+            cfg.data_dir = d.clone();
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn num<T: std::str::FromStr>(key: &str, v: String) -> Result<T, ConfigError> {
+            v.trim().parse().map_err(|_| invalid(key, format!("not a whole number: {v:?}")))
+        }
+        let non_empty = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+        if let Some(v) = non_empty("HEADY_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = non_empty("HEADY_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = non_empty("HEADY_REDIS_URL") {
+            self.redis_url = Some(v);
+        }
+        if let Some(v) = non_empty("HEADY_MAX_BODY_BYTES") {
+            self.max_body_bytes = num("HEADY_MAX_BODY_BYTES", v)?;
+        }
+        if let Some(v) = non_empty("HEADY_LOG_FORMAT") {
+            self.log_format = v;
+        }
+        if let Some(v) = non_empty("HEADY_MEMORY_DIM") {
+            self.memory.dim = num("HEADY_MEMORY_DIM", v)?;
+        }
+        if let Some(v) = non_empty("HEADY_EMBEDDER") {
+            self.embedder.kind = match v.as_str() {
+                "lexical" => EmbedderKind::Lexical,
+                "openai" => EmbedderKind::Openai,
+                "workers-ai" => EmbedderKind::WorkersAi,
+                other => {
+                    return Err(invalid(
+                        "HEADY_EMBEDDER",
+                        format!("unknown embedder {other:?} (expected lexical, openai or workers-ai)"),
+                    ))
+                }
+            };
+        }
+        if let Some(v) = non_empty("HEADY_EMBEDDER_BASE_URL") {
+            self.embedder.base_url = Some(v);
+        }
+        if let Some(v) = non_empty("HEADY_EMBEDDER_API_KEY") {
+            self.embedder.api_key = Some(v);
+        }
+        if let Some(v) = non_empty("HEADY_EMBEDDER_MODEL") {
+            self.embedder.model = Some(v);
+        }
+        if let Some(v) = non_empty("HEADY_EMBEDDER_ACCOUNT_ID") {
+            self.embedder.account_id = Some(v);
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .parse()
+            .map_err(|_| invalid("listen", format!("not an address like 127.0.0.1:8080: {:?}", self.listen)))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        if let Some(url) = &self.redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+                return Err(invalid("redis_url", format!("must start with redis://, rediss:// or unix:// (got {url:?})")));
+            }
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
+            return Err(invalid("max_body_bytes", format!("must be between 1024 and 67108864 (got {})", self.max_body_bytes)));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(invalid("log_format", format!("must be \"text\" or \"json\" (got {:?})", self.log_format)));
+        }
+        let m = &self.memory;
+        if !(2..=4096).contains(&m.dim) {
+            return Err(invalid("memory.dim", format!("must be between 2 and 4096 (got {})", m.dim)));
+        }
+        if !(2..=128).contains(&m.hnsw_connectivity) {
+            return Err(invalid("memory.hnsw_connectivity", format!("must be between 2 and 128 (got {})", m.hnsw_connectivity)));
+        }
+        if !(8..=4096).contains(&m.hnsw_ef_construction) {
+            return Err(invalid("memory.hnsw_ef_construction", format!("must be between 8 and 4096 (got {})", m.hnsw_ef_construction)));
+        }
+        if !(8..=4096).contains(&m.hnsw_ef_search) {
+            return Err(invalid("memory.hnsw_ef_search", format!("must be between 8 and 4096 (got {})", m.hnsw_ef_search)));
+        }
+        if !(1..=10_000).contains(&m.max_top_k) {
+            return Err(invalid("memory.max_top_k", format!("must be between 1 and 10000 (got {})", m.max_top_k)));
+        }
+        if !(1..=1_000_000).contains(&m.max_batch) {
+            return Err(invalid("memory.max_batch", format!("must be between 1 and 1000000 (got {})", m.max_batch)));
+        }
+        if !(1..=64).contains(&m.read_connections) {
+            return Err(invalid("memory.read_connections", format!("must be between 1 and 64 (got {})", m.read_connections)));
+        }
+        if !(1_000..=10_000_000).contains(&m.max_pending) {
+            return Err(invalid("memory.max_pending", format!("must be between 1000 and 10000000 (got {})", m.max_pending)));
+        }
+        let e = &self.embedder;
+        if e.timeout_ms == 0 || e.timeout_ms > 600_000 {
+            return Err(invalid("embedder.timeout_ms", format!("must be between 1 and 600000 (got {})", e.timeout_ms)));
+        }
+        match e.kind {
+            EmbedderKind::Lexical => {}
+            EmbedderKind::Openai => {
+                let url = e.base_url.as_deref().ok_or_else(|| {
+                    invalid("embedder.base_url", "required for kind = \"openai\" (e.g. http://127.0.0.1:11434/v1)")
+                })?;
+                check_http_url("embedder.base_url", url)?;
+                if e.model.as_deref().unwrap_or("").is_empty() {
+                    return Err(invalid("embedder.model", "required for kind = \"openai\""));
+                }
+            }
+            EmbedderKind::WorkersAi => {
+                if let Some(url) = &e.base_url {
+                    check_http_url("embedder.base_url", url)?;
+                }
+                if e.account_id.as_deref().unwrap_or("").is_empty() {
+                    return Err(invalid("embedder.account_id", "required for kind = \"workers-ai\""));
+                }
+                if e.api_key.as_deref().unwrap_or("").is_empty() {
+                    return Err(invalid("embedder.api_key", "required for kind = \"workers-ai\""));
+                }
+            }
+        }
+        heady_shared::GroupTable::default()
+            .extend(self.conductor.groups.clone())
+            .map_err(|e| invalid("conductor.groups", e.to_string()))?;
+        Ok(())
+    }
+}
+
+fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => Err(invalid(key, format!("must be an http(s) URL with a host (got {url:?})"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load_with(toml_text: Option<&str>, env: &[(&str, &str)], flags: Overrides) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("heady.toml");
+        if let Some(t) = toml_text {
+            std::fs::write(&path, t).unwrap();
+        }
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::load(toml_text.map(|_| path.as_path()), |k| env.get(k).cloned(), &flags)
+    }
+
+    #[test]
+    fn defaults_run_with_nothing_installed() {
+        let c = load_with(None, &[], Overrides::default()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.memory.dim, 384);
+        assert_eq!(c.embedder.kind, EmbedderKind::Lexical);
+        assert!(c.redis_url.is_none());
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let file = "listen = \"127.0.0.1:9000\"\ndata_dir = \"/var/lib/heady\"\n[memory]\ndim = 16\n";
+        let c = load_with(Some(file), &[], Overrides::default()).unwrap();
+        assert_eq!((c.listen.as_str(), c.memory.dim), ("127.0.0.1:9000", 16));
+        let c = load_with(Some(file), &[("HEADY_LISTEN", "127.0.0.1:9100"), ("HEADY_REDIS_URL", "redis://127.0.0.1:6379")], Overrides::default()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9100");
+        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        let flags = Overrides { listen: Some("127.0.0.1:9200".into()), data_dir: Some("/tmp/x".into()) };
+        let c = load_with(Some(file), &[("HEADY_LISTEN", "127.0.0.1:9100")], flags).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9200");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    fn err_of(toml_text: Option<&str>, env: &[(&str, &str)]) -> String {
+        load_with(toml_text, env, Overrides::default()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(err_of(Some("listen = \"nowhere\""), &[]).starts_with("listen:"));
+        assert!(err_of(Some("[memory]\ndim = 0"), &[]).starts_with("memory.dim:"));
+        assert!(err_of(None, &[("HEADY_MEMORY_DIM", "big")]).starts_with("HEADY_MEMORY_DIM:"));
+        assert!(err_of(None, &[("HEADY_REDIS_URL", "http://x")]).starts_with("redis_url:"));
+        assert!(err_of(None, &[("HEADY_EMBEDDER", "magic")]).starts_with("HEADY_EMBEDDER:"));
+        assert!(err_of(Some("[embedder]\nkind = \"openai\""), &[]).starts_with("embedder.base_url:"));
+        assert!(err_of(Some("[embedder]\nkind = \"workers-ai\"\napi_key = \"k\""), &[]).starts_with("embedder.account_id:"));
+        let dup = "[[conductor.groups]]\nname = \"x\"\nweight = 0.5\nactions = [\"chat\"]";
+        assert!(err_of(Some(dup), &[]).contains("conductor.groups:"));
+        let unknown = err_of(Some("lisen = \"127.0.0.1:1\""), &[]);
+        assert!(unknown.contains("lisen"), "{unknown}");
+        let syntax = err_of(Some("listen = "), &[]);
+        assert!(syntax.contains("line 1"), "{syntax}");
+    }
+}

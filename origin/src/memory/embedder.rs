@@ -1,0 +1,324 @@
+//! Embedders turn text into vectors. Three implementations behind one trait:
+//! `LexicalEmbedder` (built in, offline, deterministic), `OpenAiEmbedder` (any OpenAI-compatible
+//! `/embeddings` endpoint: Ollama, TEI, vLLM, OpenAI) and `WorkersAiEmbedder` (Cloudflare's REST API).
+
+use crate::config::{EmbedderConfig, EmbedderKind};
+use heady_shared::zone::splitmix64;
+use serde::Deserialize;
+use serde_json::json;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("embedder {provider} could not be reached: {message}")]
+    Unreachable { provider: &'static str, message: String },
+    #[error("embedder {provider} answered {status}: {message}")]
+    Upstream { provider: &'static str, status: u16, message: String },
+    #[error("embedder {provider} answered something unexpected: {message}")]
+    BadResponse { provider: &'static str, message: String },
+    #[error("embedder {provider} returned {got}-dimensional vectors; this database stores {want}")]
+    Dimension { provider: &'static str, got: usize, want: usize },
+}
+
+pub type EmbedFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Vec<f32>>, EmbedError>> + Send + 'a>>;
+
+pub trait Embedder: Send + Sync {
+    /// A short name for logs and `/api/memory/stats`.
+    fn name(&self) -> &'static str;
+    fn dim(&self) -> usize;
+    /// One vector per input text, in order.
+    fn embed<'a>(&'a self, texts: &'a [String]) -> EmbedFuture<'a>;
+}
+
+pub fn from_config(cfg: &EmbedderConfig, dim: usize) -> Arc<dyn Embedder> {
+    let timeout = Duration::from_millis(cfg.timeout_ms);
+    match cfg.kind {
+        EmbedderKind::Lexical => Arc::new(LexicalEmbedder::new(dim)),
+        EmbedderKind::Openai => Arc::new(OpenAiEmbedder::new(
+            cfg.base_url.clone().unwrap_or_default(),
+            cfg.api_key.clone(),
+            cfg.model.clone().unwrap_or_default(),
+            dim,
+            timeout,
+        )),
+        EmbedderKind::WorkersAi => Arc::new(WorkersAiEmbedder::new(
+            cfg.base_url.clone().unwrap_or_else(|| WorkersAiEmbedder::API_ROOT.to_string()),
+            cfg.account_id.clone().unwrap_or_default(),
+            cfg.api_key.clone().unwrap_or_default(),
+            cfg.model.clone().unwrap_or_else(|| WorkersAiEmbedder::DEFAULT_MODEL.to_string()),
+            dim,
+            timeout,
+        )),
+    }
+}
+
+/// Hashed lexical features: lower-cased words (weight 1.0), word bigrams (0.5) and character
+/// trigrams of each word (0.25), each hashed (splitmix64 of FNV-1a) to a bucket with a sign,
+/// then L2-normalised. Deterministic across processes and platforms; no model, no network.
+/// Texts that share words land close together; it knows nothing of synonyms.
+pub struct LexicalEmbedder {
+    dim: usize,
+}
+
+impl LexicalEmbedder {
+    pub fn new(dim: usize) -> Self {
+        LexicalEmbedder { dim }
+    }
+
+    fn fnv1a(bytes: &[u8], salt: u64) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ salt;
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01B3);
+        }
+        splitmix64(h)
+    }
+
+    fn add(&self, v: &mut [f32], feature: &[u8], salt: u64, weight: f32) {
+        let h = Self::fnv1a(feature, salt);
+        let bucket = (h % self.dim as u64) as usize;
+        let sign = if h >> 63 == 0 { 1.0 } else { -1.0 };
+        v[bucket] += sign * weight;
+    }
+
+    pub fn embed_one(&self, text: &str) -> Vec<f32> {
+        let mut v = vec![0.0f32; self.dim];
+        let lower = text.to_lowercase();
+        let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+        for w in &words {
+            self.add(&mut v, w.as_bytes(), 1, 1.0);
+            let padded: Vec<char> = std::iter::once('^').chain(w.chars()).chain(std::iter::once('$')).collect();
+            for tri in padded.windows(3) {
+                let s: String = tri.iter().collect();
+                self.add(&mut v, s.as_bytes(), 3, 0.25);
+            }
+        }
+        for pair in words.windows(2) {
+            let s = format!("{} {}", pair[0], pair[1]);
+            self.add(&mut v, s.as_bytes(), 2, 0.5);
+        }
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            v.iter_mut().for_each(|x| *x /= norm);
+        }
+        v
+    }
+}
+
+impl Embedder for LexicalEmbedder {
+    fn name(&self) -> &'static str {
+        "lexical"
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn embed<'a>(&'a self, texts: &'a [String]) -> EmbedFuture<'a> {
+        Box::pin(async move { Ok(texts.iter().map(|t| self.embed_one(t)).collect()) })
+    }
+}
+
+fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(5).min(timeout))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// Pulls a human message out of an error body: OpenAI's `{"error":{"message"}}`, an Ollama-style
+/// `{"error":"..."}`, Cloudflare's `{"errors":[{"code","message"}]}`, else the raw text.
+fn error_message(body: &str) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    if let Some(v) = parsed {
+        if let Some(m) = v.pointer("/error/message").and_then(|m| m.as_str()) {
+            return m.to_string();
+        }
+        if let Some(m) = v.get("error").and_then(|m| m.as_str()) {
+            return m.to_string();
+        }
+        if let Some(errs) = v.get("errors").and_then(|e| e.as_array()) {
+            let msgs: Vec<String> = errs
+                .iter()
+                .map(|e| {
+                    let code = e.get("code").map(|c| c.to_string()).unwrap_or_default();
+                    let msg = e.get("message").and_then(|m| m.as_str()).unwrap_or("");
+                    format!("{code} {msg}").trim().to_string()
+                })
+                .collect();
+            if !msgs.is_empty() {
+                return msgs.join("; ");
+            }
+        }
+    }
+    body.chars().take(300).collect()
+}
+
+fn check_dims(provider: &'static str, vectors: &[Vec<f32>], want: usize, n: usize) -> Result<(), EmbedError> {
+    if vectors.len() != n {
+        return Err(EmbedError::BadResponse { provider, message: format!("{} vectors for {} inputs", vectors.len(), n) });
+    }
+    if let Some(v) = vectors.iter().find(|v| v.len() != want) {
+        return Err(EmbedError::Dimension { provider, got: v.len(), want });
+    }
+    Ok(())
+}
+
+async fn post_json(
+    provider: &'static str,
+    client: &reqwest::Client,
+    url: &str,
+    bearer: Option<&str>,
+    body: serde_json::Value,
+) -> Result<String, EmbedError> {
+    let mut req = client.post(url).json(&body);
+    if let Some(key) = bearer.filter(|k| !k.is_empty()) {
+        req = req.bearer_auth(key);
+    }
+    let resp = req.send().await.map_err(|e| EmbedError::Unreachable { provider, message: e.to_string() })?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| EmbedError::Unreachable { provider, message: e.to_string() })?;
+    if !status.is_success() {
+        return Err(EmbedError::Upstream { provider, status: status.as_u16(), message: error_message(&text) });
+    }
+    Ok(text)
+}
+
+/// OpenAI-compatible `POST {base_url}/embeddings` with `{"model","input":[...]}`.
+pub struct OpenAiEmbedder {
+    url: String,
+    api_key: Option<String>,
+    model: String,
+    dim: usize,
+    client: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct OpenAiEmbeddings {
+    data: Vec<OpenAiEmbedding>,
+}
+#[derive(Deserialize)]
+struct OpenAiEmbedding {
+    index: usize,
+    embedding: Vec<f32>,
+}
+
+impl OpenAiEmbedder {
+    pub fn new(base_url: String, api_key: Option<String>, model: String, dim: usize, timeout: Duration) -> Self {
+        let url = format!("{}/embeddings", base_url.trim_end_matches('/'));
+        OpenAiEmbedder { url, api_key, model, dim, client: http_client(timeout) }
+    }
+}
+
+impl Embedder for OpenAiEmbedder {
+    fn name(&self) -> &'static str {
+        "openai"
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn embed<'a>(&'a self, texts: &'a [String]) -> EmbedFuture<'a> {
+        Box::pin(async move {
+            const P: &str = "openai";
+            let body = json!({"model": self.model, "input": texts, "encoding_format": "float"});
+            let text = post_json(P, &self.client, &self.url, self.api_key.as_deref(), body).await?;
+            let mut parsed: OpenAiEmbeddings = serde_json::from_str(&text)
+                .map_err(|e| EmbedError::BadResponse { provider: P, message: e.to_string() })?;
+            parsed.data.sort_by_key(|d| d.index);
+            let vectors: Vec<Vec<f32>> = parsed.data.into_iter().map(|d| d.embedding).collect();
+            check_dims(P, &vectors, self.dim, texts.len())?;
+            Ok(vectors)
+        })
+    }
+}
+
+/// Workers AI REST: `POST {root}/accounts/{account}/ai/run/{model}` with `{"text":[...]}`,
+/// answered `{"result":{"shape":[n,d],"data":[[...]]},"success":true,"errors":[],"messages":[]}`.
+pub struct WorkersAiEmbedder {
+    url: String,
+    api_key: String,
+    dim: usize,
+    client: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct CfEnvelope {
+    success: bool,
+    #[serde(default)]
+    errors: Vec<serde_json::Value>,
+    result: Option<CfEmbeddings>,
+}
+#[derive(Deserialize)]
+struct CfEmbeddings {
+    data: Vec<Vec<f32>>,
+}
+
+impl WorkersAiEmbedder {
+    pub const API_ROOT: &'static str = "https://api.cloudflare.com/client/v4";
+    pub const DEFAULT_MODEL: &'static str = "@cf/baai/bge-small-en-v1.5";
+
+    pub fn new(root: String, account_id: String, api_key: String, model: String, dim: usize, timeout: Duration) -> Self {
+        let url = format!("{}/accounts/{}/ai/run/{}", root.trim_end_matches('/'), account_id, model);
+        WorkersAiEmbedder { url, api_key, dim, client: http_client(timeout) }
+    }
+}
+
+impl Embedder for WorkersAiEmbedder {
+    fn name(&self) -> &'static str {
+        "workers-ai"
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn embed<'a>(&'a self, texts: &'a [String]) -> EmbedFuture<'a> {
+        Box::pin(async move {
+            const P: &str = "workers-ai";
+            let text = post_json(P, &self.client, &self.url, Some(&self.api_key), json!({"text": texts})).await?;
+            let env: CfEnvelope = serde_json::from_str(&text)
+                .map_err(|e| EmbedError::BadResponse { provider: P, message: e.to_string() })?;
+            if !env.success {
+                return Err(EmbedError::BadResponse {
+                    provider: P,
+                    message: error_message(&json!({"errors": env.errors}).to_string()),
+                });
+            }
+            let vectors = env
+                .result
+                .ok_or_else(|| EmbedError::BadResponse { provider: P, message: "no result".into() })?
+                .data;
+            check_dims(P, &vectors, self.dim, texts.len())?;
+            Ok(vectors)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cos(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    #[test]
+    fn lexical_is_deterministic_normalised_and_lexically_close() {
+        let e = LexicalEmbedder::new(384);
+        let a = e.embed_one("The cat sat on the mat");
+        assert_eq!(a, e.embed_one("The cat sat on the mat"));
+        assert!((cos(&a, &a) - 1.0).abs() < 1e-5);
+        let near = e.embed_one("a cat sat on a mat");
+        let far = e.embed_one("quarterly revenue forecast spreadsheet");
+        assert!(cos(&a, &near) > cos(&a, &far) + 0.3, "{} vs {}", cos(&a, &near), cos(&a, &far));
+        assert!(e.embed_one("  !!! ").iter().all(|x| *x == 0.0));
+    }
+
+    #[test]
+    fn error_messages_are_extracted_from_each_wire_format() {
+        assert_eq!(error_message(r#"{"error":{"message":"Invalid API key","type":"invalid_request_error"}}"#), "Invalid API key");
+        assert_eq!(error_message(r#"{"error":"model not found"}"#), "model not found");
+        assert_eq!(error_message(r#"{"success":false,"errors":[{"code":10000,"message":"Authentication error"}]}"#), "10000 Authentication error");
+        assert_eq!(error_message("plain"), "plain");
+    }
+}

@@ -1,0 +1,87 @@
+//! Prometheus metrics: requests and latency by route and status, memory size.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Method {
+    GET,
+    POST,
+    OTHER,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: &'static str,
+    pub method: Method,
+    pub status: u16,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: Family<HttpLabels, Counter>,
+    pub latency: Family<HttpLabels, Histogram>,
+    pub memory_vectors: Gauge,
+    pub index_vectors: Gauge,
+    pub index_bytes: Gauge,
+    pub index_ready: Gauge,
+    pub resident_bytes: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<HttpLabels, Counter>::default();
+        let latency = Family::<HttpLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+        });
+        registry.register("heady_http_requests", "HTTP requests by route, method and status", requests.clone());
+        registry.register("heady_http_request_duration_seconds", "HTTP request latency by route, method and status", latency.clone());
+        let memory_vectors = Gauge::default();
+        registry.register("heady_memory_vectors", "Rows in conversation_vectors", memory_vectors.clone());
+        let index_vectors = Gauge::default();
+        registry.register("heady_memory_index_vectors", "Vectors in the HNSW index", index_vectors.clone());
+        let index_bytes = Gauge::default();
+        registry.register("heady_memory_index_bytes", "Memory used by the HNSW index", index_bytes.clone());
+        let index_ready = Gauge::default();
+        registry.register("heady_memory_index_ready", "1 when searches use the HNSW index, 0 while exact", index_ready.clone());
+        let resident_bytes = Gauge::default();
+        registry.register("heady_process_resident_memory_bytes", "Resident set size of the daemon", resident_bytes.clone());
+        Metrics { registry, requests, latency, memory_vectors, index_vectors, index_bytes, index_ready, resident_bytes }
+    }
+}
+
+impl Metrics {
+    pub fn observe(&self, route: &'static str, method: &http::Method, status: u16, secs: f64) {
+        let method = match *method {
+            http::Method::GET => Method::GET,
+            http::Method::POST => Method::POST,
+            _ => Method::OTHER,
+        };
+        let labels = HttpLabels { route, method, status };
+        self.requests.get_or_create(&labels).inc();
+        self.latency.get_or_create(&labels).observe(secs);
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Resident set size from /proc (Linux); 0 elsewhere.
+pub fn resident_bytes() -> i64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<i64>().ok()))
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}

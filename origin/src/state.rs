@@ -1,0 +1,85 @@
+//! What every request handler shares.
+
+use crate::conductor::Conductor;
+use crate::config::Config;
+use crate::memory::embedder::{self, Embedder};
+use crate::memory::MemoryStore;
+use crate::metrics::Metrics;
+use heady_shared::GroupTable;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+pub struct AppState {
+    pub config: Config,
+    pub memory: Arc<MemoryStore>,
+    pub embedder: Arc<dyn Embedder>,
+    pub conductor: Conductor,
+    pub metrics: Metrics,
+    redis: Option<redis::Client>,
+    redis_conn: Mutex<Option<redis::aio::ConnectionManager>>,
+}
+
+impl AppState {
+    /// Opens the database and starts loading the index. Fails on bad config or an unusable
+    /// data directory, with a message that says which.
+    pub fn open(config: Config) -> anyhow::Result<Arc<AppState>> {
+        let mut table = GroupTable::default();
+        table
+            .extend(config.conductor.groups.clone())
+            .map_err(|e| anyhow::anyhow!("conductor.groups: {e}"))?;
+        let memory = MemoryStore::open(&config.data_dir, &config.memory)?;
+        memory.start_index();
+        let embedder = embedder::from_config(&config.embedder, config.memory.dim);
+        let redis = match &config.redis_url {
+            Some(url) => Some(redis::Client::open(url.as_str()).map_err(|e| anyhow::anyhow!("redis_url: {e}"))?),
+            None => None,
+        };
+        Ok(Arc::new(AppState {
+            config,
+            memory,
+            embedder,
+            conductor: Conductor::new(table),
+            metrics: Metrics::default(),
+            redis,
+            redis_conn: Mutex::new(None),
+        }))
+    }
+
+
+    /// PING Redis if configured. `Ok(None)` when no Redis is configured.
+    pub async fn redis_ping(&self) -> Result<Option<()>, String> {
+        let Some(client) = &self.redis else { return Ok(None) };
+        let mut guard = self.redis_conn.lock().await;
+        if guard.is_none() {
+            let cfg = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(std::time::Duration::from_secs(1))
+                .set_response_timeout(std::time::Duration::from_secs(1))
+                .set_number_of_retries(0);
+            let cm = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                redis::aio::ConnectionManager::new_with_config(client.clone(), cfg),
+            )
+            .await
+            .map_err(|_| "timed out connecting".to_string())?
+            .map_err(|e| e.to_string())?;
+            *guard = Some(cm);
+        }
+        let mut conn = guard.as_ref().cloned().ok_or("no connection")?;
+        drop(guard);
+        let pong: Result<String, String> = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await
+        .map_err(|_| "PING timed out".to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+        match pong {
+            Ok(_) => Ok(Some(())),
+            Err(e) => {
+                // Start afresh next time rather than wait on the manager's own reconnect.
+                *self.redis_conn.lock().await = None;
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,570 @@
+//! `heady-origin tunnel ...`: the I/O shell around render, parse, validate and match.
+//! Exit codes: 0 success, 1 problems found or an input that cannot be read, 2 bad arguments.
+
+use super::config::{parse, Config, ParseError, Warning};
+use super::matching::{match_rule, RequestUrl};
+use super::render::{render, RenderSettings};
+use super::validate::{parse_service, validate, Problem};
+use heady_shared::properties::Properties;
+use serde_json::json;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+const OK: i32 = 0;
+const FAILED: i32 = 1;
+const BAD_ARGUMENTS: i32 = 2;
+
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum TunnelCommand {
+    /// Write cloudflared's config.yml: one ingress rule per property the origin serves.
+    Render {
+        /// The properties list.
+        #[arg(long, value_name = "FILE", default_value = "deploy/properties.toml")]
+        properties: PathBuf,
+        /// The tunnel's UUID, from `cloudflared tunnel create`.
+        #[arg(long, value_name = "UUID", env = "HEADY_TUNNEL_ID")]
+        tunnel_id: String,
+        /// The tunnel's credentials JSON [default: /etc/cloudflared/<tunnel-id>.json].
+        #[arg(long, value_name = "FILE")]
+        credentials_file: Option<String>,
+        /// Where the origin daemon listens, as cloudflared reaches it.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+        origin_url: String,
+        /// The service of the last, catch-all rule.
+        #[arg(long, value_name = "SERVICE", default_value = "http_status:404")]
+        catch_all: String,
+        /// Write here (atomically) instead of to standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Check a cloudflared config against cloudflared's ingress rules; print OK or every problem.
+    Validate {
+        /// The cloudflared config.yml.
+        file: PathBuf,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show which ingress rule cloudflared would pick for a URL.
+    Rule {
+        /// The cloudflared config.yml.
+        file: PathBuf,
+        /// A full request URL, e.g. https://headyapi.com/v1/chat/completions.
+        url: String,
+    },
+}
+
+/// Runs a tunnel command on the process's standard output and error; returns the exit code.
+pub fn run(command: TunnelCommand) -> i32 {
+    run_with(command, &mut io::stdout().lock(), &mut io::stderr().lock())
+}
+
+/// `run` with the output streams as parameters, for tests.
+pub fn run_with(command: TunnelCommand, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    match command {
+        TunnelCommand::Render { properties, tunnel_id, credentials_file, origin_url, catch_all, out: target } => {
+            let settings = RenderSettings {
+                credentials_file: credentials_file.unwrap_or_else(|| format!("/etc/cloudflared/{tunnel_id}.json")),
+                tunnel_id,
+                origin_url,
+                catch_all,
+            };
+            render_command(&properties, &settings, target.as_deref(), out, err)
+        }
+        TunnelCommand::Validate { file, json: true } => validate_json(&file, out),
+        TunnelCommand::Validate { file, json: false } => validate_text(&file, out, err),
+        TunnelCommand::Rule { file, url } => rule_command(&file, &url, out, err),
+    }
+}
+
+fn render_command(
+    properties_path: &Path,
+    settings: &RenderSettings,
+    target: Option<&Path>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    if let Err(message) = check_settings(settings) {
+        let _ = writeln!(err, "heady-origin: {message}");
+        return BAD_ARGUMENTS;
+    }
+    let text = match fs::read_to_string(properties_path) {
+        Ok(text) => text,
+        Err(e) => {
+            let _ = writeln!(err, "heady-origin: cannot read {}: {e}", properties_path.display());
+            return FAILED;
+        }
+    };
+    let properties = match Properties::parse(&text) {
+        Ok(properties) => properties,
+        Err(e) => {
+            let _ = writeln!(err, "heady-origin: {}: {e}", properties_path.display());
+            return FAILED;
+        }
+    };
+    let yaml = render(&properties, settings);
+    // The settings were checked above, so this guards the renderer itself.
+    let problems = match parse(&yaml) {
+        Ok((config, _)) => validate(&config),
+        Err(e) => {
+            let _ = writeln!(err, "heady-origin: rendered config does not read back: {e}");
+            return FAILED;
+        }
+    };
+    if !problems.is_empty() {
+        let _ = writeln!(err, "heady-origin: the rendered config would be refused by cloudflared:");
+        for problem in &problems {
+            let _ = writeln!(err, "  {problem}");
+        }
+        return FAILED;
+    }
+    for property in properties.origin_properties() {
+        if let Some(todo) = &property.operator_todo {
+            let _ = writeln!(err, "note: property {} is incomplete: {todo}", property.name);
+        }
+    }
+    match target {
+        None => {
+            let _ = out.write_all(yaml.as_bytes());
+            OK
+        }
+        Some(path) => match write_atomically(path, yaml.as_bytes()) {
+            Ok(()) => {
+                let rules = properties.origin_properties().count();
+                let _ = writeln!(err, "wrote {} ({rules} ingress rules and the catch-all)", path.display());
+                OK
+            }
+            Err(e) => {
+                let _ = writeln!(err, "heady-origin: cannot write {}: {e}", path.display());
+                FAILED
+            }
+        },
+    }
+}
+
+/// Rejects settings that would make the rendered YAML invalid or mean something else.
+fn check_settings(settings: &RenderSettings) -> Result<(), String> {
+    let one_line = |name: &str, value: &str| {
+        if value.trim().is_empty() || value.chars().any(char::is_control) {
+            Err(format!("{name} must be a non-empty single line, got {value:?}"))
+        } else {
+            Ok(())
+        }
+    };
+    one_line("--tunnel-id", &settings.tunnel_id)?;
+    one_line("--credentials-file", &settings.credentials_file)?;
+    parse_service(&settings.origin_url, false).map_err(|e| format!("--origin-url: {e}"))?;
+    parse_service(&settings.catch_all, false).map_err(|e| format!("--catch-all: {e}"))?;
+    Ok(())
+}
+
+/// Writes via a temporary file in the same directory and a rename, so cloudflared (or a
+/// reader racing the write) sees either the old file or the new one, never half of one.
+fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let file_name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let temp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+    let write = || -> io::Result<()> {
+        // A leftover from a crashed run with the same pid is ours to replace.
+        let _ = fs::remove_file(&temp);
+        let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
+        file.write_all(contents)?;
+        if let Ok(existing) = fs::metadata(path) {
+            file.set_permissions(existing.permissions())?;
+        }
+        file.sync_all()?;
+        fs::rename(&temp, path)
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
+    // Make the rename itself durable; not every platform can open a directory.
+    if let Ok(dir) = fs::File::open(dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+/// Why a config file could not be checked at all.
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Unreadable { path: String, source: io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: String, source: ParseError },
+}
+
+impl LoadError {
+    fn json(&self) -> serde_json::Value {
+        match self {
+            LoadError::Unreadable { source, .. } => json!({ "code": "unreadable", "message": source.to_string() }),
+            LoadError::Parse { source, .. } => match source {
+                ParseError::Syntax { line, column, message } => {
+                    json!({ "code": "yaml_syntax", "message": message, "line": line, "column": column })
+                }
+                ParseError::Yaml { message } => json!({ "code": "yaml", "message": message }),
+                other => json!({ "code": "not_a_mapping", "message": other.to_string() }),
+            },
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<(Config, Vec<Warning>), LoadError> {
+    let shown = path.display().to_string();
+    let text = fs::read_to_string(path).map_err(|source| LoadError::Unreadable { path: shown.clone(), source })?;
+    parse(&text).map_err(|source| LoadError::Parse { path: shown, source })
+}
+
+fn validate_text(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let (config, warnings) = match load(path) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            let _ = writeln!(err, "heady-origin: {e}");
+            return FAILED;
+        }
+    };
+    for warning in &warnings {
+        let _ = writeln!(err, "warning: {warning}");
+    }
+    let problems = validate(&config);
+    if problems.is_empty() {
+        let _ = writeln!(out, "OK");
+        return OK;
+    }
+    let count = problems.len();
+    let _ = writeln!(out, "{}: {count} problem{}", path.display(), if count == 1 { "" } else { "s" });
+    for problem in &problems {
+        let _ = writeln!(out, "  {problem}");
+    }
+    FAILED
+}
+
+fn validate_json(path: &Path, out: &mut dyn Write) -> i32 {
+    let (report, code) = match load(path) {
+        Err(e) => (json!({ "ok": false, "error": e.json(), "problems": [], "warnings": [] }), FAILED),
+        Ok((config, warnings)) => {
+            let problems = validate(&config);
+            let code = if problems.is_empty() { OK } else { FAILED };
+            let report = json!({
+                "ok": problems.is_empty(),
+                "error": null,
+                "problems": problems.iter().map(problem_json).collect::<Vec<_>>(),
+                "warnings": warnings.iter().map(warning_json).collect::<Vec<_>>(),
+            });
+            (report, code)
+        }
+    };
+    let mut report = report;
+    report["file"] = json!(path.display().to_string());
+    let _ = writeln!(out, "{report:#}");
+    code
+}
+
+/// `index` is 0-based (into `ingress`); `rule` is the 1-based number the messages use.
+fn problem_json(problem: &Problem) -> serde_json::Value {
+    json!({
+        "index": problem.rule,
+        "rule": problem.rule.map(|i| i + 1),
+        "hostname": problem.hostname,
+        "code": problem.code(),
+        "message": problem.kind.to_string(),
+    })
+}
+
+fn warning_json(warning: &Warning) -> serde_json::Value {
+    json!({
+        "index": warning.rule,
+        "rule": warning.rule.map(|i| i + 1),
+        "code": warning.code(),
+        "message": warning.kind.to_string(),
+    })
+}
+
+fn rule_command(path: &Path, url: &str, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let request = match RequestUrl::parse(url) {
+        Ok(request) => request,
+        Err(e) => {
+            let _ = writeln!(err, "heady-origin: {e}");
+            return BAD_ARGUMENTS;
+        }
+    };
+    let (config, warnings) = match load(path) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            let _ = writeln!(err, "heady-origin: {e}");
+            return FAILED;
+        }
+    };
+    for warning in &warnings {
+        let _ = writeln!(err, "warning: {warning}");
+    }
+    // cloudflared matches only against a config it accepts.
+    let problems = validate(&config);
+    if !problems.is_empty() {
+        let _ = writeln!(err, "heady-origin: {} would be refused by cloudflared:", path.display());
+        for problem in &problems {
+            let _ = writeln!(err, "  {problem}");
+        }
+        return FAILED;
+    }
+    let Some((index, rule)) = match_rule(&config, &request) else {
+        let _ = writeln!(err, "heady-origin: no rule matches {url}");
+        return FAILED;
+    };
+    let _ = writeln!(out, "Matched rule #{} (index {index})", index + 1);
+    if !rule.hostname.is_empty() {
+        let _ = writeln!(out, "\thostname: {}", rule.hostname);
+    }
+    if !rule.path.is_empty() {
+        let _ = writeln!(out, "\tpath: {}", rule.path);
+    }
+    let _ = writeln!(out, "\tservice: {}", rule.service);
+    OK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::render::tests::example_settings;
+    use super::*;
+
+    const REAL_PROPERTIES: &str = include_str!("../../../deploy/properties.toml");
+
+    struct Outcome {
+        code: i32,
+        out: String,
+        err: String,
+    }
+
+    fn run_captured(command: TunnelCommand) -> Outcome {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = run_with(command, &mut out, &mut err);
+        Outcome { code, out: String::from_utf8_lossy(&out).into(), err: String::from_utf8_lossy(&err).into() }
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        fs::write(&path, text).expect("write test file");
+        path
+    }
+
+    fn render_command_for(properties: PathBuf, out: Option<PathBuf>) -> TunnelCommand {
+        let settings = example_settings();
+        TunnelCommand::Render {
+            properties,
+            tunnel_id: settings.tunnel_id,
+            credentials_file: None,
+            origin_url: settings.origin_url,
+            catch_all: settings.catch_all,
+            out,
+        }
+    }
+
+    #[test]
+    fn render_validate_and_rule_through_the_cli() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let properties = write(dir.path(), "properties.toml", REAL_PROPERTIES);
+        let config = dir.path().join("config.yml");
+
+        let rendered = run_captured(render_command_for(properties.clone(), Some(config.clone())));
+        assert_eq!(rendered.code, 0, "{}", rendered.err);
+        assert!(rendered.out.is_empty());
+        assert!(rendered.err.contains("4 ingress rules"), "{}", rendered.err);
+        let written = fs::read_to_string(&config).expect("written");
+        assert!(written.contains("credentials-file: /etc/cloudflared/00000000-0000-4000-8000-000000000000.json"));
+        let leftovers: Vec<_> = fs::read_dir(dir.path()).expect("list").filter_map(Result::ok).collect();
+        assert_eq!(leftovers.len(), 2, "no temporary file is left behind");
+
+        let to_stdout = run_captured(render_command_for(properties, None));
+        assert_eq!((to_stdout.code, to_stdout.out.as_str()), (0, written.as_str()));
+
+        let validated = run_captured(TunnelCommand::Validate { file: config.clone(), json: false });
+        assert_eq!((validated.code, validated.out.as_str(), validated.err.as_str()), (0, "OK\n", ""));
+
+        let matched =
+            run_captured(TunnelCommand::Rule { file: config.clone(), url: "https://headymcp.com/sse".into() });
+        assert_eq!(matched.code, 0, "{}", matched.err);
+        assert_eq!(
+            matched.out,
+            "Matched rule #2 (index 1)\n\thostname: headymcp.com\n\tservice: http://127.0.0.1:8080\n"
+        );
+        let fallback = run_captured(TunnelCommand::Rule { file: config, url: "https://headyweb.com/".into() });
+        assert!(fallback.out.starts_with("Matched rule #5 (index 4)\n\tservice: http_status:404"), "{}", fallback.out);
+    }
+
+    #[test]
+    fn validate_reports_every_problem_and_exits_1() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = write(
+            dir.path(),
+            "config.yml",
+            "ingress:\n  - hostname: a.example.com:443\n    service: http://x\n    servce: typo\n  - hostname: b.example.com\n    service: http://x/\n",
+        );
+        let result = run_captured(TunnelCommand::Validate { file: file.clone(), json: false });
+        assert_eq!(result.code, 1);
+        assert!(result.out.contains(": 3 problems\n"), "{}", result.out);
+        assert!(
+            result.out.contains("  rule #1 (a.example.com:443): hostname cannot contain a port\n"),
+            "{}",
+            result.out
+        );
+        assert!(result.out.contains("  rule #2 (b.example.com): service \"http://x/\" has a path"), "{}", result.out);
+        assert!(
+            result.out.contains("  rule #2 (b.example.com): the last ingress rule must match all URLs"),
+            "{}",
+            result.out
+        );
+        assert!(result.err.contains("warning: rule #1: unknown key \"servce\""), "{}", result.err);
+
+        let result = run_captured(TunnelCommand::Validate { file, json: true });
+        assert_eq!(result.code, 1);
+        let report: serde_json::Value = serde_json::from_str(&result.out).expect("one JSON document");
+        assert_eq!(report["ok"], false);
+        assert_eq!(report["problems"].as_array().map(Vec::len), Some(3));
+        assert_eq!(report["problems"][0]["index"], 0);
+        assert_eq!(report["problems"][0]["rule"], 1);
+        assert_eq!(report["problems"][0]["hostname"], "a.example.com:443");
+        assert_eq!(report["problems"][0]["code"], "hostname_has_port");
+        assert_eq!(report["warnings"][0]["code"], "unknown_key");
+    }
+
+    #[test]
+    fn valid_config_with_warnings_is_still_ok() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = write(dir.path(), "config.yml", "tunnel: t\nIngress: x\ningress:\n  - service: http_status:404\n");
+        let result = run_captured(TunnelCommand::Validate { file: file.clone(), json: false });
+        assert_eq!((result.code, result.out.as_str()), (0, "OK\n"));
+        assert!(result.err.contains("\"Ingress\" looks like \"ingress\""), "{}", result.err);
+        let result = run_captured(TunnelCommand::Validate { file, json: true });
+        let report: serde_json::Value = serde_json::from_str(&result.out).expect("JSON");
+        assert_eq!((result.code, &report["ok"]), (0, &serde_json::Value::Bool(true)));
+        assert_eq!(report["warnings"][0]["code"], "lookalike_top_level_key");
+    }
+
+    #[test]
+    fn unreadable_files_and_syntax_errors_exit_1_with_a_clear_message() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("missing.yml");
+        let result = run_captured(TunnelCommand::Validate { file: missing.clone(), json: false });
+        assert_eq!(result.code, 1);
+        assert!(
+            result.err.starts_with("heady-origin: cannot read ") && result.err.contains("missing.yml"),
+            "{}",
+            result.err
+        );
+
+        let broken = write(dir.path(), "broken.yml", "ingress:\n  - hostname: a\n   service: b\n");
+        let result = run_captured(TunnelCommand::Validate { file: broken.clone(), json: false });
+        assert_eq!(result.code, 1);
+        assert!(result.err.contains("YAML syntax error at line 3, column"), "{}", result.err);
+        let result = run_captured(TunnelCommand::Validate { file: broken.clone(), json: true });
+        let report: serde_json::Value = serde_json::from_str(&result.out).expect("JSON even for errors");
+        assert_eq!(
+            (result.code, &report["error"]["code"], &report["error"]["line"]),
+            (1, &json!("yaml_syntax"), &json!(3))
+        );
+
+        let result = run_captured(TunnelCommand::Validate { file: dir.path().to_path_buf(), json: true });
+        let report: serde_json::Value = serde_json::from_str(&result.out).expect("JSON");
+        assert_eq!((result.code, &report["error"]["code"]), (1, &json!("unreadable")));
+
+        let result = run_captured(TunnelCommand::Rule { file: broken, url: "https://a.example.com/".into() });
+        assert_eq!(result.code, 1);
+    }
+
+    #[test]
+    fn rule_exit_codes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let invalid =
+            write(dir.path(), "invalid.yml", "ingress:\n  - hostname: a.example.com\n    service: http://x\n");
+        let result = run_captured(TunnelCommand::Rule { file: invalid.clone(), url: "not a url".into() });
+        assert_eq!(result.code, 2, "a bad URL is a bad argument");
+        assert!(result.err.contains("doesn't have a hostname"), "{}", result.err);
+        let result = run_captured(TunnelCommand::Rule { file: invalid, url: "https://a.example.com/".into() });
+        assert_eq!(result.code, 1, "cloudflared would refuse the config");
+        assert!(result.err.contains("the last ingress rule must match all URLs"), "{}", result.err);
+    }
+
+    #[test]
+    fn render_rejects_bad_arguments_with_2_and_bad_properties_with_1() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let properties = write(dir.path(), "properties.toml", REAL_PROPERTIES);
+        let command = |tunnel_id: &str, origin_url: &str, catch_all: &str| TunnelCommand::Render {
+            properties: properties.clone(),
+            tunnel_id: tunnel_id.into(),
+            credentials_file: None,
+            origin_url: origin_url.into(),
+            catch_all: catch_all.into(),
+            out: None,
+        };
+        for (bad, flag) in [
+            (command("", "http://127.0.0.1:8080", "http_status:404"), "--tunnel-id"),
+            (command("id\nx", "http://127.0.0.1:8080", "http_status:404"), "--tunnel-id"),
+            (command("id", "127.0.0.1:8080", "http_status:404"), "--origin-url"),
+            (command("id", "http://127.0.0.1:8080/api", "http_status:404"), "--origin-url"),
+            (command("id", "http://127.0.0.1:8080", "http_status:4040"), "--catch-all"),
+        ] {
+            let result = run_captured(bad);
+            assert_eq!(result.code, 2, "{}", result.err);
+            assert!(result.err.contains(flag), "{}", result.err);
+            assert!(result.out.is_empty());
+        }
+
+        let duplicated = write(
+            dir.path(),
+            "dup.toml",
+            "[[property]]\nname = \"a\"\nhostname = \"api.example.com\"\nkind = \"api\"\n\
+             [[property]]\nname = \"b\"\nhostname = \"API.example.com\"\nkind = \"api\"\n",
+        );
+        let result = run_captured(render_command_for(duplicated, None));
+        assert_eq!(result.code, 1);
+        assert!(result.err.contains("property #2 (b) has the same hostname"), "{}", result.err);
+        let result = run_captured(render_command_for(dir.path().join("none.toml"), None));
+        assert_eq!(result.code, 1);
+        assert!(result.err.contains("cannot read"), "{}", result.err);
+    }
+
+    #[test]
+    fn render_out_replaces_an_existing_file_and_keeps_its_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let properties = write(dir.path(), "properties.toml", REAL_PROPERTIES);
+        let config = write(dir.path(), "config.yml", "old contents\n");
+        fs::set_permissions(&config, fs::Permissions::from_mode(0o640)).expect("chmod");
+        let result = run_captured(render_command_for(properties, Some(config.clone())));
+        assert_eq!(result.code, 0, "{}", result.err);
+        assert!(fs::read_to_string(&config).expect("read").starts_with("# cloudflared configuration"));
+        assert_eq!(fs::metadata(&config).expect("stat").permissions().mode() & 0o777, 0o640);
+
+        let result = run_captured(render_command_for(
+            dir.path().join("properties.toml"),
+            Some(dir.path().join("no-such-dir").join("config.yml")),
+        ));
+        assert_eq!(result.code, 1);
+        assert!(result.err.contains("cannot write"), "{}", result.err);
+    }
+
+    #[test]
+    fn the_subcommand_parses_with_clap() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            tunnel: TunnelCommand,
+        }
+        let cli =
+            Cli::try_parse_from(["heady-origin", "render", "--tunnel-id", "abc"]).expect("defaults fill the rest");
+        let TunnelCommand::Render { properties, origin_url, catch_all, out, .. } = cli.tunnel else {
+            panic!("render expected")
+        };
+        assert_eq!(properties, PathBuf::from("deploy/properties.toml"));
+        assert_eq!((origin_url.as_str(), catch_all.as_str(), out), ("http://127.0.0.1:8080", "http_status:404", None));
+        let cli = Cli::try_parse_from(["heady-origin", "validate", "c.yml", "--json"]).expect("parses");
+        assert_eq!(cli.tunnel, TunnelCommand::Validate { file: "c.yml".into(), json: true });
+        let cli = Cli::try_parse_from(["heady-origin", "rule", "c.yml", "https://a.example.com/"]).expect("parses");
+        assert_eq!(cli.tunnel, TunnelCommand::Rule { file: "c.yml".into(), url: "https://a.example.com/".into() });
+        let missing = Cli::try_parse_from(["heady-origin", "rule", "c.yml"]).expect_err("URL is required");
+        assert_eq!(missing.exit_code(), 2);
+    }
+}
