@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 secs="${1:-10}"; conns="${2:-64}"
 deploy/setup.sh >/dev/null
 deploy/cargo-progress.sh cargo build --release -p heady-origin --bin heady-origin --example bare_hyper
-target="${CARGO_TARGET_DIR:-target}"
+target="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 work="$(mktemp -d)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }

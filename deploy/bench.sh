@@ -24,4 +24,5 @@ PY
 fi
 deploy/cargo-progress.sh cargo build --release -p heady-origin --bin heady-origin --example bench_memory
 [ -f "$ext" ] && export HEADY_VSS_EXTENSION="$ext"
-exec "${CARGO_TARGET_DIR:-target}/release/examples/bench_memory" "$@"
+target="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+exec "$target/release/examples/bench_memory" "$@"

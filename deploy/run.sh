@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/setup.sh
 deploy/cargo-progress.sh cargo build --release -p heady-origin
-bin="${CARGO_TARGET_DIR:-target}/release/heady-origin"
+bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release/heady-origin"
 echo "[run] heady-origin serve $*  (Ctrl-C stops it gracefully)"
 exec "$bin" serve "$@"

@@ -89,7 +89,7 @@ fn qps(threads: usize, queries: &[Vec<f32>], f: impl Fn(&[f32]) + Sync) -> f64 {
 fn main() -> anyhow::Result<()> {
     let n = arg("--n", 100_000) as u64;
     let nq = arg("--queries", 500);
-    let batch = arg("--batch", 200);
+    let batch = arg("--batch", 120);
     let dir = tempfile::tempdir()?;
     println!("# heady vector memory benchmark: {n} clustered {DIM}-d vectors, {nq} queries");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -280,12 +280,12 @@ fn main() -> anyhow::Result<()> {
                     .arg(dir.path())
                     .env("HEADY_LOG", "warn")
                     .spawn()?;
-                let (ready, index_ready) = rt.block_on(async {
+                let (ready, loaded, indexed) = rt.block_on(async {
                     let c = reqwest::Client::new();
-                    let mut ready = None;
+                    let (mut ready, mut loaded) = (None, None);
                     loop {
-                        if t.elapsed() > Duration::from_secs(300) {
-                            break (ready, None);
+                        if t.elapsed() > Duration::from_secs(600) {
+                            break (ready, loaded, None);
                         }
                         if ready.is_none() {
                             if let Ok(r) = c.get(format!("http://127.0.0.1:{port}/ready")).send().await {
@@ -295,8 +295,11 @@ fn main() -> anyhow::Result<()> {
                             }
                         } else if let Ok(r) = c.get(format!("http://127.0.0.1:{port}/api/memory/stats")).send().await {
                             let v: serde_json::Value = r.json().await.unwrap_or_default();
-                            if v["index"]["state"] == "ready" {
-                                break (ready, Some(t.elapsed().as_secs_f64()));
+                            if v["index"]["state"] == "ready" && loaded.is_none() {
+                                loaded = Some(t.elapsed().as_secs_f64());
+                            }
+                            if v["index"]["state"] == "ready" && v["index"]["pending"] == 0 {
+                                break (ready, loaded, Some(t.elapsed().as_secs_f64()));
                             }
                         }
                         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -305,9 +308,10 @@ fn main() -> anyhow::Result<()> {
                 let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
                 let _ = child.wait();
                 println!(
-                    "start-up with {n} vectors, {label}: /ready in {:.2} s, HNSW index ready in {:.2} s (exact search until then)",
+                    "start-up with {n} vectors, {label}: /ready in {:.2} s; index loaded in {:.2} s (exact DuckDB scans before); every row in the graph after {:.2} s (queued rows brute-forced until then)",
                     ready.unwrap_or(f64::NAN),
-                    index_ready.unwrap_or(f64::NAN)
+                    loaded.unwrap_or(f64::NAN),
+                    indexed.unwrap_or(f64::NAN)
                 );
             }
         }

@@ -256,8 +256,8 @@ impl Config {
         if !(1..=10_000).contains(&m.max_top_k) {
             return Err(invalid("memory.max_top_k", format!("must be between 1 and 10000 (got {})", m.max_top_k)));
         }
-        if !(1..=1_000_000).contains(&m.max_batch) {
-            return Err(invalid("memory.max_batch", format!("must be between 1 and 1000000 (got {})", m.max_batch)));
+        if !(1..=100_000).contains(&m.max_batch) {
+            return Err(invalid("memory.max_batch", format!("must be between 1 and 100000 (got {})", m.max_batch)));
         }
         if !(1..=64).contains(&m.read_connections) {
             return Err(invalid("memory.read_connections", format!("must be between 1 and 64 (got {})", m.read_connections)));

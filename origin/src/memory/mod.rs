@@ -16,6 +16,7 @@ use duckdb::arrow::record_batch::RecordBatch;
 use duckdb::{params, Connection};
 use index::HnswIndex;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -144,6 +145,19 @@ pub struct MemoryStore {
     max_pending: usize,
     shutdown: AtomicBool,
     indexer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// What a search result shows of each row, so the served path never waits on DuckDB for
+    /// it (costs about the size of the stored content in RAM). DuckDB stays the record.
+    rows: RwLock<HashMap<u64, Arc<RowView>>>,
+}
+
+/// The columns a search result returns.
+#[derive(Debug)]
+struct RowView {
+    content: String,
+    role: String,
+    ts: i64,
+    session_id: Option<String>,
+    metadata: Option<String>,
 }
 
 #[derive(Default)]
@@ -202,12 +216,6 @@ impl MemoryStore {
             return Err(MemoryError::DimMismatch { configured: dim, stored, path });
         }
         let writer = conn.try_clone()?;
-        writer.execute_batch(&format!(
-            "CREATE TEMP TABLE staging (
-                id VARCHAR, ts BIGINT, role VARCHAR, content VARCHAR, embedding FLOAT[{dim}],
-                token_count INTEGER, session_id VARCHAR, metadata VARCHAR
-            );"
-        ))?;
         let count: i64 = conn.query_row("SELECT count(*) FROM conversation_vectors", [], |r| r.get(0))?;
         let index = HnswIndex::new(dim, cfg.hnsw_connectivity, cfg.hnsw_ef_construction, cfg.hnsw_ef_search)?;
         Ok(Arc::new(MemoryStore {
@@ -230,6 +238,7 @@ impl MemoryStore {
             max_pending: cfg.max_pending,
             shutdown: AtomicBool::new(false),
             indexer: Mutex::new(None),
+            rows: RwLock::new(HashMap::new()),
         }))
     }
 
@@ -346,14 +355,33 @@ impl MemoryStore {
         let conn = self.reader()?;
         let mut queued = 0;
         let result = (|| -> Result<(), MemoryError> {
-            let mut stmt = conn.prepare("SELECT id, embedding FROM conversation_vectors")?;
+            let mut stmt = conn.prepare(
+                "SELECT id, embedding, content, role, ts, session_id, CAST(metadata AS VARCHAR) FROM conversation_vectors",
+            )?;
             for batch in stmt.query_arrow([])? {
-                let ids = batch.column(0).as_any().downcast_ref::<StringArray>().cloned();
+                let text = |c: usize| batch.column(c).as_any().downcast_ref::<StringArray>().cloned();
+                let ids = text(0);
                 let lists = batch.column(1).as_any().downcast_ref::<FixedSizeListArray>().cloned();
                 let (Some(ids), Some(lists)) = (ids, lists) else { continue };
+                let (Some(contents), Some(roles), Some(sessions), Some(metas)) = (text(2), text(3), text(5), text(6)) else { continue };
+                let Some(ts) = batch.column(4).as_any().downcast_ref::<Int64Array>().cloned() else { continue };
                 let values = lists.values().as_any().downcast_ref::<Float32Array>().cloned();
                 let Some(values) = values else { continue };
                 let flat = values.values();
+                {
+                    let mut rows = self.rows.write().unwrap_or_else(|p| p.into_inner());
+                    for i in 0..ids.len() {
+                        let Some(key) = key_of(ids.value(i)) else { continue };
+                        let opt = |a: &StringArray| (!a.is_null(i)).then(|| a.value(i).to_string());
+                        rows.insert(key, Arc::new(RowView {
+                            content: contents.value(i).to_string(),
+                            role: roles.value(i).to_string(),
+                            ts: ts.value(i),
+                            session_id: opt(&sessions),
+                            metadata: opt(&metas),
+                        }));
+                    }
+                }
                 let mut pending = self.pending.write().unwrap_or_else(|p| p.into_inner());
                 for i in 0..ids.len() {
                     if lists.is_null(i) {
@@ -448,26 +476,29 @@ impl MemoryStore {
         let batch = self.record_batch(rows)?;
         {
             let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            // One appender flush is one transaction (DuckDB rolls it back whole on error, e.g.
+            // a duplicate id), and max_batch keeps a batch below the appender's auto-flush size.
             let result = (|| -> Result<(), MemoryError> {
-                {
-                    let mut app = conn.appender("staging")?;
-                    app.append_record_batch(batch)?;
-                    app.flush()?;
-                }
-                conn.execute(
-                    "INSERT INTO conversation_vectors
-                     SELECT id, ts, role, content, embedding, token_count, session_id, CAST(metadata AS JSON)
-                     FROM staging",
-                    [],
-                )?;
+                let mut app = conn.appender("conversation_vectors")?;
+                app.append_record_batch(batch)?;
+                app.flush()?;
                 Ok(())
             })();
-            if let Err(e) = conn.execute("DELETE FROM staging", []) {
-                tracing::error!(error = %e, "could not clear the staging table");
-            }
             result?;
         }
         self.count.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        {
+            let mut views = self.rows.write().unwrap_or_else(|p| p.into_inner());
+            for r in rows {
+                views.insert(r.key, Arc::new(RowView {
+                    content: r.content.clone(),
+                    role: r.role.clone(),
+                    ts: r.ts,
+                    session_id: r.session_id.clone(),
+                    metadata: r.metadata.clone(),
+                }));
+            }
+        }
         // Durable now. Queue for the indexer; searchable at once through the brute-force pass.
         {
             let mut pending = self.pending.write().unwrap_or_else(|p| p.into_inner());
@@ -531,6 +562,7 @@ impl MemoryStore {
             n += conn.execute("DELETE FROM conversation_vectors WHERE id = ?", params![id])?;
             if let Some(k) = key_of(id) {
                 let _ = self.index.remove(k);
+                self.rows.write().unwrap_or_else(|p| p.into_inner()).remove(&k);
             }
         }
         self.count.fetch_sub(n as u64, Ordering::Relaxed);
@@ -615,6 +647,26 @@ impl MemoryStore {
     fn fetch_rows(&self, hits: &[index::Hit]) -> Result<Vec<SearchHit>, MemoryError> {
         if hits.is_empty() {
             return Ok(Vec::new());
+        }
+        {
+            let rows = self.rows.read().unwrap_or_else(|p| p.into_inner());
+            let views: Option<Vec<(&index::Hit, Arc<RowView>)>> =
+                hits.iter().map(|h| rows.get(&h.key).map(|v| (h, Arc::clone(v)))).collect();
+            if let Some(views) = views {
+                drop(rows);
+                return Ok(views
+                    .into_iter()
+                    .map(|(h, v)| SearchHit {
+                        id: id_of(h.key),
+                        score: 1.0 - h.distance,
+                        content: v.content.clone(),
+                        role: v.role.clone(),
+                        ts: v.ts,
+                        session_id: v.session_id.clone(),
+                        metadata: v.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
+                    })
+                    .collect());
+            }
         }
         let conn = self.reader()?;
         let result = (|| {
