@@ -24,10 +24,17 @@ pub struct InsertRequest {
     pub token_count: Option<u32>,
 }
 
+/// One pass over the body: either `items` (the batch form) or the fields of one item.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BatchRequest {
-    items: Vec<InsertRequest>,
+struct InsertBody {
+    items: Option<Vec<InsertRequest>>,
+    content: Option<String>,
+    embedding: Option<Vec<f64>>,
+    role: Option<String>,
+    session_id: Option<String>,
+    metadata: Option<serde_json::Value>,
+    token_count: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,25 +138,38 @@ fn now_ms() -> i64 {
 /// All-or-nothing: any invalid item rejects the whole request and nothing is stored.
 pub async fn insert(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError> {
     require_json(&c)?;
-    let value: serde_json::Value = parse_json(&c.body)?;
-    let is_batch = value.get("items").is_some();
-    let (items, prefixes): (Vec<InsertRequest>, Vec<String>) = if is_batch {
-        let b: BatchRequest = serde_json::from_value(value).map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))?;
-        if b.items.is_empty() {
-            return Err(ApiError::bad_request("items must not be empty"));
+    let body: InsertBody = parse_json(&c.body)?;
+    let is_batch = body.items.is_some();
+    let (items, prefixes): (Vec<InsertRequest>, Vec<String>) = match body.items {
+        Some(items) => {
+            if body.content.is_some() || body.embedding.is_some() || body.role.is_some() || body.session_id.is_some() || body.metadata.is_some() || body.token_count.is_some() {
+                return Err(ApiError::bad_request("give either items (a batch) or the fields of one item, not both"));
+            }
+            if items.is_empty() {
+                return Err(ApiError::bad_request("items must not be empty"));
+            }
+            if items.len() > s.config.memory.max_batch {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "batch_too_large",
+                    format!("items has {} entries; the limit is {} (memory.max_batch)", items.len(), s.config.memory.max_batch),
+                ));
+            }
+            let n = items.len();
+            (items, (0..n).map(|i| format!("items[{i}].")).collect())
         }
-        if b.items.len() > s.config.memory.max_batch {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "batch_too_large",
-                format!("items has {} entries; the limit is {} (memory.max_batch)", b.items.len(), s.config.memory.max_batch),
-            ));
+        None => {
+            let content = body.content.ok_or_else(|| ApiError::bad_request("invalid request: missing field `content`"))?;
+            let one = InsertRequest {
+                content,
+                embedding: body.embedding,
+                role: body.role,
+                session_id: body.session_id,
+                metadata: body.metadata,
+                token_count: body.token_count,
+            };
+            (vec![one], vec![String::new()])
         }
-        let n = b.items.len();
-        (b.items, (0..n).map(|i| format!("items[{i}].")).collect())
-    } else {
-        let one: InsertRequest = serde_json::from_value(value).map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))?;
-        (vec![one], vec![String::new()])
     };
     let dim = s.memory.dim();
     let now = now_ms();

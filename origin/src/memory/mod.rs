@@ -145,6 +145,8 @@ pub struct MemoryStore {
     max_pending: usize,
     shutdown: AtomicBool,
     indexer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// When the last insert finished; the indexer uses one core while writers are active.
+    last_insert: Mutex<Option<Instant>>,
     /// What a search result shows of each row, so the served path never waits on DuckDB for
     /// it (costs about the size of the stored content in RAM). DuckDB stays the record.
     rows: RwLock<HashMap<u64, Arc<RowView>>>,
@@ -239,6 +241,7 @@ impl MemoryStore {
             shutdown: AtomicBool::new(false),
             indexer: Mutex::new(None),
             rows: RwLock::new(HashMap::new()),
+            last_insert: Mutex::new(None),
         }))
     }
 
@@ -319,7 +322,18 @@ impl MemoryStore {
                 continue;
             }
             let items: Vec<(u64, &[f32])> = chunk.iter().map(|(k, v)| (*k, v.as_slice())).collect();
-            match self.add_parallel(&items) {
+            // Leave a core to the writers while they are busy; use both when idle.
+            let writers_busy = self
+                .last_insert
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(500));
+            let added = if writers_busy {
+                self.index.add_missing(items.iter().copied()).map_err(MemoryError::from)
+            } else {
+                self.add_parallel(&items)
+            };
+            match added {
                 Ok(n) => {
                     since_save += n;
                     self.build_done.fetch_add(chunk.len(), Ordering::Relaxed);
@@ -487,6 +501,7 @@ impl MemoryStore {
             result?;
         }
         self.count.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        *self.last_insert.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         {
             let mut views = self.rows.write().unwrap_or_else(|p| p.into_inner());
             for r in rows {
@@ -623,10 +638,13 @@ impl MemoryStore {
         let result = (|| {
             let dim = self.dim;
             let filter = if session_id.is_some() { "WHERE session_id = ?" } else { "" };
+            // The query vector is cast once in a one-row CTE; a bare CAST(? ...) in the select
+            // list would parse the literal again for every row.
             let sql = format!(
-                "SELECT id, content, role, ts, session_id, CAST(metadata AS VARCHAR),
-                        array_cosine_distance(embedding, CAST(? AS FLOAT[{dim}])) AS d
-                 FROM conversation_vectors {filter} ORDER BY d ASC, id LIMIT ?"
+                "WITH q AS MATERIALIZED (SELECT CAST(? AS FLOAT[{dim}]) AS v)
+                 SELECT id, content, role, ts, session_id, CAST(metadata AS VARCHAR),
+                        array_cosine_distance(embedding, q.v) AS d
+                 FROM conversation_vectors, q {filter} ORDER BY d ASC, id LIMIT ?"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
             let lit = vector_literal(query);
