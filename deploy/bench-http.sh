@@ -36,8 +36,8 @@ PY
 for b in $(seq 0 99); do
   curl -sf -H 'content-type: application/json' --data-binary "@$work/batch$b.json" "http://127.0.0.1:$origin_port/api/memory/vectors" >/dev/null
 done
-for _ in $(seq 300); do
-  curl -sf "http://127.0.0.1:$origin_port/api/memory/stats" | grep -q '"state":"ready"' && break; sleep 0.1
+for _ in $(seq 1200); do
+  curl -sf "http://127.0.0.1:$origin_port/api/memory/stats" | grep -q '"state":"ready","size":20000,"pending":0' && break; sleep 0.1
 done
 
 run() { # name url [body]

@@ -611,7 +611,7 @@ impl MemoryStore {
         let mut seen: std::collections::HashSet<u64> = hits.iter().map(|h| h.key).collect();
         for (i, key) in pending.keys.iter().enumerate() {
             let v = &pending.vectors[i * self.dim..(i + 1) * self.dim];
-            let dot: f32 = v.iter().zip(query).map(|(a, b)| a * b).sum();
+            let dot = dot(v, query);
             let distance = 1.0 - dot * q_inv * pending.inv_norms[i];
             if hits.len() < top_k || distance < hits[hits.len() - 1].distance {
                 if !seen.insert(*key) {
@@ -640,11 +640,13 @@ impl MemoryStore {
             let filter = if session_id.is_some() { "WHERE session_id = ?" } else { "" };
             // The query vector is cast once in a one-row CTE; a bare CAST(? ...) in the select
             // list would parse the literal again for every row.
+            // Rank on (id, distance) alone, then read the other columns of the top k only.
             let sql = format!(
-                "WITH q AS MATERIALIZED (SELECT CAST(? AS FLOAT[{dim}]) AS v)
-                 SELECT id, content, role, ts, session_id, CAST(metadata AS VARCHAR),
-                        array_cosine_distance(embedding, q.v) AS d
-                 FROM conversation_vectors, q {filter} ORDER BY d ASC, id LIMIT ?"
+                "WITH q AS MATERIALIZED (SELECT CAST(? AS FLOAT[{dim}]) AS v),
+                 top AS (SELECT id, array_cosine_distance(embedding, q.v) AS d
+                         FROM conversation_vectors, q {filter} ORDER BY d ASC, id LIMIT ?)
+                 SELECT c.id, c.content, c.role, c.ts, c.session_id, CAST(c.metadata AS VARCHAR), top.d
+                 FROM top JOIN conversation_vectors c ON c.id = top.id ORDER BY top.d ASC, c.id"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
             let lit = vector_literal(query);
@@ -792,4 +794,18 @@ fn hit_from_row(r: &duckdb::Row<'_>, score: f32) -> duckdb::Result<SearchHit> {
         session_id: r.get(4)?,
         metadata: meta.and_then(|m| serde_json::from_str(&m).ok()),
     })
+}
+
+/// Dot product with eight independent sums, which the compiler turns into SIMD (a single
+/// running sum cannot be reordered, so it stays scalar).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
