@@ -284,7 +284,8 @@ fn main() -> anyhow::Result<()> {
                     let c = reqwest::Client::new();
                     let (mut ready, mut loaded) = (None, None);
                     loop {
-                        if t.elapsed() > Duration::from_secs(600) {
+                        if t.elapsed() > Duration::from_secs(600) || matches!(child.try_wait(), Ok(Some(_))) {
+                            eprintln!("start-up: the daemon exited or timed out");
                             break (ready, loaded, None);
                         }
                         if ready.is_none() {

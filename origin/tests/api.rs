@@ -360,3 +360,36 @@ async fn a_restart_keeps_rows_and_reloads_the_persisted_index() {
     let err = heady_origin::state::AppState::open(cfg).err().unwrap().to_string();
     assert!(err.contains("memory.dim"), "{err}");
 }
+
+/// Stats and metrics are read while the indexer adds thousands of rows (this once crashed:
+/// usearch's memory measure is not safe beside a concurrent add).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_and_metrics_while_the_indexer_runs() {
+    let s = TestServer::start(|c| c.memory.dim = 32).await;
+    s.wait_index().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (stats, metrics, stop) = (s.url("/api/memory/stats"), s.url("/metrics"), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert_eq!(client().get(&stats).send().await.unwrap().status(), 200);
+                assert_eq!(client().get(&metrics).send().await.unwrap().status(), 200);
+                n += 1;
+            }
+            n
+        })
+    };
+    for b in 0..40u64 {
+        let items: Vec<Value> = (0..200u64).map(|i| json!({"content": format!("b{b} i{i}"), "embedding": clustered(32, i % 7, b * 1000 + i)})).collect();
+        let (st, body) = post(&s.url("/api/memory/vectors"), json!({ "items": items })).await;
+        assert_eq!(st, 200, "{body}");
+    }
+    s.wait_index().await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(poller.await.unwrap() > 0);
+    let (_, stats) = get(&s.url("/api/memory/stats")).await;
+    assert_eq!(stats["index"]["size"], 8000);
+    assert!(stats["index"]["memory_bytes"].as_u64().unwrap() > 0);
+    s.stop().await;
+}

@@ -48,6 +48,7 @@ pub struct HnswIndex {
     dim: usize,
     gate: Gate,
     key_locks: Vec<Mutex<()>>,
+    memory_bytes: std::sync::atomic::AtomicUsize,
 }
 
 pub struct Hit {
@@ -73,6 +74,7 @@ impl HnswIndex {
             dim,
             gate: Gate { free: Mutex::new(CONTEXTS), cv: Condvar::new() },
             key_locks: (0..KEY_SHARDS).map(|_| Mutex::new(())).collect(),
+            memory_bytes: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -107,8 +109,16 @@ impl HnswIndex {
         self.len() == 0
     }
 
+    /// Memory used, as of the last `refresh_memory_bytes` (cheap to read from any thread).
     pub fn memory_bytes(&self) -> usize {
-        self.index.read().unwrap_or_else(|p| p.into_inner()).memory_usage()
+        self.memory_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// usearch walks its nodes to measure memory, which is not safe beside a concurrent add
+    /// (it crashed the daemon under load), so measure under the write lock, off the hot path.
+    pub fn refresh_memory_bytes(&self) {
+        let bytes = self.index.write().unwrap_or_else(|p| p.into_inner()).memory_usage();
+        self.memory_bytes.store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn contains(&self, key: u64) -> bool {
@@ -149,7 +159,8 @@ impl HnswIndex {
 
     pub fn remove(&self, key: u64) -> Result<(), IndexError> {
         let _g = self.gate.enter();
-        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        // Rare (compensation); exclusive so it never races an add or a search.
+        let index = self.index.write().unwrap_or_else(|p| p.into_inner());
         index.remove(key).map(|_| ()).map_err(err)
     }
 

@@ -281,6 +281,7 @@ impl MemoryStore {
         let t = Instant::now();
         match self.load_index() {
             Ok((loaded, queued)) => {
+                self.index.refresh_memory_bytes();
                 self.index_state.store(STATE_READY, Ordering::Release);
                 tracing::info!(loaded, queued, secs = t.elapsed().as_secs_f64(), "hnsw index loaded; queued rows are searched by brute force until indexed");
             }
@@ -346,6 +347,7 @@ impl MemoryStore {
                 }
             }
             self.pending.write().unwrap_or_else(|p| p.into_inner()).drain_front(chunk.len(), self.dim);
+            self.index.refresh_memory_bytes();
             self.drained_cv.notify_all();
             if self.shutdown.load(Ordering::Acquire) {
                 return;
