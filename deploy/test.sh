@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/setup.sh
+echo "[test] checking formatting (cargo fmt)"
+cargo fmt --all -- --check
 echo "[test] building (release profile: one DuckDB build serves tests, benches and the daemon)"
 deploy/cargo-progress.sh cargo build --release --workspace --all-targets
 echo "[test] checking heady-shared builds for wasm32-unknown-unknown"

@@ -11,7 +11,9 @@ use std::convert::Infallible;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8099".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8099".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!("bare hyper on {addr}");
     loop {
@@ -21,7 +23,9 @@ async fn main() -> anyhow::Result<()> {
             let svc = service_fn(|_req: Request<hyper::body::Incoming>| async {
                 Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
             });
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }

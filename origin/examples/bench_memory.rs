@@ -33,7 +33,10 @@ fn gaussian(seed: u64) -> f64 {
 fn vector(i: u64, salt: u64) -> Vec<f32> {
     let c = i % CLUSTERS;
     let mut v: Vec<f64> = (0..DIM as u64)
-        .map(|d| gaussian(c * 7_919 + d * 104_729 + 1) + 0.6 * gaussian((i ^ salt).wrapping_mul(2_654_435_761) + d * 31 + 17))
+        .map(|d| {
+            gaussian(c * 7_919 + d * 104_729 + 1)
+                + 0.6 * gaussian((i ^ salt).wrapping_mul(2_654_435_761) + d * 31 + 17)
+        })
         .collect();
     let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
     v.iter_mut().for_each(|x| *x /= n);
@@ -54,7 +57,10 @@ struct Timing {
 
 fn timing(mut ms: Vec<f64>) -> Timing {
     ms.sort_by(|a, b| a.total_cmp(b));
-    Timing { p50_ms: percentile(&ms, 0.5), p99_ms: percentile(&ms, 0.99) }
+    Timing {
+        p50_ms: percentile(&ms, 0.5),
+        p99_ms: percentile(&ms, 0.99),
+    }
 }
 
 fn arg(name: &str, default: usize) -> usize {
@@ -67,7 +73,13 @@ fn arg(name: &str, default: usize) -> usize {
 }
 
 fn vector_literal(v: &[f32]) -> String {
-    format!("[{}]", v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(","))
+    format!(
+        "[{}]",
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    )
 }
 
 /// Queries/s from `threads` threads running `f` over the queries.
@@ -92,7 +104,9 @@ fn main() -> anyhow::Result<()> {
     let batch = arg("--batch", 120);
     let dir = tempfile::tempdir()?;
     println!("# heady vector memory benchmark: {n} clustered {DIM}-d vectors, {nq} queries");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
 
     // 1. Bulk insert through the HTTP batch API (bodies serialised before the clock starts).
     let mut cfg = Config::load(None, |_| None, &Overrides::default())?;
@@ -106,7 +120,11 @@ fn main() -> anyhow::Result<()> {
             serde_json::to_vec(&serde_json::json!({ "items": items })).unwrap()
         })
         .collect();
-    println!("serialised {} batch bodies of {batch} (largest {} KiB)", bodies.len(), bodies.iter().map(|b| b.len()).max().unwrap_or(0) / 1024);
+    println!(
+        "serialised {} batch bodies of {batch} (largest {} KiB)",
+        bodies.len(),
+        bodies.iter().map(|b| b.len()).max().unwrap_or(0) / 1024
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (state, addr, server) = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -114,7 +132,15 @@ fn main() -> anyhow::Result<()> {
         let state = AppState::open(cfg.clone())?;
         let st = state.clone();
         let server = tokio::spawn(async move {
-            heady_origin::server::serve(listener, st, async { let _ = stop_rx.await; }, Duration::from_secs(30)).await
+            heady_origin::server::serve(
+                listener,
+                st,
+                async {
+                    let _ = stop_rx.await;
+                },
+                Duration::from_secs(30),
+            )
+            .await
         });
         anyhow::Ok((state, addr, server))
     })?;
@@ -149,12 +175,18 @@ fn main() -> anyhow::Result<()> {
         }
     });
     let insert_secs = t.elapsed().as_secs_f64();
-    println!("bulk insert (HTTP batch API, 2 clients): {:.0} vectors/s ({n} in {insert_secs:.1} s)", n as f64 / insert_secs);
+    println!(
+        "bulk insert (HTTP batch API, 2 clients): {:.0} vectors/s ({n} in {insert_secs:.1} s)",
+        n as f64 / insert_secs
+    );
     let memory: Arc<MemoryStore> = state.memory.clone();
     assert_eq!(memory.len(), n);
     let backlog = memory.pending_len();
     let t = Instant::now();
-    assert!(memory.wait_indexed(Duration::from_secs(1800)), "indexer never caught up");
+    assert!(
+        memory.wait_indexed(Duration::from_secs(1800)),
+        "indexer never caught up"
+    );
     println!(
         "HNSW indexer: {backlog} rows still queued at the last ack (searchable by brute force meanwhile), all indexed {:.1} s later; end to end {:.0} vectors/s indexed",
         t.elapsed().as_secs_f64(),
@@ -181,7 +213,9 @@ fn main() -> anyhow::Result<()> {
 
     // 3. DuckDB VSS (HNSW through SQL), in an in-memory copy: VSS persistence is experimental.
     let vss = (|| -> anyhow::Result<(Timing, f64, f64, f64)> {
-        let conn = duckdb::Connection::open_in_memory_with_flags(duckdb::Config::default().allow_unsigned_extensions()?)?;
+        let conn = duckdb::Connection::open_in_memory_with_flags(
+            duckdb::Config::default().allow_unsigned_extensions()?,
+        )?;
         match std::env::var("HEADY_VSS_EXTENSION") {
             Ok(path) if !path.is_empty() => conn.execute_batch(&format!("LOAD '{path}'"))?,
             _ => conn.execute_batch("LOAD vss")?,
@@ -200,7 +234,9 @@ fn main() -> anyhow::Result<()> {
             let lit = vector_literal(q);
             let t = Instant::now();
             let mut stmt = conn.prepare_cached(&sql)?;
-            let ids: Vec<String> = stmt.query_map([lit], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            let ids: Vec<String> = stmt
+                .query_map([lit], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
             ms.push(t.elapsed().as_secs_f64() * 1e3);
             let want: HashSet<&String> = truth[qi].iter().collect();
             hits += ids.iter().filter(|i| want.contains(i)).count();
@@ -214,7 +250,11 @@ fn main() -> anyhow::Result<()> {
                 let k = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2;
                 let c = conns[k].lock().unwrap();
                 let mut stmt = c.prepare_cached(&sql).unwrap();
-                let _ids: Vec<String> = stmt.query_map([vector_literal(q)], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+                let _ids: Vec<String> = stmt
+                    .query_map([vector_literal(q)], |r| r.get(0))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
             })
         };
         Ok((timing(ms), q2, hits as f64 / (10 * n_exact) as f64, build))
@@ -252,12 +292,23 @@ fn main() -> anyhow::Result<()> {
         "served (HNSW + row): p50 {:>8.3} ms  p99 {:>8.3} ms  {:>8.1} q/s (2 threads)  recall@10 {recall:.3}",
         served.p50_ms, served.p99_ms, served_qps
     );
-    println!("ratios: served p50 is {:.1}x faster than exact", exact.p50_ms / served.p50_ms);
+    println!(
+        "ratios: served p50 is {:.1}x faster than exact",
+        exact.p50_ms / served.p50_ms
+    );
     if let Ok((t, q, _, _)) = &vss {
-        println!("ratios: served p50 is {:.1}x faster than VSS via SQL; served q/s {:.1}x VSS", t.p50_ms / served.p50_ms, served_qps / q);
+        println!(
+            "ratios: served p50 is {:.1}x faster than VSS via SQL; served q/s {:.1}x VSS",
+            t.p50_ms / served.p50_ms,
+            served_qps / q
+        );
     }
     let idx = memory.index_stats();
-    println!("index: {} vectors, {:.1} MiB", idx.size, idx.memory_bytes as f64 / 1048576.0);
+    println!(
+        "index: {} vectors, {:.1} MiB",
+        idx.size,
+        idx.memory_bytes as f64 / 1048576.0
+    );
 
     // 5. Start-up of the real binary on this data (graceful stop first: checkpoint + index file).
     let _ = stop_tx.send(());
@@ -265,7 +316,11 @@ fn main() -> anyhow::Result<()> {
     drop(state);
     drop(memory);
     let exe = std::env::current_exe()?;
-    let bin = exe.parent().and_then(|p| p.parent()).map(|p| p.join("heady-origin")).filter(|p| p.exists());
+    let bin = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("heady-origin"))
+        .filter(|p| p.exists());
     match bin {
         None => println!("start-up: not measured (build the binary first: cargo build --release -p heady-origin)"),
         Some(bin) => {

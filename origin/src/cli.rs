@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
-#[command(name = "heady-origin", version, about = "Heady origin daemon: conductor, vector memory, HTTP API")]
+#[command(
+    name = "heady-origin",
+    version,
+    about = "Heady origin daemon: conductor, vector memory, HTTP API"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -41,7 +45,9 @@ pub enum Command {
 fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("HEADY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -56,16 +62,24 @@ fn env_var(k: &str) -> Option<String> {
 /// Runs the CLI; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
-        Command::Serve { config, listen, data_dir } => {
-            let cfg = match Config::load(config.as_deref(), env_var, &Overrides { listen, data_dir }) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("heady-origin: invalid configuration: {e}");
-                    return 2;
-                }
-            };
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+        } => {
+            let cfg =
+                match Config::load(config.as_deref(), env_var, &Overrides { listen, data_dir }) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("heady-origin: invalid configuration: {e}");
+                        return 2;
+                    }
+                };
             init_tracing(cfg.log_format == "json");
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("heady-origin: could not start the runtime: {e}");
@@ -82,17 +96,19 @@ pub fn run(cli: Cli) -> i32 {
             }
         }
         Command::Tunnel(cmd) => crate::tunnel_config::run(cmd),
-        Command::CheckConfig { config } => match Config::load(config.as_deref(), env_var, &Overrides::default()) {
-            Ok(c) => {
-                println!("{c:#?}");
-                println!("OK");
-                0
+        Command::CheckConfig { config } => {
+            match Config::load(config.as_deref(), env_var, &Overrides::default()) {
+                Ok(c) => {
+                    println!("{c:#?}");
+                    println!("OK");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("heady-origin: invalid configuration: {e}");
+                    1
+                }
             }
-            Err(e) => {
-                eprintln!("heady-origin: invalid configuration: {e}");
-                1
-            }
-        },
+        }
     }
 }
 
@@ -102,5 +118,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("listen {addr}: {e}"))?;
     let state = tokio::task::spawn_blocking(move || AppState::open(cfg)).await??;
-    server::serve(listener, state, server::shutdown_signal(), Duration::from_secs(30)).await
+    server::serve(
+        listener,
+        state,
+        server::shutdown_signal(),
+        Duration::from_secs(30),
+    )
+    .await
 }

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{key}: {message}")]
@@ -17,7 +20,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.to_string(), message: message.into() }
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,10 +155,14 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut cfg = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-                toml::from_str::<Config>(&text)
-                    .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?
             }
             None => Config::default(),
         };
@@ -169,7 +179,9 @@ impl Config {
 
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         fn num<T: std::str::FromStr>(key: &str, v: String) -> Result<T, ConfigError> {
-            v.trim().parse().map_err(|_| invalid(key, format!("not a whole number: {v:?}")))
+            v.trim()
+                .parse()
+                .map_err(|_| invalid(key, format!("not a whole number: {v:?}")))
         }
         let non_empty = |k: &str| env(k).filter(|v| !v.trim().is_empty());
         if let Some(v) = non_empty("HEADY_LISTEN") {
@@ -198,7 +210,9 @@ impl Config {
                 other => {
                     return Err(invalid(
                         "HEADY_EMBEDDER",
-                        format!("unknown embedder {other:?} (expected lexical, openai or workers-ai)"),
+                        format!(
+                            "unknown embedder {other:?} (expected lexical, openai or workers-ai)"
+                        ),
                     ))
                 }
             };
@@ -219,9 +233,12 @@ impl Config {
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen
-            .parse()
-            .map_err(|_| invalid("listen", format!("not an address like 127.0.0.1:8080: {:?}", self.listen)))
+        self.listen.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("not an address like 127.0.0.1:8080: {:?}", self.listen),
+            )
+        })
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -230,50 +247,63 @@ impl Config {
             return Err(invalid("data_dir", "must not be empty"));
         }
         if let Some(url) = &self.redis_url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
-                return Err(invalid("redis_url", format!("must start with redis://, rediss:// or unix:// (got {url:?})")));
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://"))
+            {
+                return Err(invalid(
+                    "redis_url",
+                    format!("must start with redis://, rediss:// or unix:// (got {url:?})"),
+                ));
             }
         }
-        if !(1024..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
-            return Err(invalid("max_body_bytes", format!("must be between 1024 and 67108864 (got {})", self.max_body_bytes)));
-        }
+        in_range(
+            "max_body_bytes",
+            self.max_body_bytes as u64,
+            1024,
+            64 * 1024 * 1024,
+        )?;
         if !matches!(self.log_format.as_str(), "text" | "json") {
-            return Err(invalid("log_format", format!("must be \"text\" or \"json\" (got {:?})", self.log_format)));
+            return Err(invalid(
+                "log_format",
+                format!("must be \"text\" or \"json\" (got {:?})", self.log_format),
+            ));
         }
         let m = &self.memory;
-        if !(2..=4096).contains(&m.dim) {
-            return Err(invalid("memory.dim", format!("must be between 2 and 4096 (got {})", m.dim)));
-        }
-        if !(2..=128).contains(&m.hnsw_connectivity) {
-            return Err(invalid("memory.hnsw_connectivity", format!("must be between 2 and 128 (got {})", m.hnsw_connectivity)));
-        }
-        if !(8..=4096).contains(&m.hnsw_ef_construction) {
-            return Err(invalid("memory.hnsw_ef_construction", format!("must be between 8 and 4096 (got {})", m.hnsw_ef_construction)));
-        }
-        if !(8..=4096).contains(&m.hnsw_ef_search) {
-            return Err(invalid("memory.hnsw_ef_search", format!("must be between 8 and 4096 (got {})", m.hnsw_ef_search)));
-        }
-        if !(1..=10_000).contains(&m.max_top_k) {
-            return Err(invalid("memory.max_top_k", format!("must be between 1 and 10000 (got {})", m.max_top_k)));
-        }
-        if !(1..=100_000).contains(&m.max_batch) {
-            return Err(invalid("memory.max_batch", format!("must be between 1 and 100000 (got {})", m.max_batch)));
-        }
-        if !(1..=64).contains(&m.read_connections) {
-            return Err(invalid("memory.read_connections", format!("must be between 1 and 64 (got {})", m.read_connections)));
-        }
-        if !(1_000..=10_000_000).contains(&m.max_pending) {
-            return Err(invalid("memory.max_pending", format!("must be between 1000 and 10000000 (got {})", m.max_pending)));
-        }
+        in_range("memory.dim", m.dim as u64, 2, 4096)?;
+        in_range(
+            "memory.hnsw_connectivity",
+            m.hnsw_connectivity as u64,
+            2,
+            128,
+        )?;
+        in_range(
+            "memory.hnsw_ef_construction",
+            m.hnsw_ef_construction as u64,
+            8,
+            4096,
+        )?;
+        in_range("memory.hnsw_ef_search", m.hnsw_ef_search as u64, 8, 4096)?;
+        in_range("memory.max_top_k", m.max_top_k as u64, 1, 10_000)?;
+        // An appender auto-flushes past ~200k rows; a batch must stay one transaction.
+        in_range("memory.max_batch", m.max_batch as u64, 1, 100_000)?;
+        in_range("memory.read_connections", m.read_connections as u64, 1, 64)?;
+        in_range(
+            "memory.max_pending",
+            m.max_pending as u64,
+            1_000,
+            10_000_000,
+        )?;
         let e = &self.embedder;
-        if e.timeout_ms == 0 || e.timeout_ms > 600_000 {
-            return Err(invalid("embedder.timeout_ms", format!("must be between 1 and 600000 (got {})", e.timeout_ms)));
-        }
+        in_range("embedder.timeout_ms", e.timeout_ms, 1, 600_000)?;
         match e.kind {
             EmbedderKind::Lexical => {}
             EmbedderKind::Openai => {
                 let url = e.base_url.as_deref().ok_or_else(|| {
-                    invalid("embedder.base_url", "required for kind = \"openai\" (e.g. http://127.0.0.1:11434/v1)")
+                    invalid(
+                        "embedder.base_url",
+                        "required for kind = \"openai\" (e.g. http://127.0.0.1:11434/v1)",
+                    )
                 })?;
                 check_http_url("embedder.base_url", url)?;
                 if e.model.as_deref().unwrap_or("").is_empty() {
@@ -285,10 +315,16 @@ impl Config {
                     check_http_url("embedder.base_url", url)?;
                 }
                 if e.account_id.as_deref().unwrap_or("").is_empty() {
-                    return Err(invalid("embedder.account_id", "required for kind = \"workers-ai\""));
+                    return Err(invalid(
+                        "embedder.account_id",
+                        "required for kind = \"workers-ai\"",
+                    ));
                 }
                 if e.api_key.as_deref().unwrap_or("").is_empty() {
-                    return Err(invalid("embedder.api_key", "required for kind = \"workers-ai\""));
+                    return Err(invalid(
+                        "embedder.api_key",
+                        "required for kind = \"workers-ai\"",
+                    ));
                 }
             }
         }
@@ -299,10 +335,24 @@ impl Config {
     }
 }
 
+fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("must be between {min} and {max} (got {value})"),
+        ))
+    }
+}
+
 fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
     match reqwest::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
-        _ => Err(invalid(key, format!("must be an http(s) URL with a host (got {url:?})"))),
+        _ => Err(invalid(
+            key,
+            format!("must be an http(s) URL with a host (got {url:?})"),
+        )),
     }
 }
 
@@ -311,14 +361,25 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn load_with(toml_text: Option<&str>, env: &[(&str, &str)], flags: Overrides) -> Result<Config, ConfigError> {
+    fn load_with(
+        toml_text: Option<&str>,
+        env: &[(&str, &str)],
+        flags: Overrides,
+    ) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("heady.toml");
         if let Some(t) = toml_text {
             std::fs::write(&path, t).unwrap();
         }
-        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Config::load(toml_text.map(|_| path.as_path()), |k| env.get(k).cloned(), &flags)
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(
+            toml_text.map(|_| path.as_path()),
+            |k| env.get(k).cloned(),
+            &flags,
+        )
     }
 
     #[test]
@@ -333,20 +394,34 @@ mod tests {
 
     #[test]
     fn file_then_env_then_flags() {
-        let file = "listen = \"127.0.0.1:9000\"\ndata_dir = \"/var/lib/heady\"\n[memory]\ndim = 16\n";
+        let file =
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/var/lib/heady\"\n[memory]\ndim = 16\n";
         let c = load_with(Some(file), &[], Overrides::default()).unwrap();
         assert_eq!((c.listen.as_str(), c.memory.dim), ("127.0.0.1:9000", 16));
-        let c = load_with(Some(file), &[("HEADY_LISTEN", "127.0.0.1:9100"), ("HEADY_REDIS_URL", "redis://127.0.0.1:6379")], Overrides::default()).unwrap();
+        let c = load_with(
+            Some(file),
+            &[
+                ("HEADY_LISTEN", "127.0.0.1:9100"),
+                ("HEADY_REDIS_URL", "redis://127.0.0.1:6379"),
+            ],
+            Overrides::default(),
+        )
+        .unwrap();
         assert_eq!(c.listen, "127.0.0.1:9100");
         assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
-        let flags = Overrides { listen: Some("127.0.0.1:9200".into()), data_dir: Some("/tmp/x".into()) };
+        let flags = Overrides {
+            listen: Some("127.0.0.1:9200".into()),
+            data_dir: Some("/tmp/x".into()),
+        };
         let c = load_with(Some(file), &[("HEADY_LISTEN", "127.0.0.1:9100")], flags).unwrap();
         assert_eq!(c.listen, "127.0.0.1:9200");
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
     }
 
     fn err_of(toml_text: Option<&str>, env: &[(&str, &str)]) -> String {
-        load_with(toml_text, env, Overrides::default()).unwrap_err().to_string()
+        load_with(toml_text, env, Overrides::default())
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -356,8 +431,14 @@ mod tests {
         assert!(err_of(None, &[("HEADY_MEMORY_DIM", "big")]).starts_with("HEADY_MEMORY_DIM:"));
         assert!(err_of(None, &[("HEADY_REDIS_URL", "http://x")]).starts_with("redis_url:"));
         assert!(err_of(None, &[("HEADY_EMBEDDER", "magic")]).starts_with("HEADY_EMBEDDER:"));
-        assert!(err_of(Some("[embedder]\nkind = \"openai\""), &[]).starts_with("embedder.base_url:"));
-        assert!(err_of(Some("[embedder]\nkind = \"workers-ai\"\napi_key = \"k\""), &[]).starts_with("embedder.account_id:"));
+        assert!(
+            err_of(Some("[embedder]\nkind = \"openai\""), &[]).starts_with("embedder.base_url:")
+        );
+        assert!(err_of(
+            Some("[embedder]\nkind = \"workers-ai\"\napi_key = \"k\""),
+            &[]
+        )
+        .starts_with("embedder.account_id:"));
         let dup = "[[conductor.groups]]\nname = \"x\"\nweight = 0.5\nactions = [\"chat\"]";
         assert!(err_of(Some(dup), &[]).contains("conductor.groups:"));
         let unknown = err_of(Some("lisen = \"127.0.0.1:1\""), &[]);

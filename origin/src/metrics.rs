@@ -38,21 +38,61 @@ impl Default for Metrics {
         let mut registry = Registry::default();
         let requests = Family::<HttpLabels, Counter>::default();
         let latency = Family::<HttpLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            Histogram::new([
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0,
+            ])
         });
-        registry.register("heady_http_requests", "HTTP requests by route, method and status", requests.clone());
-        registry.register("heady_http_request_duration_seconds", "HTTP request latency by route, method and status", latency.clone());
+        registry.register(
+            "heady_http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "heady_http_request_duration_seconds",
+            "HTTP request latency by route, method and status",
+            latency.clone(),
+        );
         let memory_vectors = Gauge::default();
-        registry.register("heady_memory_vectors", "Rows in conversation_vectors", memory_vectors.clone());
+        registry.register(
+            "heady_memory_vectors",
+            "Rows in conversation_vectors",
+            memory_vectors.clone(),
+        );
         let index_vectors = Gauge::default();
-        registry.register("heady_memory_index_vectors", "Vectors in the HNSW index", index_vectors.clone());
+        registry.register(
+            "heady_memory_index_vectors",
+            "Vectors in the HNSW index",
+            index_vectors.clone(),
+        );
         let index_bytes = Gauge::default();
-        registry.register("heady_memory_index_bytes", "Memory used by the HNSW index", index_bytes.clone());
+        registry.register(
+            "heady_memory_index_bytes",
+            "Memory used by the HNSW index",
+            index_bytes.clone(),
+        );
         let index_ready = Gauge::default();
-        registry.register("heady_memory_index_ready", "1 when searches use the HNSW index, 0 while exact", index_ready.clone());
+        registry.register(
+            "heady_memory_index_ready",
+            "1 when searches use the HNSW index, 0 while exact",
+            index_ready.clone(),
+        );
         let resident_bytes = Gauge::default();
-        registry.register("heady_process_resident_memory_bytes", "Resident set size of the daemon", resident_bytes.clone());
-        Metrics { registry, requests, latency, memory_vectors, index_vectors, index_bytes, index_ready, resident_bytes }
+        registry.register(
+            "heady_process_resident_memory_bytes",
+            "Resident set size of the daemon",
+            resident_bytes.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            memory_vectors,
+            index_vectors,
+            index_bytes,
+            index_ready,
+            resident_bytes,
+        }
     }
 }
 
@@ -63,7 +103,11 @@ impl Metrics {
             http::Method::POST => Method::POST,
             _ => Method::OTHER,
         };
-        let labels = HttpLabels { route, method, status };
+        let labels = HttpLabels {
+            route,
+            method,
+            status,
+        };
         self.requests.get_or_create(&labels).inc();
         self.latency.get_or_create(&labels).observe(secs);
     }
@@ -81,7 +125,11 @@ impl Metrics {
 pub fn resident_bytes() -> i64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<i64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<i64>().ok())
+        })
         .map(|pages| pages * 4096)
         .unwrap_or(0)
 }

@@ -34,17 +34,25 @@ pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Respo
         Ok(v) => {
             let mut resp = Response::new(Full::new(Bytes::from(v)));
             *resp.status_mut() = status;
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             resp
         }
-        Err(e) => error_response(&ApiError::internal(format!("could not encode response: {e}"))),
+        Err(e) => error_response(&ApiError::internal(format!(
+            "could not encode response: {e}"
+        ))),
     }
 }
 
 pub fn error_response(e: &ApiError) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(e.body())));
     *resp.status_mut() = e.status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -52,7 +60,8 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
 fn request_id(headers: &http::HeaderMap) -> String {
     if let Some(s) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
         if (1..=128).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
         {
             return s.to_string();
         }
@@ -62,7 +71,11 @@ fn request_id(headers: &http::HeaderMap) -> String {
 
 /// Reads the body up to the configured limit: 413 past it, before reading when
 /// Content-Length already says so.
-async fn read_body(body: Incoming, headers: &http::HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_body(
+    body: Incoming,
+    headers: &http::HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -82,12 +95,22 @@ async fn read_body(body: Incoming, headers: &http::HeaderMap, limit: usize) -> R
     }
     match Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(ApiError::bad_request(format!("could not read the request body: {e}"))),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(e) => Err(ApiError::bad_request(format!(
+            "could not read the request body: {e}"
+        ))),
     }
 }
 
-async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let request_id = request_id(req.headers());
     let (parts, body) = req.into_parts();
@@ -101,7 +124,13 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response
         } else {
             read_body(body, &parts.headers, state.config.max_body_bytes).await?
         };
-        let ctx = Ctx { request_id: request_id.clone(), method: method.clone(), path: path.clone(), headers: parts.headers, body };
+        let ctx = Ctx {
+            request_id: request_id.clone(),
+            method: method.clone(),
+            path: path.clone(),
+            headers: parts.headers,
+            body,
+        };
         handler(state.clone(), ctx).await
     }
     .instrument(span)
@@ -121,7 +150,9 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response
         resp.headers_mut().insert("x-request-id", v);
     }
     let secs = start.elapsed().as_secs_f64();
-    state.metrics.observe(route, &method, resp.status().as_u16(), secs);
+    state
+        .metrics
+        .observe(route, &method, resp.status().as_u16(), secs);
     tracing::debug!(request_id = %request_id, %method, %path, status = resp.status().as_u16(), ms = secs * 1e3, "request");
     Ok(resp)
 }
@@ -165,8 +196,14 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: no longer accepting; draining in-flight requests");
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
-        tracing::warn!(secs = drain.as_secs(), "connections still open after the drain period");
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            secs = drain.as_secs(),
+            "connections still open after the drain period"
+        );
     }
     let memory = state.memory.clone();
     tokio::task::spawn_blocking(move || memory.close_blocking()).await??;

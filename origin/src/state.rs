@@ -31,7 +31,9 @@ impl AppState {
         memory.start_index();
         let embedder = embedder::from_config(&config.embedder, config.memory.dim);
         let redis = match &config.redis_url {
-            Some(url) => Some(redis::Client::open(url.as_str()).map_err(|e| anyhow::anyhow!("redis_url: {e}"))?),
+            Some(url) => Some(
+                redis::Client::open(url.as_str()).map_err(|e| anyhow::anyhow!("redis_url: {e}"))?,
+            ),
             None => None,
         };
         Ok(Arc::new(AppState {
@@ -45,10 +47,11 @@ impl AppState {
         }))
     }
 
-
     /// PING Redis if configured. `Ok(None)` when no Redis is configured.
     pub async fn redis_ping(&self) -> Result<Option<()>, String> {
-        let Some(client) = &self.redis else { return Ok(None) };
+        let Some(client) = &self.redis else {
+            return Ok(None);
+        };
         let mut guard = self.redis_conn.lock().await;
         if guard.is_none() {
             let cfg = redis::aio::ConnectionManagerConfig::new()

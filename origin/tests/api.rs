@@ -18,7 +18,9 @@ async fn get(url: &str) -> (u16, Value) {
 }
 
 async fn count(s: &TestServer) -> u64 {
-    get(&s.url("/api/memory/stats")).await.1["total_vectors"].as_u64().unwrap()
+    get(&s.url("/api/memory/stats")).await.1["total_vectors"]
+        .as_u64()
+        .unwrap()
 }
 
 fn code(v: &Value) -> &str {
@@ -38,11 +40,29 @@ async fn health_ready_and_metrics() {
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["checks"]["duckdb"], "ok");
     assert_eq!(body["checks"]["redis"], "not configured");
-    let text = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains("heady_http_requests_total{route=\"/ready\",method=\"GET\",status=\"200\"} 1"), "{text}");
-    assert!(text.contains("heady_http_request_duration_seconds_bucket{"), "{text}");
+    let text = client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            "heady_http_requests_total{route=\"/ready\",method=\"GET\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("heady_http_request_duration_seconds_bucket{"),
+        "{text}"
+    );
     assert!(text.contains("heady_memory_vectors 0"), "{text}");
-    assert!(text.contains("heady_process_resident_memory_bytes"), "{text}");
+    assert!(
+        text.contains("heady_process_resident_memory_bytes"),
+        "{text}"
+    );
     s.stop().await;
 }
 
@@ -61,7 +81,11 @@ async fn ready_follows_a_real_redis_going_down_and_up() {
     let redis = common::RedisServer::start();
     let s = TestServer::start(|c| c.redis_url = Some(redis.url())).await;
     let (st, body) = get(&s.url("/ready")).await;
-    assert_eq!((st, body["checks"]["redis"].as_str()), (200, Some("ok")), "{body}");
+    assert_eq!(
+        (st, body["checks"]["redis"].as_str()),
+        (200, Some("ok")),
+        "{body}"
+    );
     let port = redis.port;
     drop(redis);
     let (st, body) = get(&s.url("/ready")).await;
@@ -82,9 +106,19 @@ async fn ready_follows_a_real_redis_going_down_and_up() {
 #[tokio::test]
 async fn request_ids_are_echoed_or_minted() {
     let s = TestServer::start(|_| {}).await;
-    let r = client().get(s.url("/health")).header("x-request-id", "abc-123").send().await.unwrap();
+    let r = client()
+        .get(s.url("/health"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["x-request-id"], "abc-123");
-    let r = client().get(s.url("/health")).header("x-request-id", "bad id with spaces").send().await.unwrap();
+    let r = client()
+        .get(s.url("/health"))
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
     let minted = r.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(minted.len(), 16);
     s.stop().await;
@@ -107,7 +141,11 @@ async fn insert_search_stats_round_trip() {
     }
     s.wait_index().await;
     // Searching with a stored vector finds that row first, through the HNSW index.
-    let (st, body) = post(&s.url("/api/memory/search"), json!({"embedding": clustered(32, 3, 7), "top_k": 5})).await;
+    let (st, body) = post(
+        &s.url("/api/memory/search"),
+        json!({"embedding": clustered(32, 3, 7), "top_k": 5}),
+    )
+    .await;
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["search"], "hnsw");
     let results = body["results"].as_array().unwrap();
@@ -119,10 +157,17 @@ async fn insert_search_stats_round_trip() {
     assert_eq!(results[0]["session_id"], "s1");
     assert_eq!(results[0]["metadata"]["n"], 7);
     assert!(results[0]["ts"].as_i64().unwrap() > 1_700_000_000_000);
-    let scores: Vec<f64> = results.iter().map(|r| r["score"].as_f64().unwrap()).collect();
+    let scores: Vec<f64> = results
+        .iter()
+        .map(|r| r["score"].as_f64().unwrap())
+        .collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
     // A session filter uses an exact scan restricted to that session.
-    let (st, body) = post(&s.url("/api/memory/search"), json!({"embedding": clustered(32, 3, 7), "top_k": 50, "session_id": "s0"})).await;
+    let (st, body) = post(
+        &s.url("/api/memory/search"),
+        json!({"embedding": clustered(32, 3, 7), "top_k": 50, "session_id": "s0"}),
+    )
+    .await;
     assert_eq!(st, 200);
     assert_eq!(body["search"], "exact");
     let results = body["results"].as_array().unwrap();
@@ -154,15 +199,35 @@ async fn text_is_embedded_by_the_configured_embedder() {
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["ids"].as_array().unwrap().len(), 3);
     s.wait_index().await;
-    let (st, body) = post(&s.url("/api/memory/search"), json!({"text": "sourdough bread", "top_k": 2})).await;
+    let (st, body) = post(
+        &s.url("/api/memory/search"),
+        json!({"text": "sourdough bread", "top_k": 2}),
+    )
+    .await;
     assert_eq!(st, 200, "{body}");
-    let contents: Vec<&str> = body["results"].as_array().unwrap().iter().map(|r| r["content"].as_str().unwrap()).collect();
-    assert!(contents.iter().all(|c| c.contains("sourdough")), "{contents:?}");
-    let (st, z) = post(&s.url("/api/memory/zone"), json!({"text": "sourdough bread"})).await;
+    let contents: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["content"].as_str().unwrap())
+        .collect();
+    assert!(
+        contents.iter().all(|c| c.contains("sourdough")),
+        "{contents:?}"
+    );
+    let (st, z) = post(
+        &s.url("/api/memory/zone"),
+        json!({"text": "sourdough bread"}),
+    )
+    .await;
     assert_eq!(st, 200);
     assert!(z["zone"].as_u64().unwrap() < 8);
     assert!(z["coordinates"]["x"].is_number() && z["coordinates"]["z"].is_number());
-    let (_, z2) = post(&s.url("/api/memory/zone"), json!({"text": "sourdough bread"})).await;
+    let (_, z2) = post(
+        &s.url("/api/memory/zone"),
+        json!({"text": "sourdough bread"}),
+    )
+    .await;
     assert_eq!(z, z2, "zones are deterministic");
     s.stop().await;
 }
@@ -170,7 +235,11 @@ async fn text_is_embedded_by_the_configured_embedder() {
 #[tokio::test]
 async fn conductor_groups_and_routes() {
     let s = TestServer::start(|c| {
-        c.conductor.groups.push(heady_shared::ServiceGroup { name: "translation".into(), weight: 0.65, actions: vec!["translate".into()] })
+        c.conductor.groups.push(heady_shared::ServiceGroup {
+            name: "translation".into(),
+            weight: 0.65,
+            actions: vec!["translate".into()],
+        })
     })
     .await;
     let (st, body) = get(&s.url("/api/conductor/groups")).await;
@@ -179,17 +248,32 @@ async fn conductor_groups_and_routes() {
     assert_eq!(groups.len(), 13);
     assert_eq!(groups[0]["name"], "reasoning");
     assert_eq!(groups[0]["weight"], 1.0);
-    let (st, body) = post(&s.url("/api/conductor/route"), json!({"action": "pr_review"})).await;
+    let (st, body) = post(
+        &s.url("/api/conductor/route"),
+        json!({"action": "pr_review"}),
+    )
+    .await;
     assert_eq!(st, 200, "{body}");
-    assert_eq!((body["group"].as_str(), body["weight"].as_f64()), (Some("coding"), Some(0.95)));
+    assert_eq!(
+        (body["group"].as_str(), body["weight"].as_f64()),
+        (Some("coding"), Some(0.95))
+    );
     assert!(body.get("zone").is_none());
     assert_eq!(body["layers"][0]["layer"], "task_router");
-    let (st, body) = post(&s.url("/api/conductor/route"), json!({"action": "translate", "text": "bonjour le monde"})).await;
+    let (st, body) = post(
+        &s.url("/api/conductor/route"),
+        json!({"action": "translate", "text": "bonjour le monde"}),
+    )
+    .await;
     assert_eq!(st, 200);
     assert_eq!(body["group"], "translation");
     assert!(body["zone"]["zone"].as_u64().unwrap() < 8);
     assert_eq!(body["layers"][1]["layer"], "vector_zone");
-    let (st, body) = post(&s.url("/api/conductor/route"), json!({"action": "teleport"})).await;
+    let (st, body) = post(
+        &s.url("/api/conductor/route"),
+        json!({"action": "teleport"}),
+    )
+    .await;
     assert_eq!((st, code(&body)), (400, "unknown_action"));
     assert!(message(&body).contains("teleport"));
     s.stop().await;
@@ -205,7 +289,13 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
     let url = s.url("/api/memory/vectors");
     let good = json!([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]);
     // Malformed JSON.
-    let r = client().post(&url).header("content-type", "application/json").body("{\"content\": ").send().await.unwrap();
+    let r = client()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{\"content\": ")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(code(&body), "invalid_json");
@@ -213,10 +303,18 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
     let (st, body) = post(&url, json!({"content": "x", "embedding": [0.1, 0.2]})).await;
     assert_eq!((st, code(&body)), (422, "wrong_dimension"));
     assert!(message(&body).contains("embedding has 2 values"));
-    let (st, body) = post(&url, json!({"content": "x", "embedding": [0.1, 0.2, 0.3, 1e39, 0.5, 0.6, 0.7, 0.8]})).await;
+    let (st, body) = post(
+        &url,
+        json!({"content": "x", "embedding": [0.1, 0.2, 0.3, 1e39, 0.5, 0.6, 0.7, 0.8]}),
+    )
+    .await;
     assert_eq!((st, code(&body)), (422, "invalid_embedding"));
     assert!(message(&body).contains("embedding[3]"), "{body}");
-    let (st, body) = post(&url, json!({"content": "x", "embedding": [0, 0, 0, 0, 0, 0, 0, 0]})).await;
+    let (st, body) = post(
+        &url,
+        json!({"content": "x", "embedding": [0, 0, 0, 0, 0, 0, 0, 0]}),
+    )
+    .await;
     assert_eq!((st, code(&body)), (422, "invalid_embedding"));
     // Empty content, wrong types, unknown fields, bad role, bad metadata.
     let (st, body) = post(&url, json!({"content": "   ", "embedding": good})).await;
@@ -246,7 +344,8 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
     let big = "a".repeat(5000);
     let (st, body) = post(&url, json!({"content": big})).await;
     assert_eq!((st, code(&body)), (413, "body_too_large"));
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..10).map(|_| Ok(vec![b' '; 1000])).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..10).map(|_| Ok(vec![b' '; 1000])).collect();
     let r = client()
         .post(&url)
         .body(reqwest::Body::wrap_stream(futures_util_stream(chunks)))
@@ -255,7 +354,13 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
         .unwrap();
     assert_eq!(r.status(), 413);
     // Content type, method, path.
-    let r = client().post(&url).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    let r = client()
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 415);
     let r = client().get(&url).send().await.unwrap();
     assert_eq!(r.status(), 405);
@@ -301,7 +406,11 @@ async fn concurrent_inserts_and_searches() {
         tasks.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             for i in 0..40u64 {
-                let (st, body) = post(&url, json!({"content": format!("w{w} i{i}"), "embedding": clustered(16, w, i)})).await;
+                let (st, body) = post(
+                    &url,
+                    json!({"content": format!("w{w} i{i}"), "embedding": clustered(16, w, i)}),
+                )
+                .await;
                 assert_eq!(st, 200, "{body}");
                 ids.push(body["id"].as_str().unwrap().to_string());
             }
@@ -313,7 +422,11 @@ async fn concurrent_inserts_and_searches() {
         let surl = surl.clone();
         searches.push(tokio::spawn(async move {
             for i in 0..40u64 {
-                let (st, body) = post(&surl, json!({"embedding": clustered(16, w, i + 1000), "top_k": 5})).await;
+                let (st, body) = post(
+                    &surl,
+                    json!({"embedding": clustered(16, w, i + 1000), "top_k": 5}),
+                )
+                .await;
                 assert_eq!(st, 200, "{body}");
             }
         }));
@@ -327,7 +440,11 @@ async fn concurrent_inserts_and_searches() {
     }
     assert_eq!(count(&s).await, 320);
     // Every acknowledged row is findable by its own vector.
-    let (st, body) = post(&surl, json!({"embedding": clustered(16, 5, 39), "top_k": 1})).await;
+    let (st, body) = post(
+        &surl,
+        json!({"embedding": clustered(16, 5, 39), "top_k": 1}),
+    )
+    .await;
     assert_eq!(st, 200);
     assert_eq!(body["results"][0]["content"], "w5 i39");
     let unique: std::collections::HashSet<_> = all.iter().collect();
@@ -339,25 +456,37 @@ async fn concurrent_inserts_and_searches() {
 async fn a_restart_keeps_rows_and_reloads_the_persisted_index() {
     let s = TestServer::start(|c| c.memory.dim = 16).await;
     s.wait_index().await;
-    let items: Vec<Value> = (0..300u64).map(|i| json!({"content": format!("r{i}"), "embedding": clustered(16, i % 5, i)})).collect();
+    let items: Vec<Value> = (0..300u64)
+        .map(|i| json!({"content": format!("r{i}"), "embedding": clustered(16, i % 5, i)}))
+        .collect();
     let (st, _) = post(&s.url("/api/memory/vectors"), json!({ "items": items })).await;
     assert_eq!(st, 200);
     s.wait_index().await;
     let dir = s.stop().await;
-    assert!(dir.path().join("hnsw.usearch").exists(), "index persisted on shutdown");
+    assert!(
+        dir.path().join("hnsw.usearch").exists(),
+        "index persisted on shutdown"
+    );
     let s = TestServer::start_in(dir, |c| c.memory.dim = 16).await;
     s.wait_index().await;
     let (_, stats) = get(&s.url("/api/memory/stats")).await;
     assert_eq!(stats["total_vectors"], 300);
     assert_eq!(stats["index"]["size"], 300);
-    let (_, body) = post(&s.url("/api/memory/search"), json!({"embedding": clustered(16, 2, 42), "top_k": 1})).await;
+    let (_, body) = post(
+        &s.url("/api/memory/search"),
+        json!({"embedding": clustered(16, 2, 42), "top_k": 1}),
+    )
+    .await;
     assert_eq!(body["results"][0]["content"], "r42");
     let dir = s.stop().await;
     // Reopening with another dimension is refused with a message naming the key.
     let mut cfg = heady_origin::config::Config::default();
     cfg.data_dir = dir.path().to_path_buf();
     cfg.memory.dim = 32;
-    let err = heady_origin::state::AppState::open(cfg).err().unwrap().to_string();
+    let err = heady_origin::state::AppState::open(cfg)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("memory.dim"), "{err}");
 }
 

@@ -10,7 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Kills the daemon when the test ends, passing or not.
@@ -24,15 +28,22 @@ impl Drop for Daemon {
 }
 
 fn spawn(dir: &std::path::Path, port: u16) -> Daemon {
-    Daemon(Command::new(env!("CARGO_BIN_EXE_heady-origin"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir)
-        .env("HEADY_MEMORY_DIM", "16")
-        .env("HEADY_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap())
+    Daemon(
+        Command::new(env!("CARGO_BIN_EXE_heady-origin"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(dir)
+            .env("HEADY_MEMORY_DIM", "16")
+            .env("HEADY_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 async fn wait_ready(base: &str) {
@@ -101,13 +112,28 @@ async fn acknowledged_inserts_survive_kill_9() {
     for w in writers {
         acked.extend(w.await.unwrap());
     }
-    assert!(acked.len() > 50, "only {} inserts were acknowledged before the kill", acked.len());
+    assert!(
+        acked.len() > 50,
+        "only {} inserts were acknowledged before the kill",
+        acked.len()
+    );
 
     let _child = spawn(dir.path(), port);
     wait_ready(&base).await;
-    let stats: Value = client().get(format!("{base}/api/memory/stats")).send().await.unwrap().json().await.unwrap();
+    let stats: Value = client()
+        .get(format!("{base}/api/memory/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let total = stats["total_vectors"].as_u64().unwrap();
-    assert!(total >= acked.len() as u64, "{total} rows after restart, {} were acknowledged", acked.len());
+    assert!(
+        total >= acked.len() as u64,
+        "{total} rows after restart, {} were acknowledged",
+        acked.len()
+    );
     // Each acknowledged row is there: a session filter makes the search an exact scan.
     for (id, w, salt) in acked.iter().step_by(7) {
         let body: Value = client()
@@ -119,6 +145,10 @@ async fn acknowledged_inserts_survive_kill_9() {
             .json()
             .await
             .unwrap();
-        assert_eq!(body["results"][0]["id"].as_str(), Some(id.as_str()), "{body}");
+        assert_eq!(
+            body["results"][0]["id"].as_str(),
+            Some(id.as_str()),
+            "{body}"
+        );
     }
 }

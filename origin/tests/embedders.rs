@@ -16,7 +16,9 @@ use std::time::Duration;
 const DIM: usize = 8;
 
 fn vector_for(text: &str) -> Vec<f32> {
-    let mut v: Vec<f32> = (0..DIM).map(|i| ((text.len() + i) % 7) as f32 + 1.0).collect();
+    let mut v: Vec<f32> = (0..DIM)
+        .map(|i| ((text.len() + i) % 7) as f32 + 1.0)
+        .collect();
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     v.iter_mut().for_each(|x| *x /= n);
     v
@@ -31,20 +33,41 @@ fn reply(status: u16, body: Value) -> Response<Full<Bytes>> {
 }
 
 /// Answers like the real services; records the last request for inspection.
-async fn fake(req: Request<hyper::body::Incoming>, seen: Arc<Mutex<Vec<(String, String, Value)>>>) -> Response<Full<Bytes>> {
+async fn fake(
+    req: Request<hyper::body::Incoming>,
+    seen: Arc<Mutex<Vec<(String, String, Value)>>>,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
-    let auth = req.headers().get("authorization").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
-    let body: Value = serde_json::from_slice(&req.into_body().collect().await.unwrap().to_bytes()).unwrap_or(Value::Null);
-    seen.lock().unwrap().push((path.clone(), auth.clone(), body.clone()));
+    let auth = req
+        .headers()
+        .get("authorization")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body: Value = serde_json::from_slice(&req.into_body().collect().await.unwrap().to_bytes())
+        .unwrap_or(Value::Null);
+    seen.lock()
+        .unwrap()
+        .push((path.clone(), auth.clone(), body.clone()));
     if path == "/v1/embeddings" {
         if auth != "Bearer sk-good" {
-            return reply(401, json!({"error": {"message": "Incorrect API key provided: sk-bad.", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}}));
+            return reply(
+                401,
+                json!({"error": {"message": "Incorrect API key provided: sk-bad.", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}}),
+            );
         }
         let model = body["model"].as_str().unwrap_or("");
         if model != "nomic-embed-text" && model != "wide" {
-            return reply(404, json!({"error": {"message": format!("The model `{model}` does not exist"), "type": "invalid_request_error", "param": null, "code": "model_not_found"}}));
+            return reply(
+                404,
+                json!({"error": {"message": format!("The model `{model}` does not exist"), "type": "invalid_request_error", "param": null, "code": "model_not_found"}}),
+            );
         }
-        let inputs: Vec<String> = body["input"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+        let inputs: Vec<String> = body["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect();
         // Real servers may return items out of order; `index` says where each belongs.
         let mut data: Vec<Value> = inputs
             .iter()
@@ -58,15 +81,29 @@ async fn fake(req: Request<hyper::body::Incoming>, seen: Arc<Mutex<Vec<(String, 
             })
             .collect();
         data.reverse();
-        return reply(200, json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": 3, "total_tokens": 3}}));
+        return reply(
+            200,
+            json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": 3, "total_tokens": 3}}),
+        );
     }
     if path == "/client/v4/accounts/acct123/ai/run/@cf/baai/bge-small-en-v1.5" {
         if auth != "Bearer cf-good" {
-            return reply(400, json!({"result": null, "success": false, "errors": [{"code": 10000, "message": "Authentication error"}], "messages": []}));
+            return reply(
+                400,
+                json!({"result": null, "success": false, "errors": [{"code": 10000, "message": "Authentication error"}], "messages": []}),
+            );
         }
-        let texts: Vec<String> = body["text"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+        let texts: Vec<String> = body["text"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect();
         let data: Vec<Vec<f32>> = texts.iter().map(|t| vector_for(t)).collect();
-        return reply(200, json!({"result": {"shape": [texts.len(), DIM], "data": data, "pooling": "mean"}, "success": true, "errors": [], "messages": []}));
+        return reply(
+            200,
+            json!({"result": {"shape": [texts.len(), DIM], "data": data, "pooling": "mean"}, "success": true, "errors": [], "messages": []}),
+        );
     }
     reply(404, json!({"error": "not found"}))
 }
@@ -102,28 +139,77 @@ fn texts(v: &[&str]) -> Vec<String> {
 async fn openai_wire_format_and_errors() {
     let (base, seen) = start_fake().await;
     let t = Duration::from_secs(5);
-    let e = OpenAiEmbedder::new(format!("{base}/v1"), Some("sk-good".into()), "nomic-embed-text".into(), DIM, t);
+    let e = OpenAiEmbedder::new(
+        format!("{base}/v1"),
+        Some("sk-good".into()),
+        "nomic-embed-text".into(),
+        DIM,
+        t,
+    );
     let out = e.embed(&texts(&["a", "bbb"])).await.unwrap();
-    assert_eq!(out, vec![vector_for("a"), vector_for("bbb")], "re-ordered by index");
+    assert_eq!(
+        out,
+        vec![vector_for("a"), vector_for("bbb")],
+        "re-ordered by index"
+    );
     let (path, auth, body) = seen.lock().unwrap().last().unwrap().clone();
-    assert_eq!((path.as_str(), auth.as_str()), ("/v1/embeddings", "Bearer sk-good"));
+    assert_eq!(
+        (path.as_str(), auth.as_str()),
+        ("/v1/embeddings", "Bearer sk-good")
+    );
     assert_eq!(body["model"], "nomic-embed-text");
     assert_eq!(body["input"], json!(["a", "bbb"]));
 
-    let bad_key = OpenAiEmbedder::new(format!("{base}/v1"), Some("sk-bad".into()), "nomic-embed-text".into(), DIM, t);
+    let bad_key = OpenAiEmbedder::new(
+        format!("{base}/v1"),
+        Some("sk-bad".into()),
+        "nomic-embed-text".into(),
+        DIM,
+        t,
+    );
     match bad_key.embed(&texts(&["a"])).await {
-        Err(EmbedError::Upstream { status: 401, message, .. }) => assert!(message.contains("Incorrect API key"), "{message}"),
+        Err(EmbedError::Upstream {
+            status: 401,
+            message,
+            ..
+        }) => assert!(message.contains("Incorrect API key"), "{message}"),
         other => panic!("{other:?}"),
     }
-    let bad_model = OpenAiEmbedder::new(format!("{base}/v1/"), Some("sk-good".into()), "gpt-nope".into(), DIM, t);
+    let bad_model = OpenAiEmbedder::new(
+        format!("{base}/v1/"),
+        Some("sk-good".into()),
+        "gpt-nope".into(),
+        DIM,
+        t,
+    );
     match bad_model.embed(&texts(&["a"])).await {
-        Err(EmbedError::Upstream { status: 404, message, .. }) => assert!(message.contains("gpt-nope"), "{message}"),
+        Err(EmbedError::Upstream {
+            status: 404,
+            message,
+            ..
+        }) => assert!(message.contains("gpt-nope"), "{message}"),
         other => panic!("{other:?}"),
     }
-    let wide = OpenAiEmbedder::new(format!("{base}/v1"), Some("sk-good".into()), "wide".into(), DIM, t);
-    assert!(matches!(wide.embed(&texts(&["a"])).await, Err(EmbedError::Dimension { got: 9, want: 8, .. })));
+    let wide = OpenAiEmbedder::new(
+        format!("{base}/v1"),
+        Some("sk-good".into()),
+        "wide".into(),
+        DIM,
+        t,
+    );
+    assert!(matches!(
+        wide.embed(&texts(&["a"])).await,
+        Err(EmbedError::Dimension {
+            got: 9,
+            want: 8,
+            ..
+        })
+    ));
     let down = OpenAiEmbedder::new("http://127.0.0.1:1/v1".into(), None, "m".into(), DIM, t);
-    assert!(matches!(down.embed(&texts(&["a"])).await, Err(EmbedError::Unreachable { .. })));
+    assert!(matches!(
+        down.embed(&texts(&["a"])).await,
+        Err(EmbedError::Unreachable { .. })
+    ));
 }
 
 #[tokio::test]
@@ -131,16 +217,37 @@ async fn workers_ai_wire_format_and_errors() {
     let (base, seen) = start_fake().await;
     let t = Duration::from_secs(5);
     let root = format!("{base}/client/v4");
-    let e = WorkersAiEmbedder::new(root.clone(), "acct123".into(), "cf-good".into(), WorkersAiEmbedder::DEFAULT_MODEL.into(), DIM, t);
+    let e = WorkersAiEmbedder::new(
+        root.clone(),
+        "acct123".into(),
+        "cf-good".into(),
+        WorkersAiEmbedder::DEFAULT_MODEL.into(),
+        DIM,
+        t,
+    );
     let out = e.embed(&texts(&["hello", "hi"])).await.unwrap();
     assert_eq!(out, vec![vector_for("hello"), vector_for("hi")]);
     let (path, auth, body) = seen.lock().unwrap().last().unwrap().clone();
-    assert_eq!(path, "/client/v4/accounts/acct123/ai/run/@cf/baai/bge-small-en-v1.5");
+    assert_eq!(
+        path,
+        "/client/v4/accounts/acct123/ai/run/@cf/baai/bge-small-en-v1.5"
+    );
     assert_eq!(auth, "Bearer cf-good");
     assert_eq!(body, json!({"text": ["hello", "hi"]}));
-    let bad = WorkersAiEmbedder::new(root, "acct123".into(), "cf-bad".into(), WorkersAiEmbedder::DEFAULT_MODEL.into(), DIM, t);
+    let bad = WorkersAiEmbedder::new(
+        root,
+        "acct123".into(),
+        "cf-bad".into(),
+        WorkersAiEmbedder::DEFAULT_MODEL.into(),
+        DIM,
+        t,
+    );
     match bad.embed(&texts(&["a"])).await {
-        Err(EmbedError::Upstream { status: 400, message, .. }) => assert_eq!(message, "10000 Authentication error"),
+        Err(EmbedError::Upstream {
+            status: 400,
+            message,
+            ..
+        }) => assert_eq!(message, "10000 Authentication error"),
         other => panic!("{other:?}"),
     }
 }
@@ -156,9 +263,24 @@ async fn the_daemon_uses_the_configured_embedder_and_reports_its_failures() {
         c.embedder.model = Some("nomic-embed-text".into());
     })
     .await;
-    let r = client().post(s.url("/api/memory/vectors")).json(&json!({"content": "embedded remotely"})).send().await.unwrap();
+    let r = client()
+        .post(s.url("/api/memory/vectors"))
+        .json(&json!({"content": "embedded remotely"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let (_, stats) = (0, client().get(s.url("/api/memory/stats")).send().await.unwrap().json::<Value>().await.unwrap());
+    let (_, stats) = (
+        0,
+        client()
+            .get(s.url("/api/memory/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap(),
+    );
     assert_eq!(stats["embedder"], "openai");
     assert_eq!(stats["total_vectors"], 1);
     s.stop().await;
@@ -171,10 +293,18 @@ async fn the_daemon_uses_the_configured_embedder_and_reports_its_failures() {
         c.embedder.model = Some("nomic-embed-text".into());
     })
     .await;
-    let r = client().post(s.url("/api/memory/vectors")).json(&json!({"content": "x"})).send().await.unwrap();
+    let r = client()
+        .post(s.url("/api/memory/vectors"))
+        .json(&json!({"content": "x"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 502);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "embedder_failed");
-    assert!(body["error"]["message"].as_str().unwrap().contains("401"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("401"),
+        "{body}"
+    );
     s.stop().await;
 }

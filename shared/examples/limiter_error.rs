@@ -57,8 +57,12 @@ fn report(trace: &Trace, mode: ReplayMode, title: &str) -> ErrorCounts {
     );
     row("all", &total, mode);
     for limit in [30, 120] {
-        for kind in [ClientKind::Quiet, ClientKind::Steady, ClientKind::Bursty, ClientKind::Abusive]
-        {
+        for kind in [
+            ClientKind::Quiet,
+            ClientKind::Steady,
+            ClientKind::Bursty,
+            ClientKind::Abusive,
+        ] {
             let part = sum(trace
                 .subjects
                 .iter()
@@ -74,9 +78,19 @@ fn report(trace: &Trace, mode: ReplayMode, title: &str) -> ErrorCounts {
 fn main() {
     let mut args = std::env::args().skip(1);
     let defaults = TraceConfig::default();
-    let min_events = args.next().and_then(|a| a.parse().ok()).unwrap_or(defaults.min_events);
-    let seed = args.next().and_then(|a| a.parse().ok()).unwrap_or(defaults.seed);
-    let config = TraceConfig { min_events, seed, ..defaults };
+    let min_events = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(defaults.min_events);
+    let seed = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(defaults.seed);
+    let config = TraceConfig {
+        min_events,
+        seed,
+        ..defaults
+    };
 
     let started = Instant::now();
     let trace = bursty_trace(&config);

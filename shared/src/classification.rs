@@ -71,8 +71,14 @@ mod tests {
 
     #[test]
     fn parses_case_insensitively_and_rejects_unknown() {
-        assert_eq!("internal".parse::<Classification>(), Ok(Classification::Internal));
+        assert_eq!(
+            "internal".parse::<Classification>(),
+            Ok(Classification::Internal)
+        );
         assert!("secret".parse::<Classification>().is_err());
-        assert_eq!(serde_json::to_string(&Classification::Proprietary).unwrap(), "\"PROPRIETARY\"");
+        assert_eq!(
+            serde_json::to_string(&Classification::Proprietary).unwrap(),
+            "\"PROPRIETARY\""
+        );
     }
 }

@@ -39,13 +39,21 @@ pub enum TableError {
     #[error("group {group:?}: action name must be 1-64 characters of [a-z0-9_-] (got {action:?})")]
     BadActionName { group: String, action: String },
     #[error("action {action:?} is listed by both group {first:?} and group {second:?}")]
-    DuplicateAction { action: String, first: String, second: String },
+    DuplicateAction {
+        action: String,
+        first: String,
+        second: String,
+    },
     #[error("group {group:?} has no actions")]
     NoActions { group: String },
 }
 
 const SEED: &[(&str, f64, &[&str])] = &[
-    ("reasoning", 1.0, &["chat", "complete", "analyze", "refactor"]),
+    (
+        "reasoning",
+        1.0,
+        &["chat", "complete", "analyze", "refactor"],
+    ),
     ("coding", 0.95, &["code", "refactor_logic", "pr_review"]),
     ("intelligence", 0.9, &["meta", "logic", "brain"]),
     ("sims", 0.85, &["simulate", "predict", "monte_carlo"]),
@@ -68,7 +76,8 @@ pub struct GroupTable {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 impl Default for GroupTable {
@@ -88,7 +97,10 @@ impl Default for GroupTable {
 impl GroupTable {
     /// Builds a table, validating names, weights and that every action has one group.
     pub fn new(groups: Vec<ServiceGroup>) -> Result<Self, TableError> {
-        let mut table = GroupTable { groups: Vec::new(), by_action: HashMap::new() };
+        let mut table = GroupTable {
+            groups: Vec::new(),
+            by_action: HashMap::new(),
+        };
         table.extend(groups)?;
         Ok(table)
     }
@@ -102,7 +114,10 @@ impl GroupTable {
                 return Err(TableError::BadGroupName(group.name));
             }
             if !(group.weight.is_finite() && group.weight > 0.0 && group.weight <= 1.0) {
-                return Err(TableError::BadWeight { group: group.name, weight: group.weight });
+                return Err(TableError::BadWeight {
+                    group: group.name,
+                    weight: group.weight,
+                });
             }
             if group.actions.is_empty() {
                 return Err(TableError::NoActions { group: group.name });
@@ -123,7 +138,10 @@ impl GroupTable {
             };
             for action in group.actions {
                 if !valid_name(&action) {
-                    return Err(TableError::BadActionName { group: group.name.clone(), action });
+                    return Err(TableError::BadActionName {
+                        group: group.name.clone(),
+                        action,
+                    });
                 }
                 match next.by_action.get(&action) {
                     Some(&i) if i == idx => continue,
@@ -158,13 +176,18 @@ impl GroupTable {
         let idx = self
             .by_action
             .get(action)
-            .ok_or_else(|| RouteError::UnknownAction { action: action.to_string() })?;
+            .ok_or_else(|| RouteError::UnknownAction {
+                action: action.to_string(),
+            })?;
         let g = &self.groups[*idx];
         Ok(Route {
             action: action.to_string(),
             group: g.name.clone(),
             weight: g.weight,
-            reason: format!("action {:?} is listed by service group {:?} (weight {})", action, g.name, g.weight),
+            reason: format!(
+                "action {:?} is listed by service group {:?} (weight {})",
+                action, g.name, g.weight
+            ),
         })
     }
 
@@ -177,9 +200,17 @@ impl GroupTable {
             return Vec::new();
         }
         let floor_one = slots as usize >= self.groups.len();
-        let reserved = if floor_one { self.groups.len() as u32 } else { 0 };
+        let reserved = if floor_one {
+            self.groups.len() as u32
+        } else {
+            0
+        };
         let spare = slots - reserved;
-        let exact: Vec<f64> = self.groups.iter().map(|g| spare as f64 * g.weight / total).collect();
+        let exact: Vec<f64> = self
+            .groups
+            .iter()
+            .map(|g| spare as f64 * g.weight / total)
+            .collect();
         let mut shares: Vec<u32> = exact.iter().map(|x| x.floor() as u32).collect();
         let mut left = spare - shares.iter().sum::<u32>();
         let mut order: Vec<usize> = (0..shares.len()).collect();
@@ -187,7 +218,9 @@ impl GroupTable {
         order.sort_by(|&a, &b| {
             let ra = exact[a] - exact[a].floor();
             let rb = exact[b] - exact[b].floor();
-            rb.total_cmp(&ra).then(self.groups[b].weight.total_cmp(&self.groups[a].weight)).then(a.cmp(&b))
+            rb.total_cmp(&ra)
+                .then(self.groups[b].weight.total_cmp(&self.groups[a].weight))
+                .then(a.cmp(&b))
         });
         for i in order {
             if left == 0 {
@@ -223,15 +256,28 @@ mod tests {
     #[test]
     fn unknown_action_is_an_error() {
         let t = GroupTable::default();
-        assert_eq!(t.route("teleport"), Err(RouteError::UnknownAction { action: "teleport".into() }));
+        assert_eq!(
+            t.route("teleport"),
+            Err(RouteError::UnknownAction {
+                action: "teleport".into()
+            })
+        );
     }
 
     #[test]
     fn operators_extend_the_table() {
         let mut t = GroupTable::default();
         t.extend(vec![
-            ServiceGroup { name: "translation".into(), weight: 0.65, actions: vec!["translate".into()] },
-            ServiceGroup { name: "ops".into(), weight: 0.35, actions: vec!["restart".into()] },
+            ServiceGroup {
+                name: "translation".into(),
+                weight: 0.65,
+                actions: vec!["translate".into()],
+            },
+            ServiceGroup {
+                name: "ops".into(),
+                weight: 0.35,
+                actions: vec!["restart".into()],
+            },
         ])
         .unwrap();
         assert_eq!(t.groups().len(), 13);
@@ -244,14 +290,42 @@ mod tests {
     fn bad_extensions_are_rejected_and_leave_the_table_unchanged() {
         let mut t = GroupTable::default();
         let before = t.clone();
-        let dup = ServiceGroup { name: "x".into(), weight: 0.5, actions: vec!["chat".into()] };
-        assert!(matches!(t.extend(vec![dup]), Err(TableError::DuplicateAction { .. })));
-        let w = ServiceGroup { name: "y".into(), weight: f64::NAN, actions: vec!["q".into()] };
-        assert!(matches!(t.extend(vec![w]), Err(TableError::BadWeight { .. })));
-        let n = ServiceGroup { name: "Bad Name".into(), weight: 0.5, actions: vec!["q".into()] };
-        assert!(matches!(t.extend(vec![n]), Err(TableError::BadGroupName(_))));
-        let e = ServiceGroup { name: "z".into(), weight: 0.5, actions: vec![] };
-        assert!(matches!(t.extend(vec![e]), Err(TableError::NoActions { .. })));
+        let dup = ServiceGroup {
+            name: "x".into(),
+            weight: 0.5,
+            actions: vec!["chat".into()],
+        };
+        assert!(matches!(
+            t.extend(vec![dup]),
+            Err(TableError::DuplicateAction { .. })
+        ));
+        let w = ServiceGroup {
+            name: "y".into(),
+            weight: f64::NAN,
+            actions: vec!["q".into()],
+        };
+        assert!(matches!(
+            t.extend(vec![w]),
+            Err(TableError::BadWeight { .. })
+        ));
+        let n = ServiceGroup {
+            name: "Bad Name".into(),
+            weight: 0.5,
+            actions: vec!["q".into()],
+        };
+        assert!(matches!(
+            t.extend(vec![n]),
+            Err(TableError::BadGroupName(_))
+        ));
+        let e = ServiceGroup {
+            name: "z".into(),
+            weight: 0.5,
+            actions: vec![],
+        };
+        assert!(matches!(
+            t.extend(vec![e]),
+            Err(TableError::NoActions { .. })
+        ));
         assert_eq!(t, before);
     }
 

@@ -87,7 +87,11 @@ impl WindowState {
         let start = now - now % window_ms;
         if start > self.window_start_ms {
             // Only the window right before the current one carries weight.
-            self.prev = if start - self.window_start_ms == window_ms { self.curr } else { 0 };
+            self.prev = if start - self.window_start_ms == window_ms {
+                self.curr
+            } else {
+                0
+            };
             self.curr = 0;
             self.attempts = 0;
             self.window_start_ms = start;
@@ -148,11 +152,18 @@ impl SlidingWindow {
         if cost <= self.limit && estimate + scaled_cost <= scaled_limit {
             state.curr += u64::from(cost);
             let remaining = (scaled_limit - estimate - scaled_cost) / w;
-            Decision::Allow { remaining: narrow(remaining), reset_after_ms }
+            Decision::Allow {
+                remaining: narrow(remaining),
+                reset_after_ms,
+            }
         } else {
             let remaining = scaled_limit.saturating_sub(estimate) / w;
             let retry_after_ms = self.retry_after(state, now, cost);
-            Decision::Deny { remaining: narrow(remaining), reset_after_ms, retry_after_ms }
+            Decision::Deny {
+                remaining: narrow(remaining),
+                reset_after_ms,
+                retry_after_ms,
+            }
         }
     }
 
@@ -181,8 +192,16 @@ impl SlidingWindow {
             }
         }
         let next = start + w;
-        let e = if curr == 0 { 0 } else { earliest_elapsed(limit - cost, curr) };
-        Some(if e < w { next + e - now } else { next + w - now })
+        let e = if curr == 0 {
+            0
+        } else {
+            earliest_elapsed(limit - cost, curr)
+        };
+        Some(if e < w {
+            next + e - now
+        } else {
+            next + w - now
+        })
     }
 }
 
@@ -281,7 +300,10 @@ pub enum LimitOutcome {
 
 impl LimitOutcome {
     pub fn is_admitted(&self) -> bool {
-        matches!(self, LimitOutcome::Allowed { .. } | LimitOutcome::Metered { .. })
+        matches!(
+            self,
+            LimitOutcome::Allowed { .. } | LimitOutcome::Metered { .. }
+        )
     }
 }
 
@@ -301,7 +323,11 @@ impl SubjectPolicy {
             return Err(LimiterConfigError::ZeroWindow);
         }
         let quota = SlidingWindow::for_tier(limits).transpose()?;
-        Ok(SubjectPolicy { window_ms, quota, ban })
+        Ok(SubjectPolicy {
+            window_ms,
+            quota,
+            ban,
+        })
     }
 
     pub fn quota(&self) -> Option<SlidingWindow> {
@@ -331,11 +357,18 @@ impl SubjectPolicy {
         state.window.attempts = state.window.attempts.saturating_add(u64::from(cost));
         let Some(quota) = self.quota else {
             state.window.curr = state.window.curr.saturating_add(u64::from(cost));
-            return LimitOutcome::Metered { used_in_window: state.window.curr };
+            return LimitOutcome::Metered {
+                used_in_window: state.window.curr,
+            };
         };
-        let remembered = if state.offences_expire_at_ms > now { state.offences } else { 0 };
+        let remembered = if state.offences_expire_at_ms > now {
+            state.offences
+        } else {
+            0
+        };
         if let Some(ttl_secs) =
-            self.ban.ban_ttl_secs(state.window.attempts, quota.limit, remembered)
+            self.ban
+                .ban_ttl_secs(state.window.attempts, quota.limit, remembered)
         {
             let ttl_ms = ttl_secs * 1000;
             state.banned_until_ms = now + ttl_ms;
@@ -349,12 +382,22 @@ impl SubjectPolicy {
             };
         }
         match quota.decide(&mut state.window, now, cost) {
-            Decision::Allow { remaining, reset_after_ms } => {
-                LimitOutcome::Allowed { remaining, reset_after_ms }
-            }
-            Decision::Deny { remaining, reset_after_ms, retry_after_ms } => {
-                LimitOutcome::Limited { remaining, reset_after_ms, retry_after_ms }
-            }
+            Decision::Allow {
+                remaining,
+                reset_after_ms,
+            } => LimitOutcome::Allowed {
+                remaining,
+                reset_after_ms,
+            },
+            Decision::Deny {
+                remaining,
+                reset_after_ms,
+                retry_after_ms,
+            } => LimitOutcome::Limited {
+                remaining,
+                reset_after_ms,
+                retry_after_ms,
+            },
         }
     }
 
@@ -374,22 +417,30 @@ impl SubjectPolicy {
             ratelimit_policy_value(policy_name, quota.limit, ceil_secs(quota.window_ms)),
         )];
         let (remaining, effective_ms, retry_ms) = match *outcome {
-            LimitOutcome::Allowed { remaining, reset_after_ms } => {
-                (remaining, reset_after_ms, None)
-            }
-            LimitOutcome::Limited { remaining, reset_after_ms, retry_after_ms: None } => {
-                (remaining, reset_after_ms, None)
-            }
+            LimitOutcome::Allowed {
+                remaining,
+                reset_after_ms,
+            } => (remaining, reset_after_ms, None),
+            LimitOutcome::Limited {
+                remaining,
+                reset_after_ms,
+                retry_after_ms: None,
+            } => (remaining, reset_after_ms, None),
             // The draft: Retry-After should not point before the end of the effective window.
-            LimitOutcome::Limited { remaining, retry_after_ms: Some(ms), .. } => {
-                (remaining, ms, Some(ms))
-            }
+            LimitOutcome::Limited {
+                remaining,
+                retry_after_ms: Some(ms),
+                ..
+            } => (remaining, ms, Some(ms)),
             LimitOutcome::Banned { retry_after_ms, .. } => {
                 (0, retry_after_ms, Some(retry_after_ms))
             }
             LimitOutcome::Metered { .. } => return out,
         };
-        out.push((RATELIMIT, ratelimit_value(policy_name, remaining, ceil_secs(effective_ms))));
+        out.push((
+            RATELIMIT,
+            ratelimit_value(policy_name, remaining, ceil_secs(effective_ms)),
+        ));
         if let Some(ms) = retry_ms {
             out.push((RETRY_AFTER, ceil_secs(ms).to_string()));
         }
@@ -413,7 +464,10 @@ pub fn ratelimit_policy_value(name: &str, quota: u32, window_secs: u64) -> Strin
 
 /// `"name";r=<remaining>;t=<secs>` — one Service Limit Item of `RateLimit`.
 pub fn ratelimit_value(name: &str, remaining: u32, effective_window_secs: u64) -> String {
-    format!("{};r={remaining};t={effective_window_secs}", sf_string(name))
+    format!(
+        "{};r={remaining};t={effective_window_secs}",
+        sf_string(name)
+    )
 }
 
 /// `Retry-After` as delay-seconds.
@@ -456,7 +510,12 @@ pub mod exact {
 
     impl ExactLog {
         pub fn new(limit: u32, window_ms: u64) -> Self {
-            ExactLog { limit: u64::from(limit), window_ms, entries: VecDeque::new(), in_window: 0 }
+            ExactLog {
+                limit: u64::from(limit),
+                window_ms,
+                entries: VecDeque::new(),
+                in_window: 0,
+            }
         }
 
         fn expire(&mut self, now_ms: u64) {
@@ -623,8 +682,13 @@ pub mod trace {
             let kind = pick(&mut rng, &kinds);
             subjects.push(TraceSubject { limit, kind });
             let per_ms = f64::from(limit) / w;
-            let mut push =
-                |at: f64| events.push(TraceEvent { at_ms: at as u64, subject: id, cost: 1 });
+            let mut push = |at: f64| {
+                events.push(TraceEvent {
+                    at_ms: at as u64,
+                    subject: id,
+                    cost: 1,
+                })
+            };
             let mut t = t0 as f64 + rng.unit() * w;
             match kind {
                 ClientKind::Quiet | ClientKind::Steady | ClientKind::Abusive => {
@@ -662,7 +726,11 @@ pub mod trace {
             }
         }
         events.sort_by_key(|e| (e.at_ms, e.subject));
-        Trace { window_ms: config.window_ms, subjects, events }
+        Trace {
+            window_ms: config.window_ms,
+            subjects,
+            events,
+        }
     }
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -720,14 +788,23 @@ pub mod trace {
         let windows: Vec<SlidingWindow> = trace
             .subjects
             .iter()
-            .map(|s| SlidingWindow { limit: s.limit, window_ms: trace.window_ms })
+            .map(|s| SlidingWindow {
+                limit: s.limit,
+                window_ms: trace.window_ms,
+            })
             .collect();
         let mut counters = vec![WindowState::default(); trace.subjects.len()];
-        let mut logs: Vec<ExactLog> =
-            trace.subjects.iter().map(|s| ExactLog::new(s.limit, trace.window_ms)).collect();
+        let mut logs: Vec<ExactLog> = trace
+            .subjects
+            .iter()
+            .map(|s| ExactLog::new(s.limit, trace.window_ms))
+            .collect();
         // The counter's own admissions, to find its peak in any sliding window.
-        let mut admitted: Vec<ExactLog> =
-            trace.subjects.iter().map(|s| ExactLog::new(s.limit, trace.window_ms)).collect();
+        let mut admitted: Vec<ExactLog> = trace
+            .subjects
+            .iter()
+            .map(|s| ExactLog::new(s.limit, trace.window_ms))
+            .collect();
         let mut out = vec![ErrorCounts::default(); trace.subjects.len()];
         for ev in &trace.events {
             let i = ev.subject as usize;
@@ -787,65 +864,142 @@ mod tests {
         for i in 0..120u32 {
             assert_eq!(
                 w.decide(&mut s, t, 1),
-                Decision::Allow { remaining: 119 - i, reset_after_ms: 55_000 }
+                Decision::Allow {
+                    remaining: 119 - i,
+                    reset_after_ms: 55_000
+                }
             );
         }
         assert_eq!(
             w.decide(&mut s, t, 1),
             // Next window: prev = 120 must decay by one unit, 1/120 of a minute.
-            Decision::Deny { remaining: 0, reset_after_ms: 55_000, retry_after_ms: Some(55_500) }
+            Decision::Deny {
+                remaining: 0,
+                reset_after_ms: 55_000,
+                retry_after_ms: Some(55_500)
+            }
         );
     }
 
     #[test]
     fn previous_window_weighs_by_the_part_still_covered() {
         let w = SlidingWindow::new(10, 1000).unwrap();
-        let mut s = WindowState { window_start_ms: 0, prev: 0, curr: 10, attempts: 10 };
+        let mut s = WindowState {
+            window_start_ms: 0,
+            prev: 0,
+            curr: 10,
+            attempts: 10,
+        };
         // 250 ms into the next window: 10 * 0.75 = 7.5 -> 2 more fit (9.5), not 3.
         assert_eq!(
             w.decide(&mut s, 1250, 1),
-            Decision::Allow { remaining: 1, reset_after_ms: 750 }
+            Decision::Allow {
+                remaining: 1,
+                reset_after_ms: 750
+            }
         );
         assert_eq!(
             w.decide(&mut s, 1250, 1),
-            Decision::Allow { remaining: 0, reset_after_ms: 750 }
+            Decision::Allow {
+                remaining: 0,
+                reset_after_ms: 750
+            }
         );
         // 7.5 + 2 = 9.5 -> a third needs prev*(1000-e) <= (10-3)*1000 -> e >= 300.
         assert_eq!(
             w.decide(&mut s, 1250, 1),
-            Decision::Deny { remaining: 0, reset_after_ms: 750, retry_after_ms: Some(50) }
+            Decision::Deny {
+                remaining: 0,
+                reset_after_ms: 750,
+                retry_after_ms: Some(50)
+            }
         );
         assert!(
             w.decide(&mut s, 1299, 1)
-                == Decision::Deny { remaining: 0, reset_after_ms: 701, retry_after_ms: Some(1) }
+                == Decision::Deny {
+                    remaining: 0,
+                    reset_after_ms: 701,
+                    retry_after_ms: Some(1)
+                }
         );
         assert!(w.decide(&mut s, 1300, 1).is_allow());
-        assert_eq!(s, WindowState { window_start_ms: 1000, prev: 10, curr: 3, attempts: 0 });
+        assert_eq!(
+            s,
+            WindowState {
+                window_start_ms: 1000,
+                prev: 10,
+                curr: 3,
+                attempts: 0
+            }
+        );
     }
 
     #[test]
     fn roll_over_handles_gaps() {
         let w = SlidingWindow::new(5, 1000).unwrap();
-        let mut s = WindowState { window_start_ms: 3000, prev: 4, curr: 5, attempts: 9 };
+        let mut s = WindowState {
+            window_start_ms: 3000,
+            prev: 4,
+            curr: 5,
+            attempts: 9,
+        };
         s.roll(1000, 4500);
-        assert_eq!(s, WindowState { window_start_ms: 4000, prev: 5, curr: 0, attempts: 0 });
-        let mut s = WindowState { window_start_ms: 3000, prev: 4, curr: 5, attempts: 9 };
+        assert_eq!(
+            s,
+            WindowState {
+                window_start_ms: 4000,
+                prev: 5,
+                curr: 0,
+                attempts: 0
+            }
+        );
+        let mut s = WindowState {
+            window_start_ms: 3000,
+            prev: 4,
+            curr: 5,
+            attempts: 9,
+        };
         s.roll(1000, 5000);
-        assert_eq!(s, WindowState { window_start_ms: 5000, prev: 0, curr: 0, attempts: 0 });
-        let mut s = WindowState { window_start_ms: 3000, prev: 4, curr: 5, attempts: 9 };
+        assert_eq!(
+            s,
+            WindowState {
+                window_start_ms: 5000,
+                prev: 0,
+                curr: 0,
+                attempts: 0
+            }
+        );
+        let mut s = WindowState {
+            window_start_ms: 3000,
+            prev: 4,
+            curr: 5,
+            attempts: 9,
+        };
         assert_eq!(
             w.decide(&mut s, 9_999_999, 5),
-            Decision::Allow { remaining: 0, reset_after_ms: 1 }
+            Decision::Allow {
+                remaining: 0,
+                reset_after_ms: 1
+            }
         );
     }
 
     #[test]
     fn clock_going_backwards_is_held_at_the_window_start() {
         let w = SlidingWindow::new(2, 1000).unwrap();
-        let mut s = WindowState { window_start_ms: 5000, prev: 0, curr: 2, attempts: 2 };
+        let mut s = WindowState {
+            window_start_ms: 5000,
+            prev: 0,
+            curr: 2,
+            attempts: 2,
+        };
         assert_eq!(
             w.decide(&mut s, 4000, 1),
-            Decision::Deny { remaining: 0, reset_after_ms: 1000, retry_after_ms: Some(1500) }
+            Decision::Deny {
+                remaining: 0,
+                reset_after_ms: 1000,
+                retry_after_ms: Some(1500)
+            }
         );
         assert_eq!(s.window_start_ms, 5000);
     }
@@ -856,21 +1010,37 @@ mod tests {
         let mut s = WindowState::default();
         assert_eq!(
             w.decide(&mut s, 0, 4),
-            Decision::Deny { remaining: 3, reset_after_ms: 1000, retry_after_ms: None }
+            Decision::Deny {
+                remaining: 3,
+                reset_after_ms: 1000,
+                retry_after_ms: None
+            }
         );
     }
 
     #[test]
     fn config_is_validated() {
-        assert_eq!(SlidingWindow::new(1, 0), Err(LimiterConfigError::ZeroWindow));
+        assert_eq!(
+            SlidingWindow::new(1, 0),
+            Err(LimiterConfigError::ZeroWindow)
+        );
         assert!(matches!(
             SlidingWindow::new(u32::MAX, 1 << 40),
             Err(LimiterConfigError::TooLarge { .. })
         ));
         assert!(SlidingWindow::for_tier(Tier::Enterprise.limits()).is_none());
-        assert_eq!(SlidingWindow::for_tier(Tier::Free.limits()), Some(SlidingWindow::new(30, MIN)));
-        let bad = BanPolicy { base_ttl_secs: 0, ..BanPolicy::default() };
-        assert_eq!(SubjectPolicy::new(Tier::Pro.limits(), bad), Err(LimiterConfigError::BanTtl));
+        assert_eq!(
+            SlidingWindow::for_tier(Tier::Free.limits()),
+            Some(SlidingWindow::new(30, MIN))
+        );
+        let bad = BanPolicy {
+            base_ttl_secs: 0,
+            ..BanPolicy::default()
+        };
+        assert_eq!(
+            SubjectPolicy::new(Tier::Pro.limits(), bad),
+            Err(LimiterConfigError::BanTtl)
+        );
     }
 
     #[test]
@@ -882,7 +1052,10 @@ mod tests {
         assert_eq!(p.ban_ttl_secs(90, 30, 4), Some(14_400));
         assert_eq!(p.ban_ttl_secs(90, 30, 7), Some(86_400));
         assert_eq!(p.ban_ttl_secs(90, 30, u32::MAX), Some(86_400));
-        let off = BanPolicy { threshold_factor: 0, ..p };
+        let off = BanPolicy {
+            threshold_factor: 0,
+            ..p
+        };
         assert_eq!(off.ban_ttl_secs(u64::MAX, 30, 0), None);
         assert_eq!(p.ban_ttl_secs(u64::MAX, 0, 0), None);
     }
@@ -897,11 +1070,19 @@ mod tests {
         assert!(matches!(outcomes[30], LimitOutcome::Limited { .. }));
         assert_eq!(
             outcomes[89],
-            LimitOutcome::Banned { until_ms: t + 900_000, retry_after_ms: 900_000, newly: true }
+            LimitOutcome::Banned {
+                until_ms: t + 900_000,
+                retry_after_ms: 900_000,
+                newly: true
+            }
         );
         assert_eq!(
             policy.decide(&mut s, t + 1000, 1),
-            LimitOutcome::Banned { until_ms: t + 900_000, retry_after_ms: 899_000, newly: false }
+            LimitOutcome::Banned {
+                until_ms: t + 900_000,
+                retry_after_ms: 899_000,
+                newly: false
+            }
         );
         let t2 = t + 900_000;
         assert!(policy.decide(&mut s, t2, 1).is_admitted());
@@ -921,7 +1102,10 @@ mod tests {
         }
         assert!(matches!(
             policy.decide(&mut s, t3, 1),
-            LimitOutcome::Banned { retry_after_ms: 900_000, .. }
+            LimitOutcome::Banned {
+                retry_after_ms: 900_000,
+                ..
+            }
         ));
     }
 
@@ -935,7 +1119,10 @@ mod tests {
                 LimitOutcome::Metered { used_in_window: i }
             );
         }
-        assert_eq!(policy.decide(&mut s, 6 * MIN, 2), LimitOutcome::Metered { used_in_window: 2 });
+        assert_eq!(
+            policy.decide(&mut s, 6 * MIN, 2),
+            LimitOutcome::Metered { used_in_window: 2 }
+        );
         assert!(policy
             .headers("enterprise", &LimitOutcome::Metered { used_in_window: 1 })
             .is_empty());
@@ -944,7 +1131,10 @@ mod tests {
     #[test]
     fn headers_follow_the_draft_syntax() {
         let policy = SubjectPolicy::new(Tier::Pro.limits(), BanPolicy::default()).unwrap();
-        let allowed = LimitOutcome::Allowed { remaining: 50, reset_after_ms: 29_001 };
+        let allowed = LimitOutcome::Allowed {
+            remaining: 50,
+            reset_after_ms: 29_001,
+        };
         assert_eq!(
             policy.headers("pro", &allowed),
             vec![
@@ -965,12 +1155,25 @@ mod tests {
                 ("Retry-After", "3".to_string()),
             ]
         );
-        let banned = LimitOutcome::Banned { until_ms: 0, retry_after_ms: 900_000, newly: true };
-        assert_eq!(policy.headers("pro", &banned)[2], ("Retry-After", "900".to_string()));
-        let never =
-            LimitOutcome::Limited { remaining: 7, reset_after_ms: 999, retry_after_ms: None };
+        let banned = LimitOutcome::Banned {
+            until_ms: 0,
+            retry_after_ms: 900_000,
+            newly: true,
+        };
+        assert_eq!(
+            policy.headers("pro", &banned)[2],
+            ("Retry-After", "900".to_string())
+        );
+        let never = LimitOutcome::Limited {
+            remaining: 7,
+            reset_after_ms: 999,
+            retry_after_ms: None,
+        };
         assert_eq!(policy.headers("pro", &never).len(), 2);
-        assert_eq!(ratelimit_policy_value("a\"b\\c\u{e9}", 1, 0), "\"a\\\"b\\\\c?\";q=1;w=1");
+        assert_eq!(
+            ratelimit_policy_value("a\"b\\c\u{e9}", 1, 0),
+            "\"a\\\"b\\\\c?\";q=1;w=1"
+        );
         assert_eq!(ratelimit_value("default", 50, 30), "\"default\";r=50;t=30");
         assert_eq!(retry_after_value(1), "1");
         assert_eq!(retry_after_value(60_000), "60");
@@ -989,7 +1192,10 @@ mod tests {
 
     #[test]
     fn trace_is_deterministic_and_bursty() {
-        let config = TraceConfig { min_events: 20_000, ..TraceConfig::default() };
+        let config = TraceConfig {
+            min_events: 20_000,
+            ..TraceConfig::default()
+        };
         let a = bursty_trace(&config);
         assert_eq!(a, bursty_trace(&config));
         assert!(a.events.len() >= 20_000);
@@ -1000,7 +1206,10 @@ mod tests {
 
     #[test]
     fn counter_error_on_the_bursty_trace() {
-        let trace = bursty_trace(&TraceConfig { min_events: 100_000, ..TraceConfig::default() });
+        let trace = bursty_trace(&TraceConfig {
+            min_events: 100_000,
+            ..TraceConfig::default()
+        });
         let total = |per: &[ErrorCounts], keep: &dyn Fn(ClientKind) -> bool| {
             let mut t = ErrorCounts::default();
             trace
@@ -1021,7 +1230,10 @@ mod tests {
 
         let same = total(&replay(&trace, ReplayMode::SameHistory), &|_| true);
         assert!(same.false_admits > 0);
-        assert!(same.peak_permille > 1000 && same.peak_permille < 2000, "{same:?}");
+        assert!(
+            same.peak_permille > 1000 && same.peak_permille < 2000,
+            "{same:?}"
+        );
 
         let own = total(&replay(&trace, ReplayMode::Independent), &|_| true);
         let diff = own.counter_admits.abs_diff(own.exact_admits);
@@ -1030,7 +1242,12 @@ mod tests {
 
     fn valid_state(limit: u32, w: u64) -> impl Strategy<Value = WindowState> {
         (0u64..1000, 0..=u64::from(limit), 0..=u64::from(limit)).prop_map(move |(k, prev, curr)| {
-            WindowState { window_start_ms: k * w, prev, curr, attempts: curr }
+            WindowState {
+                window_start_ms: k * w,
+                prev,
+                curr,
+                attempts: curr,
+            }
         })
     }
 

@@ -168,11 +168,25 @@ pub enum PropertiesError {
     #[error("the file lists no [[property]] entries")]
     Empty,
     #[error("property #{index} ({name}): {problem}")]
-    Invalid { index: usize, name: String, problem: String },
+    Invalid {
+        index: usize,
+        name: String,
+        problem: String,
+    },
     #[error("property #{second} ({second_name}) has the same hostname {hostname:?} as property #{first} ({first_name}) (hostnames compare case-insensitively)")]
-    DuplicateHostname { hostname: String, first: usize, first_name: String, second: usize, second_name: String },
+    DuplicateHostname {
+        hostname: String,
+        first: usize,
+        first_name: String,
+        second: usize,
+        second_name: String,
+    },
     #[error("property #{second} has the same name {name:?} as property #{first}")]
-    DuplicateName { name: String, first: usize, second: usize },
+    DuplicateName {
+        name: String,
+        first: usize,
+        second: usize,
+    },
 }
 
 /// A Go `time.ParseDuration` string that cloudflared would reject.
@@ -180,7 +194,9 @@ pub enum PropertiesError {
 pub enum DurationError {
     #[error("empty duration")]
     Empty,
-    #[error("invalid duration {0:?}: expected a number followed by a unit, e.g. \"30s\" or \"1m30s\"")]
+    #[error(
+        "invalid duration {0:?}: expected a number followed by a unit, e.g. \"30s\" or \"1m30s\""
+    )]
     Syntax(String),
     #[error("missing unit in duration {0:?}: write e.g. \"30s\"")]
     MissingUnit(String),
@@ -226,7 +242,9 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, DurationError> {
             return Err(syntax());
         }
         // Go takes the unit to be everything up to the next digit or '.'.
-        let unit_len = after_number.find(|c: char| c == '.' || c.is_ascii_digit()).unwrap_or(after_number.len());
+        let unit_len = after_number
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(after_number.len());
         let (unit, after_unit) = after_number.split_at(unit_len);
         let nanos_per_unit: u128 = match unit {
             "" => return Err(DurationError::MissingUnit(text.to_owned())),
@@ -236,10 +254,19 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, DurationError> {
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
-            _ => return Err(DurationError::UnknownUnit { text: text.to_owned(), unit: unit.to_owned() }),
+            _ => {
+                return Err(DurationError::UnknownUnit {
+                    text: text.to_owned(),
+                    unit: unit.to_owned(),
+                })
+            }
         };
         let overflow = || DurationError::Overflow(text.to_owned());
-        let whole: u128 = if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| overflow())? };
+        let whole: u128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().map_err(|_| overflow())?
+        };
         let mut nanos = whole.checked_mul(nanos_per_unit).ok_or_else(overflow)?;
         // Fractions below a nanosecond are dropped, as in Go.
         let mut scale = nanos_per_unit;
@@ -292,8 +319,8 @@ const RESERVED_TLDS: [&str; 4] = ["invalid", "example", "test", "localhost"];
 impl Properties {
     /// Parses and validates `deploy/properties.toml`.
     pub fn parse(toml_text: &str) -> Result<Properties, PropertiesError> {
-        let file: PropertiesFile =
-            toml::from_str(toml_text).map_err(|e| PropertiesError::Toml(e.to_string().trim_end().to_owned()))?;
+        let file: PropertiesFile = toml::from_str(toml_text)
+            .map_err(|e| PropertiesError::Toml(e.to_string().trim_end().to_owned()))?;
         if file.property.is_empty() {
             return Err(PropertiesError::Empty);
         }
@@ -303,13 +330,19 @@ impl Properties {
         let mut names: BTreeMap<String, usize> = BTreeMap::new();
         for (i, entry) in file.property.into_iter().enumerate() {
             let index = i + 1;
-            let property = entry.validate().map_err(|problem| PropertiesError::Invalid {
-                index,
-                name: property_label(index, &problem.name),
-                problem: problem.message,
-            })?;
+            let property = entry
+                .validate()
+                .map_err(|problem| PropertiesError::Invalid {
+                    index,
+                    name: property_label(index, &problem.name),
+                    problem: problem.message,
+                })?;
             if let Some(&first) = names.get(&property.name) {
-                return Err(PropertiesError::DuplicateName { name: property.name, first, second: index });
+                return Err(PropertiesError::DuplicateName {
+                    name: property.name,
+                    first,
+                    second: index,
+                });
             }
             names.insert(property.name.clone(), index);
             if let Some((first, first_name)) = hostnames.get(&property.hostname) {
@@ -341,7 +374,9 @@ impl Properties {
 
     /// The property answering `host` (any case, no port), if the edge routes it.
     pub fn for_host(&self, host: &str) -> Option<&Property> {
-        self.properties.iter().find(|p| p.edge && p.hostname.eq_ignore_ascii_case(host))
+        self.properties
+            .iter()
+            .find(|p| p.edge && p.hostname.eq_ignore_ascii_case(host))
     }
 
     /// Properties the origin tunnel must carry, in file order: one ingress rule each.
@@ -351,12 +386,18 @@ impl Properties {
 
     /// Hostnames the origin tunnel must carry, in file order.
     pub fn origin_hostnames(&self) -> Vec<&str> {
-        self.origin_properties().map(|p| p.hostname.as_str()).collect()
+        self.origin_properties()
+            .map(|p| p.hostname.as_str())
+            .collect()
     }
 
     /// Hostnames the edge Worker routes (its `wrangler.toml` routes), in file order.
     pub fn edge_hostnames(&self) -> Vec<&str> {
-        self.properties.iter().filter(|p| p.edge).map(|p| p.hostname.as_str()).collect()
+        self.properties
+            .iter()
+            .filter(|p| p.edge)
+            .map(|p| p.hostname.as_str())
+            .collect()
     }
 
     /// Entries an operator still has to complete (`operator_todo` is set).
@@ -382,36 +423,51 @@ fn property_label(index: usize, name: &str) -> String {
 impl PropertyEntry {
     fn validate(self) -> Result<Property, EntryProblem> {
         let name = self.name;
-        let fail = |message: String| EntryProblem { name: name.clone(), message };
+        let fail = |message: String| EntryProblem {
+            name: name.clone(),
+            message,
+        };
 
         if !is_valid_name(&name) {
             return Err(fail(format!(
                 "name {name:?} must be 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'"
             )));
         }
-        check_hostname(&self.hostname).map_err(|why| fail(format!("hostname {:?} {why}", self.hostname)))?;
+        check_hostname(&self.hostname)
+            .map_err(|why| fail(format!("hostname {:?} {why}", self.hostname)))?;
         let hostname = self.hostname.to_ascii_lowercase();
 
         let serve = self.serve.unwrap_or_else(|| self.kind.default_serve());
         if !self.kind.allows(serve) {
-            return Err(fail(format!("kind \"{}\" cannot be served by \"{serve}\"", self.kind)));
+            return Err(fail(format!(
+                "kind \"{}\" cannot be served by \"{serve}\"",
+                self.kind
+            )));
         }
         let url = match (serve, self.url) {
             (Serve::External, None) => {
-                return Err(fail("serve = \"external\" needs a url (the https address to redirect to)".into()))
+                return Err(fail(
+                    "serve = \"external\" needs a url (the https address to redirect to)".into(),
+                ))
             }
             (Serve::External, Some(url)) => {
                 check_external_url(&url).map_err(|why| fail(format!("url {url:?} {why}")))?;
                 Some(url)
             }
-            (_, Some(_)) => return Err(fail(format!("url is only used with serve = \"external\", not \"{serve}\""))),
+            (_, Some(_)) => {
+                return Err(fail(format!(
+                    "url is only used with serve = \"external\", not \"{serve}\""
+                )))
+            }
             (_, None) => None,
         };
 
         let edge = self.edge.unwrap_or(true);
         let origin = self.origin.unwrap_or(serve == Serve::Origin);
         if serve == Serve::Origin && !origin {
-            return Err(fail("serve = \"origin\" needs origin = true (the tunnel must carry it)".into()));
+            return Err(fail(
+                "serve = \"origin\" needs origin = true (the tunnel must carry it)".into(),
+            ));
         }
         if serve == Serve::External && origin {
             return Err(fail(
@@ -437,22 +493,29 @@ impl PropertyEntry {
             }
             for (key, value) in options.durations() {
                 if let Some(text) = value {
-                    parse_go_duration(text).map_err(|e| fail(format!("origin_request.{key}: {e}")))?;
+                    parse_go_duration(text)
+                        .map_err(|e| fail(format!("origin_request.{key}: {e}")))?;
                 }
             }
             if let Some(access) = &options.access {
                 if access.required && access.team_name.is_empty() {
-                    return Err(fail("origin_request.access: required = true needs a team_name".into()));
+                    return Err(fail(
+                        "origin_request.access: required = true needs a team_name".into(),
+                    ));
                 }
             }
         }
 
         if serve == Serve::Assets && self.title.as_deref().is_none_or(|t| t.trim().is_empty()) {
-            return Err(fail("a property served from assets needs a title for its landing page".into()));
+            return Err(fail(
+                "a property served from assets needs a title for its landing page".into(),
+            ));
         }
         if let Some(todo) = &self.operator_todo {
             if todo.trim().is_empty() {
-                return Err(fail("operator_todo, when present, must say what is left to do".into()));
+                return Err(fail(
+                    "operator_todo, when present, must say what is left to do".into(),
+                ));
             }
         }
 
@@ -474,7 +537,9 @@ impl PropertyEntry {
 
 fn is_valid_name(name: &str) -> bool {
     (1..=63).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
 }
@@ -507,14 +572,24 @@ fn check_hostname(host: &str) -> Result<(), String> {
         if label.is_empty() || label.len() > 63 {
             return Err("has an empty label or one longer than 63 characters".into());
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(format!("has a label {label:?} with characters other than letters, digits and '-'"));
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(format!(
+                "has a label {label:?} with characters other than letters, digits and '-'"
+            ));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Err(format!("has a label {label:?} that starts or ends with '-'"));
+            return Err(format!(
+                "has a label {label:?} that starts or ends with '-'"
+            ));
         }
     }
-    if labels.last().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
+    if labels
+        .last()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
         return Err("must be a DNS name, not an IP address".into());
     }
     Ok(())
@@ -525,12 +600,17 @@ fn check_external_url(url: &str) -> Result<(), String> {
         return Err("must start with https://".into());
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority.rsplit_once(':').map_or(authority, |(host, _port)| host);
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _port)| host);
     check_hostname(host).map_err(|why| format!("has a host that {why}"))
 }
 
 fn is_reserved_placeholder(hostname: &str) -> bool {
-    hostname.rsplit('.').next().is_some_and(|tld| RESERVED_TLDS.contains(&tld))
+    hostname
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| RESERVED_TLDS.contains(&tld))
 }
 
 #[cfg(test)]
@@ -574,7 +654,11 @@ mod tests {
         assert_eq!(kinds(Kind::External), 3, "three Hugging Face Spaces");
         assert_eq!(kinds(Kind::Discord), 1);
         assert_eq!(kinds(Kind::Admin), 1);
-        assert_eq!(props.pending().count(), 3 + 8, "3 Space URLs and 8 placeholders to fill in");
+        assert_eq!(
+            props.pending().count(),
+            3 + 8,
+            "3 Space URLs and 8 placeholders to fill in"
+        );
     }
 
     #[test]
@@ -582,15 +666,28 @@ mod tests {
         let props = Properties::parse(REAL_FILE).expect("parses");
         assert_eq!(
             props.origin_hostnames(),
-            ["headyapi.com", "headymcp.com", "admin.headysystems.com", "discord.headysystems.com"]
+            [
+                "headyapi.com",
+                "headymcp.com",
+                "admin.headysystems.com",
+                "discord.headysystems.com"
+            ]
         );
         // The origin is reached only through the edge: every tunnel hostname is an edge route.
         let edge = props.edge_hostnames();
         for host in props.origin_hostnames() {
-            assert!(edge.contains(&host), "{host} reaches the origin without an edge route");
+            assert!(
+                edge.contains(&host),
+                "{host} reaches the origin without an edge route"
+            );
         }
-        let api = props.for_host("HeadyAPI.com").expect("case-insensitive lookup");
-        let options = api.origin_request.as_ref().expect("headyapi asks for originRequest options");
+        let api = props
+            .for_host("HeadyAPI.com")
+            .expect("case-insensitive lookup");
+        let options = api
+            .origin_request
+            .as_ref()
+            .expect("headyapi asks for originRequest options");
         assert_eq!(options.connect_timeout.as_deref(), Some("10s"));
     }
 
@@ -604,7 +701,8 @@ mod tests {
         ]
         .concat();
         let props = Properties::parse(&text).expect("valid");
-        let got: Vec<(Serve, bool, bool)> = props.iter().map(|p| (p.serve, p.edge, p.origin)).collect();
+        let got: Vec<(Serve, bool, bool)> =
+            props.iter().map(|p| (p.serve, p.edge, p.origin)).collect();
         assert_eq!(
             got,
             [
@@ -626,9 +724,22 @@ mod tests {
         ]
         .concat();
         let err = Properties::parse(&text).unwrap_err();
-        assert!(matches!(err, PropertiesError::DuplicateHostname { first: 1, second: 3, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                PropertiesError::DuplicateHostname {
+                    first: 1,
+                    second: 3,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         let message = err.to_string();
-        assert!(message.contains("#1 (first)") && message.contains("#3 (second)"), "{message}");
+        assert!(
+            message.contains("#1 (first)") && message.contains("#3 (second)"),
+            "{message}"
+        );
         assert!(message.contains("api.example.com"), "{message}");
     }
 
@@ -639,7 +750,14 @@ mod tests {
             one("name = \"same\"\nhostname = \"b.example.com\"\nkind = \"api\""),
         ]
         .concat();
-        assert!(matches!(Properties::parse(&text), Err(PropertiesError::DuplicateName { first: 1, second: 2, .. })));
+        assert!(matches!(
+            Properties::parse(&text),
+            Err(PropertiesError::DuplicateName {
+                first: 1,
+                second: 2,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -656,17 +774,32 @@ mod tests {
             ("bücher.example.com", "punycode"),
             ("10.0.0.1", "IP address"),
         ] {
-            let message = parse_err(&one(&format!("name = \"p\"\nhostname = {host:?}\nkind = \"api\"")));
-            assert!(message.contains("property #1 (p)") && message.contains(why), "{host:?}: {message}");
+            let message = parse_err(&one(&format!(
+                "name = \"p\"\nhostname = {host:?}\nkind = \"api\""
+            )));
+            assert!(
+                message.contains("property #1 (p)") && message.contains(why),
+                "{host:?}: {message}"
+            );
         }
     }
 
     #[test]
     fn unknown_kind_and_unknown_keys_name_the_key_and_line() {
-        let message = parse_err(&one("name = \"p\"\nhostname = \"p.example.com\"\nkind = \"blog\""));
-        assert!(message.contains("blog") && message.contains("line 4"), "{message}");
-        let message = parse_err(&one("name = \"p\"\nhostname = \"p.example.com\"\nkind = \"api\"\norigni = true"));
-        assert!(message.contains("origni") && message.contains("line 5"), "{message}");
+        let message = parse_err(&one(
+            "name = \"p\"\nhostname = \"p.example.com\"\nkind = \"blog\"",
+        ));
+        assert!(
+            message.contains("blog") && message.contains("line 4"),
+            "{message}"
+        );
+        let message = parse_err(&one(
+            "name = \"p\"\nhostname = \"p.example.com\"\nkind = \"api\"\norigni = true",
+        ));
+        assert!(
+            message.contains("origni") && message.contains("line 5"),
+            "{message}"
+        );
         let message = parse_err(&one(
             "name = \"p\"\nhostname = \"p.example.com\"\nkind = \"api\"\n[property.origin_request]\nconect_timeout = \"1s\"",
         ));
@@ -679,10 +812,15 @@ mod tests {
     fn external_properties_need_an_https_url_and_nothing_else_takes_one() {
         let base = "name = \"s\"\nhostname = \"s.example.com\"\nkind = \"external\"";
         assert!(parse_err(&one(base)).contains("needs a url"));
-        assert!(parse_err(&one(&format!("{base}\nurl = \"http://x.example.org/\""))).contains("https://"));
+        assert!(
+            parse_err(&one(&format!("{base}\nurl = \"http://x.example.org/\"")))
+                .contains("https://")
+        );
         assert!(parse_err(&one(&format!("{base}\nurl = \"https:///nohost\""))).contains("host"));
-        assert!(parse_err(&one(&format!("{base}\nurl = \"https://x.example.org/\"\norigin = true")))
-            .contains("never reached"));
+        assert!(parse_err(&one(&format!(
+            "{base}\nurl = \"https://x.example.org/\"\norigin = true"
+        )))
+        .contains("never reached"));
         let api_with_url =
             "name = \"a\"\nhostname = \"a.example.com\"\nkind = \"api\"\nurl = \"https://x.example.org/\"";
         assert!(parse_err(&one(api_with_url)).contains("only used with serve = \"external\""));
@@ -690,13 +828,24 @@ mod tests {
 
     #[test]
     fn serve_must_fit_the_kind_and_origin_the_serve() {
-        let message = parse_err(&one("name = \"a\"\nhostname = \"a.example.com\"\nkind = \"api\"\nserve = \"assets\""));
-        assert!(message.contains("cannot be served by \"assets\""), "{message}");
-        let message = parse_err(&one("name = \"a\"\nhostname = \"a.example.com\"\nkind = \"api\"\norigin = false"));
+        let message = parse_err(&one(
+            "name = \"a\"\nhostname = \"a.example.com\"\nkind = \"api\"\nserve = \"assets\"",
+        ));
+        assert!(
+            message.contains("cannot be served by \"assets\""),
+            "{message}"
+        );
+        let message = parse_err(&one(
+            "name = \"a\"\nhostname = \"a.example.com\"\nkind = \"api\"\norigin = false",
+        ));
         assert!(message.contains("needs origin = true"), "{message}");
-        let message = parse_err(&one("name = \"a\"\nhostname = \"a.example.com\"\nkind = \"api\"\nedge = false"));
+        let message = parse_err(&one(
+            "name = \"a\"\nhostname = \"a.example.com\"\nkind = \"api\"\nedge = false",
+        ));
         assert!(message.contains("needs edge = true"), "{message}");
-        let message = parse_err(&one("name = \"a\"\nhostname = \"a.example.com\"\nkind = \"static\""));
+        let message = parse_err(&one(
+            "name = \"a\"\nhostname = \"a.example.com\"\nkind = \"static\"",
+        ));
         assert!(message.contains("needs a title"), "{message}");
     }
 
@@ -705,7 +854,8 @@ mod tests {
         let parked = "name = \"p\"\nhostname = \"p.example.invalid\"\nkind = \"static\"\ntitle = \"P\"\nedge = false";
         let props = Properties::parse(&one(parked)).expect("a parked placeholder is fine");
         assert!(props.edge_hostnames().is_empty() && props.origin_hostnames().is_empty());
-        let routed = "name = \"p\"\nhostname = \"p.example.invalid\"\nkind = \"static\"\ntitle = \"P\"";
+        let routed =
+            "name = \"p\"\nhostname = \"p.example.invalid\"\nkind = \"static\"\ntitle = \"P\"";
         assert!(parse_err(&one(routed)).contains("reserved placeholder domain"));
     }
 
@@ -716,15 +866,28 @@ mod tests {
             "{api}\n[property.origin_request]\nconnect_timeout = \"1m30s\"\nkeep_alive_connections = 10\nno_tls_verify = false"
         ));
         let props = Properties::parse(&ok).expect("valid");
-        let options = props.iter().next().and_then(|p| p.origin_request.clone()).expect("options kept");
+        let options = props
+            .iter()
+            .next()
+            .and_then(|p| p.origin_request.clone())
+            .expect("options kept");
         assert_eq!(options.connect_timeout.as_deref(), Some("1m30s"));
         assert_eq!(options.keep_alive_connections, Some(10));
 
-        let message = parse_err(&one(&format!("{api}\n[property.origin_request]\nconnect_timeout = \"30\"")));
-        assert!(message.contains("origin_request.connect_timeout") && message.contains("missing unit"), "{message}");
-        let message = parse_err(&one(&format!("{api}\n[property.origin_request]\nkeep_alive_connections = \"ten\"")));
+        let message = parse_err(&one(&format!(
+            "{api}\n[property.origin_request]\nconnect_timeout = \"30\""
+        )));
+        assert!(
+            message.contains("origin_request.connect_timeout") && message.contains("missing unit"),
+            "{message}"
+        );
+        let message = parse_err(&one(&format!(
+            "{api}\n[property.origin_request]\nkeep_alive_connections = \"ten\""
+        )));
         assert!(message.contains("keep_alive_connections"), "{message}");
-        let message = parse_err(&one(&format!("{api}\n[property.origin_request.access]\nrequired = true")));
+        let message = parse_err(&one(&format!(
+            "{api}\n[property.origin_request.access]\nrequired = true"
+        )));
         assert!(message.contains("team_name"), "{message}");
         let static_with_options = "name = \"s\"\nhostname = \"s.example.com\"\nkind = \"static\"\ntitle = \"S\"\n[property.origin_request]\nconnect_timeout = \"1s\"";
         assert!(parse_err(&one(static_with_options)).contains("only with origin = true"));
@@ -733,7 +896,10 @@ mod tests {
     #[test]
     fn an_empty_file_is_an_error() {
         assert_eq!(Properties::parse(""), Err(PropertiesError::Empty));
-        assert_eq!(Properties::parse("# nothing yet\n"), Err(PropertiesError::Empty));
+        assert_eq!(
+            Properties::parse("# nothing yet\n"),
+            Err(PropertiesError::Empty)
+        );
     }
 
     #[test]
@@ -762,8 +928,20 @@ mod tests {
             ("s", DurationError::Syntax("s".into())),
             (".s", DurationError::Syntax(".s".into())),
             ("-", DurationError::Syntax("-".into())),
-            ("1d", DurationError::UnknownUnit { text: "1d".into(), unit: "d".into() }),
-            ("1 s", DurationError::UnknownUnit { text: "1 s".into(), unit: " s".into() }),
+            (
+                "1d",
+                DurationError::UnknownUnit {
+                    text: "1d".into(),
+                    unit: "d".into(),
+                },
+            ),
+            (
+                "1 s",
+                DurationError::UnknownUnit {
+                    text: "1 s".into(),
+                    unit: " s".into(),
+                },
+            ),
             ("-1s", DurationError::Negative("-1s".into())),
             ("9999999999h", DurationError::Overflow("9999999999h".into())),
             (

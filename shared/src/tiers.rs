@@ -41,7 +41,10 @@ impl Tier {
             Tier::Pro => Some(120),
             Tier::Enterprise => None,
         };
-        TierLimits { requests_per_window, window_secs: 60 }
+        TierLimits {
+            requests_per_window,
+            window_secs: 60,
+        }
     }
 
     pub fn features(self) -> &'static [Feature] {
@@ -49,7 +52,14 @@ impl Tier {
         match self {
             Tier::Free => &[BasicChat, Search, Analyze],
             Tier::Pro => &[BasicChat, Search, Analyze, AllTools],
-            Tier::Enterprise => &[BasicChat, Search, Analyze, AllTools, CustomRouting, PqcApiKeys],
+            Tier::Enterprise => &[
+                BasicChat,
+                Search,
+                Analyze,
+                AllTools,
+                CustomRouting,
+                PqcApiKeys,
+            ],
         }
     }
 

@@ -63,10 +63,17 @@ pub fn zone_of(v: &[f32]) -> Result<Zone, ZoneError> {
             }
         }
     }
-    let scale = if norm2 > 0.0 { 1.0 / (norm2.sqrt() * (v.len() as f64).sqrt()) } else { 0.0 };
+    let scale = if norm2 > 0.0 {
+        1.0 / (norm2.sqrt() * (v.len() as f64).sqrt())
+    } else {
+        0.0
+    };
     let [x, y, z] = acc.map(|c| c * scale);
     let zone = u8::from(x >= 0.0) | u8::from(y >= 0.0) << 1 | u8::from(z >= 0.0) << 2;
-    Ok(Zone { zone, coordinates: ZoneCoordinates { x, y, z } })
+    Ok(Zone {
+        zone,
+        coordinates: ZoneCoordinates { x, y, z },
+    })
 }
 
 #[cfg(test)]
@@ -77,7 +84,9 @@ mod tests {
     /// A fixed vector whose zone is pinned below. The same numbers are checked in wasm32
     /// by tests/tests/wasm_zone.rs, which runs this function compiled to wasm in Node.
     pub fn golden_vector(dim: usize, salt: u64) -> Vec<f32> {
-        (0..dim).map(|i| ((splitmix64(salt ^ i as u64) >> 40) as f32 / (1u64 << 24) as f32) - 0.5).collect()
+        (0..dim)
+            .map(|i| ((splitmix64(salt ^ i as u64) >> 40) as f32 / (1u64 << 24) as f32) - 0.5)
+            .collect()
     }
 
     #[test]
@@ -85,7 +94,12 @@ mod tests {
         let got: Vec<(u8, u64, u64, u64)> = (0..4)
             .map(|s| {
                 let z = zone_of(&golden_vector(384, s)).unwrap();
-                (z.zone, z.coordinates.x.to_bits(), z.coordinates.y.to_bits(), z.coordinates.z.to_bits())
+                (
+                    z.zone,
+                    z.coordinates.x.to_bits(),
+                    z.coordinates.y.to_bits(),
+                    z.coordinates.z.to_bits(),
+                )
             })
             .collect();
         let text = format!("{got:?}");
@@ -98,7 +112,10 @@ mod tests {
         let z = zone_of(&[0.0; 8]).unwrap();
         assert_eq!(z.zone, 7);
         assert!(zone_of(&[]).is_err());
-        assert_eq!(zone_of(&[1.0, f32::NAN]), Err(ZoneError::NotFinite { index: 1 }));
+        assert_eq!(
+            zone_of(&[1.0, f32::NAN]),
+            Err(ZoneError::NotFinite { index: 1 })
+        );
     }
 
     proptest! {

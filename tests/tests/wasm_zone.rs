@@ -12,14 +12,26 @@ fn native(dim: u32, salt: u32) -> Vec<u64> {
 }
 
 fn build_wasm() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
     // A target dir of its own: the outer cargo holds the main one while tests run.
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
         .join("wasm-probe");
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--release", "-p", "heady-zone-probe", "--target", "wasm32-unknown-unknown", "--lib"])
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "heady-zone-probe",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--lib",
+        ])
         .env("CARGO_TARGET_DIR", &target)
         .current_dir(&root)
         .status()
@@ -45,15 +57,32 @@ fn zone_is_bit_identical_on_wasm32_and_native() {
         console.log(JSON.stringify(out));
     "#;
     let output = Command::new("node")
-        .args(["--input-type=module", "-e", &format!("(async () => {{ {script} }})()"), "--"])
+        .args([
+            "--input-type=module",
+            "-e",
+            &format!("(async () => {{ {script} }})()"),
+            "--",
+        ])
         .arg(&wasm)
         .output()
         .expect("node is installed (deploy/setup.sh)");
-    assert!(output.status.success(), "node: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "node: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let got: Vec<Vec<String>> = serde_json::from_slice(&output.stdout).unwrap();
-    let want: Vec<Vec<String>> = [(384, 0), (384, 1), (384, 2), (384, 3), (768, 9), (3, 5), (1, 1)]
-        .iter()
-        .map(|&(d, s)| native(d, s).iter().map(|b| b.to_string()).collect())
-        .collect();
+    let want: Vec<Vec<String>> = [
+        (384, 0),
+        (384, 1),
+        (384, 2),
+        (384, 3),
+        (768, 9),
+        (3, 5),
+        (1, 1),
+    ]
+    .iter()
+    .map(|&(d, s)| native(d, s).iter().map(|b| b.to_string()).collect())
+    .collect();
     assert_eq!(got, want);
 }

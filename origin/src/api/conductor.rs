@@ -39,7 +39,9 @@ pub async fn route(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError>
                 .embedder
                 .embed(std::slice::from_ref(&t.to_string()))
                 .await
-                .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "embedder_failed", e.to_string()))?;
+                .map_err(|e| {
+                    ApiError::new(StatusCode::BAD_GATEWAY, "embedder_failed", e.to_string())
+                })?;
             v.into_iter().next()
         }
         Some(_) => return Err(ApiError::bad_request("text must not be empty when given")),

@@ -31,7 +31,11 @@ pub async fn ready(s: Arc<AppState>, _c: Ctx) -> Result<Response<Body>, ApiError
     if !(duck_ok && redis_ok) {
         tracing::warn!(checks = %body["checks"], "not ready");
     }
-    let status = if duck_ok && redis_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if duck_ok && redis_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     Ok(json_response(status, &body))
 }
 

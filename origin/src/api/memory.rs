@@ -66,7 +66,10 @@ pub fn check_embedding(field: &str, v: &[f64], dim: usize) -> Result<Vec<f32>, A
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "wrong_dimension",
-            format!("{field} has {} values; this database stores {dim}-dimensional embeddings", v.len()),
+            format!(
+                "{field} has {} values; this database stores {dim}-dimensional embeddings",
+                v.len()
+            ),
         ));
     }
     let mut out = Vec::with_capacity(dim);
@@ -93,19 +96,30 @@ pub fn check_embedding(field: &str, v: &[f64], dim: usize) -> Result<Vec<f32>, A
 
 fn check_session(field: &str, s: &str) -> Result<(), ApiError> {
     if s.is_empty() || s.len() > 128 || s.chars().any(|c| c.is_control()) {
-        return Err(ApiError::bad_request(format!("{field} must be 1-128 characters without control characters")));
+        return Err(ApiError::bad_request(format!(
+            "{field} must be 1-128 characters without control characters"
+        )));
     }
     Ok(())
 }
 
 /// Validates one item into a row; its embedding is filled later when it was not given.
-fn validate_item(prefix: &str, it: InsertRequest, dim: usize, now: i64) -> Result<(NewRow, bool), ApiError> {
+fn validate_item(
+    prefix: &str,
+    it: InsertRequest,
+    dim: usize,
+    now: i64,
+) -> Result<(NewRow, bool), ApiError> {
     if it.content.trim().is_empty() {
-        return Err(ApiError::bad_request(format!("{prefix}content must not be empty")));
+        return Err(ApiError::bad_request(format!(
+            "{prefix}content must not be empty"
+        )));
     }
     let role = it.role.unwrap_or_else(|| "user".into());
     if !ROLES.contains(&role.as_str()) {
-        return Err(ApiError::bad_request(format!("{prefix}role must be one of user, assistant, system, tool (got {role:?})")));
+        return Err(ApiError::bad_request(format!(
+            "{prefix}role must be one of user, assistant, system, tool (got {role:?})"
+        )));
     }
     if let Some(s) = &it.session_id {
         check_session(&format!("{prefix}session_id"), s)?;
@@ -113,16 +127,32 @@ fn validate_item(prefix: &str, it: InsertRequest, dim: usize, now: i64) -> Resul
     let metadata = match it.metadata {
         None | Some(serde_json::Value::Null) => None,
         Some(v @ serde_json::Value::Object(_)) => Some(v.to_string()),
-        Some(_) => return Err(ApiError::bad_request(format!("{prefix}metadata must be a JSON object"))),
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "{prefix}metadata must be a JSON object"
+            )))
+        }
     };
     let token_count = i32::try_from(it.token_count.unwrap_or(0))
         .map_err(|_| ApiError::bad_request(format!("{prefix}token_count is too large")))?;
     let (embedding, given) = match it.embedding {
-        Some(e) => (check_embedding(&format!("{prefix}embedding"), &e, dim)?, true),
+        Some(e) => (
+            check_embedding(&format!("{prefix}embedding"), &e, dim)?,
+            true,
+        ),
         None => (Vec::new(), false),
     };
     Ok((
-        NewRow { key: new_key(), ts: now, role, content: it.content, embedding, token_count, session_id: it.session_id, metadata },
+        NewRow {
+            key: new_key(),
+            ts: now,
+            role,
+            content: it.content,
+            embedding,
+            token_count,
+            session_id: it.session_id,
+            metadata,
+        },
         given,
     ))
 }
@@ -142,8 +172,16 @@ pub async fn insert(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError
     let is_batch = body.items.is_some();
     let (items, prefixes): (Vec<InsertRequest>, Vec<String>) = match body.items {
         Some(items) => {
-            if body.content.is_some() || body.embedding.is_some() || body.role.is_some() || body.session_id.is_some() || body.metadata.is_some() || body.token_count.is_some() {
-                return Err(ApiError::bad_request("give either items (a batch) or the fields of one item, not both"));
+            if body.content.is_some()
+                || body.embedding.is_some()
+                || body.role.is_some()
+                || body.session_id.is_some()
+                || body.metadata.is_some()
+                || body.token_count.is_some()
+            {
+                return Err(ApiError::bad_request(
+                    "give either items (a batch) or the fields of one item, not both",
+                ));
             }
             if items.is_empty() {
                 return Err(ApiError::bad_request("items must not be empty"));
@@ -152,14 +190,20 @@ pub async fn insert(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError
                 return Err(ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "batch_too_large",
-                    format!("items has {} entries; the limit is {} (memory.max_batch)", items.len(), s.config.memory.max_batch),
+                    format!(
+                        "items has {} entries; the limit is {} (memory.max_batch)",
+                        items.len(),
+                        s.config.memory.max_batch
+                    ),
                 ));
             }
             let n = items.len();
             (items, (0..n).map(|i| format!("items[{i}].")).collect())
         }
         None => {
-            let content = body.content.ok_or_else(|| ApiError::bad_request("invalid request: missing field `content`"))?;
+            let content = body
+                .content
+                .ok_or_else(|| ApiError::bad_request("invalid request: missing field `content`"))?;
             let one = InsertRequest {
                 content,
                 embedding: body.embedding,
@@ -187,11 +231,18 @@ pub async fn insert(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError
         let vectors = s.embedder.embed(&texts).await.map_err(embed_error)?;
         for (&i, v) in to_embed.iter().zip(vectors) {
             if v.iter().all(|x| *x == 0.0) {
-                let prefix = if is_batch { format!("items[{i}].") } else { String::new() };
+                let prefix = if is_batch {
+                    format!("items[{i}].")
+                } else {
+                    String::new()
+                };
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid_embedding",
-                    format!("{prefix}content has nothing the {} embedder can embed; send an embedding", s.embedder.name()),
+                    format!(
+                        "{prefix}content has nothing the {} embedder can embed; send an embedding",
+                        s.embedder.name()
+                    ),
                 ));
             }
             rows[i].embedding = v;
@@ -216,7 +267,9 @@ pub async fn search(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError
     let max = s.config.memory.max_top_k;
     let top_k = req.top_k.unwrap_or(10);
     if top_k == 0 || top_k > max {
-        return Err(ApiError::bad_request(format!("top_k must be between 1 and {max} (got {top_k})")));
+        return Err(ApiError::bad_request(format!(
+            "top_k must be between 1 and {max} (got {top_k})"
+        )));
     }
     if let Some(sid) = &req.session_id {
         check_session("session_id", sid)?;
@@ -227,22 +280,38 @@ pub async fn search(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError
             if t.trim().is_empty() {
                 return Err(ApiError::bad_request("text must not be empty"));
             }
-            let v = s.embedder.embed(std::slice::from_ref(&t)).await.map_err(embed_error)?;
+            let v = s
+                .embedder
+                .embed(std::slice::from_ref(&t))
+                .await
+                .map_err(embed_error)?;
             let v = v.into_iter().next().unwrap_or_default();
             if v.iter().all(|x| *x == 0.0) {
-                return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_embedding", "text has nothing to embed"));
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_embedding",
+                    "text has nothing to embed",
+                ));
             }
             v
         }
-        (Some(_), Some(_)) => return Err(ApiError::bad_request("give either embedding or text, not both")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give either embedding or text, not both",
+            ))
+        }
         (None, None) => return Err(ApiError::bad_request("give embedding or text")),
     };
     let memory = s.memory.clone();
     let session = req.session_id;
-    let (results, path) = blocking(move || memory.search_blocking(&query, top_k, session.as_deref()))
-        .await?
-        .map_err(|e| ApiError::internal(format!("search failed: {e}")))?;
-    Ok(json_response(StatusCode::OK, &json!({ "results": results, "search": path })))
+    let (results, path) =
+        blocking(move || memory.search_blocking(&query, top_k, session.as_deref()))
+            .await?
+            .map_err(|e| ApiError::internal(format!("search failed: {e}")))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "results": results, "search": path }),
+    ))
 }
 
 /// `POST /api/memory/zone`: `{text}` -> `{zone, coordinates}`.
@@ -252,7 +321,11 @@ pub async fn zone(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError> 
     if req.text.trim().is_empty() {
         return Err(ApiError::bad_request("text must not be empty"));
     }
-    let v = s.embedder.embed(std::slice::from_ref(&req.text)).await.map_err(embed_error)?;
+    let v = s
+        .embedder
+        .embed(std::slice::from_ref(&req.text))
+        .await
+        .map_err(embed_error)?;
     let v = v.into_iter().next().unwrap_or_default();
     let z = heady_shared::zone::zone_of(&v).map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(json_response(StatusCode::OK, &z))

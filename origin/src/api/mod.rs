@@ -27,22 +27,70 @@ fn routes() -> &'static [RouteEntry] {
     static ROUTES: OnceLock<Vec<RouteEntry>> = OnceLock::new();
     ROUTES.get_or_init(|| {
         vec![
-            RouteEntry { method: Method::GET, path: "/health", name: "/health", handler: |s, c| Box::pin(health::health(s, c)) },
-            RouteEntry { method: Method::GET, path: "/ready", name: "/ready", handler: |s, c| Box::pin(health::ready(s, c)) },
-            RouteEntry { method: Method::GET, path: "/metrics", name: "/metrics", handler: |s, c| Box::pin(health::metrics(s, c)) },
-            RouteEntry { method: Method::POST, path: "/api/memory/vectors", name: "/api/memory/vectors", handler: |s, c| Box::pin(memory::insert(s, c)) },
-            RouteEntry { method: Method::POST, path: "/api/memory/search", name: "/api/memory/search", handler: |s, c| Box::pin(memory::search(s, c)) },
-            RouteEntry { method: Method::POST, path: "/api/memory/zone", name: "/api/memory/zone", handler: |s, c| Box::pin(memory::zone(s, c)) },
-            RouteEntry { method: Method::GET, path: "/api/memory/stats", name: "/api/memory/stats", handler: |s, c| Box::pin(memory::stats(s, c)) },
-            RouteEntry { method: Method::GET, path: "/api/conductor/groups", name: "/api/conductor/groups", handler: |s, c| Box::pin(conductor::groups(s, c)) },
-            RouteEntry { method: Method::POST, path: "/api/conductor/route", name: "/api/conductor/route", handler: |s, c| Box::pin(conductor::route(s, c)) },
+            RouteEntry {
+                method: Method::GET,
+                path: "/health",
+                name: "/health",
+                handler: |s, c| Box::pin(health::health(s, c)),
+            },
+            RouteEntry {
+                method: Method::GET,
+                path: "/ready",
+                name: "/ready",
+                handler: |s, c| Box::pin(health::ready(s, c)),
+            },
+            RouteEntry {
+                method: Method::GET,
+                path: "/metrics",
+                name: "/metrics",
+                handler: |s, c| Box::pin(health::metrics(s, c)),
+            },
+            RouteEntry {
+                method: Method::POST,
+                path: "/api/memory/vectors",
+                name: "/api/memory/vectors",
+                handler: |s, c| Box::pin(memory::insert(s, c)),
+            },
+            RouteEntry {
+                method: Method::POST,
+                path: "/api/memory/search",
+                name: "/api/memory/search",
+                handler: |s, c| Box::pin(memory::search(s, c)),
+            },
+            RouteEntry {
+                method: Method::POST,
+                path: "/api/memory/zone",
+                name: "/api/memory/zone",
+                handler: |s, c| Box::pin(memory::zone(s, c)),
+            },
+            RouteEntry {
+                method: Method::GET,
+                path: "/api/memory/stats",
+                name: "/api/memory/stats",
+                handler: |s, c| Box::pin(memory::stats(s, c)),
+            },
+            RouteEntry {
+                method: Method::GET,
+                path: "/api/conductor/groups",
+                name: "/api/conductor/groups",
+                handler: |s, c| Box::pin(conductor::groups(s, c)),
+            },
+            RouteEntry {
+                method: Method::POST,
+                path: "/api/conductor/route",
+                name: "/api/conductor/route",
+                handler: |s, c| Box::pin(conductor::route(s, c)),
+            },
         ]
     })
 }
 
 /// Every route, for docs and tests: (method, path).
 pub fn route_list() -> Vec<(Method, &'static str)> {
-    routes().iter().map(|r| (r.method.clone(), r.path)).collect()
+    routes()
+        .iter()
+        .map(|r| (r.method.clone(), r.path))
+        .collect()
 }
 
 /// Finds the handler; unknown paths and wrong methods get handlers that answer 404 / 405.
@@ -64,15 +112,27 @@ pub fn route(method: &Method, path: &str) -> (&'static str, Handler) {
 }
 
 async fn not_found(c: Ctx) -> Result<Response<Body>, ApiError> {
-    Err(ApiError::not_found(format!("no route for {} {}", c.method, c.path)))
+    Err(ApiError::not_found(format!(
+        "no route for {} {}",
+        c.method, c.path
+    )))
 }
 
 async fn method_not_allowed(c: Ctx) -> Result<Response<Body>, ApiError> {
-    let allowed: Vec<&str> = routes().iter().filter(|r| r.path == c.path).map(|r| r.method.as_str()).collect();
+    let allowed: Vec<&str> = routes()
+        .iter()
+        .filter(|r| r.path == c.path)
+        .map(|r| r.method.as_str())
+        .collect();
     Err(ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("{} does not accept {}; use {}", c.path, c.method, allowed.join(", ")),
+        format!(
+            "{} does not accept {}; use {}",
+            c.path,
+            c.method,
+            allowed.join(", ")
+        ),
     ))
 }
 
@@ -93,6 +153,10 @@ pub fn require_json(c: &Ctx) -> Result<(), ApiError> {
 }
 
 /// Runs blocking work (DuckDB, the index) off the async runtime.
-pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("worker failed: {e}")))
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))
 }

@@ -36,11 +36,21 @@ impl Conductor {
     /// Routes an action; with an embedding of the request text, also places it in a zone.
     pub fn decide(&self, action: &str, embedding: Option<&[f32]>) -> Result<Decision, RouteError> {
         let route = self.table.route(action)?;
-        let mut layers = vec![Layer { layer: "task_router", result: route.reason.clone() }];
+        let mut layers = vec![Layer {
+            layer: "task_router",
+            result: route.reason.clone(),
+        }];
         let zone = embedding.and_then(|e| zone_of(e).ok());
         if let Some(z) = &zone {
-            layers.push(Layer { layer: "vector_zone", result: format!("text falls in octant {}", z.zone) });
+            layers.push(Layer {
+                layer: "vector_zone",
+                result: format!("text falls in octant {}", z.zone),
+            });
         }
-        Ok(Decision { route, zone, layers })
+        Ok(Decision {
+            route,
+            zone,
+            layers,
+        })
     }
 }

@@ -14,16 +14,31 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
     #[error("embedder {provider} could not be reached: {message}")]
-    Unreachable { provider: &'static str, message: String },
+    Unreachable {
+        provider: &'static str,
+        message: String,
+    },
     #[error("embedder {provider} answered {status}: {message}")]
-    Upstream { provider: &'static str, status: u16, message: String },
+    Upstream {
+        provider: &'static str,
+        status: u16,
+        message: String,
+    },
     #[error("embedder {provider} answered something unexpected: {message}")]
-    BadResponse { provider: &'static str, message: String },
+    BadResponse {
+        provider: &'static str,
+        message: String,
+    },
     #[error("embedder {provider} returned {got}-dimensional vectors; this database stores {want}")]
-    Dimension { provider: &'static str, got: usize, want: usize },
+    Dimension {
+        provider: &'static str,
+        got: usize,
+        want: usize,
+    },
 }
 
-pub type EmbedFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Vec<f32>>, EmbedError>> + Send + 'a>>;
+pub type EmbedFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<Vec<f32>>, EmbedError>> + Send + 'a>>;
 
 pub trait Embedder: Send + Sync {
     /// A short name for logs and `/api/memory/stats`.
@@ -45,10 +60,14 @@ pub fn from_config(cfg: &EmbedderConfig, dim: usize) -> Arc<dyn Embedder> {
             timeout,
         )),
         EmbedderKind::WorkersAi => Arc::new(WorkersAiEmbedder::new(
-            cfg.base_url.clone().unwrap_or_else(|| WorkersAiEmbedder::API_ROOT.to_string()),
+            cfg.base_url
+                .clone()
+                .unwrap_or_else(|| WorkersAiEmbedder::API_ROOT.to_string()),
             cfg.account_id.clone().unwrap_or_default(),
             cfg.api_key.clone().unwrap_or_default(),
-            cfg.model.clone().unwrap_or_else(|| WorkersAiEmbedder::DEFAULT_MODEL.to_string()),
+            cfg.model
+                .clone()
+                .unwrap_or_else(|| WorkersAiEmbedder::DEFAULT_MODEL.to_string()),
             dim,
             timeout,
         )),
@@ -87,10 +106,16 @@ impl LexicalEmbedder {
     pub fn embed_one(&self, text: &str) -> Vec<f32> {
         let mut v = vec![0.0f32; self.dim];
         let lower = text.to_lowercase();
-        let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+        let words: Vec<&str> = lower
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
         for w in &words {
             self.add(&mut v, w.as_bytes(), 1, 1.0);
-            let padded: Vec<char> = std::iter::once('^').chain(w.chars()).chain(std::iter::once('$')).collect();
+            let padded: Vec<char> = std::iter::once('^')
+                .chain(w.chars())
+                .chain(std::iter::once('$'))
+                .collect();
             for tri in padded.windows(3) {
                 let s: String = tri.iter().collect();
                 self.add(&mut v, s.as_bytes(), 3, 0.25);
@@ -156,12 +181,24 @@ fn error_message(body: &str) -> String {
     body.chars().take(300).collect()
 }
 
-fn check_dims(provider: &'static str, vectors: &[Vec<f32>], want: usize, n: usize) -> Result<(), EmbedError> {
+fn check_dims(
+    provider: &'static str,
+    vectors: &[Vec<f32>],
+    want: usize,
+    n: usize,
+) -> Result<(), EmbedError> {
     if vectors.len() != n {
-        return Err(EmbedError::BadResponse { provider, message: format!("{} vectors for {} inputs", vectors.len(), n) });
+        return Err(EmbedError::BadResponse {
+            provider,
+            message: format!("{} vectors for {} inputs", vectors.len(), n),
+        });
     }
     if let Some(v) = vectors.iter().find(|v| v.len() != want) {
-        return Err(EmbedError::Dimension { provider, got: v.len(), want });
+        return Err(EmbedError::Dimension {
+            provider,
+            got: v.len(),
+            want,
+        });
     }
     Ok(())
 }
@@ -177,11 +214,21 @@ async fn post_json(
     if let Some(key) = bearer.filter(|k| !k.is_empty()) {
         req = req.bearer_auth(key);
     }
-    let resp = req.send().await.map_err(|e| EmbedError::Unreachable { provider, message: e.to_string() })?;
+    let resp = req.send().await.map_err(|e| EmbedError::Unreachable {
+        provider,
+        message: e.to_string(),
+    })?;
     let status = resp.status();
-    let text = resp.text().await.map_err(|e| EmbedError::Unreachable { provider, message: e.to_string() })?;
+    let text = resp.text().await.map_err(|e| EmbedError::Unreachable {
+        provider,
+        message: e.to_string(),
+    })?;
     if !status.is_success() {
-        return Err(EmbedError::Upstream { provider, status: status.as_u16(), message: error_message(&text) });
+        return Err(EmbedError::Upstream {
+            provider,
+            status: status.as_u16(),
+            message: error_message(&text),
+        });
     }
     Ok(text)
 }
@@ -206,9 +253,21 @@ struct OpenAiEmbedding {
 }
 
 impl OpenAiEmbedder {
-    pub fn new(base_url: String, api_key: Option<String>, model: String, dim: usize, timeout: Duration) -> Self {
+    pub fn new(
+        base_url: String,
+        api_key: Option<String>,
+        model: String,
+        dim: usize,
+        timeout: Duration,
+    ) -> Self {
         let url = format!("{}/embeddings", base_url.trim_end_matches('/'));
-        OpenAiEmbedder { url, api_key, model, dim, client: http_client(timeout) }
+        OpenAiEmbedder {
+            url,
+            api_key,
+            model,
+            dim,
+            client: http_client(timeout),
+        }
     }
 }
 
@@ -224,8 +283,11 @@ impl Embedder for OpenAiEmbedder {
             const P: &str = "openai";
             let body = json!({"model": self.model, "input": texts, "encoding_format": "float"});
             let text = post_json(P, &self.client, &self.url, self.api_key.as_deref(), body).await?;
-            let mut parsed: OpenAiEmbeddings = serde_json::from_str(&text)
-                .map_err(|e| EmbedError::BadResponse { provider: P, message: e.to_string() })?;
+            let mut parsed: OpenAiEmbeddings =
+                serde_json::from_str(&text).map_err(|e| EmbedError::BadResponse {
+                    provider: P,
+                    message: e.to_string(),
+                })?;
             parsed.data.sort_by_key(|d| d.index);
             let vectors: Vec<Vec<f32>> = parsed.data.into_iter().map(|d| d.embedding).collect();
             check_dims(P, &vectors, self.dim, texts.len())?;
@@ -259,9 +321,26 @@ impl WorkersAiEmbedder {
     pub const API_ROOT: &'static str = "https://api.cloudflare.com/client/v4";
     pub const DEFAULT_MODEL: &'static str = "@cf/baai/bge-small-en-v1.5";
 
-    pub fn new(root: String, account_id: String, api_key: String, model: String, dim: usize, timeout: Duration) -> Self {
-        let url = format!("{}/accounts/{}/ai/run/{}", root.trim_end_matches('/'), account_id, model);
-        WorkersAiEmbedder { url, api_key, dim, client: http_client(timeout) }
+    pub fn new(
+        root: String,
+        account_id: String,
+        api_key: String,
+        model: String,
+        dim: usize,
+        timeout: Duration,
+    ) -> Self {
+        let url = format!(
+            "{}/accounts/{}/ai/run/{}",
+            root.trim_end_matches('/'),
+            account_id,
+            model
+        );
+        WorkersAiEmbedder {
+            url,
+            api_key,
+            dim,
+            client: http_client(timeout),
+        }
     }
 }
 
@@ -275,9 +354,19 @@ impl Embedder for WorkersAiEmbedder {
     fn embed<'a>(&'a self, texts: &'a [String]) -> EmbedFuture<'a> {
         Box::pin(async move {
             const P: &str = "workers-ai";
-            let text = post_json(P, &self.client, &self.url, Some(&self.api_key), json!({"text": texts})).await?;
-            let env: CfEnvelope = serde_json::from_str(&text)
-                .map_err(|e| EmbedError::BadResponse { provider: P, message: e.to_string() })?;
+            let text = post_json(
+                P,
+                &self.client,
+                &self.url,
+                Some(&self.api_key),
+                json!({"text": texts}),
+            )
+            .await?;
+            let env: CfEnvelope =
+                serde_json::from_str(&text).map_err(|e| EmbedError::BadResponse {
+                    provider: P,
+                    message: e.to_string(),
+                })?;
             if !env.success {
                 return Err(EmbedError::BadResponse {
                     provider: P,
@@ -286,7 +375,10 @@ impl Embedder for WorkersAiEmbedder {
             }
             let vectors = env
                 .result
-                .ok_or_else(|| EmbedError::BadResponse { provider: P, message: "no result".into() })?
+                .ok_or_else(|| EmbedError::BadResponse {
+                    provider: P,
+                    message: "no result".into(),
+                })?
                 .data;
             check_dims(P, &vectors, self.dim, texts.len())?;
             Ok(vectors)
@@ -310,15 +402,33 @@ mod tests {
         assert!((cos(&a, &a) - 1.0).abs() < 1e-5);
         let near = e.embed_one("a cat sat on a mat");
         let far = e.embed_one("quarterly revenue forecast spreadsheet");
-        assert!(cos(&a, &near) > cos(&a, &far) + 0.3, "{} vs {}", cos(&a, &near), cos(&a, &far));
+        assert!(
+            cos(&a, &near) > cos(&a, &far) + 0.3,
+            "{} vs {}",
+            cos(&a, &near),
+            cos(&a, &far)
+        );
         assert!(e.embed_one("  !!! ").iter().all(|x| *x == 0.0));
     }
 
     #[test]
     fn error_messages_are_extracted_from_each_wire_format() {
-        assert_eq!(error_message(r#"{"error":{"message":"Invalid API key","type":"invalid_request_error"}}"#), "Invalid API key");
-        assert_eq!(error_message(r#"{"error":"model not found"}"#), "model not found");
-        assert_eq!(error_message(r#"{"success":false,"errors":[{"code":10000,"message":"Authentication error"}]}"#), "10000 Authentication error");
+        assert_eq!(
+            error_message(
+                r#"{"error":{"message":"Invalid API key","type":"invalid_request_error"}}"#
+            ),
+            "Invalid API key"
+        );
+        assert_eq!(
+            error_message(r#"{"error":"model not found"}"#),
+            "model not found"
+        );
+        assert_eq!(
+            error_message(
+                r#"{"success":false,"errors":[{"code":10000,"message":"Authentication error"}]}"#
+            ),
+            "10000 Authentication error"
+        );
         assert_eq!(error_message("plain"), "plain");
     }
 }

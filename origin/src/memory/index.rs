@@ -57,7 +57,12 @@ pub struct Hit {
 }
 
 impl HnswIndex {
-    pub fn new(dim: usize, connectivity: usize, ef_construction: usize, ef_search: usize) -> Result<Self, IndexError> {
+    pub fn new(
+        dim: usize,
+        connectivity: usize,
+        ef_construction: usize,
+        ef_search: usize,
+    ) -> Result<Self, IndexError> {
         let options = IndexOptions {
             dimensions: dim,
             metric: MetricKind::Cos,
@@ -68,11 +73,16 @@ impl HnswIndex {
             multi: false,
         };
         let index = Index::new(&options).map_err(err)?;
-        index.reserve_capacity_and_threads(1024, CONTEXTS).map_err(err)?;
+        index
+            .reserve_capacity_and_threads(1024, CONTEXTS)
+            .map_err(err)?;
         Ok(HnswIndex {
             index: RwLock::new(index),
             dim,
-            gate: Gate { free: Mutex::new(CONTEXTS), cv: Condvar::new() },
+            gate: Gate {
+                free: Mutex::new(CONTEXTS),
+                cv: Condvar::new(),
+            },
             key_locks: (0..KEY_SHARDS).map(|_| Mutex::new(())).collect(),
             memory_bytes: std::sync::atomic::AtomicUsize::new(0),
         })
@@ -80,14 +90,20 @@ impl HnswIndex {
 
     /// Loads a persisted index. Errors (missing file, other dimension) leave `self` empty.
     pub fn load(&self, path: &Path) -> Result<(), IndexError> {
-        let meta = Index::metadata(path.to_str().ok_or_else(|| err("path is not UTF-8"))?).map_err(err)?;
+        let meta =
+            Index::metadata(path.to_str().ok_or_else(|| err("path is not UTF-8"))?).map_err(err)?;
         if meta.dimensions as usize != self.dim {
-            return Err(IndexError(format!("persisted index has {} dimensions, expected {}", meta.dimensions, self.dim)));
+            return Err(IndexError(format!(
+                "persisted index has {} dimensions, expected {}",
+                meta.dimensions, self.dim
+            )));
         }
         let index = self.index.write().unwrap_or_else(|p| p.into_inner());
         index.load(path.to_str().unwrap_or_default()).map_err(err)?;
         let cap = index.size().max(1024) * 2;
-        index.reserve_capacity_and_threads(cap, CONTEXTS).map_err(err)
+        index
+            .reserve_capacity_and_threads(cap, CONTEXTS)
+            .map_err(err)
     }
 
     /// Writes the index to `path` atomically (temp file, then rename).
@@ -96,7 +112,9 @@ impl HnswIndex {
         let _g = self.gate.enter();
         {
             let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-            index.save(tmp.to_str().ok_or_else(|| err("path is not UTF-8"))?).map_err(err)?;
+            index
+                .save(tmp.to_str().ok_or_else(|| err("path is not UTF-8"))?)
+                .map_err(err)?;
         }
         std::fs::rename(&tmp, path).map_err(err)
     }
@@ -117,12 +135,20 @@ impl HnswIndex {
     /// usearch walks its nodes to measure memory, which is not safe beside a concurrent add
     /// (it crashed the daemon under load), so measure under the write lock, off the hot path.
     pub fn refresh_memory_bytes(&self) {
-        let bytes = self.index.write().unwrap_or_else(|p| p.into_inner()).memory_usage();
-        self.memory_bytes.store(bytes, std::sync::atomic::Ordering::Relaxed);
+        let bytes = self
+            .index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .memory_usage();
+        self.memory_bytes
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn contains(&self, key: u64) -> bool {
-        self.index.read().unwrap_or_else(|p| p.into_inner()).contains(key)
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(key)
     }
 
     pub fn ensure_capacity(&self, extra: usize) -> Result<(), IndexError> {
@@ -136,19 +162,26 @@ impl HnswIndex {
         let need = index.size() + extra;
         if need > index.capacity() {
             let cap = need.max(index.capacity() * 2).max(1024);
-            index.reserve_capacity_and_threads(cap, CONTEXTS).map_err(err)?;
+            index
+                .reserve_capacity_and_threads(cap, CONTEXTS)
+                .map_err(err)?;
         }
         Ok(())
     }
 
     /// Adds vectors whose keys are not yet present; returns how many were added.
-    pub fn add_missing<'a>(&self, items: impl ExactSizeIterator<Item = (u64, &'a [f32])>) -> Result<usize, IndexError> {
+    pub fn add_missing<'a>(
+        &self,
+        items: impl ExactSizeIterator<Item = (u64, &'a [f32])>,
+    ) -> Result<usize, IndexError> {
         self.ensure_capacity(items.len())?;
         let _g = self.gate.enter();
         let index = self.index.read().unwrap_or_else(|p| p.into_inner());
         let mut added = 0;
         for (key, v) in items {
-            let _k = self.key_locks[(key as usize) % KEY_SHARDS].lock().unwrap_or_else(|p| p.into_inner());
+            let _k = self.key_locks[(key as usize) % KEY_SHARDS]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if !index.contains(key) {
                 index.add(key, v).map_err(err)?;
                 added += 1;
@@ -168,10 +201,17 @@ impl HnswIndex {
         let _g = self.gate.enter();
         let index = self.index.read().unwrap_or_else(|p| p.into_inner());
         let m = index.search(query, k).map_err(err)?;
-        Ok(m.keys.into_iter().zip(m.distances).map(|(key, distance)| Hit { key, distance }).collect())
+        Ok(m.keys
+            .into_iter()
+            .zip(m.distances)
+            .map(|(key, distance)| Hit { key, distance })
+            .collect())
     }
 
     pub fn set_ef_search(&self, ef: usize) {
-        self.index.read().unwrap_or_else(|p| p.into_inner()).change_expansion_search(ef);
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .change_expansion_search(ef);
     }
 }

@@ -29,9 +29,16 @@ pub enum MemoryError {
     #[error("{0}")]
     Index(#[from] index::IndexError),
     #[error("data dir {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("memory.dim is {configured} but the database at {path} stores {stored}-dimensional embeddings")]
-    DimMismatch { configured: usize, stored: String, path: PathBuf },
+    DimMismatch {
+        configured: usize,
+        stored: String,
+        path: PathBuf,
+    },
 }
 
 /// One validated row, ready to store. Validation lives in the HTTP layer (`api::memory`).
@@ -190,8 +197,10 @@ impl MemoryStore {
     /// Opens (or creates) the database under `data_dir`. The HNSW index is loaded or built by
     /// `start_index`; until it is ready, searches use an exact scan.
     pub fn open(data_dir: &Path, cfg: &MemoryConfig) -> Result<Arc<MemoryStore>, MemoryError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|source| MemoryError::DataDir { path: data_dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(data_dir).map_err(|source| MemoryError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
         let path = data_dir.join("heady.duckdb");
         let conn = Connection::open(&path)?;
         let dim = cfg.dim;
@@ -215,11 +224,22 @@ impl MemoryStore {
             |r| r.get(0),
         )?;
         if stored != format!("FLOAT[{dim}]") {
-            return Err(MemoryError::DimMismatch { configured: dim, stored, path });
+            return Err(MemoryError::DimMismatch {
+                configured: dim,
+                stored,
+                path,
+            });
         }
         let writer = conn.try_clone()?;
-        let count: i64 = conn.query_row("SELECT count(*) FROM conversation_vectors", [], |r| r.get(0))?;
-        let index = HnswIndex::new(dim, cfg.hnsw_connectivity, cfg.hnsw_ef_construction, cfg.hnsw_ef_search)?;
+        let count: i64 = conn.query_row("SELECT count(*) FROM conversation_vectors", [], |r| {
+            r.get(0)
+        })?;
+        let index = HnswIndex::new(
+            dim,
+            cfg.hnsw_connectivity,
+            cfg.hnsw_ef_construction,
+            cfg.hnsw_ef_search,
+        )?;
         Ok(Arc::new(MemoryStore {
             dim,
             index_path: data_dir.join("hnsw.usearch"),
@@ -283,7 +303,12 @@ impl MemoryStore {
             Ok((loaded, queued)) => {
                 self.index.refresh_memory_bytes();
                 self.index_state.store(STATE_READY, Ordering::Release);
-                tracing::info!(loaded, queued, secs = t.elapsed().as_secs_f64(), "hnsw index loaded; queued rows are searched by brute force until indexed");
+                tracing::info!(
+                    loaded,
+                    queued,
+                    secs = t.elapsed().as_secs_f64(),
+                    "hnsw index loaded; queued rows are searched by brute force until indexed"
+                );
             }
             Err(e) => {
                 self.index_state.store(STATE_FAILED, Ordering::Release);
@@ -297,7 +322,14 @@ impl MemoryStore {
             let chunk: Vec<(u64, Vec<f32>)> = {
                 let pending = self.pending.read().unwrap_or_else(|p| p.into_inner());
                 let n = pending.len().min(4096);
-                (0..n).map(|i| (pending.keys[i], pending.vectors[i * self.dim..(i + 1) * self.dim].to_vec())).collect()
+                (0..n)
+                    .map(|i| {
+                        (
+                            pending.keys[i],
+                            pending.vectors[i * self.dim..(i + 1) * self.dim].to_vec(),
+                        )
+                    })
+                    .collect()
             };
             if chunk.is_empty() {
                 // Persist what was learned once the queue is empty, at most every 10 s.
@@ -310,7 +342,10 @@ impl MemoryStore {
                 }
                 let mut woken = self.wake.lock().unwrap_or_else(|p| p.into_inner());
                 while !*woken && !self.shutdown.load(Ordering::Acquire) {
-                    let (w, _) = self.wake_cv.wait_timeout(woken, Duration::from_secs(1)).unwrap_or_else(|p| p.into_inner());
+                    let (w, _) = self
+                        .wake_cv
+                        .wait_timeout(woken, Duration::from_secs(1))
+                        .unwrap_or_else(|p| p.into_inner());
                     woken = w;
                     if since_save > 0 && last_save.elapsed() > Duration::from_secs(10) {
                         break;
@@ -330,7 +365,9 @@ impl MemoryStore {
                 .unwrap_or_else(|p| p.into_inner())
                 .is_some_and(|t| t.elapsed() < Duration::from_millis(500));
             let added = if writers_busy {
-                self.index.add_missing(items.iter().copied()).map_err(MemoryError::from)
+                self.index
+                    .add_missing(items.iter().copied())
+                    .map_err(MemoryError::from)
             } else {
                 self.add_parallel(&items)
             };
@@ -346,7 +383,10 @@ impl MemoryStore {
                     continue;
                 }
             }
-            self.pending.write().unwrap_or_else(|p| p.into_inner()).drain_front(chunk.len(), self.dim);
+            self.pending
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain_front(chunk.len(), self.dim);
             self.index.refresh_memory_bytes();
             self.drained_cv.notify_all();
             if self.shutdown.load(Ordering::Acquire) {
@@ -375,27 +415,59 @@ impl MemoryStore {
                 "SELECT id, embedding, content, role, ts, session_id, CAST(metadata AS VARCHAR) FROM conversation_vectors",
             )?;
             for batch in stmt.query_arrow([])? {
-                let text = |c: usize| batch.column(c).as_any().downcast_ref::<StringArray>().cloned();
+                let text = |c: usize| {
+                    batch
+                        .column(c)
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .cloned()
+                };
                 let ids = text(0);
-                let lists = batch.column(1).as_any().downcast_ref::<FixedSizeListArray>().cloned();
-                let (Some(ids), Some(lists)) = (ids, lists) else { continue };
-                let (Some(contents), Some(roles), Some(sessions), Some(metas)) = (text(2), text(3), text(5), text(6)) else { continue };
-                let Some(ts) = batch.column(4).as_any().downcast_ref::<Int64Array>().cloned() else { continue };
-                let values = lists.values().as_any().downcast_ref::<Float32Array>().cloned();
+                let lists = batch
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<FixedSizeListArray>()
+                    .cloned();
+                let (Some(ids), Some(lists)) = (ids, lists) else {
+                    continue;
+                };
+                let (Some(contents), Some(roles), Some(sessions), Some(metas)) =
+                    (text(2), text(3), text(5), text(6))
+                else {
+                    continue;
+                };
+                let Some(ts) = batch
+                    .column(4)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .cloned()
+                else {
+                    continue;
+                };
+                let values = lists
+                    .values()
+                    .as_any()
+                    .downcast_ref::<Float32Array>()
+                    .cloned();
                 let Some(values) = values else { continue };
                 let flat = values.values();
                 {
                     let mut rows = self.rows.write().unwrap_or_else(|p| p.into_inner());
                     for i in 0..ids.len() {
-                        let Some(key) = key_of(ids.value(i)) else { continue };
+                        let Some(key) = key_of(ids.value(i)) else {
+                            continue;
+                        };
                         let opt = |a: &StringArray| (!a.is_null(i)).then(|| a.value(i).to_string());
-                        rows.insert(key, Arc::new(RowView {
-                            content: contents.value(i).to_string(),
-                            role: roles.value(i).to_string(),
-                            ts: ts.value(i),
-                            session_id: opt(&sessions),
-                            metadata: opt(&metas),
-                        }));
+                        rows.insert(
+                            key,
+                            Arc::new(RowView {
+                                content: contents.value(i).to_string(),
+                                role: roles.value(i).to_string(),
+                                ts: ts.value(i),
+                                session_id: opt(&sessions),
+                                metadata: opt(&metas),
+                            }),
+                        );
                     }
                 }
                 let mut pending = self.pending.write().unwrap_or_else(|p| p.into_inner());
@@ -403,7 +475,9 @@ impl MemoryStore {
                     if lists.is_null(i) {
                         continue;
                     }
-                    let Some(key) = key_of(ids.value(i)) else { continue };
+                    let Some(key) = key_of(ids.value(i)) else {
+                        continue;
+                    };
                     if self.index.contains(key) {
                         continue;
                     }
@@ -443,7 +517,10 @@ impl MemoryStore {
             if Instant::now() > deadline {
                 return false;
             }
-            let (g, _) = self.drained_cv.wait_timeout(guard, Duration::from_millis(20)).unwrap_or_else(|p| p.into_inner());
+            let (g, _) = self
+                .drained_cv
+                .wait_timeout(guard, Duration::from_millis(20))
+                .unwrap_or_else(|p| p.into_inner());
             guard = g;
         }
     }
@@ -452,14 +529,23 @@ impl MemoryStore {
     fn add_parallel(&self, items: &[(u64, &[f32])]) -> Result<usize, MemoryError> {
         // Reserve for all of them up front: the threads must not each check capacity alone.
         self.index.ensure_capacity(items.len())?;
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 8);
         let chunk = items.len().div_ceil(threads).max(1);
         let results: Vec<Result<usize, index::IndexError>> = std::thread::scope(|s| {
             let handles: Vec<_> = items
                 .chunks(chunk)
                 .map(|part| s.spawn(move || self.index.add_missing(part.iter().copied())))
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(index::IndexError("index thread panicked".into())))).collect()
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(index::IndexError("index thread panicked".into())))
+                })
+                .collect()
         });
         let mut added = 0;
         for r in results {
@@ -472,7 +558,11 @@ impl MemoryStore {
         if let Some(c) = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             return Ok(c);
         }
-        let c = self.template.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?;
+        let c = self
+            .template
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .try_clone()?;
         c.set_prepared_statement_cache_capacity(64);
         Ok(c)
     }
@@ -507,13 +597,16 @@ impl MemoryStore {
         {
             let mut views = self.rows.write().unwrap_or_else(|p| p.into_inner());
             for r in rows {
-                views.insert(r.key, Arc::new(RowView {
-                    content: r.content.clone(),
-                    role: r.role.clone(),
-                    ts: r.ts,
-                    session_id: r.session_id.clone(),
-                    metadata: r.metadata.clone(),
-                }));
+                views.insert(
+                    r.key,
+                    Arc::new(RowView {
+                        content: r.content.clone(),
+                        role: r.role.clone(),
+                        ts: r.ts,
+                        session_id: r.session_id.clone(),
+                        metadata: r.metadata.clone(),
+                    }),
+                );
             }
         }
         // Durable now. Queue for the indexer; searchable at once through the brute-force pass.
@@ -527,8 +620,13 @@ impl MemoryStore {
         // Backpressure: a writer outrunning the indexer waits rather than growing the queue.
         if self.index_ready() && self.pending_len() > self.max_pending {
             let mut guard = self.wake.lock().unwrap_or_else(|p| p.into_inner());
-            while self.pending_len() > self.max_pending / 2 && !self.shutdown.load(Ordering::Acquire) {
-                let (g, _) = self.drained_cv.wait_timeout(guard, Duration::from_millis(50)).unwrap_or_else(|p| p.into_inner());
+            while self.pending_len() > self.max_pending / 2
+                && !self.shutdown.load(Ordering::Acquire)
+            {
+                let (g, _) = self
+                    .drained_cv
+                    .wait_timeout(guard, Duration::from_millis(50))
+                    .unwrap_or_else(|p| p.into_inner());
                 guard = g;
             }
         }
@@ -540,7 +638,8 @@ impl MemoryStore {
         let ts = Int64Array::from_iter_values(rows.iter().map(|r| r.ts));
         let roles: StringArray = rows.iter().map(|r| Some(r.role.as_str())).collect();
         let contents: StringArray = rows.iter().map(|r| Some(r.content.as_str())).collect();
-        let flat = Float32Array::from_iter_values(rows.iter().flat_map(|r| r.embedding.iter().copied()));
+        let flat =
+            Float32Array::from_iter_values(rows.iter().flat_map(|r| r.embedding.iter().copied()));
         let item = Arc::new(Field::new("item", DataType::Float32, true));
         let emb = FixedSizeListArray::try_new(item.clone(), self.dim as i32, Arc::new(flat), None)
             .map_err(|e| MemoryError::Db(duckdb::Error::ToSqlConversionFailure(Box::new(e))))?;
@@ -552,7 +651,11 @@ impl MemoryStore {
             Field::new("ts", DataType::Int64, false),
             Field::new("role", DataType::Utf8, false),
             Field::new("content", DataType::Utf8, false),
-            Field::new("embedding", DataType::FixedSizeList(item, self.dim as i32), false),
+            Field::new(
+                "embedding",
+                DataType::FixedSizeList(item, self.dim as i32),
+                false,
+            ),
             Field::new("token_count", DataType::Int32, false),
             Field::new("session_id", DataType::Utf8, true),
             Field::new("metadata", DataType::Utf8, true),
@@ -579,7 +682,10 @@ impl MemoryStore {
             n += conn.execute("DELETE FROM conversation_vectors WHERE id = ?", params![id])?;
             if let Some(k) = key_of(id) {
                 let _ = self.index.remove(k);
-                self.rows.write().unwrap_or_else(|p| p.into_inner()).remove(&k);
+                self.rows
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&k);
             }
         }
         self.count.fetch_sub(n as u64, Ordering::Relaxed);
@@ -599,7 +705,10 @@ impl MemoryStore {
             self.scan_pending(query, top_k, &mut hits);
             return Ok((self.fetch_rows(&hits)?, SearchPath::Hnsw));
         }
-        Ok((self.exact_search_blocking(query, top_k, session_id)?, SearchPath::Exact))
+        Ok((
+            self.exact_search_blocking(query, top_k, session_id)?,
+            SearchPath::Exact,
+        ))
     }
 
     /// Merges the queue's best matches (exact cosine) into `hits`, keeping the best `top_k`.
@@ -620,7 +729,13 @@ impl MemoryStore {
                     continue;
                 }
                 let pos = hits.partition_point(|h| h.distance <= distance);
-                hits.insert(pos, index::Hit { key: *key, distance });
+                hits.insert(
+                    pos,
+                    index::Hit {
+                        key: *key,
+                        distance,
+                    },
+                );
                 if hits.len() > top_k {
                     if let Some(dropped) = hits.pop() {
                         seen.remove(&dropped.key);
@@ -639,7 +754,11 @@ impl MemoryStore {
         let conn = self.reader()?;
         let result = (|| {
             let dim = self.dim;
-            let filter = if session_id.is_some() { "WHERE session_id = ?" } else { "" };
+            let filter = if session_id.is_some() {
+                "WHERE session_id = ?"
+            } else {
+                ""
+            };
             // The query vector is cast once in a one-row CTE; a bare CAST(? ...) in the select
             // list would parse the literal again for every row.
             // Rank on (id, distance) alone, then read the other columns of the top k only.
@@ -657,8 +776,12 @@ impl MemoryStore {
                 Ok(hit_from_row(r, 1.0 - d.unwrap_or(1.0))?)
             };
             let rows: Vec<SearchHit> = match session_id {
-                Some(s) => stmt.query_map(params![lit, s, top_k as i64], map)?.collect::<Result<_, _>>()?,
-                None => stmt.query_map(params![lit, top_k as i64], map)?.collect::<Result<_, _>>()?,
+                Some(s) => stmt
+                    .query_map(params![lit, s, top_k as i64], map)?
+                    .collect::<Result<_, _>>()?,
+                None => stmt
+                    .query_map(params![lit, top_k as i64], map)?
+                    .collect::<Result<_, _>>()?,
             };
             Ok(rows)
         })();
@@ -672,8 +795,10 @@ impl MemoryStore {
         }
         {
             let rows = self.rows.read().unwrap_or_else(|p| p.into_inner());
-            let views: Option<Vec<(&index::Hit, Arc<RowView>)>> =
-                hits.iter().map(|h| rows.get(&h.key).map(|v| (h, Arc::clone(v)))).collect();
+            let views: Option<Vec<(&index::Hit, Arc<RowView>)>> = hits
+                .iter()
+                .map(|h| rows.get(&h.key).map(|v| (h, Arc::clone(v))))
+                .collect();
             if let Some(views) = views {
                 drop(rows);
                 return Ok(views
@@ -685,7 +810,10 @@ impl MemoryStore {
                         role: v.role.clone(),
                         ts: v.ts,
                         session_id: v.session_id.clone(),
-                        metadata: v.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
+                        metadata: v
+                            .metadata
+                            .as_deref()
+                            .and_then(|m| serde_json::from_str(m).ok()),
                     })
                     .collect());
             }
@@ -750,7 +878,10 @@ impl MemoryStore {
             pending: self.pending_len(),
             memory_bytes: self.index.memory_bytes(),
             build_progress: (state == "building" || self.pending_len() > 0).then(|| {
-                [self.build_done.load(Ordering::Relaxed), self.build_total.load(Ordering::Relaxed)]
+                [
+                    self.build_done.load(Ordering::Relaxed),
+                    self.build_total.load(Ordering::Relaxed),
+                ]
             }),
         }
     }
@@ -767,7 +898,12 @@ impl MemoryStore {
     pub fn close_blocking(&self) -> Result<(), MemoryError> {
         self.shutdown.store(true, Ordering::Release);
         self.notify_indexer();
-        if let Some(h) = self.indexer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(h) = self
+            .indexer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             let _ = h.join();
         }
         {
@@ -803,7 +939,12 @@ fn hit_from_row(r: &duckdb::Row<'_>, score: f32) -> duckdb::Result<SearchHit> {
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ca.zip(cb) {
         for i in 0..8 {
             acc[i] += x[i] * y[i];

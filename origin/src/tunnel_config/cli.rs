@@ -63,9 +63,17 @@ pub fn run(command: TunnelCommand) -> i32 {
 /// `run` with the output streams as parameters, for tests.
 pub fn run_with(command: TunnelCommand, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     match command {
-        TunnelCommand::Render { properties, tunnel_id, credentials_file, origin_url, catch_all, out: target } => {
+        TunnelCommand::Render {
+            properties,
+            tunnel_id,
+            credentials_file,
+            origin_url,
+            catch_all,
+            out: target,
+        } => {
             let settings = RenderSettings {
-                credentials_file: credentials_file.unwrap_or_else(|| format!("/etc/cloudflared/{tunnel_id}.json")),
+                credentials_file: credentials_file
+                    .unwrap_or_else(|| format!("/etc/cloudflared/{tunnel_id}.json")),
                 tunnel_id,
                 origin_url,
                 catch_all,
@@ -92,7 +100,11 @@ fn render_command(
     let text = match fs::read_to_string(properties_path) {
         Ok(text) => text,
         Err(e) => {
-            let _ = writeln!(err, "heady-origin: cannot read {}: {e}", properties_path.display());
+            let _ = writeln!(
+                err,
+                "heady-origin: cannot read {}: {e}",
+                properties_path.display()
+            );
             return FAILED;
         }
     };
@@ -113,7 +125,10 @@ fn render_command(
         }
     };
     if !problems.is_empty() {
-        let _ = writeln!(err, "heady-origin: the rendered config would be refused by cloudflared:");
+        let _ = writeln!(
+            err,
+            "heady-origin: the rendered config would be refused by cloudflared:"
+        );
         for problem in &problems {
             let _ = writeln!(err, "  {problem}");
         }
@@ -121,7 +136,11 @@ fn render_command(
     }
     for property in properties.origin_properties() {
         if let Some(todo) = &property.operator_todo {
-            let _ = writeln!(err, "note: property {} is incomplete: {todo}", property.name);
+            let _ = writeln!(
+                err,
+                "note: property {} is incomplete: {todo}",
+                property.name
+            );
         }
     }
     match target {
@@ -132,7 +151,11 @@ fn render_command(
         Some(path) => match write_atomically(path, yaml.as_bytes()) {
             Ok(()) => {
                 let rules = properties.origin_properties().count();
-                let _ = writeln!(err, "wrote {} ({rules} ingress rules and the catch-all)", path.display());
+                let _ = writeln!(
+                    err,
+                    "wrote {} ({rules} ingress rules and the catch-all)",
+                    path.display()
+                );
                 OK
             }
             Err(e) => {
@@ -147,7 +170,9 @@ fn render_command(
 fn check_settings(settings: &RenderSettings) -> Result<(), String> {
     let one_line = |name: &str, value: &str| {
         if value.trim().is_empty() || value.chars().any(char::is_control) {
-            Err(format!("{name} must be a non-empty single line, got {value:?}"))
+            Err(format!(
+                "{name} must be a non-empty single line, got {value:?}"
+            ))
         } else {
             Ok(())
         }
@@ -162,13 +187,25 @@ fn check_settings(settings: &RenderSettings) -> Result<(), String> {
 /// Writes via a temporary file in the same directory and a rename, so cloudflared (or a
 /// reader racing the write) sees either the old file or the new one, never half of one.
 fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let file_name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let temp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let temp = dir.join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
     let write = || -> io::Result<()> {
         // A leftover from a crashed run with the same pid is ours to replace.
         let _ = fs::remove_file(&temp);
-        let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
         file.write_all(contents)?;
         if let Ok(existing) = fs::metadata(path) {
             file.set_permissions(existing.permissions())?;
@@ -199,9 +236,15 @@ enum LoadError {
 impl LoadError {
     fn json(&self) -> serde_json::Value {
         match self {
-            LoadError::Unreadable { source, .. } => json!({ "code": "unreadable", "message": source.to_string() }),
+            LoadError::Unreadable { source, .. } => {
+                json!({ "code": "unreadable", "message": source.to_string() })
+            }
             LoadError::Parse { source, .. } => match source {
-                ParseError::Syntax { line, column, message } => {
+                ParseError::Syntax {
+                    line,
+                    column,
+                    message,
+                } => {
                     json!({ "code": "yaml_syntax", "message": message, "line": line, "column": column })
                 }
                 ParseError::Yaml { message } => json!({ "code": "yaml", "message": message }),
@@ -213,8 +256,14 @@ impl LoadError {
 
 fn load(path: &Path) -> Result<(Config, Vec<Warning>), LoadError> {
     let shown = path.display().to_string();
-    let text = fs::read_to_string(path).map_err(|source| LoadError::Unreadable { path: shown.clone(), source })?;
-    parse(&text).map_err(|source| LoadError::Parse { path: shown, source })
+    let text = fs::read_to_string(path).map_err(|source| LoadError::Unreadable {
+        path: shown.clone(),
+        source,
+    })?;
+    parse(&text).map_err(|source| LoadError::Parse {
+        path: shown,
+        source,
+    })
 }
 
 fn validate_text(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
@@ -234,7 +283,12 @@ fn validate_text(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         return OK;
     }
     let count = problems.len();
-    let _ = writeln!(out, "{}: {count} problem{}", path.display(), if count == 1 { "" } else { "s" });
+    let _ = writeln!(
+        out,
+        "{}: {count} problem{}",
+        path.display(),
+        if count == 1 { "" } else { "s" }
+    );
     for problem in &problems {
         let _ = writeln!(out, "  {problem}");
     }
@@ -243,7 +297,10 @@ fn validate_text(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
 
 fn validate_json(path: &Path, out: &mut dyn Write) -> i32 {
     let (report, code) = match load(path) {
-        Err(e) => (json!({ "ok": false, "error": e.json(), "problems": [], "warnings": [] }), FAILED),
+        Err(e) => (
+            json!({ "ok": false, "error": e.json(), "problems": [], "warnings": [] }),
+            FAILED,
+        ),
         Ok((config, warnings)) => {
             let problems = validate(&config);
             let code = if problems.is_empty() { OK } else { FAILED };
@@ -303,7 +360,11 @@ fn rule_command(path: &Path, url: &str, out: &mut dyn Write, err: &mut dyn Write
     // cloudflared matches only against a config it accepts.
     let problems = validate(&config);
     if !problems.is_empty() {
-        let _ = writeln!(err, "heady-origin: {} would be refused by cloudflared:", path.display());
+        let _ = writeln!(
+            err,
+            "heady-origin: {} would be refused by cloudflared:",
+            path.display()
+        );
         for problem in &problems {
             let _ = writeln!(err, "  {problem}");
         }
@@ -340,7 +401,11 @@ mod tests {
     fn run_captured(command: TunnelCommand) -> Outcome {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let code = run_with(command, &mut out, &mut err);
-        Outcome { code, out: String::from_utf8_lossy(&out).into(), err: String::from_utf8_lossy(&err).into() }
+        Outcome {
+            code,
+            out: String::from_utf8_lossy(&out).into(),
+            err: String::from_utf8_lossy(&err).into(),
+        }
     }
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -372,25 +437,54 @@ mod tests {
         assert!(rendered.out.is_empty());
         assert!(rendered.err.contains("4 ingress rules"), "{}", rendered.err);
         let written = fs::read_to_string(&config).expect("written");
-        assert!(written.contains("credentials-file: /etc/cloudflared/00000000-0000-4000-8000-000000000000.json"));
-        let leftovers: Vec<_> = fs::read_dir(dir.path()).expect("list").filter_map(Result::ok).collect();
+        assert!(written.contains(
+            "credentials-file: /etc/cloudflared/00000000-0000-4000-8000-000000000000.json"
+        ));
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(Result::ok)
+            .collect();
         assert_eq!(leftovers.len(), 2, "no temporary file is left behind");
 
         let to_stdout = run_captured(render_command_for(properties, None));
-        assert_eq!((to_stdout.code, to_stdout.out.as_str()), (0, written.as_str()));
+        assert_eq!(
+            (to_stdout.code, to_stdout.out.as_str()),
+            (0, written.as_str())
+        );
 
-        let validated = run_captured(TunnelCommand::Validate { file: config.clone(), json: false });
-        assert_eq!((validated.code, validated.out.as_str(), validated.err.as_str()), (0, "OK\n", ""));
+        let validated = run_captured(TunnelCommand::Validate {
+            file: config.clone(),
+            json: false,
+        });
+        assert_eq!(
+            (
+                validated.code,
+                validated.out.as_str(),
+                validated.err.as_str()
+            ),
+            (0, "OK\n", "")
+        );
 
-        let matched =
-            run_captured(TunnelCommand::Rule { file: config.clone(), url: "https://headymcp.com/sse".into() });
+        let matched = run_captured(TunnelCommand::Rule {
+            file: config.clone(),
+            url: "https://headymcp.com/sse".into(),
+        });
         assert_eq!(matched.code, 0, "{}", matched.err);
         assert_eq!(
             matched.out,
             "Matched rule #2 (index 1)\n\thostname: headymcp.com\n\tservice: http://127.0.0.1:8080\n"
         );
-        let fallback = run_captured(TunnelCommand::Rule { file: config, url: "https://headyweb.com/".into() });
-        assert!(fallback.out.starts_with("Matched rule #5 (index 4)\n\tservice: http_status:404"), "{}", fallback.out);
+        let fallback = run_captured(TunnelCommand::Rule {
+            file: config,
+            url: "https://headyweb.com/".into(),
+        });
+        assert!(
+            fallback
+                .out
+                .starts_with("Matched rule #5 (index 4)\n\tservice: http_status:404"),
+            "{}",
+            fallback.out
+        );
     }
 
     #[test]
@@ -401,25 +495,45 @@ mod tests {
             "config.yml",
             "ingress:\n  - hostname: a.example.com:443\n    service: http://x\n    servce: typo\n  - hostname: b.example.com\n    service: http://x/\n",
         );
-        let result = run_captured(TunnelCommand::Validate { file: file.clone(), json: false });
+        let result = run_captured(TunnelCommand::Validate {
+            file: file.clone(),
+            json: false,
+        });
         assert_eq!(result.code, 1);
         assert!(result.out.contains(": 3 problems\n"), "{}", result.out);
         assert!(
-            result.out.contains("  rule #1 (a.example.com:443): hostname cannot contain a port\n"),
+            result
+                .out
+                .contains("  rule #1 (a.example.com:443): hostname cannot contain a port\n"),
             "{}",
             result.out
         );
-        assert!(result.out.contains("  rule #2 (b.example.com): service \"http://x/\" has a path"), "{}", result.out);
         assert!(
-            result.out.contains("  rule #2 (b.example.com): the last ingress rule must match all URLs"),
+            result
+                .out
+                .contains("  rule #2 (b.example.com): service \"http://x/\" has a path"),
             "{}",
             result.out
         );
-        assert!(result.err.contains("warning: rule #1: unknown key \"servce\""), "{}", result.err);
+        assert!(
+            result
+                .out
+                .contains("  rule #2 (b.example.com): the last ingress rule must match all URLs"),
+            "{}",
+            result.out
+        );
+        assert!(
+            result
+                .err
+                .contains("warning: rule #1: unknown key \"servce\""),
+            "{}",
+            result.err
+        );
 
         let result = run_captured(TunnelCommand::Validate { file, json: true });
         assert_eq!(result.code, 1);
-        let report: serde_json::Value = serde_json::from_str(&result.out).expect("one JSON document");
+        let report: serde_json::Value =
+            serde_json::from_str(&result.out).expect("one JSON document");
         assert_eq!(report["ok"], false);
         assert_eq!(report["problems"].as_array().map(Vec::len), Some(3));
         assert_eq!(report["problems"][0]["index"], 0);
@@ -432,13 +546,27 @@ mod tests {
     #[test]
     fn valid_config_with_warnings_is_still_ok() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let file = write(dir.path(), "config.yml", "tunnel: t\nIngress: x\ningress:\n  - service: http_status:404\n");
-        let result = run_captured(TunnelCommand::Validate { file: file.clone(), json: false });
+        let file = write(
+            dir.path(),
+            "config.yml",
+            "tunnel: t\nIngress: x\ningress:\n  - service: http_status:404\n",
+        );
+        let result = run_captured(TunnelCommand::Validate {
+            file: file.clone(),
+            json: false,
+        });
         assert_eq!((result.code, result.out.as_str()), (0, "OK\n"));
-        assert!(result.err.contains("\"Ingress\" looks like \"ingress\""), "{}", result.err);
+        assert!(
+            result.err.contains("\"Ingress\" looks like \"ingress\""),
+            "{}",
+            result.err
+        );
         let result = run_captured(TunnelCommand::Validate { file, json: true });
         let report: serde_json::Value = serde_json::from_str(&result.out).expect("JSON");
-        assert_eq!((result.code, &report["ok"]), (0, &serde_json::Value::Bool(true)));
+        assert_eq!(
+            (result.code, &report["ok"]),
+            (0, &serde_json::Value::Bool(true))
+        );
         assert_eq!(report["warnings"][0]["code"], "lookalike_top_level_key");
     }
 
@@ -446,44 +574,95 @@ mod tests {
     fn unreadable_files_and_syntax_errors_exit_1_with_a_clear_message() {
         let dir = tempfile::tempdir().expect("temp dir");
         let missing = dir.path().join("missing.yml");
-        let result = run_captured(TunnelCommand::Validate { file: missing.clone(), json: false });
+        let result = run_captured(TunnelCommand::Validate {
+            file: missing.clone(),
+            json: false,
+        });
         assert_eq!(result.code, 1);
         assert!(
-            result.err.starts_with("heady-origin: cannot read ") && result.err.contains("missing.yml"),
+            result.err.starts_with("heady-origin: cannot read ")
+                && result.err.contains("missing.yml"),
             "{}",
             result.err
         );
 
-        let broken = write(dir.path(), "broken.yml", "ingress:\n  - hostname: a\n   service: b\n");
-        let result = run_captured(TunnelCommand::Validate { file: broken.clone(), json: false });
+        let broken = write(
+            dir.path(),
+            "broken.yml",
+            "ingress:\n  - hostname: a\n   service: b\n",
+        );
+        let result = run_captured(TunnelCommand::Validate {
+            file: broken.clone(),
+            json: false,
+        });
         assert_eq!(result.code, 1);
-        assert!(result.err.contains("YAML syntax error at line 3, column"), "{}", result.err);
-        let result = run_captured(TunnelCommand::Validate { file: broken.clone(), json: true });
-        let report: serde_json::Value = serde_json::from_str(&result.out).expect("JSON even for errors");
+        assert!(
+            result.err.contains("YAML syntax error at line 3, column"),
+            "{}",
+            result.err
+        );
+        let result = run_captured(TunnelCommand::Validate {
+            file: broken.clone(),
+            json: true,
+        });
+        let report: serde_json::Value =
+            serde_json::from_str(&result.out).expect("JSON even for errors");
         assert_eq!(
-            (result.code, &report["error"]["code"], &report["error"]["line"]),
+            (
+                result.code,
+                &report["error"]["code"],
+                &report["error"]["line"]
+            ),
             (1, &json!("yaml_syntax"), &json!(3))
         );
 
-        let result = run_captured(TunnelCommand::Validate { file: dir.path().to_path_buf(), json: true });
+        let result = run_captured(TunnelCommand::Validate {
+            file: dir.path().to_path_buf(),
+            json: true,
+        });
         let report: serde_json::Value = serde_json::from_str(&result.out).expect("JSON");
-        assert_eq!((result.code, &report["error"]["code"]), (1, &json!("unreadable")));
+        assert_eq!(
+            (result.code, &report["error"]["code"]),
+            (1, &json!("unreadable"))
+        );
 
-        let result = run_captured(TunnelCommand::Rule { file: broken, url: "https://a.example.com/".into() });
+        let result = run_captured(TunnelCommand::Rule {
+            file: broken,
+            url: "https://a.example.com/".into(),
+        });
         assert_eq!(result.code, 1);
     }
 
     #[test]
     fn rule_exit_codes() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let invalid =
-            write(dir.path(), "invalid.yml", "ingress:\n  - hostname: a.example.com\n    service: http://x\n");
-        let result = run_captured(TunnelCommand::Rule { file: invalid.clone(), url: "not a url".into() });
+        let invalid = write(
+            dir.path(),
+            "invalid.yml",
+            "ingress:\n  - hostname: a.example.com\n    service: http://x\n",
+        );
+        let result = run_captured(TunnelCommand::Rule {
+            file: invalid.clone(),
+            url: "not a url".into(),
+        });
         assert_eq!(result.code, 2, "a bad URL is a bad argument");
-        assert!(result.err.contains("doesn't have a hostname"), "{}", result.err);
-        let result = run_captured(TunnelCommand::Rule { file: invalid, url: "https://a.example.com/".into() });
+        assert!(
+            result.err.contains("doesn't have a hostname"),
+            "{}",
+            result.err
+        );
+        let result = run_captured(TunnelCommand::Rule {
+            file: invalid,
+            url: "https://a.example.com/".into(),
+        });
         assert_eq!(result.code, 1, "cloudflared would refuse the config");
-        assert!(result.err.contains("the last ingress rule must match all URLs"), "{}", result.err);
+        assert!(
+            result
+                .err
+                .contains("the last ingress rule must match all URLs"),
+            "{}",
+            result.err
+        );
     }
 
     #[test]
@@ -499,11 +678,26 @@ mod tests {
             out: None,
         };
         for (bad, flag) in [
-            (command("", "http://127.0.0.1:8080", "http_status:404"), "--tunnel-id"),
-            (command("id\nx", "http://127.0.0.1:8080", "http_status:404"), "--tunnel-id"),
-            (command("id", "127.0.0.1:8080", "http_status:404"), "--origin-url"),
-            (command("id", "http://127.0.0.1:8080/api", "http_status:404"), "--origin-url"),
-            (command("id", "http://127.0.0.1:8080", "http_status:4040"), "--catch-all"),
+            (
+                command("", "http://127.0.0.1:8080", "http_status:404"),
+                "--tunnel-id",
+            ),
+            (
+                command("id\nx", "http://127.0.0.1:8080", "http_status:404"),
+                "--tunnel-id",
+            ),
+            (
+                command("id", "127.0.0.1:8080", "http_status:404"),
+                "--origin-url",
+            ),
+            (
+                command("id", "http://127.0.0.1:8080/api", "http_status:404"),
+                "--origin-url",
+            ),
+            (
+                command("id", "http://127.0.0.1:8080", "http_status:4040"),
+                "--catch-all",
+            ),
         ] {
             let result = run_captured(bad);
             assert_eq!(result.code, 2, "{}", result.err);
@@ -519,7 +713,11 @@ mod tests {
         );
         let result = run_captured(render_command_for(duplicated, None));
         assert_eq!(result.code, 1);
-        assert!(result.err.contains("property #2 (b) has the same hostname"), "{}", result.err);
+        assert!(
+            result.err.contains("property #2 (b) has the same hostname"),
+            "{}",
+            result.err
+        );
         let result = run_captured(render_command_for(dir.path().join("none.toml"), None));
         assert_eq!(result.code, 1);
         assert!(result.err.contains("cannot read"), "{}", result.err);
@@ -534,8 +732,13 @@ mod tests {
         fs::set_permissions(&config, fs::Permissions::from_mode(0o640)).expect("chmod");
         let result = run_captured(render_command_for(properties, Some(config.clone())));
         assert_eq!(result.code, 0, "{}", result.err);
-        assert!(fs::read_to_string(&config).expect("read").starts_with("# cloudflared configuration"));
-        assert_eq!(fs::metadata(&config).expect("stat").permissions().mode() & 0o777, 0o640);
+        assert!(fs::read_to_string(&config)
+            .expect("read")
+            .starts_with("# cloudflared configuration"));
+        assert_eq!(
+            fs::metadata(&config).expect("stat").permissions().mode() & 0o777,
+            0o640
+        );
 
         let result = run_captured(render_command_for(
             dir.path().join("properties.toml"),
@@ -553,18 +756,43 @@ mod tests {
             #[command(subcommand)]
             tunnel: TunnelCommand,
         }
-        let cli =
-            Cli::try_parse_from(["heady-origin", "render", "--tunnel-id", "abc"]).expect("defaults fill the rest");
-        let TunnelCommand::Render { properties, origin_url, catch_all, out, .. } = cli.tunnel else {
+        let cli = Cli::try_parse_from(["heady-origin", "render", "--tunnel-id", "abc"])
+            .expect("defaults fill the rest");
+        let TunnelCommand::Render {
+            properties,
+            origin_url,
+            catch_all,
+            out,
+            ..
+        } = cli.tunnel
+        else {
             panic!("render expected")
         };
         assert_eq!(properties, PathBuf::from("deploy/properties.toml"));
-        assert_eq!((origin_url.as_str(), catch_all.as_str(), out), ("http://127.0.0.1:8080", "http_status:404", None));
-        let cli = Cli::try_parse_from(["heady-origin", "validate", "c.yml", "--json"]).expect("parses");
-        assert_eq!(cli.tunnel, TunnelCommand::Validate { file: "c.yml".into(), json: true });
-        let cli = Cli::try_parse_from(["heady-origin", "rule", "c.yml", "https://a.example.com/"]).expect("parses");
-        assert_eq!(cli.tunnel, TunnelCommand::Rule { file: "c.yml".into(), url: "https://a.example.com/".into() });
-        let missing = Cli::try_parse_from(["heady-origin", "rule", "c.yml"]).expect_err("URL is required");
+        assert_eq!(
+            (origin_url.as_str(), catch_all.as_str(), out),
+            ("http://127.0.0.1:8080", "http_status:404", None)
+        );
+        let cli =
+            Cli::try_parse_from(["heady-origin", "validate", "c.yml", "--json"]).expect("parses");
+        assert_eq!(
+            cli.tunnel,
+            TunnelCommand::Validate {
+                file: "c.yml".into(),
+                json: true
+            }
+        );
+        let cli = Cli::try_parse_from(["heady-origin", "rule", "c.yml", "https://a.example.com/"])
+            .expect("parses");
+        assert_eq!(
+            cli.tunnel,
+            TunnelCommand::Rule {
+                file: "c.yml".into(),
+                url: "https://a.example.com/".into()
+            }
+        );
+        let missing =
+            Cli::try_parse_from(["heady-origin", "rule", "c.yml"]).expect_err("URL is required");
         assert_eq!(missing.exit_code(), 2);
     }
 }

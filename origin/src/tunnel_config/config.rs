@@ -93,7 +93,11 @@ pub struct Access {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     #[error("YAML syntax error at line {line}, column {column}: {message}")]
-    Syntax { line: usize, column: usize, message: String },
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("YAML error: {message}")]
     Yaml { message: String },
     #[error("the config must be a mapping of keys (tunnel, ingress, ...), found {found}")]
@@ -142,7 +146,13 @@ impl std::fmt::Display for Warning {
 
 /// Keys cloudflared's `Configuration` struct reads. Other top-level keys are handed to its
 /// command-line flags (`credentials-file`, `loglevel`, `metrics`, ...), so they are not unknown.
-const CONFIG_KEYS: [&str; 5] = ["tunnel", "credentials-file", "ingress", "originRequest", "warp-routing"];
+const CONFIG_KEYS: [&str; 5] = [
+    "tunnel",
+    "credentials-file",
+    "ingress",
+    "originRequest",
+    "warp-routing",
+];
 const RULE_KEYS: [&str; 4] = ["hostname", "path", "service", "originRequest"];
 
 /// Reads a cloudflared config. Syntax errors carry the line and column; everything else
@@ -156,10 +166,20 @@ pub fn parse(yaml_text: &str) -> Result<(Config, Vec<Warning>), ParseError> {
         // An empty file: cloudflared logs it and goes on with no rules.
         Value::Null => Config::default(),
         Value::Mapping(top) => reader.config(top),
-        other => return Err(ParseError::NotAMapping { found: describe(other) }),
+        other => {
+            return Err(ParseError::NotAMapping {
+                found: describe(other),
+            })
+        }
     };
     let Reader { warnings, problems } = reader;
-    Ok((Config { read_problems: problems, ..config }, warnings))
+    Ok((
+        Config {
+            read_problems: problems,
+            ..config
+        },
+        warnings,
+    ))
 }
 
 fn syntax_error(error: serde_yaml_ng::Error) -> ParseError {
@@ -169,7 +189,11 @@ fn syntax_error(error: serde_yaml_ng::Error) -> ParseError {
             // The crate writes the location into its message; it is kept in fields instead.
             let location = format!(" at line {} column {}", at.line(), at.column());
             let message = message.replacen(&location, "", 1);
-            ParseError::Syntax { line: at.line(), column: at.column(), message }
+            ParseError::Syntax {
+                line: at.line(),
+                column: at.column(),
+                message,
+            }
         }
         None => ParseError::Yaml { message },
     }
@@ -193,7 +217,11 @@ impl At<'_> {
     }
 
     fn problem(&self, kind: ProblemKind) -> Problem {
-        Problem { rule: self.rule, hostname: self.rule.map(|_| self.hostname.to_owned()), kind }
+        Problem {
+            rule: self.rule,
+            hostname: self.rule.map(|_| self.hostname.to_owned()),
+            kind,
+        }
     }
 
     fn section_name(&self) -> String {
@@ -213,15 +241,24 @@ struct Reader {
 
 impl Reader {
     fn config(&mut self, top: &Mapping) -> Config {
-        let at = At { rule: None, hostname: "", section: "" };
+        let at = At {
+            rule: None,
+            hostname: "",
+            section: "",
+        };
         let mut config = Config::default();
         for (key, value) in top {
-            let Some(key) = self.key(&at, key) else { continue };
+            let Some(key) = self.key(&at, key) else {
+                continue;
+            };
             match key {
                 "tunnel" => config.tunnel = self.string(&at, key, value),
                 "credentials-file" => config.credentials_file = self.string(&at, key, value),
                 "originRequest" => {
-                    let section = At { section: "originRequest", ..at.clone() };
+                    let section = At {
+                        section: "originRequest",
+                        ..at.clone()
+                    };
                     config.origin_request = self.origin_request(&section, value);
                 }
                 "ingress" => config.ingress = self.ingress(value),
@@ -230,7 +267,10 @@ impl Reader {
                     if let Some(meant) = lookalike(other) {
                         self.warnings.push(Warning {
                             rule: None,
-                            kind: WarningKind::LookalikeTopLevelKey { key: other.to_owned(), meant },
+                            kind: WarningKind::LookalikeTopLevelKey {
+                                key: other.to_owned(),
+                                meant,
+                            },
                         });
                     }
                 }
@@ -240,7 +280,11 @@ impl Reader {
     }
 
     fn ingress(&mut self, value: &Value) -> Vec<IngressRule> {
-        let top = At { rule: None, hostname: "", section: "" };
+        let top = At {
+            rule: None,
+            hostname: "",
+            section: "",
+        };
         let items = match strip_tags(value) {
             Value::Null => return Vec::new(),
             Value::Sequence(items) => items,
@@ -255,9 +299,21 @@ impl Reader {
             .map(|(index, item)| match strip_tags(item) {
                 Value::Mapping(fields) => self.rule(index, fields),
                 other => {
-                    let at = At { rule: Some(index), hostname: "", section: "" };
-                    self.wrong_type(&at, &format!("ingress[{index}]"), "a mapping (hostname, service, ...)", other);
-                    IngressRule { malformed: true, ..IngressRule::default() }
+                    let at = At {
+                        rule: Some(index),
+                        hostname: "",
+                        section: "",
+                    };
+                    self.wrong_type(
+                        &at,
+                        &format!("ingress[{index}]"),
+                        "a mapping (hostname, service, ...)",
+                        other,
+                    );
+                    IngressRule {
+                        malformed: true,
+                        ..IngressRule::default()
+                    }
                 }
             })
             .collect()
@@ -265,19 +321,33 @@ impl Reader {
 
     fn rule(&mut self, index: usize, fields: &Mapping) -> IngressRule {
         // The hostname names the rule in every message, so it is read first.
-        let unnamed = At { rule: Some(index), hostname: "", section: "" };
-        let hostname =
-            fields.get("hostname").and_then(|value| self.string(&unnamed, "hostname", value)).unwrap_or_default();
-        let at = At { hostname: &hostname, ..unnamed };
+        let unnamed = At {
+            rule: Some(index),
+            hostname: "",
+            section: "",
+        };
+        let hostname = fields
+            .get("hostname")
+            .and_then(|value| self.string(&unnamed, "hostname", value))
+            .unwrap_or_default();
+        let at = At {
+            hostname: &hostname,
+            ..unnamed
+        };
         let mut rule = IngressRule::default();
         for (key, value) in fields {
-            let Some(key) = self.key(&at, key) else { continue };
+            let Some(key) = self.key(&at, key) else {
+                continue;
+            };
             match key {
                 "hostname" => {}
                 "path" => rule.path = self.string(&at, key, value).unwrap_or_default(),
                 "service" => rule.service = self.string(&at, key, value).unwrap_or_default(),
                 "originRequest" => {
-                    let section = At { section: "originRequest", ..at.clone() };
+                    let section = At {
+                        section: "originRequest",
+                        ..at.clone()
+                    };
                     rule.origin_request = self.origin_request(&section, value);
                 }
                 other => self.unknown_key(&at, other),
@@ -285,10 +355,15 @@ impl Reader {
         }
         // A '*' anywhere but first is refused by `validate`; first but without a dot it is legal
         // for cloudflared, and literal.
-        let literal_star = hostname.rfind('*') == Some(0) && hostname != "*" && !hostname.starts_with("*.");
+        let literal_star =
+            hostname.rfind('*') == Some(0) && hostname != "*" && !hostname.starts_with("*.");
         if literal_star {
-            self.warnings
-                .push(Warning { rule: Some(index), kind: WarningKind::LiteralWildcard { hostname: hostname.clone() } });
+            self.warnings.push(Warning {
+                rule: Some(index),
+                kind: WarningKind::LiteralWildcard {
+                    hostname: hostname.clone(),
+                },
+            });
         }
         rule.hostname = hostname;
         rule
@@ -305,26 +380,36 @@ impl Reader {
             }
         };
         for (key, value) in fields {
-            let Some(key) = self.key(at, key) else { continue };
+            let Some(key) = self.key(at, key) else {
+                continue;
+            };
             match key {
                 "connectTimeout" => options.connect_timeout = self.duration(at, key, value),
                 "tlsTimeout" => options.tls_timeout = self.duration(at, key, value),
                 "tcpKeepAlive" => options.tcp_keep_alive = self.duration(at, key, value),
                 "keepAliveTimeout" => options.keep_alive_timeout = self.duration(at, key, value),
                 "noHappyEyeballs" => options.no_happy_eyeballs = self.bool(at, key, value),
-                "keepAliveConnections" => options.keep_alive_connections = self.unsigned(at, key, value),
+                "keepAliveConnections" => {
+                    options.keep_alive_connections = self.unsigned(at, key, value)
+                }
                 "httpHostHeader" => options.http_host_header = self.string(at, key, value),
                 "originServerName" => options.origin_server_name = self.string(at, key, value),
                 "matchSNItoHost" => options.match_sni_to_host = self.bool(at, key, value),
                 "caPool" => options.ca_pool = self.string(at, key, value),
                 "noTLSVerify" => options.no_tls_verify = self.bool(at, key, value),
-                "disableChunkedEncoding" => options.disable_chunked_encoding = self.bool(at, key, value),
+                "disableChunkedEncoding" => {
+                    options.disable_chunked_encoding = self.bool(at, key, value)
+                }
                 "bastionMode" => options.bastion_mode = self.bool(at, key, value),
                 "proxyAddress" => options.proxy_address = self.string(at, key, value),
                 "proxyPort" => options.proxy_port = self.port(at, key, value),
                 "proxyType" => {
                     options.proxy_type = self.string(at, key, value);
-                    if let Some(kind) = options.proxy_type.as_deref().filter(|t| !t.is_empty() && *t != "socks") {
+                    if let Some(kind) = options
+                        .proxy_type
+                        .as_deref()
+                        .filter(|t| !t.is_empty() && *t != "socks")
+                    {
                         self.warnings.push(Warning {
                             rule: at.rule,
                             kind: WarningKind::UnknownProxyType {
@@ -355,7 +440,10 @@ impl Reader {
         let mut rules = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let section = at.key(&format!("ipRules[{i}]"));
-            let item_at = At { section: &section, ..at.clone() };
+            let item_at = At {
+                section: &section,
+                ..at.clone()
+            };
             let fields = match strip_tags(item) {
                 Value::Mapping(fields) => fields,
                 other => {
@@ -365,7 +453,9 @@ impl Reader {
             };
             let mut rule = IpRule::default();
             for (key, value) in fields {
-                let Some(key) = self.key(&item_at, key) else { continue };
+                let Some(key) = self.key(&item_at, key) else {
+                    continue;
+                };
                 match key {
                     "prefix" => rule.prefix = self.string(&item_at, key, value),
                     "ports" => rule.ports = self.int_list(&item_at, key, value),
@@ -380,7 +470,10 @@ impl Reader {
 
     fn access(&mut self, at: &At, value: &Value) -> Option<Access> {
         let section = at.key("access");
-        let at = At { section: &section, ..at.clone() };
+        let at = At {
+            section: &section,
+            ..at.clone()
+        };
         let fields = match strip_tags(value) {
             Value::Null => return None,
             Value::Mapping(fields) => fields,
@@ -391,12 +484,16 @@ impl Reader {
         };
         let mut access = Access::default();
         for (key, value) in fields {
-            let Some(key) = self.key(&at, key) else { continue };
+            let Some(key) = self.key(&at, key) else {
+                continue;
+            };
             match key {
                 "required" => access.required = self.bool(&at, key, value).unwrap_or_default(),
                 "teamName" => access.team_name = self.string(&at, key, value).unwrap_or_default(),
                 "audTag" => access.aud_tag = self.string_list(&at, key, value),
-                "environment" => access.environment = self.string(&at, key, value).unwrap_or_default(),
+                "environment" => {
+                    access.environment = self.string(&at, key, value).unwrap_or_default()
+                }
                 other => self.unknown_key(&at, other),
             }
         }
@@ -404,14 +501,20 @@ impl Reader {
     }
 
     fn warp_routing(&mut self, value: &Value) {
-        let at = At { rule: None, hostname: "", section: "warp-routing" };
+        let at = At {
+            rule: None,
+            hostname: "",
+            section: "warp-routing",
+        };
         let fields = match strip_tags(value) {
             Value::Null => return,
             Value::Mapping(fields) => fields,
             other => return self.wrong_type(&at, "", "a mapping", other),
         };
         for (key, value) in fields {
-            let Some(key) = self.key(&at, key) else { continue };
+            let Some(key) = self.key(&at, key) else {
+                continue;
+            };
             match key {
                 "connectTimeout" | "tcpKeepAlive" => {
                     self.duration(&at, key, value);
@@ -439,13 +542,24 @@ impl Reader {
     fn unknown_key(&mut self, at: &At, key: &str) {
         self.warnings.push(Warning {
             rule: at.rule,
-            kind: WarningKind::UnknownKey { section: at.section_name(), key: key.to_owned() },
+            kind: WarningKind::UnknownKey {
+                section: at.section_name(),
+                key: key.to_owned(),
+            },
         });
     }
 
     fn wrong_type(&mut self, at: &At, key: &str, expected: &'static str, found: &Value) {
-        let key = if key.is_empty() { at.section.to_owned() } else { at.key(key) };
-        self.problems.push(at.problem(ProblemKind::WrongType { key, expected, found: describe(found).to_owned() }));
+        let key = if key.is_empty() {
+            at.section.to_owned()
+        } else {
+            at.key(key)
+        };
+        self.problems.push(at.problem(ProblemKind::WrongType {
+            key,
+            expected,
+            found: describe(found).to_owned(),
+        }));
     }
 
     /// Go's YAML decoder fills a string field from any scalar; null leaves it unset.
@@ -521,15 +635,24 @@ impl Reader {
         match strip_tags(value) {
             Value::Null => None,
             Value::String(text) => match parse_go_duration(text) {
-                Ok(duration) => Some(DurationSetting { text: text.clone(), value: duration }),
+                Ok(duration) => Some(DurationSetting {
+                    text: text.clone(),
+                    value: duration,
+                }),
                 Err(error) => {
-                    self.problems.push(at.problem(ProblemKind::BadDuration { key: at.key(key), error }));
+                    self.problems.push(at.problem(ProblemKind::BadDuration {
+                        key: at.key(key),
+                        error,
+                    }));
                     None
                 }
             },
             Value::Number(number) => {
                 let error = DurationError::MissingUnit(number.to_string());
-                self.problems.push(at.problem(ProblemKind::BadDuration { key: at.key(key), error }));
+                self.problems.push(at.problem(ProblemKind::BadDuration {
+                    key: at.key(key),
+                    error,
+                }));
                 None
             }
             other => {
@@ -562,7 +685,10 @@ impl Reader {
     fn string_list(&mut self, at: &At, key: &str, value: &Value) -> Vec<String> {
         match strip_tags(value) {
             Value::Null => Vec::new(),
-            Value::Sequence(items) => items.iter().filter_map(|item| self.string(at, key, item)).collect(),
+            Value::Sequence(items) => items
+                .iter()
+                .filter_map(|item| self.string(at, key, item))
+                .collect(),
             other => {
                 self.wrong_type(at, key, "a list of strings", other);
                 Vec::new()
@@ -574,9 +700,17 @@ impl Reader {
 /// Top-level keys that differ from one cloudflared reads only in case or punctuation:
 /// cloudflared would silently take them for unknown flags.
 fn lookalike(key: &str) -> Option<&'static str> {
-    let squash = |s: &str| s.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase();
+    let squash = |s: &str| {
+        s.chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_ascii_lowercase()
+    };
     let squashed = squash(key);
-    CONFIG_KEYS.into_iter().chain(RULE_KEYS).find(|known| *known != key && squash(known) == squashed)
+    CONFIG_KEYS
+        .into_iter()
+        .chain(RULE_KEYS)
+        .find(|known| *known != key && squash(known) == squashed)
 }
 
 /// Local tags (`!foo value`) do not change what a field holds.
@@ -627,15 +761,35 @@ mod tests {
              \x20 - service: http_status:404\n",
         );
         assert!(warnings.is_empty(), "{warnings:?}");
-        assert!(config.read_problems.is_empty(), "{:?}", config.read_problems);
-        assert_eq!(config.tunnel.as_deref(), Some("6ff42ae2-765d-4adf-8112-31c55c1551ef"));
-        assert!(config.credentials_file.as_deref().is_some_and(|f| f.ends_with(".json")));
+        assert!(
+            config.read_problems.is_empty(),
+            "{:?}",
+            config.read_problems
+        );
+        assert_eq!(
+            config.tunnel.as_deref(),
+            Some("6ff42ae2-765d-4adf-8112-31c55c1551ef")
+        );
+        assert!(config
+            .credentials_file
+            .as_deref()
+            .is_some_and(|f| f.ends_with(".json")));
         let defaults = &config.origin_request;
-        assert_eq!(defaults.connect_timeout.as_ref().map(|d| d.value), Some(Duration::from_secs(90)));
-        assert_eq!(defaults.no_tls_verify, Some(true), "YAML 1.1 'yes' is a bool for Go's decoder");
+        assert_eq!(
+            defaults.connect_timeout.as_ref().map(|d| d.value),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            defaults.no_tls_verify,
+            Some(true),
+            "YAML 1.1 'yes' is a bool for Go's decoder"
+        );
         assert_eq!(config.ingress.len(), 2);
         let api = &config.ingress[0];
-        assert_eq!((api.hostname.as_str(), api.path.as_str()), ("api.example.com", "^/v1/"));
+        assert_eq!(
+            (api.hostname.as_str(), api.path.as_str()),
+            ("api.example.com", "^/v1/")
+        );
         assert_eq!(api.origin_request.keep_alive_connections, Some(10));
         assert_eq!(api.origin_request.proxy_port, Some(1080));
         assert_eq!(api.origin_request.ip_rules[0].ports, [80, 443]);
@@ -646,18 +800,40 @@ mod tests {
 
     #[test]
     fn syntax_errors_carry_line_and_column() {
-        let err = parse("ingress:\n  - hostname: a.example.com\n    service: [unclosed\n").unwrap_err();
-        let ParseError::Syntax { line, column, message } = &err else { panic!("{err:?}") };
+        let err =
+            parse("ingress:\n  - hostname: a.example.com\n    service: [unclosed\n").unwrap_err();
+        let ParseError::Syntax {
+            line,
+            column,
+            message,
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
         assert!(*line >= 3, "line {line}: {message}");
         assert!(*column >= 1);
         let repeated = format!("at line {line} column {column}");
-        assert!(!message.contains(&repeated), "the location is not repeated: {message}");
-        assert!(err.to_string().starts_with("YAML syntax error at line "), "{err}");
+        assert!(
+            !message.contains(&repeated),
+            "the location is not repeated: {message}"
+        );
+        assert!(
+            err.to_string().starts_with("YAML syntax error at line "),
+            "{err}"
+        );
 
         let err = parse("ingress:\n- service: a\n  service: b\n").unwrap_err();
         // A duplicate key is an error too (as in Go's decoder), located at its mapping.
-        let ParseError::Syntax { line: 2, message, .. } = &err else { panic!("{err:?}") };
-        assert!(message.contains("ingress[0]: duplicate entry with key \"service\""), "{message}");
+        let ParseError::Syntax {
+            line: 2, message, ..
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
+        assert!(
+            message.contains("ingress[0]: duplicate entry with key \"service\""),
+            "{message}"
+        );
 
         let err = parse("tunnel: x\n\tingress: []\n").unwrap_err();
         assert!(matches!(err, ParseError::Syntax { line: 2, .. }), "{err:?}");
@@ -665,8 +841,14 @@ mod tests {
 
     #[test]
     fn a_document_that_is_not_a_mapping_is_rejected() {
-        assert_eq!(parse("- a\n- b\n"), Err(ParseError::NotAMapping { found: "a list" }));
-        assert_eq!(parse("just text"), Err(ParseError::NotAMapping { found: "a string" }));
+        assert_eq!(
+            parse("- a\n- b\n"),
+            Err(ParseError::NotAMapping { found: "a list" })
+        );
+        assert_eq!(
+            parse("just text"),
+            Err(ParseError::NotAMapping { found: "a string" })
+        );
     }
 
     #[test]
@@ -689,11 +871,30 @@ mod tests {
         assert_eq!(config.ingress.len(), 2);
         let shown: Vec<String> = warnings.iter().map(ToString::to_string).collect();
         assert_eq!(warnings.len(), 4, "{shown:#?}");
-        assert!(shown[0].contains("\"Ingress\" looks like \"ingress\""), "{}", shown[0]);
-        assert!(shown[1].contains("\"conectTimeout\" in originRequest"), "{}", shown[1]);
-        assert!(shown[2].starts_with("rule #1") && shown[2].contains("\"servce\""), "{}", shown[2]);
-        assert!(shown[3].contains("\"team\" in originRequest.access"), "{}", shown[3]);
-        assert!(!shown.iter().any(|w| w.contains("loglevel")), "cloudflared flags are not unknown");
+        assert!(
+            shown[0].contains("\"Ingress\" looks like \"ingress\""),
+            "{}",
+            shown[0]
+        );
+        assert!(
+            shown[1].contains("\"conectTimeout\" in originRequest"),
+            "{}",
+            shown[1]
+        );
+        assert!(
+            shown[2].starts_with("rule #1") && shown[2].contains("\"servce\""),
+            "{}",
+            shown[2]
+        );
+        assert!(
+            shown[3].contains("\"team\" in originRequest.access"),
+            "{}",
+            shown[3]
+        );
+        assert!(
+            !shown.iter().any(|w| w.contains("loglevel")),
+            "cloudflared flags are not unknown"
+        );
     }
 
     #[test]
@@ -703,15 +904,34 @@ mod tests {
              \x20     connectTimeout: 30\n      noTLSVerify: \"true\"\n      keepAliveConnections: -1\n\
              \x20     proxyPort: 70000\n      tlsTimeout: 10 s\n  - not a rule\n  - service: http_status:404\n",
         );
-        let shown: Vec<String> = config.read_problems.iter().map(ToString::to_string).collect();
+        let shown: Vec<String> = config
+            .read_problems
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(shown.len(), 6, "{shown:#?}");
-        assert!(shown[0].contains("rule #1 (a.example.com)") && shown[0].contains("originRequest.connectTimeout"));
+        assert!(
+            shown[0].contains("rule #1 (a.example.com)")
+                && shown[0].contains("originRequest.connectTimeout")
+        );
         assert!(shown[0].contains("missing unit"), "{}", shown[0]);
-        assert!(shown[1].contains("originRequest.noTLSVerify: expected true or false"), "{}", shown[1]);
+        assert!(
+            shown[1].contains("originRequest.noTLSVerify: expected true or false"),
+            "{}",
+            shown[1]
+        );
         assert!(shown[2].contains("keepAliveConnections"), "{}", shown[2]);
         assert!(shown[3].contains("proxyPort"), "{}", shown[3]);
-        assert!(shown[4].contains("tlsTimeout") && shown[4].contains("unknown unit"), "{}", shown[4]);
-        assert!(shown[5].starts_with("rule #2") && shown[5].contains("ingress[1]"), "{}", shown[5]);
+        assert!(
+            shown[4].contains("tlsTimeout") && shown[4].contains("unknown unit"),
+            "{}",
+            shown[4]
+        );
+        assert!(
+            shown[5].starts_with("rule #2") && shown[5].contains("ingress[1]"),
+            "{}",
+            shown[5]
+        );
         assert!(config.ingress[1].malformed);
     }
 
@@ -722,7 +942,11 @@ mod tests {
              ingress:\n  - hostname: a.example.com\n    service: http://x\n    originRequest:\n      <<: *fast\n\
              \x20 - service: http_status:404\n",
         );
-        let timeout = config.ingress[0].origin_request.connect_timeout.as_ref().map(|d| d.text.as_str());
+        let timeout = config.ingress[0]
+            .origin_request
+            .connect_timeout
+            .as_ref()
+            .map(|d| d.text.as_str());
         assert_eq!(timeout, Some("2s"));
     }
 
@@ -735,9 +959,17 @@ mod tests {
 
     #[test]
     fn a_star_inside_a_label_warns_that_it_is_literal() {
-        let (_, warnings) = read("ingress:\n  - hostname: \"*example.com\"\n    service: http://x\n");
-        assert!(matches!(&warnings[..], [Warning { rule: Some(0), kind: WarningKind::LiteralWildcard { .. } }]));
-        let (_, warnings) = read("ingress:\n  - hostname: \"*.example.com\"\n    service: http://x\n");
+        let (_, warnings) =
+            read("ingress:\n  - hostname: \"*example.com\"\n    service: http://x\n");
+        assert!(matches!(
+            &warnings[..],
+            [Warning {
+                rule: Some(0),
+                kind: WarningKind::LiteralWildcard { .. }
+            }]
+        ));
+        let (_, warnings) =
+            read("ingress:\n  - hostname: \"*.example.com\"\n    service: http://x\n");
         assert!(warnings.is_empty());
     }
 }

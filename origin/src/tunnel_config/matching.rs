@@ -24,7 +24,10 @@ pub enum RequestUrlError {
 impl RequestUrl {
     pub fn parse(url: &str) -> Result<RequestUrl, RequestUrlError> {
         let no_host = || RequestUrlError::NoHost(url.to_owned());
-        let invalid = |reason: String| RequestUrlError::Invalid { url: url.to_owned(), reason };
+        let invalid = |reason: String| RequestUrlError::Invalid {
+            url: url.to_owned(),
+            reason,
+        };
         let (_scheme, rest) = url.split_once("://").ok_or_else(no_host)?;
         let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(authority_end);
@@ -34,9 +37,12 @@ impl RequestUrl {
         }
         url::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
         let raw_path = &tail[..tail.find(['?', '#']).unwrap_or(tail.len())];
-        let path =
-            percent_decode(raw_path).ok_or_else(|| invalid(format!("bad percent-escape in path {raw_path:?}")))?;
-        Ok(RequestUrl { host: host.to_owned(), path })
+        let path = percent_decode(raw_path)
+            .ok_or_else(|| invalid(format!("bad percent-escape in path {raw_path:?}")))?;
+        Ok(RequestUrl {
+            host: host.to_owned(),
+            path,
+        })
     }
 }
 
@@ -61,8 +67,15 @@ fn percent_decode(raw: &str) -> Option<String> {
 
 /// The first rule that matches, with its 0-based index. `None` only for a config without a
 /// catch-all, which `validate` refuses (cloudflared would then use its last rule).
-pub fn match_rule<'c>(config: &'c Config, request: &RequestUrl) -> Option<(usize, &'c IngressRule)> {
-    config.ingress.iter().enumerate().find(|(_, rule)| rule_matches(rule, request))
+pub fn match_rule<'c>(
+    config: &'c Config,
+    request: &RequestUrl,
+) -> Option<(usize, &'c IngressRule)> {
+    config
+        .ingress
+        .iter()
+        .enumerate()
+        .find(|(_, rule)| rule_matches(rule, request))
 }
 
 fn rule_matches(rule: &IngressRule, request: &RequestUrl) -> bool {
@@ -70,7 +83,8 @@ fn rule_matches(rule: &IngressRule, request: &RequestUrl) -> bool {
         return false;
     }
     // Unanchored, like Go's Regexp.MatchString: "/api" also matches "/v2/api/x".
-    let path_matches = rule.path.is_empty() || compile_path(&rule.path).is_ok_and(|re| re.is_match(&request.path));
+    let path_matches =
+        rule.path.is_empty() || compile_path(&rule.path).is_ok_and(|re| re.is_match(&request.path));
     path_matches && host_matches(&rule.hostname, &request.host)
 }
 
@@ -155,17 +169,41 @@ ingress:
         assert_eq!(index_for("https://one.apps.example.com/"), 2);
         assert_eq!(index_for("https://a.b.apps.example.com/"), 2);
         assert_eq!(index_for("https://ONE.Apps.example.com/"), 2);
-        assert_eq!(index_for("https://apps.example.com/"), 6, "*.apps.example.com does not match the apex");
-        assert_eq!(index_for("https://badapps.example.com/"), 6, "the dot is part of the suffix");
+        assert_eq!(
+            index_for("https://apps.example.com/"),
+            6,
+            "*.apps.example.com does not match the apex"
+        );
+        assert_eq!(
+            index_for("https://badapps.example.com/"),
+            6,
+            "the dot is part of the suffix"
+        );
     }
 
     #[test]
     fn paths_are_unanchored_regexes_unless_anchored() {
         assert_eq!(index_for("https://any.example.org/img/logo.png"), 3);
-        assert_eq!(index_for("https://any.example.org/logo.png?size=2"), 3, "the query is not part of the path");
-        assert_eq!(index_for("https://any.example.org/logo.png.html"), 6, "$ anchors the end");
-        assert_eq!(index_for("https://api.example.com/x/v1/y"), 1, "^ anchors the start");
-        assert_eq!(index_for("https://any.example.org/x/a%20b/y"), 5, "the path is percent-decoded");
+        assert_eq!(
+            index_for("https://any.example.org/logo.png?size=2"),
+            3,
+            "the query is not part of the path"
+        );
+        assert_eq!(
+            index_for("https://any.example.org/logo.png.html"),
+            6,
+            "$ anchors the end"
+        );
+        assert_eq!(
+            index_for("https://api.example.com/x/v1/y"),
+            1,
+            "^ anchors the start"
+        );
+        assert_eq!(
+            index_for("https://any.example.org/x/a%20b/y"),
+            5,
+            "the path is percent-decoded"
+        );
     }
 
     #[test]
@@ -184,18 +222,37 @@ ingress:
     fn request_urls_need_a_hostname() {
         assert_eq!(
             RequestUrl::parse("https://a.example.com:8443/x%2Fy?q#f"),
-            Ok(RequestUrl { host: "a.example.com".into(), path: "/x/y".into() })
+            Ok(RequestUrl {
+                host: "a.example.com".into(),
+                path: "/x/y".into()
+            })
         );
-        assert_eq!(RequestUrl::parse("http://[::1]:8080/").map(|r| r.host), Ok("::1".into()));
-        assert!(matches!(RequestUrl::parse("a.example.com/x"), Err(RequestUrlError::NoHost(_))));
-        assert!(matches!(RequestUrl::parse("https:///x"), Err(RequestUrlError::NoHost(_))));
-        assert!(matches!(RequestUrl::parse("https://a.example.com/%zz"), Err(RequestUrlError::Invalid { .. })));
-        assert!(matches!(RequestUrl::parse("https://a b.example.com/"), Err(RequestUrlError::Invalid { .. })));
+        assert_eq!(
+            RequestUrl::parse("http://[::1]:8080/").map(|r| r.host),
+            Ok("::1".into())
+        );
+        assert!(matches!(
+            RequestUrl::parse("a.example.com/x"),
+            Err(RequestUrlError::NoHost(_))
+        ));
+        assert!(matches!(
+            RequestUrl::parse("https:///x"),
+            Err(RequestUrlError::NoHost(_))
+        ));
+        assert!(matches!(
+            RequestUrl::parse("https://a.example.com/%zz"),
+            Err(RequestUrlError::Invalid { .. })
+        ));
+        assert!(matches!(
+            RequestUrl::parse("https://a b.example.com/"),
+            Err(RequestUrlError::Invalid { .. })
+        ));
     }
 
     #[test]
     fn without_a_catch_all_nothing_may_match() {
-        let (config, _) = parse("ingress:\n  - hostname: a.example.com\n    service: http://x\n").expect("readable");
+        let (config, _) = parse("ingress:\n  - hostname: a.example.com\n    service: http://x\n")
+            .expect("readable");
         let request = RequestUrl::parse("https://b.example.com/").expect("valid");
         assert!(match_rule(&config, &request).is_none());
     }

@@ -14,7 +14,8 @@ mod validate;
 
 pub use cli::{run, run_with, TunnelCommand};
 pub use config::{
-    parse, Access, Config, DurationSetting, IngressRule, IpRule, OriginRequest, ParseError, Warning, WarningKind,
+    parse, Access, Config, DurationSetting, IngressRule, IpRule, OriginRequest, ParseError,
+    Warning, WarningKind,
 };
 pub use matching::{match_rule, RequestUrl, RequestUrlError};
 pub use render::{render, RenderSettings};

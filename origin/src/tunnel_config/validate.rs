@@ -17,11 +17,19 @@ pub struct Problem {
 
 impl Problem {
     fn file(kind: ProblemKind) -> Problem {
-        Problem { rule: None, hostname: None, kind }
+        Problem {
+            rule: None,
+            hostname: None,
+            kind,
+        }
     }
 
     fn rule(index: usize, rule: &IngressRule, kind: ProblemKind) -> Problem {
-        Problem { rule: Some(index), hostname: Some(rule.hostname.clone()), kind }
+        Problem {
+            rule: Some(index),
+            hostname: Some(rule.hostname.clone()),
+            kind,
+        }
     }
 
     pub fn code(&self) -> &'static str {
@@ -33,7 +41,9 @@ impl Problem {
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self.rule, self.hostname.as_deref()) {
-            (Some(index), Some(host)) if !host.is_empty() => write!(f, "rule #{} ({host}): {}", index + 1, self.kind),
+            (Some(index), Some(host)) if !host.is_empty() => {
+                write!(f, "rule #{} ({host}): {}", index + 1, self.kind)
+            }
             (Some(index), _) => write!(f, "rule #{} (no hostname): {}", index + 1, self.kind),
             (None, _) => write!(f, "{}", self.kind),
         }
@@ -45,7 +55,11 @@ pub enum ProblemKind {
     #[error("the config file doesn't contain any ingress rules")]
     NoRules,
     #[error("{key}: expected {expected}, found {found}")]
-    WrongType { key: String, expected: &'static str, found: String },
+    WrongType {
+        key: String,
+        expected: &'static str,
+        found: String,
+    },
     #[error("{key}: {error}")]
     BadDuration { key: String, error: DurationError },
     #[error("the last ingress rule must match all URLs (no hostname, or \"*\", and no path)")]
@@ -124,16 +138,28 @@ pub enum Service {
 /// `originRequest.bastionMode` (its own, else the top-level default).
 pub fn parse_service(service: &str, bastion_mode: bool) -> Result<Service, ProblemKind> {
     if let Some(path) = service.strip_prefix("unix:") {
-        return Ok(Service::UnixSocket { path: path.to_owned(), tls: false });
+        return Ok(Service::UnixSocket {
+            path: path.to_owned(),
+            tls: false,
+        });
     }
     if let Some(path) = service.strip_prefix("unix+tls:") {
-        return Ok(Service::UnixSocket { path: path.to_owned(), tls: true });
+        return Ok(Service::UnixSocket {
+            path: path.to_owned(),
+            tls: true,
+        });
     }
     if let Some(code) = service.strip_prefix("http_status:") {
         // Go's strconv.Atoi: an optional sign and decimal digits.
-        let bad = || ProblemKind::BadHttpStatus { service: service.to_owned() };
+        let bad = || ProblemKind::BadHttpStatus {
+            service: service.to_owned(),
+        };
         let status: i64 = code.parse().map_err(|_| bad())?;
-        return u16::try_from(status).ok().filter(|s| (100..=999).contains(s)).map(Service::HttpStatus).ok_or_else(bad);
+        return u16::try_from(status)
+            .ok()
+            .filter(|s| (100..=999).contains(s))
+            .map(Service::HttpStatus)
+            .ok_or_else(bad);
     }
     match service {
         "hello_world" | "hello-world" => return Ok(Service::HelloWorld),
@@ -149,14 +175,20 @@ pub fn parse_service(service: &str, bastion_mode: bool) -> Result<Service, Probl
 /// `scheme://host[:port]` with nothing after the authority but an optional query or
 /// fragment, which is what Go's url.Parse leaves with an empty path.
 fn parse_service_url(service: &str) -> Result<Service, ProblemKind> {
-    let no_scheme_or_host = || ProblemKind::ServiceWithoutSchemeOrHost { service: service.to_owned() };
+    let no_scheme_or_host = || ProblemKind::ServiceWithoutSchemeOrHost {
+        service: service.to_owned(),
+    };
     let (scheme, rest) = service.split_once(':').ok_or_else(no_scheme_or_host)?;
     let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
     let Some(after_slashes) = rest.strip_prefix("//").filter(|_| scheme_ok) else {
         return Err(no_scheme_or_host());
     };
-    let authority_end = after_slashes.find(['/', '?', '#']).unwrap_or(after_slashes.len());
+    let authority_end = after_slashes
+        .find(['/', '?', '#'])
+        .unwrap_or(after_slashes.len());
     let (authority, tail) = after_slashes.split_at(authority_end);
     let host = authority_host(authority);
     if host.is_empty() {
@@ -164,25 +196,40 @@ fn parse_service_url(service: &str) -> Result<Service, ProblemKind> {
     }
     let path_end = tail.find(['?', '#']).unwrap_or(tail.len());
     if path_end > 0 {
-        return Err(ProblemKind::ServiceHasPath { service: service.to_owned() });
+        return Err(ProblemKind::ServiceHasPath {
+            service: service.to_owned(),
+        });
     }
-    url::Url::parse(service)
-        .map_err(|e| ProblemKind::ServiceNotUrl { service: service.to_owned(), reason: e.to_string() })?;
-    Ok(Service::Url { scheme: scheme.to_ascii_lowercase(), host: host.to_owned() })
+    url::Url::parse(service).map_err(|e| ProblemKind::ServiceNotUrl {
+        service: service.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(Service::Url {
+        scheme: scheme.to_ascii_lowercase(),
+        host: host.to_owned(),
+    })
 }
 
 /// The host of `[userinfo@]host[:port]`, without brackets, like Go's URL.Hostname().
 pub(crate) fn authority_host(authority: &str) -> &str {
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host_port)| host_port);
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host_port)| host_port);
     if let Some(bracketed) = host_port.strip_prefix('[') {
-        return bracketed.split_once(']').map_or(bracketed, |(host, _)| host);
+        return bracketed
+            .split_once(']')
+            .map_or(bracketed, |(host, _)| host);
     }
-    host_port.split_once(':').map_or(host_port, |(host, _)| host)
+    host_port
+        .split_once(':')
+        .map_or(host_port, |(host, _)| host)
 }
 
 /// Go's net.SplitHostPort succeeds, i.e. cloudflared sees a port in the hostname.
 fn has_port(hostname: &str) -> bool {
-    let Some(last_colon) = hostname.rfind(':') else { return false };
+    let Some(last_colon) = hostname.rfind(':') else {
+        return false;
+    };
     let (search_open_from, search_close_from) = if hostname.starts_with('[') {
         match hostname.find(']') {
             Some(end) if end + 1 == last_colon => (1, end + 1),
@@ -205,8 +252,14 @@ pub(crate) fn compile_path(path: &str) -> Result<regex::Regex, regex::Error> {
 /// The one-line reason of a regex error (its Display draws a caret diagram over lines).
 fn regex_reason(error: &regex::Error) -> String {
     let text = error.to_string();
-    let reason = text.lines().rev().find_map(|line| line.strip_prefix("error: "));
-    reason.map_or_else(|| text.split_whitespace().collect::<Vec<_>>().join(" "), str::to_owned)
+    let reason = text
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("error: "));
+    reason.map_or_else(
+        || text.split_whitespace().collect::<Vec<_>>().join(" "),
+        str::to_owned,
+    )
 }
 
 /// Every reason cloudflared would refuse `config`; empty means it would accept it.
@@ -216,7 +269,11 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         problems.push(Problem::file(ProblemKind::NoRules));
         return problems;
     }
-    problems.extend(check_options(&config.origin_request, "originRequest", Problem::file));
+    problems.extend(check_options(
+        &config.origin_request,
+        "originRequest",
+        Problem::file,
+    ));
 
     let default_bastion = config.origin_request.bastion_mode.unwrap_or(false);
     let last = config.ingress.len() - 1;
@@ -242,25 +299,41 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         }
         if !rule.path.is_empty() {
             if let Err(e) = compile_path(&rule.path) {
-                problems.push(problem(ProblemKind::BadPathRegex { path: rule.path.clone(), reason: regex_reason(&e) }));
+                problems.push(problem(ProblemKind::BadPathRegex {
+                    path: rule.path.clone(),
+                    reason: regex_reason(&e),
+                }));
             }
         }
-        problems.extend(check_options(&rule.origin_request, "originRequest", problem));
+        problems.extend(check_options(
+            &rule.origin_request,
+            "originRequest",
+            problem,
+        ));
     }
     problems
 }
 
 /// Checks the options whose values cloudflared validates beyond their type.
-fn check_options(options: &OriginRequest, section: &str, problem: impl Fn(ProblemKind) -> Problem) -> Vec<Problem> {
+fn check_options(
+    options: &OriginRequest,
+    section: &str,
+    problem: impl Fn(ProblemKind) -> Problem,
+) -> Vec<Problem> {
     let mut problems = Vec::new();
     for (i, ip_rule) in options.ip_rules.iter().enumerate() {
         if let Err(reason) = check_ip_rule(ip_rule) {
-            problems.push(problem(ProblemKind::BadIpRule { key: format!("{section}.ipRules[{i}]"), reason }));
+            problems.push(problem(ProblemKind::BadIpRule {
+                key: format!("{section}.ipRules[{i}]"),
+                reason,
+            }));
         }
     }
     if let Some(access) = &options.access {
         if access.required && access.team_name.is_empty() && !access.aud_tag.is_empty() {
-            problems.push(problem(ProblemKind::AccessWithoutTeamName { key: format!("{section}.access") }));
+            problems.push(problem(ProblemKind::AccessWithoutTeamName {
+                key: format!("{section}.access"),
+            }));
         }
     }
     problems
@@ -270,7 +343,11 @@ fn check_options(options: &OriginRequest, section: &str, problem: impl Fn(Proble
 /// refuses a bad one on a `socks-proxy` rule and silently drops it elsewhere; dropping an
 /// access rule unnoticed is worse than a refusal, so it is a problem everywhere here.
 fn check_ip_rule(rule: &IpRule) -> Result<(), String> {
-    let prefix = rule.prefix.as_deref().filter(|p| !p.is_empty()).ok_or("no prefix provided")?;
+    let prefix = rule
+        .prefix
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .ok_or("no prefix provided")?;
     let bad_cidr = || format!("prefix {prefix:?} is not a CIDR such as 10.0.0.0/8");
     let (address, bits) = prefix.split_once('/').ok_or_else(bad_cidr)?;
     let address: IpAddr = address.parse().map_err(|_| bad_cidr())?;
@@ -280,7 +357,9 @@ fn check_ip_rule(rule: &IpRule) -> Result<(), String> {
         return Err(bad_cidr());
     }
     if let Some(port) = rule.ports.iter().find(|p| !(1..=65535).contains(*p)) {
-        return Err(format!("invalid port {port}, needs to be between 1 and 65535"));
+        return Err(format!(
+            "invalid port {port}, needs to be between 1 and 65535"
+        ));
     }
     Ok(())
 }
@@ -309,7 +388,10 @@ mod tests {
     #[track_caller]
     fn assert_valid(yaml: &str) {
         let found = problems(yaml);
-        assert!(found.is_empty(), "expected no problems in\n{yaml}\ngot {found:#?}");
+        assert!(
+            found.is_empty(),
+            "expected no problems in\n{yaml}\ngot {found:#?}"
+        );
     }
 
     #[track_caller]
@@ -322,7 +404,10 @@ mod tests {
         assert_valid(&format!("ingress:\n{CATCH_ALL}"));
         assert_only("tunnel: t\n", None, "no_rules");
         assert_only("ingress: []\n", None, "no_rules");
-        assert_eq!(problems("ingress:\n")[0].to_string(), "the config file doesn't contain any ingress rules");
+        assert_eq!(
+            problems("ingress:\n")[0].to_string(),
+            "the config file doesn't contain any ingress rules"
+        );
     }
 
     #[test]
@@ -331,9 +416,17 @@ mod tests {
         let yaml = "ingress:\n  - hostname: a.example.com\n    service: http://x\n";
         assert_only(yaml, Some(0), "last_rule_not_catch_all");
         let message = problems(yaml)[0].to_string();
-        assert!(message.starts_with("rule #1 (a.example.com): the last ingress rule must match all URLs"), "{message}");
+        assert!(
+            message
+                .starts_with("rule #1 (a.example.com): the last ingress rule must match all URLs"),
+            "{message}"
+        );
         // A path makes a hostname-less rule specific.
-        assert_only("ingress:\n  - path: ^/x\n    service: http://x\n", Some(0), "last_rule_not_catch_all");
+        assert_only(
+            "ingress:\n  - path: ^/x\n    service: http://x\n",
+            Some(0),
+            "last_rule_not_catch_all",
+        );
     }
 
     #[test]
@@ -349,18 +442,46 @@ mod tests {
 
     #[test]
     fn a_wildcard_only_as_the_leftmost_label() {
-        assert_valid(&with_rule("hostname: \"*.example.com\"\n    service: http://x"));
-        assert_only(&with_rule("hostname: \"a.*.example.com\"\n    service: http://x"), Some(0), "bad_wildcard");
-        assert_only(&with_rule("hostname: \"*.*.example.com\"\n    service: http://x"), Some(0), "bad_wildcard");
-        assert_only(&with_rule("hostname: \"example.*\"\n    service: http://x"), Some(0), "bad_wildcard");
+        assert_valid(&with_rule(
+            "hostname: \"*.example.com\"\n    service: http://x",
+        ));
+        assert_only(
+            &with_rule("hostname: \"a.*.example.com\"\n    service: http://x"),
+            Some(0),
+            "bad_wildcard",
+        );
+        assert_only(
+            &with_rule("hostname: \"*.*.example.com\"\n    service: http://x"),
+            Some(0),
+            "bad_wildcard",
+        );
+        assert_only(
+            &with_rule("hostname: \"example.*\"\n    service: http://x"),
+            Some(0),
+            "bad_wildcard",
+        );
     }
 
     #[test]
     fn no_port_in_a_hostname() {
-        assert_valid(&with_rule("hostname: a.example.com\n    service: http://x:8080"));
-        assert_only(&with_rule("hostname: a.example.com:443\n    service: http://x"), Some(0), "hostname_has_port");
-        assert_only(&with_rule("hostname: \"a.example.com:\"\n    service: http://x"), Some(0), "hostname_has_port");
-        assert_only(&with_rule("hostname: \"[::1]:80\"\n    service: http://x"), Some(0), "hostname_has_port");
+        assert_valid(&with_rule(
+            "hostname: a.example.com\n    service: http://x:8080",
+        ));
+        assert_only(
+            &with_rule("hostname: a.example.com:443\n    service: http://x"),
+            Some(0),
+            "hostname_has_port",
+        );
+        assert_only(
+            &with_rule("hostname: \"a.example.com:\"\n    service: http://x"),
+            Some(0),
+            "hostname_has_port",
+        );
+        assert_only(
+            &with_rule("hostname: \"[::1]:80\"\n    service: http://x"),
+            Some(0),
+            "hostname_has_port",
+        );
         // Go's SplitHostPort fails on these, so cloudflared sees no port.
         assert_valid(&with_rule("hostname: \"::1\"\n    service: http://x"));
         assert_valid(&with_rule("hostname: \"[::1]\"\n    service: http://x"));
@@ -368,12 +489,20 @@ mod tests {
 
     #[test]
     fn path_must_be_a_regular_expression() {
-        assert_valid(&with_rule("hostname: a.example.com\n    path: ^/api/(v1|v2)/.*\\.json$\n    service: http://x"));
-        assert_valid(&with_rule("hostname: a.example.com\n    path: \"^\\\\/api\"\n    service: http://x"));
-        let yaml = with_rule("hostname: a.example.com\n    path: \"^/api/(v1\"\n    service: http://x");
+        assert_valid(&with_rule(
+            "hostname: a.example.com\n    path: ^/api/(v1|v2)/.*\\.json$\n    service: http://x",
+        ));
+        assert_valid(&with_rule(
+            "hostname: a.example.com\n    path: \"^\\\\/api\"\n    service: http://x",
+        ));
+        let yaml =
+            with_rule("hostname: a.example.com\n    path: \"^/api/(v1\"\n    service: http://x");
         assert_only(&yaml, Some(0), "bad_path_regex");
         let message = problems(&yaml)[0].to_string();
-        assert!(message.ends_with("is not a valid regular expression: unclosed group"), "{message}");
+        assert!(
+            message.ends_with("is not a valid regular expression: unclosed group"),
+            "{message}"
+        );
         // RE2 (Go and Rust alike) has no look-around.
         assert_only(
             &with_rule("hostname: a.example.com\n    path: (?!/admin)\n    service: http://x"),
@@ -394,7 +523,9 @@ mod tests {
             "http://[::1]:8080",
             "http://x?q=1",
         ] {
-            assert_valid(&with_rule(&format!("hostname: a.example.com\n    service: \"{good}\"")));
+            assert_valid(&with_rule(&format!(
+                "hostname: a.example.com\n    service: \"{good}\""
+            )));
         }
         for (bad, code) in [
             ("127.0.0.1:8080", "service_without_scheme_or_host"),
@@ -410,7 +541,11 @@ mod tests {
             let yaml = with_rule(&format!("hostname: a.example.com\n    service: \"{bad}\""));
             assert_only(&yaml, Some(0), code);
         }
-        assert_only(&with_rule("hostname: a.example.com"), Some(0), "missing_service");
+        assert_only(
+            &with_rule("hostname: a.example.com"),
+            Some(0),
+            "missing_service",
+        );
     }
 
     #[test]
@@ -427,17 +562,34 @@ mod tests {
             "http_status:999",
             "http_status:+503",
         ] {
-            assert_valid(&with_rule(&format!("hostname: a.example.com\n    service: \"{good}\"")));
+            assert_valid(&with_rule(&format!(
+                "hostname: a.example.com\n    service: \"{good}\""
+            )));
         }
-        for bad in ["http_status:99", "http_status:1000", "http_status:abc", "http_status:", "http_status:-404"] {
+        for bad in [
+            "http_status:99",
+            "http_status:1000",
+            "http_status:abc",
+            "http_status:",
+            "http_status:-404",
+        ] {
             assert_only(
                 &with_rule(&format!("hostname: a.example.com\n    service: \"{bad}\"")),
                 Some(0),
                 "bad_http_status",
             );
         }
-        assert_eq!(parse_service("unix+tls:/s", false), Ok(Service::UnixSocket { path: "/s".into(), tls: true }));
-        assert_eq!(parse_service("http_status:503", false), Ok(Service::HttpStatus(503)));
+        assert_eq!(
+            parse_service("unix+tls:/s", false),
+            Ok(Service::UnixSocket {
+                path: "/s".into(),
+                tls: true
+            })
+        );
+        assert_eq!(
+            parse_service("http_status:503", false),
+            Ok(Service::HttpStatus(503))
+        );
         // With bastionMode any service string is a bastion, as in cloudflared.
         assert_eq!(parse_service("not a url", true), Ok(Service::Bastion));
         assert_valid("originRequest:\n  bastionMode: true\ningress:\n  - hostname: a.example.com\n    service: anything\n  - service: http_status:404\n");
@@ -478,12 +630,17 @@ mod tests {
             ("proxyPort: 65536", "wrong_type"),
             ("httpHostHeader: {a: b}", "wrong_type"),
         ] {
-            let yaml =
-                with_rule(&format!("hostname: a.example.com\n    service: http://x\n    originRequest:\n      {bad}"));
+            let yaml = with_rule(&format!(
+                "hostname: a.example.com\n    service: http://x\n    originRequest:\n      {bad}"
+            ));
             assert_only(&yaml, Some(0), code);
         }
         // The top-level defaults are checked too.
-        assert_only(&format!("originRequest:\n  connectTimeout: soon\ningress:\n{CATCH_ALL}"), None, "bad_duration");
+        assert_only(
+            &format!("originRequest:\n  connectTimeout: soon\ningress:\n{CATCH_ALL}"),
+            None,
+            "bad_duration",
+        );
     }
 
     #[test]
@@ -494,13 +651,35 @@ mod tests {
             ))
         };
         assert_valid(&rule("ipRules:\n        - {prefix: 10.0.0.0/8, ports: [80, 443], allow: true}\n        - {prefix: \"::/0\", allow: false}"));
-        assert_only(&rule("ipRules:\n        - {ports: [80]}"), Some(0), "bad_ip_rule");
-        assert_only(&rule("ipRules:\n        - {prefix: 10.0.0.0/33}"), Some(0), "bad_ip_rule");
-        assert_only(&rule("ipRules:\n        - {prefix: 10.0.0.0}"), Some(0), "bad_ip_rule");
-        assert_only(&rule("ipRules:\n        - {prefix: 10.0.0.0/8, ports: [0]}"), Some(0), "bad_ip_rule");
-        assert_valid(&rule("access: {required: true, teamName: heady, audTag: [aud]}"));
+        assert_only(
+            &rule("ipRules:\n        - {ports: [80]}"),
+            Some(0),
+            "bad_ip_rule",
+        );
+        assert_only(
+            &rule("ipRules:\n        - {prefix: 10.0.0.0/33}"),
+            Some(0),
+            "bad_ip_rule",
+        );
+        assert_only(
+            &rule("ipRules:\n        - {prefix: 10.0.0.0}"),
+            Some(0),
+            "bad_ip_rule",
+        );
+        assert_only(
+            &rule("ipRules:\n        - {prefix: 10.0.0.0/8, ports: [0]}"),
+            Some(0),
+            "bad_ip_rule",
+        );
+        assert_valid(&rule(
+            "access: {required: true, teamName: heady, audTag: [aud]}",
+        ));
         assert_valid(&rule("access: {required: true}"));
-        assert_only(&rule("access: {required: true, audTag: [aud]}"), Some(0), "access_without_team_name");
+        assert_only(
+            &rule("access: {required: true, audTag: [aud]}"),
+            Some(0),
+            "access_without_team_name",
+        );
     }
 
     #[test]
@@ -519,14 +698,30 @@ mod tests {
             ]
         );
         let shown: Vec<String> = problems(yaml).iter().map(ToString::to_string).collect();
-        assert!(shown[2].starts_with("rule #2 (no hostname): "), "{}", shown[2]);
+        assert!(
+            shown[2].starts_with("rule #2 (no hostname): "),
+            "{}",
+            shown[2]
+        );
         assert!(shown[4].starts_with("rule #3 (b.*.com): "), "{}", shown[4]);
     }
 
     #[test]
     fn go_split_host_port_cases() {
-        assert!(has_port("a:1") && has_port("a:") && has_port(":80") && has_port("[::1]:80") && has_port("[a]:"));
-        assert!(!has_port("a") && !has_port("") && !has_port("a:b:c") && !has_port("[::1]") && !has_port("[::1]x:1"));
+        assert!(
+            has_port("a:1")
+                && has_port("a:")
+                && has_port(":80")
+                && has_port("[::1]:80")
+                && has_port("[a]:")
+        );
+        assert!(
+            !has_port("a")
+                && !has_port("")
+                && !has_port("a:b:c")
+                && !has_port("[::1]")
+                && !has_port("[::1]x:1")
+        );
         assert!(!has_port("a[b:1") && !has_port("a]b:1"));
     }
 }

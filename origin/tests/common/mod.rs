@@ -30,13 +30,30 @@ impl TestServer {
         cfg.validate().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
-        let state = tokio::task::spawn_blocking(move || AppState::open(cfg)).await.unwrap().unwrap();
+        let state = tokio::task::spawn_blocking(move || AppState::open(cfg))
+            .await
+            .unwrap()
+            .unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let st = state.clone();
         let task = tokio::spawn(async move {
-            heady_origin::server::serve(listener, st, async { let _ = rx.await; }, Duration::from_secs(5)).await
+            heady_origin::server::serve(
+                listener,
+                st,
+                async {
+                    let _ = rx.await;
+                },
+                Duration::from_secs(5),
+            )
+            .await
         });
-        TestServer { base: format!("http://{addr}"), state, dir, stop: Some(tx), task: Some(task) }
+        TestServer {
+            base: format!("http://{addr}"),
+            state,
+            dir,
+            stop: Some(tx),
+            task: Some(task),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -46,7 +63,9 @@ impl TestServer {
     /// Waits until the HNSW index is loaded and every stored row is in its graph.
     pub async fn wait_index(&self) {
         let m = self.state.memory.clone();
-        let ok = tokio::task::spawn_blocking(move || m.wait_indexed(Duration::from_secs(60))).await.unwrap();
+        let ok = tokio::task::spawn_blocking(move || m.wait_indexed(Duration::from_secs(60)))
+            .await
+            .unwrap();
         assert!(ok, "index never caught up");
     }
 
@@ -62,7 +81,10 @@ impl TestServer {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 /// A deterministic unit vector near one of `clusters` centres.
@@ -71,7 +93,8 @@ pub fn clustered(dim: usize, cluster: u64, salt: u64) -> Vec<f64> {
         .map(|i| {
             let c = heady_shared::zone::splitmix64(cluster * 1_000_003 + i as u64);
             let n = heady_shared::zone::splitmix64(salt.wrapping_mul(7_919) ^ (i as u64) << 20);
-            (c >> 11) as f64 / (1u64 << 53) as f64 - 0.5 + 0.15 * ((n >> 11) as f64 / (1u64 << 53) as f64 - 0.5)
+            (c >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+                + 0.15 * ((n >> 11) as f64 / (1u64 << 53) as f64 - 0.5)
         })
         .collect();
     let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
@@ -87,13 +110,26 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         Self::start_on(port)
     }
 
     pub fn start_on(port: u16) -> RedisServer {
         let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server is installed (deploy/setup.sh installs it)");
