@@ -224,7 +224,17 @@ fn cli_in(
 
 #[tokio::test]
 async fn abuse_is_banned_and_an_operator_lifts_it_with_the_cli() {
-    let s = defended(|_| {}).await;
+    abuse_case(None).await;
+}
+
+#[tokio::test]
+async fn abuse_is_banned_in_redis_and_an_operator_lifts_it_with_the_cli() {
+    let redis = RedisServer::start();
+    abuse_case(Some(redis.url())).await;
+}
+
+async fn abuse_case(redis_url: Option<String>) {
+    let s = defended(|c| c.redis_url = redis_url).await;
     let url = s.url("/api/conductor/groups");
     let mut statuses = Vec::new();
     for _ in 0..90 {

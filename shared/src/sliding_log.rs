@@ -4,7 +4,7 @@
 //! Unlike the edge's sliding-window counter ([`crate::limiter::SubjectPolicy`]) this never
 //! over-admits, at the price of remembering one timestamp per admitted request (at most
 //! `limit` per subject). The Redis script `origin/src/defense/sliding_log.lua` runs the same
-//! steps in the same order on a sorted set; the in-process fallback runs this code. A test
+//! steps in the same order on a sorted set and a hash; the in-process fallback runs this code. A test
 //! replays one trace through both and expects identical decisions.
 //!
 //! Steps, per request at `now` (milliseconds):
@@ -131,10 +131,10 @@ impl LogPolicy {
         let limit64 = u64::from(limit);
         if count < limit64 {
             state.admitted.push_back(now_ms);
-            let oldest = state.admitted.front().copied().unwrap_or(now_ms);
+            // Every slot is free again one window after this, the newest admission.
             LimitOutcome::Allowed {
                 remaining: (limit64 - count - 1) as u32,
-                reset_after_ms: oldest + self.window_ms - now_ms,
+                reset_after_ms: self.window_ms,
             }
         } else if limit == 0 {
             LimitOutcome::Limited {

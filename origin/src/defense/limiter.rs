@@ -22,12 +22,10 @@ const SWEEP_AT: usize = 4096;
 
 /// Redis keys of one subject. The `{subject}` hash tag keeps them in one Redis Cluster slot,
 /// which a script touching several keys needs.
-pub fn keys_of(subject: &str) -> [String; 4] {
+pub fn keys_of(subject: &str) -> [String; 2] {
     [
         format!("heady:{{{subject}}}:log"),
-        format!("heady:{{{subject}}}:attempts"),
-        format!("heady:{{{subject}}}:ban"),
-        format!("heady:{{{subject}}}:offences"),
+        format!("heady:{{{subject}}}:state"),
     ]
 }
 
@@ -136,13 +134,11 @@ impl RateLimiter {
         now_ms: Option<u64>,
     ) -> Result<LimitOutcome, String> {
         let mut conn = self.connection(r).await?;
-        let [log, attempts, ban, offences] = keys_of(subject);
+        let [log, state] = keys_of(subject);
         let b = policy.ban();
         let limit: i64 = policy.limit().map_or(-1, i64::from);
         let mut inv = r.script.key(log);
-        inv.key(attempts)
-            .key(ban)
-            .key(offences)
+        inv.key(state)
             .arg(limit)
             .arg(policy.window_ms())
             .arg(b.threshold_factor)
@@ -207,32 +203,34 @@ impl RateLimiter {
             return Ok(self.local.bans(now_ms()));
         };
         let mut conn = self.connection(r).await?;
+        let now = redis_now_ms(&mut conn).await?;
         let mut out = Vec::new();
         let mut cursor: u64 = 0;
         loop {
             let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
-                .arg("heady:{*}:ban")
+                .arg("heady:{*}:state")
                 .arg("COUNT")
                 .arg(1000)
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| e.to_string())?;
             for k in keys {
-                let ttl: i64 = redis::cmd("PTTL")
+                let until: Option<u64> = redis::cmd("HGET")
                     .arg(&k)
+                    .arg("bu")
                     .query_async(&mut conn)
                     .await
                     .map_err(|e| e.to_string())?;
-                if let Some(subject) = k
+                let subject = k
                     .strip_prefix("heady:{")
-                    .and_then(|s| s.strip_suffix("}:ban"))
-                {
-                    if ttl > 0 {
+                    .and_then(|s| s.strip_suffix("}:state"));
+                if let (Some(subject), Some(until)) = (subject, until) {
+                    if until > now {
                         out.push(BanEntry {
                             subject: subject.to_string(),
-                            retry_after_secs: (ttl as u64).div_ceil(1000),
+                            retry_after_secs: (until - now).div_ceil(1000),
                         });
                     }
                 }
@@ -253,19 +251,30 @@ impl RateLimiter {
             return Ok(local);
         };
         let mut conn = self.connection(r).await?;
-        let [_, attempts, ban, offences] = keys_of(subject);
-        let existed: i64 = redis::cmd("EXISTS")
-            .arg(&ban)
+        let [_, state] = keys_of(subject);
+        let now = redis_now_ms(&mut conn).await?;
+        let until: Option<u64> = redis::cmd("HGET")
+            .arg(&state)
+            .arg("bu")
             .query_async(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
         let _: i64 = redis::cmd("DEL")
-            .arg(&[ban, offences, attempts])
+            .arg(&state)
             .query_async(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
-        Ok(existed > 0 || local)
+        Ok(until.is_some_and(|u| u > now) || local)
     }
+}
+
+/// Redis's clock (the one the script decides by), in ms.
+async fn redis_now_ms(conn: &mut ConnectionManager) -> Result<u64, String> {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME")
+        .query_async(conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(secs * 1000 + micros / 1000)
 }
 
 fn now_ms_fn() -> u64 {

@@ -1,13 +1,12 @@
 -- Heady's exact per-subject limiter: heady_shared::sliding_log::LogPolicy::decide, step for
--- step, on Redis keys. One call per request; atomic because Redis runs a script alone.
+-- step, on two Redis keys. One call per request; atomic because Redis runs a script alone.
 --
--- KEYS[1] log       sorted set: admitted requests, score = admission time (ms)
--- KEYS[2] attempts  hash {ws, n}: attempts in the fixed window starting at ws (ban rule)
--- KEYS[3] ban       the time the ban ends (ms)
--- KEYS[4] offences  hash {n, exp}: previous bans, remembered until exp (ms)
--- Decisions depend only on `now` and stored times; key TTLs merely collect garbage.
+-- KEYS[1] log    sorted set: admitted requests, score = admission time (ms)
+-- KEYS[2] state  hash: bu (ban ends, ms), ws/n (attempts n in the fixed window starting at ws),
+--                on/oe (offences on, remembered until oe ms)
 -- ARGV: limit (-1 = unlimited, metered), window_ms, threshold_factor, base_ttl_secs,
 --       max_ttl_secs, offence_memory_secs, member nonce, now_ms ('' = Redis TIME)
+-- Decisions depend only on `now` and stored times; key TTLs merely collect garbage.
 -- Returns {code, a, b}:
 --   0 allowed  {remaining, reset_after_ms}
 --   1 limited  {retry_after_ms (-1: never), reset_after_ms}
@@ -24,16 +23,16 @@ else
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local banned_until = tonumber(redis.call('GET', KEYS[3]) or '0')
+local st = redis.call('HMGET', KEYS[2], 'bu', 'ws', 'n', 'on', 'oe')
+local banned_until = tonumber(st[1]) or 0
 if banned_until > now then
   return {2, banned_until - now, 0}
 end
 
 local ws = now - (now % window)
-local att = redis.call('HMGET', KEYS[2], 'ws', 'n')
 local n = 0
-if tonumber(att[1]) == ws then
-  n = tonumber(att[2])
+if tonumber(st[2]) == ws then
+  n = tonumber(st[3])
 end
 n = n + 1
 
@@ -45,10 +44,9 @@ end
 
 local threshold = tonumber(ARGV[3]) * limit
 if threshold > 0 and n >= threshold then
-  local off = redis.call('HMGET', KEYS[4], 'n', 'exp')
   local offences = 0
-  if off[1] and tonumber(off[2]) > now then
-    offences = tonumber(off[1])
+  if (tonumber(st[5]) or 0) > now then
+    offences = tonumber(st[4])
   end
   local ttl = tonumber(ARGV[4])
   local max = tonumber(ARGV[5])
@@ -58,23 +56,24 @@ if threshold > 0 and n >= threshold then
   end
   if ttl > max then ttl = max end
   local memory = tonumber(ARGV[6]) * 1000
-  redis.call('SET', KEYS[3], now + ttl * 1000, 'PX', ttl * 1000)
-  redis.call('HSET', KEYS[4], 'n', offences + 1, 'exp', now + memory)
-  redis.call('PEXPIRE', KEYS[4], memory)
-  redis.call('HSET', KEYS[2], 'ws', ws, 'n', 0)
-  redis.call('PEXPIRE', KEYS[2], window)
+  redis.call('HSET', KEYS[2], 'bu', now + ttl * 1000, 'ws', ws, 'n', 0,
+    'on', offences + 1, 'oe', now + memory)
+  -- The state must outlive the offence memory (and so the ban, which is shorter or equal).
+  redis.call('PEXPIRE', KEYS[2], math.max(memory, ttl * 1000))
   return {2, ttl * 1000, 1}
 end
-redis.call('HSET', KEYS[2], 'ws', ws, 'n', n)
-redis.call('PEXPIRE', KEYS[2], window)
 
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[1])
+-- Keep the state as long as an offence or the window needs it.
+local keep = math.max(window, (tonumber(st[5]) or 0) - now)
+redis.call('HSET', KEYS[2], 'ws', ws, 'n', n)
+redis.call('PEXPIRE', KEYS[2], keep)
 if count < limit then
   redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[7])
   redis.call('PEXPIRE', KEYS[1], window)
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return {0, limit - count - 1, tonumber(oldest[2]) + window - now}
+  -- Every slot is free again one window after this, the newest admission.
+  return {0, limit - count - 1, window}
 end
 if limit == 0 then
   return {1, -1, window}
