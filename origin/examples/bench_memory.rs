@@ -109,7 +109,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
 
     // 1. Bulk insert through the HTTP batch API (bodies serialised before the clock starts).
-    let mut cfg = Config::load(None, |_| None, &Overrides::default())?;
+    let mut cfg = Config::load(None, |k| std::env::var(k).ok(), &Overrides::default())?;
     cfg.data_dir = dir.path().to_path_buf();
     // This measures the memory path; deploy/bench-http.sh measures the defense stage.
     cfg.defense.enabled = false;
@@ -305,6 +305,30 @@ fn main() -> anyhow::Result<()> {
             served_qps / q
         );
     }
+    // efSearch sweep: the speed/recall trade-off of the served path on this index.
+    for ef in [16usize, 24, 32, 48, 64, 96] {
+        memory.set_ef_search(ef);
+        let mut ms = Vec::new();
+        let mut hits = 0usize;
+        for (qi, q) in queries.iter().enumerate() {
+            let t = Instant::now();
+            let (res, _) = memory.search_blocking(q, 10, None)?;
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+            if qi < n_exact {
+                let want: HashSet<&String> = truth[qi].iter().collect();
+                hits += res.iter().filter(|h| want.contains(&h.id)).count();
+            }
+        }
+        let t = timing(ms);
+        println!(
+            "  efSearch {ef:>3} ({}): p50 {:>7.3} ms  p99 {:>7.3} ms  recall@10 {:.3}",
+            cfg.memory.hnsw_quantization,
+            t.p50_ms,
+            t.p99_ms,
+            hits as f64 / (10 * n_exact) as f64
+        );
+    }
+    memory.set_ef_search(cfg.memory.hnsw_ef_search);
     let idx = memory.index_stats();
     println!(
         "index: {} vectors, {:.1} MiB",
@@ -336,6 +360,7 @@ fn main() -> anyhow::Result<()> {
                     .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
                     .arg(dir.path())
                     .env("HEADY_LOG", "warn")
+                    .env("HEADY_DEFENSE", "off")
                     .spawn()?;
                 let (ready, loaded, indexed) = rt.block_on(async {
                     let c = reqwest::Client::new();

@@ -126,6 +126,9 @@ pub struct MemoryConfig {
     pub hnsw_ef_construction: usize,
     /// Candidate list size while searching (efSearch).
     pub hnsw_ef_search: usize,
+    /// How the HNSW graph stores vectors: f32 (exact), f16 or i8 (smaller and faster, a
+    /// little less precise). DuckDB keeps the full FLOAT[dim] either way.
+    pub hnsw_quantization: String,
     /// Largest `top_k` a search may ask for.
     pub max_top_k: usize,
     /// Largest number of items in one batch insert.
@@ -190,6 +193,7 @@ impl Default for MemoryConfig {
             hnsw_connectivity: 16,
             hnsw_ef_construction: 128,
             hnsw_ef_search: 64,
+            hnsw_quantization: "f32".into(),
             max_top_k: 100,
             max_batch: 10_000,
             read_connections: 4,
@@ -270,6 +274,9 @@ impl Config {
         }
         if let Some(v) = non_empty("HEADY_LOG_FORMAT") {
             self.log_format = v;
+        }
+        if let Some(v) = non_empty("HEADY_HNSW_QUANTIZATION") {
+            self.memory.hnsw_quantization = v;
         }
         if let Some(v) = non_empty("HEADY_MEMORY_DIM") {
             self.memory.dim = num("HEADY_MEMORY_DIM", v)?;
@@ -402,6 +409,12 @@ impl Config {
             4096,
         )?;
         in_range("memory.hnsw_ef_search", m.hnsw_ef_search as u64, 8, 4096)?;
+        if !matches!(m.hnsw_quantization.as_str(), "f32" | "f16" | "i8") {
+            return Err(invalid(
+                "memory.hnsw_quantization",
+                format!("must be f32, f16 or i8 (got {:?})", m.hnsw_quantization),
+            ));
+        }
         in_range("memory.max_top_k", m.max_top_k as u64, 1, 10_000)?;
         // An appender auto-flushes past ~200k rows; a batch must stay one transaction.
         in_range("memory.max_batch", m.max_batch as u64, 1, 100_000)?;

@@ -46,6 +46,7 @@ impl Drop for GateGuard<'_> {
 pub struct HnswIndex {
     index: RwLock<Index>,
     dim: usize,
+    quantization: ScalarKind,
     gate: Gate,
     key_locks: Vec<Mutex<()>>,
     memory_bytes: std::sync::atomic::AtomicUsize,
@@ -62,11 +63,17 @@ impl HnswIndex {
         connectivity: usize,
         ef_construction: usize,
         ef_search: usize,
+        quantization: &str,
     ) -> Result<Self, IndexError> {
+        let quantization = match quantization {
+            "f16" => ScalarKind::F16,
+            "i8" => ScalarKind::I8,
+            _ => ScalarKind::F32,
+        };
         let options = IndexOptions {
             dimensions: dim,
             metric: MetricKind::Cos,
-            quantization: ScalarKind::F32,
+            quantization,
             connectivity,
             expansion_add: ef_construction,
             expansion_search: ef_search,
@@ -79,6 +86,7 @@ impl HnswIndex {
         Ok(HnswIndex {
             index: RwLock::new(index),
             dim,
+            quantization,
             gate: Gate {
                 free: Mutex::new(CONTEXTS),
                 cv: Condvar::new(),
@@ -96,6 +104,12 @@ impl HnswIndex {
             return Err(IndexError(format!(
                 "persisted index has {} dimensions, expected {}",
                 meta.dimensions, self.dim
+            )));
+        }
+        if meta.quantization != self.quantization {
+            return Err(IndexError(format!(
+                "persisted index stores {:?}, configured {:?} (memory.hnsw_quantization): rebuilding",
+                meta.quantization, self.quantization
             )));
         }
         let index = self.index.write().unwrap_or_else(|p| p.into_inner());

@@ -239,6 +239,7 @@ impl MemoryStore {
             cfg.hnsw_connectivity,
             cfg.hnsw_ef_construction,
             cfg.hnsw_ef_search,
+            &cfg.hnsw_quantization,
         )?;
         Ok(Arc::new(MemoryStore {
             dim,
