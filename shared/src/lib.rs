@@ -8,6 +8,7 @@ pub mod groups;
 pub mod limiter;
 pub mod properties;
 pub mod tiers;
+pub mod wire;
 pub mod zone;
 
 pub use classification::Classification;
