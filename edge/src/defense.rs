@@ -20,6 +20,9 @@ pub const MIN_KV_TTL_SECS: u64 = 60;
 pub const MAX_SESSION_TTL_SECS: u64 = 24 * 60 * 60;
 /// How long an isolate trusts its copy of a ban-list entry (or its absence).
 pub const BAN_CACHE_MS: u64 = 5_000;
+/// How long an isolate trusts a session it read from KV (a tier change reaches the edge
+/// within this plus KV's propagation delay).
+pub const SESSION_CACHE_MS: u64 = 5_000;
 
 /// An API key from `Authorization: Bearer hk_...`. Never logged or stored: KV keys use its
 /// SHA-256.

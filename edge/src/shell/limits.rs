@@ -4,7 +4,10 @@
 
 use super::entry::Call;
 use super::{respond, tunnel};
-use crate::defense::{self, BanRecord, Flush, Session, WriteSlot, BAN_CACHE_MS};
+use crate::defense::{
+    self, BanRecord, Flush, Session, WriteSlot, BAN_CACHE_MS, MIN_KV_WRITE_INTERVAL_MS,
+    SESSION_CACHE_MS,
+};
 use crate::error::ApiError;
 use heady_shared::limiter::{BanPolicy, LimitOutcome, SubjectPolicy, SubjectState};
 use std::cell::RefCell;
@@ -13,6 +16,8 @@ use std::time::Duration;
 use worker::{console_error, Date, Delay, KvStore, Response};
 
 const KV_BINDING: &str = "HEADY_KV";
+/// Per-isolate memory bound: above this many subjects, idle ones are dropped.
+const MAX_LOCAL_SUBJECTS: usize = 10_000;
 
 /// What this isolate remembers per subject. Isolates are single-threaded.
 #[derive(Default)]
@@ -21,10 +26,15 @@ struct Local {
     slot: WriteSlot,
     /// (checked at ms, entry then)
     ban: Option<(u64, Option<BanRecord>)>,
+    /// When KV's copy of the limiter state was last merged in.
+    last_read_ms: Option<u64>,
 }
 
 thread_local! {
     static LOCAL: RefCell<HashMap<String, Local>> = RefCell::new(HashMap::new());
+    /// Session-cache key -> (read at ms, session): KV is read at most every
+    /// SESSION_CACHE_MS per key per isolate.
+    static SESSIONS: RefCell<HashMap<String, (u64, Session)>> = RefCell::new(HashMap::new());
 }
 
 fn kv(call: &Call) -> Result<KvStore, ApiError> {
@@ -44,8 +54,28 @@ pub async fn identify(call: &Call, authorization: Option<&str>) -> Result<Sessio
     };
     let kv = kv(call)?;
     let cache_key = key.session_key();
+    let now = call.now_ms;
+    let cached = SESSIONS.with(|s| {
+        s.borrow()
+            .get(&cache_key)
+            .filter(|(at, _)| now < at + SESSION_CACHE_MS)
+            .map(|(_, session)| session.clone())
+    });
+    if let Some(session) = cached {
+        return Ok(session);
+    }
+    let remember = |session: &Session| {
+        SESSIONS.with(|s| {
+            let mut map = s.borrow_mut();
+            map.retain(|_, (at, _)| now < *at + SESSION_CACHE_MS);
+            map.insert(cache_key.clone(), (now, session.clone()));
+        })
+    };
     match kv.get(&cache_key).json::<Session>().await {
-        Ok(Some(session)) => return Ok(session),
+        Ok(Some(session)) => {
+            remember(&session);
+            return Ok(session);
+        }
         Ok(None) => {}
         Err(e) => console_error!("session cache read failed: {e}"),
     }
@@ -59,6 +89,7 @@ pub async fn identify(call: &Call, authorization: Option<&str>) -> Result<Sessio
                 }
                 Err(e) => console_error!("session cache write failed: {e}"),
             }
+            remember(&session);
             Ok(session)
         }
         Ok(None) => Err(ApiError::new(
@@ -130,20 +161,43 @@ pub async fn admit(
     let kv = kv(call).map_err(|e| respond::error(&e, &[]))?;
     let subject = session.subject.clone();
     let key = defense::limit_key(&subject);
-    let stored = kv
-        .get(&key)
-        .json::<SubjectState>()
-        .await
-        .unwrap_or_else(|e| {
-            console_error!("limiter read failed: {e}");
-            None
-        })
-        .unwrap_or_default();
     let now = call.now_ms;
+    // This isolate's own counts are exact; KV adds what other isolates admitted, so it is
+    // merged in at most once a second per subject.
+    let due = LOCAL.with(|l| {
+        l.borrow()
+            .get(&subject)
+            .and_then(|e| e.last_read_ms)
+            .is_none_or(|at| now >= at + MIN_KV_WRITE_INTERVAL_MS)
+    });
+    let stored = if due {
+        let read = kv
+            .get(&key)
+            .json::<SubjectState>()
+            .await
+            .unwrap_or_else(|e| {
+                console_error!("limiter read failed: {e}");
+                None
+            });
+        Some(read.unwrap_or_default())
+    } else {
+        None
+    };
     let (outcome, state, flush) = LOCAL.with(|l| {
         let mut map = l.borrow_mut();
+        if map.len() > MAX_LOCAL_SUBJECTS {
+            // Forget subjects idle for two windows (nothing pending to write).
+            let horizon = 2 * policy.window_ms();
+            map.retain(|_, e| e.slot.scheduled || e.state.window.window_start_ms + horizon > now);
+        }
         let local = map.entry(subject.clone()).or_default();
-        let mut state = defense::merge(&local.state, &stored, policy.window_ms(), now);
+        let mut state = match &stored {
+            Some(stored) => {
+                local.last_read_ms = Some(now);
+                defense::merge(&local.state, stored, policy.window_ms(), now)
+            }
+            None => local.state,
+        };
         let outcome = policy.decide(&mut state, now, 1);
         local.state = state;
         let flush = local.slot.plan(now);
