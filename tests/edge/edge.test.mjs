@@ -1,0 +1,440 @@
+// The built heady-edge Worker (Rust -> WASM) in workerd via Miniflare, against a real
+// heady-origin process. Run by deploy/test.sh: `cd tests/edge && node --test`.
+
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { createHash, randomUUID } from "node:crypto";
+import { after, before, describe, test } from "node:test";
+import {
+  CHAT_MODEL,
+  EMBED_DIMS,
+  FakePlatform,
+  TUNNEL_KEY,
+  envelope,
+  fakeEmbedding,
+  freePort,
+  readProperties,
+  signedHeaders,
+  startEdge,
+  startOrigin,
+} from "./harness.mjs";
+
+const SECURITY_HEADERS = [
+  "strict-transport-security",
+  "content-security-policy",
+  "x-content-type-options",
+  "referrer-policy",
+];
+
+let origin;
+let edge;
+let platform;
+// Origin features that land from main (identity endpoint, signature verification); the
+// tests needing them are skipped, saying so, until this branch has them.
+let originHasIdentity = false;
+let originVerifies = false;
+
+let ipCounter = 0;
+/** A client address no other test uses, so limiter state never leaks between tests. */
+function freshIp() {
+  ipCounter += 1;
+  return `198.51.100.${ipCounter}`;
+}
+
+function call(mf, url, { method = "GET", headers = {}, body, ip = freshIp() } = {}) {
+  return mf.dispatchFetch(url, {
+    method,
+    headers: { "cf-connecting-ip": ip, ...headers },
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+    redirect: "manual",
+  });
+}
+
+function post(mf, path, body, opts = {}) {
+  return call(mf, `http://headyapi.com${path}`, {
+    method: "POST",
+    body,
+    ...opts,
+    headers: { "content-type": "application/json", ...(opts.headers ?? {}) },
+  });
+}
+
+before(async () => {
+  origin = await startOrigin();
+  platform = new FakePlatform();
+  edge = await startEdge({ originUrl: origin.url, platform });
+  const identity = await fetch(`${origin.url}/api/identity`);
+  originHasIdentity = identity.status !== 404;
+  const unsigned = await fetch(`${origin.url}/api/memory/stats`);
+  originVerifies = unsigned.status === 401;
+});
+
+after(async () => {
+  await edge?.dispose();
+  await origin?.stop();
+});
+
+describe("properties", () => {
+  test("every property in deploy/properties.toml routes to what serves it", async () => {
+    const props = readProperties();
+    assert.equal(props.length, 22);
+    for (const p of props) {
+      const res = await call(edge, `https://${p.hostname}/`, { headers: { accept: "text/html" } });
+      const text = await res.text();
+      if (!p.edge) {
+        assert.equal(res.status, 404, `${p.hostname} is parked`);
+        continue;
+      }
+      for (const h of SECURITY_HEADERS) assert.ok(res.headers.get(h), `${p.hostname}: ${h}`);
+      if (p.serve === "assets") {
+        assert.equal(res.status, 200, p.hostname);
+        assert.match(res.headers.get("content-type"), /text\/html/);
+        assert.ok(text.includes(`<title>${p.title}</title>`), `${p.hostname} has its own title`);
+        if (p.description) assert.ok(text.includes(p.description), `${p.hostname} description`);
+      } else if (p.serve === "external") {
+        assert.equal(res.status, 302, p.hostname);
+        assert.equal(res.headers.get("location"), p.url);
+      } else {
+        assert.equal(res.headers.get("x-heady-served-by"), "origin", `${p.hostname} is tunnelled`);
+      }
+    }
+  });
+
+  test("landing pages carry HSTS, CSP, nosniff and Referrer-Policy; the stylesheet loads", async () => {
+    const res = await call(edge, "https://headyme.com/");
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get("strict-transport-security"), /max-age=\d+/);
+    assert.match(res.headers.get("content-security-policy"), /default-src 'none'/);
+    assert.equal(res.headers.get("x-content-type-options"), "nosniff");
+    assert.ok(res.headers.get("referrer-policy"));
+    const css = await call(edge, "https://headyme.com/_heady/site.css");
+    assert.equal(css.status, 200);
+    assert.match(css.headers.get("content-type"), /text\/css/);
+  });
+
+  test("unknown hosts and paths are 404: HTML for browsers, JSON for API clients", async () => {
+    const html = await call(edge, "https://unknown.example.org/", { headers: { accept: "text/html" } });
+    assert.equal(html.status, 404);
+    assert.match(html.headers.get("content-type"), /text\/html/);
+    assert.match(await html.text(), /Not found/);
+    const json = await call(edge, "https://unknown.example.org/api/chat", {
+      method: "POST",
+      headers: { accept: "application/json" },
+      body: "{}",
+    });
+    assert.equal(json.status, 404);
+    assert.equal((await json.json()).error.code, "not_found");
+    const page = await call(edge, "https://headyme.com/no-such-page");
+    assert.equal(page.status, 404);
+    const write = await call(edge, "https://headyme.com/", { method: "POST", body: "x" });
+    assert.equal(write.status, 405);
+  });
+});
+
+describe("defense", () => {
+  test("a Free subject gets 429 with RateLimit headers after 30 requests in a window", async () => {
+    // Stay clear of a fixed-window boundary so the count is not split across two windows.
+    const intoMinute = Date.now() % 60_000;
+    if (intoMinute > 50_000) await new Promise((r) => setTimeout(r, 60_500 - intoMinute));
+    const ip = freshIp();
+    for (let i = 0; i < 30; i++) {
+      const res = await post(edge, "/api/chat", { prompt: `hello ${i}` }, { ip });
+      assert.equal(res.status, 200, `request ${i + 1}: ${await res.text()}`);
+      assert.equal(res.headers.get("ratelimit-policy"), '"free";q=30;w=60');
+      await res.arrayBuffer();
+    }
+    const res = await post(edge, "/api/chat", { prompt: "one too many" }, { ip });
+    assert.equal(res.status, 429);
+    assert.equal(res.headers.get("ratelimit-policy"), '"free";q=30;w=60');
+    assert.match(res.headers.get("ratelimit"), /^"free";r=0;t=\d+$/);
+    assert.ok(Number(res.headers.get("retry-after")) >= 1);
+    const body = await res.json();
+    assert.equal(body.error.code, "rate_limited");
+    assert.match(body.error.message, /30 requests per 60 s/);
+  });
+
+  test("limiter state is written to KV, at most once a second per key", async () => {
+    const ip = freshIp();
+    for (let i = 0; i < 5; i++) await (await post(edge, "/api/chat", { prompt: "x" }, { ip })).arrayBuffer();
+    const kv = await edge.getKVNamespace("HEADY_KV");
+    // The first request wrote at once; the other four are one delayed write ~1 s later.
+    let state;
+    for (let i = 0; i < 40 && !(state?.window?.curr >= 5); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      state = JSON.parse((await kv.get(`rl:ip:${ip}`)) ?? "null");
+    }
+    assert.equal(state.window.curr, 5);
+  });
+
+  test("a KV ban blocks every request from the subject with 403 and retry_after", async () => {
+    const ip = freshIp();
+    const kv = await edge.getKVNamespace("HEADY_KV");
+    await kv.put(`ban:ip:${ip}`, JSON.stringify({ until_ms: Date.now() + 600_000, reason: "test" }), {
+      expirationTtl: 600,
+    });
+    const res = await post(edge, "/api/chat", { prompt: "hi" }, { ip });
+    assert.equal(res.status, 403);
+    const body = await res.json();
+    assert.equal(body.error.code, "banned");
+    assert.ok(body.error.retry_after > 590 && body.error.retry_after <= 600);
+    assert.ok(Number(res.headers.get("retry-after")) > 590);
+    const page = await call(edge, "https://admin.headysystems.com/", { ip });
+    assert.equal(page.status, 403, "tunnelled pages check the ban list too");
+    const other = await post(edge, "/api/chat", { prompt: "hi" });
+    assert.equal(other.status, 200, "other clients are not affected");
+  });
+
+  test("abuse (3x the limit in one window) writes a KV ban", async () => {
+    const intoMinute = Date.now() % 60_000;
+    if (intoMinute > 45_000) await new Promise((r) => setTimeout(r, 60_500 - intoMinute));
+    const ip = freshIp();
+    const statuses = [];
+    for (let i = 0; i < 91; i++) {
+      const res = await post(edge, "/api/chat", { prompt: "x" }, { ip });
+      statuses.push(res.status);
+      await res.arrayBuffer();
+    }
+    assert.equal(statuses.filter((s) => s === 200).length, 30);
+    assert.equal(statuses.at(-1), 403);
+    const kv = await edge.getKVNamespace("HEADY_KV");
+    let ban = null;
+    for (let i = 0; i < 20 && !ban; i++) {
+      ban = JSON.parse((await kv.get(`ban:ip:${ip}`)) ?? "null");
+      if (!ban) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(ban && ban.until_ms > Date.now() + 800_000, JSON.stringify(ban));
+  });
+
+  test("an API key's tier comes from the KV session cache", async () => {
+    const key = `hk_${"c".repeat(64)}`;
+    const kv = await edge.getKVNamespace("HEADY_KV");
+    const id = createHash("sha256").update(key).digest("hex");
+    await kv.put(`sess:${id}`, JSON.stringify({ subject: "user:cached", tier: "pro", clearance: "INTERNAL" }), {
+      expirationTtl: 300,
+    });
+    const res = await post(edge, "/api/chat", { prompt: "hi" }, { headers: { authorization: `Bearer ${key}` } });
+    assert.equal(res.status, 200, await res.clone().text());
+    assert.equal(res.headers.get("ratelimit-policy"), '"pro";q=120;w=60');
+    // Enterprise is unlimited: no RateLimit fields at all.
+    const ent = `hk_${"e".repeat(64)}`;
+    const entId = createHash("sha256").update(ent).digest("hex");
+    await kv.put(`sess:${entId}`, JSON.stringify({ subject: "user:big", tier: "enterprise", clearance: "RESTRICTED" }), {
+      expirationTtl: 300,
+    });
+    const res2 = await post(edge, "/api/code", { task: "x" }, { headers: { authorization: `Bearer ${ent}` } });
+    assert.equal(res2.headers.get("ratelimit-policy"), null);
+  });
+
+  test("a malformed Authorization header is 401, not anonymous", async () => {
+    const res = await post(edge, "/api/chat", { prompt: "hi" }, { headers: { authorization: "Bearer sk-not-heady" } });
+    assert.equal(res.status, 401);
+    assert.equal((await res.json()).error.code, "invalid_api_key");
+  });
+
+  test("Free subjects cannot run Pro actions", async () => {
+    const res = await post(edge, "/api/code", { task: "x" });
+    assert.equal(res.status, 403);
+    assert.equal((await res.json()).error.code, "tier_required");
+  });
+
+  test("bad bodies are 400 JSON naming the problem", async () => {
+    const notJson = await post(edge, "/api/chat", "{nope");
+    assert.equal(notJson.status, 400);
+    assert.match((await notJson.json()).error.message, /request body/);
+    const noPrompt = await post(edge, "/api/chat", {});
+    assert.equal(noPrompt.status, 400);
+    assert.match((await noPrompt.json()).error.message, /messages/);
+    const wrongDims = await post(edge, "/api/search", { embedding: [1, 2, 3] });
+    assert.equal(wrongDims.status, 400);
+    assert.match((await wrongDims.json()).error.message, /3 dimensions/);
+  });
+});
+
+describe("conductor at the edge", () => {
+  test("short chat runs on Workers AI with the configured model", async () => {
+    const before = platform.calls.length;
+    const res = await post(edge, "/api/chat", { messages: [{ role: "user", content: "what is heady?" }] });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("x-heady-served-by"), "edge");
+    const body = await res.json();
+    assert.deepEqual(
+      { action: body.action, group: body.group, served_by: body.served_by, model: body.model },
+      { action: "chat", group: "reasoning", served_by: "edge", model: CHAT_MODEL },
+    );
+    assert.equal(body.response, "edge answer to: what is heady?");
+    const seen = platform.calls.slice(before);
+    assert.equal(seen.length, 1);
+    assert.equal(seen[0].model, CHAT_MODEL);
+    assert.deepEqual(seen[0].inputs.messages, [{ role: "user", content: "what is heady?" }]);
+  });
+
+  test("a long prompt is tunnelled to the origin instead", async () => {
+    const before = platform.calls.length;
+    const res = await post(edge, "/api/complete", { prompt: "x".repeat(5000) });
+    assert.equal(res.headers.get("x-heady-served-by"), "origin");
+    await res.arrayBuffer();
+    assert.equal(platform.calls.length, before, "Workers AI was not called");
+  });
+
+  test("embed runs on Workers AI embeddings (bge-small, 384 dimensions)", async () => {
+    // embed is a Pro action: a Pro key from the session cache.
+    const key = `hk_${"b".repeat(64)}`;
+    const kv = await edge.getKVNamespace("HEADY_KV");
+    const id = createHash("sha256").update(key).digest("hex");
+    await kv.put(`sess:${id}`, JSON.stringify({ subject: "user:embedder", tier: "pro", clearance: "PUBLIC" }), {
+      expirationTtl: 300,
+    });
+    const free = await post(edge, "/api/embed", { text: "cats" });
+    assert.equal(free.status, 403, "Free subjects may not embed");
+    await free.arrayBuffer();
+    const res = await post(edge, "/api/embed", { text: ["cats", "dogs"] }, { headers: { authorization: `Bearer ${key}` } });
+    assert.equal(res.status, 200);
+    const body = await res.json();
+    assert.equal(body.model, "@cf/baai/bge-small-en-v1.5");
+    assert.equal(body.dimensions, EMBED_DIMS);
+    assert.equal(body.embeddings.length, 2);
+    assert.deepEqual(body.embeddings[0].map((x) => Math.round(x * 1e5)), fakeEmbedding("cats").map((x) => Math.round(x * 1e5)));
+  });
+
+  test("search queries Vectorize with a given vector", async () => {
+    const before = platform.calls.length;
+    const res = await post(edge, "/api/search", { embedding: fakeEmbedding("dogs"), top_k: 2 });
+    assert.equal(res.status, 200);
+    const body = await res.json();
+    assert.equal(body.served_by, "edge");
+    assert.equal(body.matches.length, 2);
+    assert.equal(body.matches[0].id, "doc-dogs");
+    assert.deepEqual(body.matches[0].metadata, { title: "Dogs" });
+    const q = platform.calls.slice(before).find((c) => c.kind === "/vectorize/query");
+    assert.equal(q.vector.length, EMBED_DIMS);
+    assert.deepEqual(q.options, { topK: 2, returnMetadata: "all" });
+  });
+
+  test("search by text embeds at the edge, then queries Vectorize", async () => {
+    const before = platform.calls.length;
+    const res = await post(edge, "/api/search", { text: "fish" });
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).matches[0].id, "doc-fish");
+    const kinds = platform.calls.slice(before).map((c) => c.kind);
+    assert.deepEqual(kinds, ["/ai/run", "/vectorize/query"]);
+  });
+});
+
+describe("tunnel to the origin", () => {
+  test("a memory insert through the edge is stored in the origin's DuckDB", async () => {
+    const content = `edge tunnel test ${randomUUID()}`;
+    const res = await post(edge, "/api/memory/vectors", { content, session_id: "edge-test" });
+    const text = await res.text();
+    assert.ok(res.status === 200 || res.status === 201, `${res.status}: ${text}`);
+    assert.equal(res.headers.get("x-heady-served-by"), "origin");
+    // Read it back from the origin directly (signed like the edge, once the origin checks).
+    const body = JSON.stringify({ text: content, top_k: 1, session_id: "edge-test" });
+    const headers = { "content-type": "application/json" };
+    if (originVerifies) {
+      Object.assign(headers, signedHeaders({ method: "POST", path: "/api/memory/search", body, envelope: envelope() }));
+    }
+    const found = await fetch(`${origin.url}/api/memory/search`, { method: "POST", headers, body });
+    const results = await found.json();
+    assert.equal(found.status, 200, JSON.stringify(results));
+    assert.ok(JSON.stringify(results).includes(content), JSON.stringify(results));
+  });
+
+  test("the edge strips client-sent x-heady-* headers and signs what it sends", async () => {
+    // A client cannot pose as the edge: its forged headers are dropped before signing, so
+    // the origin sees the edge's own subject (checked by the origin's verification).
+    const res = await post(edge, "/api/memory/vectors", { content: "spoof check" }, {
+      headers: { "x-heady-subject": "user:admin", "x-heady-tier": "enterprise", "x-heady-signature": "hmac-sha256 00" },
+    });
+    assert.ok(res.status === 200 || res.status === 201, await res.text());
+  });
+
+  test("the origin refuses unsigned, tampered, wrong-key, stale and replayed requests", { skip: false }, async (t) => {
+    if (!originVerifies) {
+      t.skip("origin on this branch does not verify tunnel signatures yet (lands from main)");
+      return;
+    }
+    const body = JSON.stringify({ content: "signed insert" });
+    const send = (headers, b = body) =>
+      fetch(`${origin.url}/api/memory/vectors`, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...headers },
+        body: b,
+      });
+    const env = envelope();
+    const good = signedHeaders({ method: "POST", path: "/api/memory/vectors", body, envelope: env });
+    const ok = await send(good);
+    assert.ok(ok.status === 200 || ok.status === 201, await ok.text());
+    assert.equal((await send(good)).status, 401, "replayed nonce");
+    assert.equal((await send({})).status, 401, "unsigned");
+    const fresh = () => signedHeaders({ method: "POST", path: "/api/memory/vectors", body, envelope: envelope() });
+    assert.equal((await send(fresh(), JSON.stringify({ content: "tampered" }))).status, 401, "tampered body");
+    assert.equal((await send({ ...fresh(), "x-heady-tier": "enterprise" })).status, 401, "tampered tier");
+    const stale = signedHeaders({
+      method: "POST",
+      path: "/api/memory/vectors",
+      body,
+      envelope: envelope({ timestamp: Math.floor(Date.now() / 1000) - 3600 }),
+    });
+    assert.equal((await send(stale)).status, 401, "stale timestamp");
+    const wrong = fresh();
+    wrong["x-heady-signature"] = `hmac-sha256 ${"0".repeat(64)}`;
+    assert.equal((await send(wrong)).status, 401, "wrong key");
+  });
+
+  test("on a session-cache miss the tier comes from the origin and is cached in KV", async (t) => {
+    if (!originHasIdentity) {
+      t.skip("origin on this branch has no /api/identity yet (lands from main)");
+      return;
+    }
+    const out = execFileSync(
+      origin.bin,
+      ["keys", "--data-dir", origin.dataDir, "create", "--user", "edge-test", "--tier", "pro", "--clearance", "internal"],
+      { encoding: "utf8", env: { ...process.env, HEADY_TUNNEL_KEY: TUNNEL_KEY } },
+    );
+    const key = /hk_[0-9a-f]{64}/.exec(out)?.[0];
+    assert.ok(key, `keys create printed no key: ${out}`);
+    const res = await post(edge, "/api/chat", { prompt: "hi" }, { headers: { authorization: `Bearer ${key}` } });
+    assert.equal(res.status, 200, await res.clone().text());
+    assert.equal(res.headers.get("ratelimit-policy"), '"pro";q=120;w=60');
+    const kv = await edge.getKVNamespace("HEADY_KV");
+    const cached = JSON.parse((await kv.get(`sess:${createHash("sha256").update(key).digest("hex")}`)) ?? "null");
+    assert.equal(cached?.tier, "pro");
+    assert.equal(cached?.clearance, "INTERNAL");
+
+    const unknown = `hk_${"a".repeat(64)}`;
+    const refused = await post(edge, "/api/chat", { prompt: "hi" }, { headers: { authorization: `Bearer ${unknown}` } });
+    assert.equal(refused.status, 401, "an unknown key is refused by the origin");
+    assert.equal((await refused.json()).error.code, "invalid_api_key");
+  });
+});
+
+describe("origin down", () => {
+  let down;
+  before(async () => {
+    const dead = await freePort();
+    down = await startEdge({ originUrl: `http://127.0.0.1:${dead}`, platform, vectorize: false });
+  });
+  after(async () => {
+    await down?.dispose();
+  });
+
+  test("tunnelled work gets 503 JSON with Retry-After", async () => {
+    const res = await post(down, "/api/memory/vectors", { content: "x" });
+    assert.equal(res.status, 503);
+    assert.ok(Number(res.headers.get("retry-after")) >= 1);
+    assert.equal((await res.json()).error.code, "origin_unavailable");
+    // Vectorize is not bound here, so search falls back to the origin: also 503.
+    const search = await post(down, "/api/search", { text: "cats" });
+    assert.equal(search.status, 503);
+    const page = await call(down, "https://admin.headysystems.com/");
+    assert.equal(page.status, 503);
+  });
+
+  test("static pages and edge AI still answer", async () => {
+    const page = await call(down, "https://headysystems.com/");
+    assert.equal(page.status, 200);
+    const chat = await post(down, "/api/chat", { prompt: "still there?" });
+    assert.equal(chat.status, 200);
+    assert.equal((await chat.json()).served_by, "edge");
+  });
+});
