@@ -139,9 +139,9 @@ describe("defense", () => {
     const ip = freshIp();
     for (let i = 0; i < 30; i++) {
       const res = await post(edge, "/api/chat", { prompt: `hello ${i}` }, { ip });
-      assert.equal(res.status, 200, `request ${i + 1}: ${await res.text()}`);
+      const text = await res.text();
+      assert.equal(res.status, 200, `request ${i + 1}: ${text}`);
       assert.equal(res.headers.get("ratelimit-policy"), '"free";q=30;w=60');
-      await res.arrayBuffer();
     }
     const res = await post(edge, "/api/chat", { prompt: "one too many" }, { ip });
     assert.equal(res.status, 429);
