@@ -36,9 +36,16 @@ async fn handle(mut req: Request, env: Env, ctx: Context) -> Response {
     };
     let header = |name: &str| req.headers().get(name).ok().flatten();
     let url_host = req.url().ok().and_then(|u| u.host_str().map(str::to_owned));
-    // workerd builds the URL from the Host header; Miniflare's dispatchFetch keeps the
-    // caller's URL there while its own Host header names the local socket.
-    let host_header = url_host.or_else(|| header("host")).unwrap_or_default();
+    // In production the URL's host is the Host header. Locally they can differ: Miniflare's
+    // dispatchFetch keeps the caller's URL while Host names the local socket, and
+    // `wrangler dev` may rewrite the URL to its listen address while keeping Host. Take
+    // whichever names a property; else the URL's (for the 404).
+    let host_header = [url_host.clone(), header("host")]
+        .into_iter()
+        .flatten()
+        .find(|h| properties.for_host(&router::normalize_host(h)).is_some())
+        .or(url_host)
+        .unwrap_or_default();
     let accept = header("accept").unwrap_or_default();
     let method = req.method().to_string();
     let path = req.path();
