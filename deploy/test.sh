@@ -15,12 +15,11 @@ echo "[test] checking heady-shared builds for wasm32-unknown-unknown"
 cargo build --release -p heady-shared --target wasm32-unknown-unknown
 echo "[test] running the tests"
 cargo test --release --workspace
-echo "[test] building the edge Worker (worker-build --release)"
-deploy/build-edge.sh
-wasm="$(ls edge/build/worker/*.wasm | head -n1)"
-echo "[test] edge WASM after wasm-opt: $(stat -c %s "$wasm") bytes raw, $(gzip -9 -c "$wasm" | wc -c) bytes gzip"
-echo "[test] wrangler deploy --dry-run --outdir dist"
+echo "[test] building the edge Worker and checking the bundle: wrangler deploy --dry-run --outdir dist"
+# wrangler's [build] command is deploy/build-edge.sh (worker-build --release).
 tests/edge/node_modules/.bin/wrangler deploy --dry-run --outdir dist
+wasm=edge/build/index_bg.wasm
+echo "[test] edge WASM after wasm-opt: $(stat -c %s "$wasm") bytes raw, $(gzip -9 -c "$wasm" | wc -c) bytes gzip"
 echo "[test] edge Worker in workerd (Miniflare) against heady-origin"
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 (cd tests/edge && HEADY_ORIGIN_BIN="$target_dir/release/heady-origin" node --test --test-concurrency=1)
