@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createHash, randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { after, before, describe, test } from "node:test";
 import {
@@ -11,6 +12,7 @@ import {
   EMBED_DIMS,
   FakePlatform,
   TUNNEL_KEY,
+  compatibilityDate,
   envelope,
   fakeEmbedding,
   freePort,
@@ -73,6 +75,13 @@ before(async () => {
 after(async () => {
   await edge?.dispose();
   await origin?.stop();
+});
+
+test("wrangler.toml's compatibility_date is not later than the local workerd's", () => {
+  const { version } = JSON.parse(readFileSync(new URL("./node_modules/workerd/package.json", import.meta.url), "utf8"));
+  const date = /^1\.(\d{4})(\d{2})(\d{2})\./.exec(version);
+  assert.ok(date, `workerd version ${version}`);
+  assert.ok(compatibilityDate() <= `${date[1]}-${date[2]}-${date[3]}`, `${compatibilityDate()} vs workerd ${version}`);
 });
 
 describe("properties", () => {
