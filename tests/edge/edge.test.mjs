@@ -409,6 +409,8 @@ describe("tunnel to the origin", () => {
   });
 });
 
+const RECORDED_KEY = `hk_${"d".repeat(64)}`;
+
 describe("what the edge sends through the tunnel (a recording origin)", () => {
   // A Node HTTP server in the origin's place: it checks each request's signature with the
   // canonical form re-implemented in harness.mjs and records what arrived.
@@ -423,6 +425,17 @@ describe("what the edge sends through the tunnel (a recording origin)", () => {
         const body = Buffer.concat(chunks);
         const url = new URL(req.url, "http://origin");
         seen.push({ method: req.method, path: url.pathname, query: url.search.slice(1), headers: req.headers, body });
+        if (url.pathname === "/api/identity") {
+          // The identity contract: 200 with the key holder's tier, or 401.
+          if (req.headers.authorization === `Bearer ${RECORDED_KEY}`) {
+            res.writeHead(200, { "content-type": "application/json" });
+            res.end(JSON.stringify({ subject: "user:recorded", tier: "pro", clearance: "internal", ttl_secs: 120 }));
+          } else {
+            res.writeHead(401, { "content-type": "application/json" });
+            res.end(JSON.stringify({ error: { code: "invalid_api_key", message: "unknown key" } }));
+          }
+          return;
+        }
         if (url.pathname === "/api/slow") {
           res.writeHead(200, { "content-type": "text/plain" });
           res.write("first;");
@@ -492,6 +505,44 @@ describe("what the edge sends through the tunnel (a recording origin)", () => {
     // A second request gets a new nonce.
     await (await post(viaEdge, "/api/memory/stats", undefined, { ip })).arrayBuffer();
     assert.notEqual(seen[1].headers["x-heady-nonce"], got.headers["x-heady-nonce"]);
+  });
+
+  test("a session-cache miss asks the origin's /api/identity (signed, with the key) and caches the answer", async () => {
+    seen = [];
+    const auth = { authorization: `Bearer ${RECORDED_KEY}` };
+    const res = await post(viaEdge, "/api/chat", { prompt: "hi" }, { headers: auth });
+    assert.equal(res.status, 200, await res.clone().text());
+    assert.equal(res.headers.get("ratelimit-policy"), '"pro";q=120;w=60');
+    const lookups = seen.filter((r) => r.path === "/api/identity");
+    assert.equal(lookups.length, 1);
+    const lookup = lookups[0];
+    assert.equal(lookup.method, "GET");
+    assert.equal(lookup.headers.authorization, auth.authorization);
+    const expected = signedHeaders({
+      method: "GET",
+      path: "/api/identity",
+      body: "",
+      envelope: {
+        host: lookup.headers["x-heady-host"],
+        subject: lookup.headers["x-heady-subject"],
+        tier: lookup.headers["x-heady-tier"],
+        clearance: lookup.headers["x-heady-clearance"],
+        client_ip: lookup.headers["x-heady-client-ip"],
+        timestamp: Number(lookup.headers["x-heady-timestamp"]),
+        nonce: lookup.headers["x-heady-nonce"],
+      },
+    });
+    assert.equal(lookup.headers["x-heady-signature"], expected["x-heady-signature"]);
+    const kv = await viaEdge.getKVNamespace("HEADY_KV");
+    const cached = JSON.parse((await kv.get(`sess:${createHash("sha256").update(RECORDED_KEY).digest("hex")}`)) ?? "null");
+    assert.deepEqual(cached, { subject: "user:recorded", tier: "pro", clearance: "INTERNAL" });
+    // Served from the cache now: no second lookup.
+    await (await post(viaEdge, "/api/chat", { prompt: "again" }, { headers: auth })).arrayBuffer();
+    assert.equal(seen.filter((r) => r.path === "/api/identity").length, 1);
+    // A key the origin refuses is a 401 at the edge.
+    const refused = await post(viaEdge, "/api/chat", { prompt: "hi" }, { headers: { authorization: `Bearer hk_${"9".repeat(64)}` } });
+    assert.equal(refused.status, 401);
+    assert.equal((await refused.json()).error.code, "invalid_api_key");
   });
 
   test("response bodies stream through: the first bytes arrive before the origin finishes", async () => {
