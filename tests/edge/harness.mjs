@@ -53,7 +53,8 @@ export async function startOrigin() {
   const bin = originBinary();
   let log = "";
   const child = spawn(bin, ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir], {
-    env: { ...process.env, HEADY_TUNNEL_KEY: TUNNEL_KEY, HEADY_LOG: "warn" },
+    // HEADY_REQUIRE_EDGE: /api and /v1 only through the (signing) edge, as in production.
+    env: { ...process.env, HEADY_TUNNEL_KEY: TUNNEL_KEY, HEADY_REQUIRE_EDGE: "on", HEADY_LOG: "warn" },
     stdio: ["ignore", "pipe", "pipe"],
   });
   child.stdout.on("data", (d) => (log += d));
