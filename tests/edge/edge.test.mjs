@@ -36,6 +36,22 @@ let platform;
 // tests needing them are skipped, saying so, until this branch has them.
 let originHasIdentity = false;
 let originVerifies = false;
+// Memory routes are INTERNAL at an origin that classifies routes: a Pro/INTERNAL key made with
+// `heady-origin keys create` when the origin has keys, else none (anonymous works there).
+let memoryAuth = {};
+// The envelope the tests sign direct origin requests with: that key's holder.
+const insider = { subject: "user:edge-test", tier: "pro", clearance: "INTERNAL" };
+
+function createKey(tier, clearance) {
+  const out = execFileSync(
+    origin.bin,
+    ["keys", "--data-dir", origin.dataDir, "create", "--user", "edge-test", "--tier", tier, "--clearance", clearance],
+    { encoding: "utf8", env: { ...process.env, HEADY_TUNNEL_KEY: TUNNEL_KEY } },
+  );
+  const key = /hk_[0-9a-f]{64}/.exec(out)?.[0];
+  assert.ok(key, `keys create printed no key: ${out}`);
+  return key;
+}
 
 let ipCounter = 0;
 /** A client address no other test uses, so limiter state never leaks between tests. */
@@ -70,6 +86,7 @@ before(async () => {
   originHasIdentity = identity.status !== 404;
   const unsigned = await fetch(`${origin.url}/api/memory/stats`);
   originVerifies = unsigned.status === 401;
+  if (originHasIdentity) memoryAuth = { authorization: `Bearer ${createKey("pro", "internal")}` };
 });
 
 after(async () => {
@@ -333,7 +350,7 @@ describe("conductor at the edge", () => {
 describe("tunnel to the origin", () => {
   test("a memory insert through the edge is stored in the origin's DuckDB", async () => {
     const content = `edge tunnel test ${randomUUID()}`;
-    const res = await post(edge, "/api/memory/vectors", { content, session_id: "edge-test" });
+    const res = await post(edge, "/api/memory/vectors", { content, session_id: "edge-test" }, { headers: memoryAuth });
     const text = await res.text();
     assert.ok(res.status === 200 || res.status === 201, `${res.status}: ${text}`);
     assert.equal(res.headers.get("x-heady-served-by"), "origin");
@@ -341,7 +358,7 @@ describe("tunnel to the origin", () => {
     const body = JSON.stringify({ text: content, top_k: 1, session_id: "edge-test" });
     const headers = { "content-type": "application/json" };
     if (originVerifies) {
-      Object.assign(headers, signedHeaders({ method: "POST", path: "/api/memory/search", body, envelope: envelope() }));
+      Object.assign(headers, signedHeaders({ method: "POST", path: "/api/memory/search", body, envelope: envelope(insider) }));
     }
     const found = await fetch(`${origin.url}/api/memory/search`, { method: "POST", headers, body });
     const results = await found.json();
@@ -361,20 +378,19 @@ describe("tunnel to the origin", () => {
         headers: { "content-type": "application/json", ...headers },
         body: b,
       });
-    const env = envelope();
-    const good = signedHeaders({ method: "POST", path: "/api/memory/vectors", body, envelope: env });
+    const good = signedHeaders({ method: "POST", path: "/api/memory/vectors", body, envelope: envelope(insider) });
     const ok = await send(good);
     assert.ok(ok.status === 200 || ok.status === 201, await ok.text());
     assert.equal((await send(good)).status, 401, "replayed nonce");
     assert.equal((await send({})).status, 401, "unsigned");
-    const fresh = () => signedHeaders({ method: "POST", path: "/api/memory/vectors", body, envelope: envelope() });
+    const fresh = () => signedHeaders({ method: "POST", path: "/api/memory/vectors", body, envelope: envelope(insider) });
     assert.equal((await send(fresh(), JSON.stringify({ content: "tampered" }))).status, 401, "tampered body");
     assert.equal((await send({ ...fresh(), "x-heady-tier": "enterprise" })).status, 401, "tampered tier");
     const stale = signedHeaders({
       method: "POST",
       path: "/api/memory/vectors",
       body,
-      envelope: envelope({ timestamp: Math.floor(Date.now() / 1000) - 3600 }),
+      envelope: envelope({ ...insider, timestamp: Math.floor(Date.now() / 1000) - 3600 }),
     });
     assert.equal((await send(stale)).status, 401, "stale timestamp");
     const wrong = fresh();
@@ -387,13 +403,7 @@ describe("tunnel to the origin", () => {
       t.skip("origin on this branch has no /api/identity yet (lands from main)");
       return;
     }
-    const out = execFileSync(
-      origin.bin,
-      ["keys", "--data-dir", origin.dataDir, "create", "--user", "edge-test", "--tier", "pro", "--clearance", "internal"],
-      { encoding: "utf8", env: { ...process.env, HEADY_TUNNEL_KEY: TUNNEL_KEY } },
-    );
-    const key = /hk_[0-9a-f]{64}/.exec(out)?.[0];
-    assert.ok(key, `keys create printed no key: ${out}`);
+    const key = createKey("pro", "internal");
     const res = await post(edge, "/api/chat", { prompt: "hi" }, { headers: { authorization: `Bearer ${key}` } });
     assert.equal(res.status, 200, await res.clone().text());
     assert.equal(res.headers.get("ratelimit-policy"), '"pro";q=120;w=60');
