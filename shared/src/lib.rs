@@ -7,6 +7,7 @@ pub mod classification;
 pub mod groups;
 pub mod limiter;
 pub mod properties;
+pub mod sliding_log;
 pub mod tiers;
 pub mod wire;
 pub mod zone;
