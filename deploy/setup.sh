@@ -2,6 +2,9 @@
 # Installs what building and testing Heady need. Idempotent: anything present is skipped.
 #   - Rust target wasm32-unknown-unknown (heady-shared must build for the edge Worker)
 #   - redis-server (tests start their own on free ports), node (runs the wasm32 check), wrk (benchmarks)
+#   - the edge Worker's toolchain: worker-build, wasm-bindgen-cli at the version pinned in
+#     edge/Cargo.toml, and tests/edge's npm packages from its lockfile (wrangler, miniflare,
+#     binaryen's wasm-opt, esbuild)
 set -euo pipefail
 say() { echo "[setup] $*"; }
 
@@ -20,6 +23,7 @@ fi
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 command -v wrk >/dev/null || need+=(wrk)
 if ((${#need[@]})); then
   say "installing Debian packages: ${need[*]}"
@@ -28,5 +32,50 @@ if ((${#need[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 else
-  say "redis-server, node, wrk: present"
+  say "redis-server, node, npm, wrk: present"
+fi
+
+# wrangler 4.86.0 (the lockfile's) is the last that runs on Node 20.
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+if [ "$node_major" -lt 20 ]; then
+  echo "[setup] node $(node --version) is too old: the edge tests need Node 20 or later" >&2
+  exit 1
+fi
+
+# cargo install builds in its own target dir so the workspace's (and CI's cache) stays clean.
+install_target="${HOME}/.cache/heady/install-target"
+
+worker_build_version="0.8.7"
+if command -v worker-build >/dev/null && [ "$(worker-build --version 2>/dev/null)" = "${worker_build_version}" ]; then
+  say "worker-build ${worker_build_version}: present"
+else
+  say "installing worker-build ${worker_build_version} (cargo install)"
+  CARGO_TARGET_DIR="$install_target" cargo install worker-build --version "$worker_build_version" --locked
+fi
+
+# The CLI must be exactly the wasm-bindgen library version the edge crate pins.
+wasm_bindgen_version="$(sed -n 's/^wasm-bindgen = "=\([0-9.]*\)"$/\1/p' "$(dirname "$0")/../edge/Cargo.toml")"
+if [ -z "$wasm_bindgen_version" ]; then
+  echo "[setup] edge/Cargo.toml must pin wasm-bindgen exactly (wasm-bindgen = \"=X.Y.Z\")" >&2
+  exit 1
+fi
+if command -v wasm-bindgen >/dev/null && [ "$(wasm-bindgen --version 2>/dev/null)" = "wasm-bindgen ${wasm_bindgen_version}" ]; then
+  say "wasm-bindgen-cli ${wasm_bindgen_version}: present"
+else
+  say "installing wasm-bindgen-cli ${wasm_bindgen_version} (cargo install)"
+  # Not --locked: its lockfile pins a webpki-roots release the registry mirror may not carry;
+  # the crate's own version requirements still hold.
+  CARGO_TARGET_DIR="$install_target" cargo install wasm-bindgen-cli --version "$wasm_bindgen_version" --force
+fi
+
+# npm packages for the edge: installed from the committed lockfile, again only when it changed.
+edge_dir="$(dirname "$0")/../tests/edge"
+lock_sum="$(sha256sum "$edge_dir/package-lock.json" | cut -d' ' -f1)"
+stamp="$edge_dir/node_modules/.heady-lock-sha256"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$lock_sum" ]; then
+  say "tests/edge npm packages (wrangler, miniflare, binaryen, esbuild): present"
+else
+  say "installing tests/edge npm packages from package-lock.json (npm ci)"
+  (cd "$edge_dir" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$lock_sum" > "$stamp"
 fi

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test: heady-shared (native and wasm32), the origin daemon (real DuckDB, real
-# HTTP, real redis-server processes, kill -9 durability), the embedders' wire formats.
+# HTTP, real redis-server processes, kill -9 durability), the embedders' wire formats, the
+# edge's routes/pages against deploy/properties.toml, and the built edge Worker in workerd
+# (Miniflare) against a real heady-origin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/setup.sh
+export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
 echo "[test] checking formatting (cargo fmt)"
 cargo fmt --all -- --check
 echo "[test] building (release profile: one DuckDB build serves tests, benches and the daemon)"
@@ -12,3 +15,11 @@ echo "[test] checking heady-shared builds for wasm32-unknown-unknown"
 cargo build --release -p heady-shared --target wasm32-unknown-unknown
 echo "[test] running the tests"
 cargo test --release --workspace
+echo "[test] building the edge Worker and checking the bundle: wrangler deploy --dry-run --outdir dist"
+# wrangler's [build] command is deploy/build-edge.sh (worker-build --release).
+tests/edge/node_modules/.bin/wrangler deploy --dry-run --outdir dist
+wasm=edge/build/index_bg.wasm
+echo "[test] edge WASM after wasm-opt: $(stat -c %s "$wasm") bytes raw, $(gzip -9 -c "$wasm" | wc -c) bytes gzip"
+echo "[test] edge Worker in workerd (Miniflare) against heady-origin"
+target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+(cd tests/edge && HEADY_ORIGIN_BIN="$target_dir/release/heady-origin" node --test --test-concurrency=1)

@@ -1,1 +1,4 @@
-//! Cross-component tests live in `tests/`; this crate has no code of its own.
+//! Cross-component tests live in `tests/`; the library holds the edge file generator they
+//! and `heady-edge-config` share.
+
+pub mod edge_config;

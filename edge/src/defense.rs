@@ -1,0 +1,468 @@
+//! Edge defense rules (pure): who is asking, how their state is named and kept in KV, how
+//! isolate-local counts merge with what KV holds, and when a KV key may be written again.
+//!
+//! The decisions themselves (sliding window, ban rule, RateLimit headers) are heady-shared's
+//! `SubjectPolicy`; this module only adapts them to KV's limits: one write per key per second,
+//! eventual consistency, TTLs of at least 60 seconds.
+
+use crate::error::ApiError;
+use heady_shared::limiter::{SubjectState, WindowState};
+use heady_shared::wire::{body_sha256, hex_encode};
+use heady_shared::{Classification, Tier};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// KV accepts at most one write per key per second.
+pub const MIN_KV_WRITE_INTERVAL_MS: u64 = 1000;
+/// KV's smallest `expirationTtl`.
+pub const MIN_KV_TTL_SECS: u64 = 60;
+/// Longest an identity answer is cached, whatever the origin says.
+pub const MAX_SESSION_TTL_SECS: u64 = 24 * 60 * 60;
+/// How long an isolate trusts its copy of a ban-list entry (or its absence).
+pub const BAN_CACHE_MS: u64 = 5_000;
+/// How long an isolate trusts a session it read from KV (a tier change reaches the edge
+/// within this plus KV's propagation delay).
+pub const SESSION_CACHE_MS: u64 = 5_000;
+
+/// An API key from `Authorization: Bearer hk_...`. Never logged or stored: KV keys use its
+/// SHA-256.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+impl ApiKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The KV key of this API key's cached session.
+    pub fn session_key(&self) -> String {
+        format!("sess:{}", hex_encode(&body_sha256(self.0.as_bytes())))
+    }
+}
+
+/// Reads `Authorization`. No header: anonymous. A header that is not a well-formed Heady API
+/// key is refused rather than silently treated as anonymous.
+pub fn parse_authorization(header: Option<&str>) -> Result<Option<ApiKey>, ApiError> {
+    let Some(value) = header.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let invalid = |why: &str| {
+        ApiError::new(
+            401,
+            "invalid_api_key",
+            format!("Authorization must be \"Bearer hk_<key>\": {why}"),
+        )
+    };
+    let (scheme, token) = value.split_once(' ').ok_or_else(|| invalid("no scheme"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(invalid("only the Bearer scheme is accepted"));
+    }
+    let token = token.trim();
+    let Some(rest) = token.strip_prefix("hk_") else {
+        return Err(invalid("Heady API keys start with hk_"));
+    };
+    if !(16..=128).contains(&rest.len())
+        || !rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(invalid(
+            "the key is 16-128 characters of A-Z, a-z, 0-9, '_' and '-' after hk_",
+        ));
+    }
+    Ok(Some(ApiKey(token.to_owned())))
+}
+
+/// The client's address from `CF-Connecting-IP`, or `unknown` when absent or not an IP.
+pub fn client_ip(header: Option<&str>) -> String {
+    header
+        .and_then(|v| v.trim().parse::<IpAddr>().ok())
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Who a request is counted against, and what they may see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// `key:<id>` or `ip:<address>`.
+    pub subject: String,
+    pub tier: Tier,
+    pub clearance: Classification,
+}
+
+impl Session {
+    pub fn anonymous(ip: &str) -> Session {
+        Session {
+            subject: format!("ip:{ip}"),
+            tier: Tier::Free,
+            clearance: Classification::Public,
+        }
+    }
+}
+
+/// The origin's `GET /api/identity` answer.
+#[derive(Debug, Deserialize)]
+struct IdentityAnswer {
+    subject: String,
+    tier: String,
+    clearance: String,
+    ttl_secs: u64,
+}
+
+/// Parses the identity answer into the session to cache and its KV TTL (clamped to what KV
+/// allows and to a day). Anything unexpected is an error naming the field.
+pub fn parse_identity(body: &str) -> Result<(Session, u64), String> {
+    let answer: IdentityAnswer =
+        serde_json::from_str(body).map_err(|e| format!("identity answer: {e}"))?;
+    // "<kind>:<id>" (the origin says "key:<id>" or "user:<id>"); never an anonymous "ip:"
+    // subject, which would let a key holder share an address's quota.
+    let well_formed = answer.subject.split_once(':').is_some_and(|(kind, id)| {
+        !kind.is_empty() && kind != "ip" && !id.is_empty() && answer.subject.len() <= 160
+    }) && answer
+        .subject
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'"');
+    if !well_formed {
+        return Err(format!(
+            "identity answer: subject {:?} is not \"<kind>:<id>\" for a key holder",
+            answer.subject
+        ));
+    }
+    let tier = answer
+        .tier
+        .parse::<Tier>()
+        .map_err(|e| format!("identity answer: {e}"))?;
+    let clearance = answer
+        .clearance
+        .parse::<Classification>()
+        .map_err(|e| format!("identity answer: {e}"))?;
+    let ttl = answer.ttl_secs.clamp(MIN_KV_TTL_SECS, MAX_SESSION_TTL_SECS);
+    Ok((
+        Session {
+            subject: answer.subject,
+            tier,
+            clearance,
+        },
+        ttl,
+    ))
+}
+
+pub fn ban_key(subject: &str) -> String {
+    format!("ban:{subject}")
+}
+
+pub fn limit_key(subject: &str) -> String {
+    format!("rl:{subject}")
+}
+
+/// A ban-list entry, written with a KV TTL equal to the ban.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanRecord {
+    pub until_ms: u64,
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl BanRecord {
+    /// Seconds left, rounded up; `None` once expired.
+    pub fn retry_after_secs(&self, now_ms: u64) -> Option<u64> {
+        (self.until_ms > now_ms).then(|| (self.until_ms - now_ms).div_ceil(1000))
+    }
+}
+
+/// A KV `expirationTtl` of at least `secs`.
+pub fn kv_ttl(secs: u64) -> u64 {
+    secs.max(MIN_KV_TTL_SECS)
+}
+
+/// Combines this isolate's state with the copy read from KV. Both are moved to `now`'s
+/// window first; then each counter takes the larger value. Taking the maximum (not the sum)
+/// keeps an isolate from counting its own earlier writes twice; the price is that requests
+/// admitted concurrently by different isolates inside one KV propagation delay are not added
+/// up (the over-admission README states).
+pub fn merge(
+    local: &SubjectState,
+    stored: &SubjectState,
+    window_ms: u64,
+    now_ms: u64,
+) -> SubjectState {
+    let roll = |w: &WindowState| {
+        let mut w = *w;
+        w.roll(window_ms, now_ms);
+        w
+    };
+    let (a, b) = (roll(&local.window), roll(&stored.window));
+    SubjectState {
+        window: WindowState {
+            window_start_ms: a.window_start_ms.max(b.window_start_ms),
+            prev: a.prev.max(b.prev),
+            curr: a.curr.max(b.curr),
+            attempts: a.attempts.max(b.attempts),
+        },
+        banned_until_ms: local.banned_until_ms.max(stored.banned_until_ms),
+        offences: local.offences.max(stored.offences),
+        offences_expire_at_ms: local
+            .offences_expire_at_ms
+            .max(stored.offences_expire_at_ms),
+    }
+}
+
+/// Per key: when it was last written, and whether a later write is already scheduled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteSlot {
+    pub last_write_ms: Option<u64>,
+    pub scheduled: bool,
+}
+
+/// What to do with a changed limiter state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Write it now.
+    Now,
+    /// Write it after this many milliseconds (one delayed write per key at a time).
+    After(u64),
+    /// A delayed write is already pending; it will carry this change.
+    Pending,
+}
+
+impl WriteSlot {
+    /// Decides the next write so that no key is written twice within
+    /// [`MIN_KV_WRITE_INTERVAL_MS`], and marks the slot accordingly.
+    pub fn plan(&mut self, now_ms: u64) -> Flush {
+        if self.scheduled {
+            return Flush::Pending;
+        }
+        match self.last_write_ms {
+            Some(last) if now_ms < last + MIN_KV_WRITE_INTERVAL_MS => {
+                self.scheduled = true;
+                Flush::After(last + MIN_KV_WRITE_INTERVAL_MS - now_ms)
+            }
+            _ => {
+                self.last_write_ms = Some(now_ms);
+                Flush::Now
+            }
+        }
+    }
+
+    /// A delayed write ran at `now_ms`.
+    pub fn delayed_write_done(&mut self, now_ms: u64) {
+        self.scheduled = false;
+        self.last_write_ms = Some(now_ms);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use heady_shared::limiter::{BanPolicy, LimitOutcome, SubjectPolicy};
+
+    const KEY: &str = "hk_abcdefghijklmnop0123";
+
+    #[test]
+    fn authorization_is_a_bearer_heady_key_or_nothing() {
+        assert_eq!(parse_authorization(None), Ok(None));
+        assert_eq!(parse_authorization(Some("  ")), Ok(None));
+        let key = parse_authorization(Some(&format!("Bearer {KEY}")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(key.as_str(), KEY);
+        assert!(parse_authorization(Some(&format!("bearer  {KEY} "))).is_ok());
+        for bad in [
+            "Basic dXNlcjpwYXNz",
+            "Bearer sk-openai-style-key-123456",
+            "Bearer hk_short",
+            "Bearer hk_has spaces in it here",
+            "Bearer hk_quote\"0123456789abcdef",
+            "hk_abcdefghijklmnop0123",
+        ] {
+            let err = parse_authorization(Some(bad)).unwrap_err();
+            assert_eq!((err.status, err.code), (401, "invalid_api_key"), "{bad}");
+        }
+        assert!(!format!("{key:?}").contains("abcdef"));
+    }
+
+    #[test]
+    fn session_keys_hash_the_api_key() {
+        let key = parse_authorization(Some(&format!("Bearer {KEY}")))
+            .unwrap()
+            .unwrap();
+        let kv = key.session_key();
+        assert!(kv.starts_with("sess:") && kv.len() == 5 + 64);
+        assert!(!kv.contains(KEY));
+    }
+
+    #[test]
+    fn client_ip_is_parsed_or_unknown() {
+        assert_eq!(client_ip(Some("203.0.113.9")), "203.0.113.9");
+        assert_eq!(client_ip(Some(" 2001:db8::1 ")), "2001:db8::1");
+        assert_eq!(client_ip(Some("203.0.113.9, 10.0.0.1")), "unknown");
+        assert_eq!(client_ip(None), "unknown");
+    }
+
+    #[test]
+    fn identity_answers_are_checked_and_ttls_clamped() {
+        let (session, ttl) = parse_identity(
+            r#"{"subject":"key:k1","tier":"pro","clearance":"internal","ttl_secs":5}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            session,
+            Session {
+                subject: "key:k1".into(),
+                tier: Tier::Pro,
+                clearance: Classification::Internal
+            }
+        );
+        assert_eq!(ttl, MIN_KV_TTL_SECS);
+        let (session, ttl) = parse_identity(
+            r#"{"subject":"user:u1","tier":"free","clearance":"PUBLIC","ttl_secs":99999999,"key_id":"k1","anonymous":false}"#,
+        )
+        .unwrap();
+        assert_eq!(session.subject, "user:u1");
+        assert_eq!(ttl, MAX_SESSION_TTL_SECS);
+        for (body, names) in [
+            (
+                r#"{"subject":"ip:1.2.3.4","tier":"pro","clearance":"public","ttl_secs":60}"#,
+                "subject",
+            ),
+            (
+                r#"{"subject":"nokind","tier":"pro","clearance":"public","ttl_secs":60}"#,
+                "subject",
+            ),
+            (
+                r#"{"subject":"key:k","tier":"gold","clearance":"public","ttl_secs":60}"#,
+                "gold",
+            ),
+            (
+                r#"{"subject":"key:k","tier":"pro","clearance":"top","ttl_secs":60}"#,
+                "top",
+            ),
+            (r#"{"subject":"key:k","tier":"pro"}"#, "clearance"),
+            ("not json", "identity answer"),
+        ] {
+            let err = parse_identity(body).unwrap_err();
+            assert!(err.contains(names), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn merge_takes_the_larger_count_in_the_current_window() {
+        let w = 60_000;
+        let local = SubjectState {
+            window: WindowState {
+                window_start_ms: 60_000,
+                prev: 3,
+                curr: 10,
+                attempts: 12,
+            },
+            ..SubjectState::default()
+        };
+        let stored = SubjectState {
+            window: WindowState {
+                window_start_ms: 60_000,
+                prev: 5,
+                curr: 7,
+                attempts: 7,
+            },
+            banned_until_ms: 500_000,
+            ..SubjectState::default()
+        };
+        let merged = merge(&local, &stored, w, 90_000);
+        assert_eq!(
+            merged.window,
+            WindowState {
+                window_start_ms: 60_000,
+                prev: 5,
+                curr: 10,
+                attempts: 12
+            }
+        );
+        assert_eq!(merged.banned_until_ms, 500_000);
+        // An old stored window rolls forward before comparing.
+        let stale = SubjectState {
+            window: WindowState {
+                window_start_ms: 0,
+                prev: 0,
+                curr: 29,
+                attempts: 29,
+            },
+            ..SubjectState::default()
+        };
+        let merged = merge(&local, &stale, w, 90_000);
+        assert_eq!(merged.window.prev, 29);
+        assert_eq!(merged.window.curr, 10);
+    }
+
+    #[test]
+    fn merged_state_still_limits_a_free_subject_at_30() {
+        let policy = SubjectPolicy::new(Tier::Free.limits(), BanPolicy::default()).unwrap();
+        let mut local = SubjectState::default();
+        let mut admitted = 0;
+        for i in 0..40u64 {
+            let now = 1_000_000 + i * 10;
+            // KV still returns an empty state (eventual consistency): the isolate's own count holds.
+            let mut state = merge(&local, &SubjectState::default(), 60_000, now);
+            if policy.decide(&mut state, now, 1).is_admitted() {
+                admitted += 1;
+            }
+            local = state;
+        }
+        assert_eq!(admitted, 30);
+        let mut state = local;
+        assert!(matches!(
+            policy.decide(&mut state, 1_000_500, 1),
+            LimitOutcome::Limited { .. }
+        ));
+    }
+
+    #[test]
+    fn writes_to_one_key_are_at_least_a_second_apart() {
+        let mut slot = WriteSlot::default();
+        assert_eq!(slot.plan(10_000), Flush::Now);
+        assert_eq!(slot.plan(10_200), Flush::After(800));
+        assert_eq!(slot.plan(10_500), Flush::Pending);
+        slot.delayed_write_done(11_000);
+        assert_eq!(slot.plan(11_400), Flush::After(600));
+        slot.delayed_write_done(12_000);
+        assert_eq!(slot.plan(13_000), Flush::Now);
+
+        // Over any run of requests, the writes (immediate and delayed) are >= 1 s apart.
+        let mut slot = WriteSlot::default();
+        let mut writes: Vec<u64> = Vec::new();
+        let mut due: Option<u64> = None;
+        for now in (0..10_000).step_by(37) {
+            if let Some(at) = due.filter(|at| *at <= now) {
+                slot.delayed_write_done(at);
+                writes.push(at);
+                due = None;
+            }
+            match slot.plan(now) {
+                Flush::Now => writes.push(now),
+                Flush::After(ms) => due = Some(now + ms),
+                Flush::Pending => {}
+            }
+        }
+        assert!(writes.len() >= 9);
+        assert!(writes
+            .windows(2)
+            .all(|w| w[1] - w[0] >= MIN_KV_WRITE_INTERVAL_MS));
+    }
+
+    #[test]
+    fn bans_report_seconds_left() {
+        let ban = BanRecord {
+            until_ms: 10_500,
+            reason: "abuse".into(),
+        };
+        assert_eq!(ban.retry_after_secs(9_000), Some(2));
+        assert_eq!(ban.retry_after_secs(10_500), None);
+        assert_eq!(kv_ttl(5), 60);
+        assert_eq!(kv_ttl(900), 900);
+    }
+}

@@ -1,0 +1,239 @@
+//! What to do with a request, decided from the property list alone (pure: no I/O).
+
+use crate::site;
+use heady_shared::properties::{Properties, Property, Serve};
+use heady_shared::GroupTable;
+
+/// Actions the edge may answer itself when the binding they need is present.
+pub const EDGE_ACTIONS: [&str; 4] = ["chat", "complete", "embed", "search"];
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan<'a> {
+    /// A file from Workers Static Assets.
+    Asset {
+        property: &'a Property,
+        asset_path: String,
+    },
+    /// An external property: redirect there.
+    Redirect { location: String },
+    /// `/api/*` or `/v1/*`: edge defense first, then the conductor or the tunnel.
+    Api { property: &'a Property, api: Api },
+    /// Pages of an origin-served property (admin UI, Discord interactions): ban check, then
+    /// the tunnel.
+    Tunnel { property: &'a Property },
+    /// Nobody serves this host (or this path on it).
+    NotFound { host: String, json: bool },
+    /// A method other than GET/HEAD on a static page.
+    MethodNotAllowed { json: bool },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Api {
+    /// `POST /api/{action}` for an action in the conductor's table.
+    Conductor { action: String },
+    /// Anything else under `/api/` or `/v1/`: tunnelled unchanged.
+    Passthrough,
+}
+
+/// The request facts the plan depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'r> {
+    pub host: &'r str,
+    pub method: &'r str,
+    pub path: &'r str,
+    pub accept: &'r str,
+}
+
+/// `Host` without port or trailing dot, lowercase.
+pub fn normalize_host(host: &str) -> String {
+    let host = host.trim();
+    let without_port = if let Some(end) = host.strip_prefix('[').and_then(|h| h.find(']')) {
+        // An IPv6 literal: "[::1]:8787" -> "[::1]".
+        &host[..end + 2]
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        }
+    };
+    without_port.trim_end_matches('.').to_ascii_lowercase()
+}
+
+pub fn is_api_path(path: &str) -> bool {
+    path.starts_with("/api/") || path == "/api" || path.starts_with("/v1/") || path == "/v1"
+}
+
+/// API clients get JSON, browsers HTML.
+pub fn wants_json(path: &str, accept: &str) -> bool {
+    if is_api_path(path) {
+        return true;
+    }
+    let accept = accept.to_ascii_lowercase();
+    accept.contains("application/json") && !accept.contains("text/html")
+}
+
+pub fn plan<'a>(
+    properties: &'a Properties,
+    groups: &GroupTable,
+    facts: RequestFacts<'_>,
+) -> Plan<'a> {
+    let host = normalize_host(facts.host);
+    let json = wants_json(facts.path, facts.accept);
+    let Some(property) = properties.for_host(&host) else {
+        return Plan::NotFound { host, json };
+    };
+    if property.serve == Serve::External {
+        return redirect(property);
+    }
+    if is_api_path(facts.path) {
+        if !property.origin {
+            return Plan::NotFound { host, json: true };
+        }
+        let api = match facts.path.strip_prefix("/api/") {
+            Some(action)
+                if facts.method.eq_ignore_ascii_case("POST")
+                    && !action.contains('/')
+                    && groups.route(action).is_ok() =>
+            {
+                Api::Conductor {
+                    action: action.to_owned(),
+                }
+            }
+            _ => Api::Passthrough,
+        };
+        return Plan::Api { property, api };
+    }
+    match property.serve {
+        Serve::Assets => {
+            if !(facts.method.eq_ignore_ascii_case("GET")
+                || facts.method.eq_ignore_ascii_case("HEAD"))
+            {
+                return Plan::MethodNotAllowed { json };
+            }
+            match site::asset_path(property, facts.path) {
+                Some(asset_path) => Plan::Asset {
+                    property,
+                    asset_path,
+                },
+                None => Plan::NotFound { host, json },
+            }
+        }
+        Serve::Origin => Plan::Tunnel { property },
+        Serve::External => redirect(property),
+    }
+}
+
+fn redirect(property: &Property) -> Plan<'_> {
+    // Properties::parse guarantees an https url for serve = "external".
+    let location = property.url.clone().unwrap_or_default();
+    Plan::Redirect { location }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use heady_shared::properties::Kind;
+
+    fn facts<'r>(host: &'r str, method: &'r str, path: &'r str) -> RequestFacts<'r> {
+        RequestFacts {
+            host,
+            method,
+            path,
+            accept: "text/html,application/xhtml+xml",
+        }
+    }
+
+    fn run(host: &str, method: &str, path: &str) -> String {
+        let props = site::properties().unwrap();
+        match plan(props, &GroupTable::default(), facts(host, method, path)) {
+            Plan::Asset { asset_path, .. } => format!("asset {asset_path}"),
+            Plan::Redirect { location } => format!("redirect {location}"),
+            Plan::Api { property, api } => format!("api {} {api:?}", property.name),
+            Plan::Tunnel { property } => format!("tunnel {}", property.name),
+            Plan::NotFound { host, json } => format!("404 {host} json={json}"),
+            Plan::MethodNotAllowed { json } => format!("405 json={json}"),
+        }
+    }
+
+    #[test]
+    fn every_routed_property_gets_the_plan_its_kind_asks_for() {
+        let props = site::properties().unwrap();
+        for p in props.iter().filter(|p| p.edge) {
+            let got = run(&p.hostname, "GET", "/");
+            let want = match p.serve {
+                Serve::Assets => format!("asset /{}/index.html", p.hostname),
+                Serve::External => format!("redirect {}", p.url.as_deref().unwrap()),
+                Serve::Origin if p.kind == Kind::Api => format!("tunnel {}", p.name),
+                Serve::Origin => format!("tunnel {}", p.name),
+            };
+            assert_eq!(got, want, "{}", p.hostname);
+        }
+    }
+
+    #[test]
+    fn parked_and_unknown_hosts_are_not_found() {
+        assert_eq!(
+            run("property-15.example.invalid", "GET", "/"),
+            "404 property-15.example.invalid json=false"
+        );
+        assert_eq!(run("evil.test", "GET", "/"), "404 evil.test json=false");
+        assert_eq!(run("", "GET", "/api/chat"), "404  json=true");
+    }
+
+    #[test]
+    fn hosts_compare_without_port_case_or_trailing_dot() {
+        assert_eq!(normalize_host("HeadyMe.com:8787"), "headyme.com");
+        assert_eq!(normalize_host("headyme.com."), "headyme.com");
+        assert_eq!(normalize_host("[::1]:8787"), "[::1]");
+        assert_eq!(
+            run("HEADYME.COM:443", "GET", "/"),
+            "asset /headyme.com/index.html"
+        );
+    }
+
+    #[test]
+    fn api_paths_go_to_the_conductor_or_through() {
+        assert_eq!(
+            run("headyapi.com", "POST", "/api/chat"),
+            "api headyapi Conductor { action: \"chat\" }"
+        );
+        assert_eq!(
+            run("headyapi.com", "POST", "/api/monte_carlo"),
+            "api headyapi Conductor { action: \"monte_carlo\" }"
+        );
+        assert_eq!(
+            run("headyapi.com", "GET", "/api/chat"),
+            "api headyapi Passthrough"
+        );
+        assert_eq!(
+            run("headyapi.com", "POST", "/api/memory/vectors"),
+            "api headyapi Passthrough"
+        );
+        assert_eq!(
+            run("headyapi.com", "POST", "/v1/chat/completions"),
+            "api headyapi Passthrough"
+        );
+        // A static property without origin access has no API.
+        assert_eq!(
+            run("headyme.com", "POST", "/api/chat"),
+            "404 headyme.com json=true"
+        );
+    }
+
+    #[test]
+    fn static_pages_refuse_writes_and_odd_paths() {
+        assert_eq!(run("headyme.com", "POST", "/"), "405 json=false");
+        assert_eq!(
+            run("headyme.com", "GET", "/../x"),
+            "404 headyme.com json=false"
+        );
+    }
+
+    #[test]
+    fn json_is_for_api_paths_and_json_only_clients() {
+        assert!(wants_json("/api/x", "text/html"));
+        assert!(wants_json("/", "application/json"));
+        assert!(!wants_json("/", "text/html,application/json;q=0.9"));
+        assert!(!wants_json("/", "*/*"));
+    }
+}

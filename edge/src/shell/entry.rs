@@ -1,0 +1,222 @@
+//! The fetch handler: plan the request, then serve it from assets, redirect, or run the
+//! defense and hand it to the edge conductor or the tunnel.
+
+use super::{ai, limits, respond, tunnel, vectorize};
+use crate::conductor::{self, Bindings, Dispatch};
+use crate::defense::{self, Session};
+use crate::error::ApiError;
+use crate::router::{self, Api, Plan, RequestFacts};
+use crate::site;
+use heady_shared::GroupTable;
+use worker::{event, Context, Date, Env, Request, Response, ResponseBuilder};
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    Ok(handle(req, env, ctx).await)
+}
+
+/// Everything the handlers share for one request.
+pub struct Call {
+    pub env: Env,
+    pub ctx: Context,
+    pub host: String,
+    pub client_ip: String,
+    pub now_ms: u64,
+}
+
+async fn handle(mut req: Request, env: Env, ctx: Context) -> Response {
+    let properties = match site::properties() {
+        Ok(p) => p,
+        Err(e) => {
+            return respond::error(
+                &ApiError::new(500, "config_error", format!("deploy/properties.toml: {e}")),
+                &[],
+            )
+        }
+    };
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let url_host = req.url().ok().and_then(|u| u.host_str().map(str::to_owned));
+    // In production the URL's host is the Host header. Locally they can differ: Miniflare's
+    // dispatchFetch keeps the caller's URL while Host names the local socket, and
+    // `wrangler dev` may rewrite the URL to its listen address while keeping Host. Take
+    // whichever names a property; else the URL's (for the 404).
+    let host_header = [url_host.clone(), header("host")]
+        .into_iter()
+        .flatten()
+        .find(|h| properties.for_host(&router::normalize_host(h)).is_some())
+        .or(url_host)
+        .unwrap_or_default();
+    let accept = header("accept").unwrap_or_default();
+    let method = req.method().to_string();
+    let path = req.path();
+    let groups = GroupTable::default();
+    let plan = router::plan(
+        properties,
+        &groups,
+        RequestFacts {
+            host: &host_header,
+            method: &method,
+            path: &path,
+            accept: &accept,
+        },
+    );
+    let call = Call {
+        env,
+        ctx,
+        host: router::normalize_host(&host_header),
+        client_ip: defense::client_ip(header("cf-connecting-ip").as_deref()),
+        now_ms: Date::now().as_millis(),
+    };
+    match plan {
+        Plan::NotFound { host, json } => respond::not_found(&host, json),
+        Plan::MethodNotAllowed { json } => {
+            let err = ApiError::new(
+                405,
+                "method_not_allowed",
+                "static pages answer GET and HEAD",
+            );
+            if json {
+                respond::error(&err, &[("allow", "GET, HEAD".to_owned())])
+            } else {
+                ResponseBuilder::new()
+                    .with_status(405)
+                    .with_headers(respond::headers(
+                        Some("text/plain; charset=utf-8"),
+                        &[("allow", "GET, HEAD".to_owned())],
+                    ))
+                    .fixed(b"Method not allowed\n".to_vec())
+            }
+        }
+        Plan::Redirect { location } => ResponseBuilder::new()
+            .with_status(302)
+            .with_headers(respond::headers(None, &[("location", location)]))
+            .empty(),
+        Plan::Asset { asset_path, .. } => serve_asset(&call, &asset_path, &path).await,
+        Plan::Tunnel { .. } => {
+            let session = Session::anonymous(&call.client_ip);
+            if let Some(banned) = limits::banned(&call, &session.subject).await {
+                return respond::error(&banned, &[]);
+            }
+            match read_body(&mut req).await {
+                Ok(body) => tunnel::forward(&call, &req, &session, None, body, &[]).await,
+                Err(e) => respond::error(&e, &[]),
+            }
+        }
+        Plan::Api { api, .. } => api_request(&call, &mut req, api).await,
+    }
+}
+
+async fn serve_asset(call: &Call, asset_path: &str, request_path: &str) -> Response {
+    let assets = match call.env.assets("ASSETS") {
+        Ok(a) => a,
+        Err(_) => {
+            return respond::error(
+                &ApiError::new(500, "config_error", "the ASSETS binding is missing"),
+                &[],
+            )
+        }
+    };
+    match assets
+        .fetch(format!("https://assets.invalid{asset_path}"), None)
+        .await
+    {
+        Ok(r) if r.status_code() == 404 => respond::not_found(&call.host, false),
+        Ok(r) => respond::rewrap(r, &[]),
+        Err(e) => respond::error(
+            &ApiError::new(
+                502,
+                "assets_unavailable",
+                format!("static assets for {request_path}: {e}"),
+            ),
+            &[],
+        ),
+    }
+}
+
+/// `/api/*` and `/v1/*`: identify, ban list, limiter, then the conductor or the tunnel.
+async fn api_request(call: &Call, req: &mut Request, api: Api) -> Response {
+    let auth = req.headers().get("authorization").ok().flatten();
+    let session = match limits::identify(call, auth.as_deref()).await {
+        Ok(s) => s,
+        Err(e) => return respond::error(&e, &[]),
+    };
+    if let Some(banned) = limits::banned(call, &session.subject).await {
+        return respond::error(&banned, &[]);
+    }
+    let rate = match limits::admit(call, &session).await {
+        Ok(headers) => headers,
+        Err(refusal) => return refusal,
+    };
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(e) => return respond::error(&e, &rate),
+    };
+    let Api::Conductor { action } = api else {
+        return tunnel::forward(call, req, &session, None, body, &rate).await;
+    };
+    if !session.tier.allows_action(&action) {
+        return respond::error(
+            &ApiError::new(
+                403,
+                "tier_required",
+                format!(
+                    "action {action:?} needs the pro tier (this key is {})",
+                    session.tier
+                ),
+            ),
+            &rate,
+        );
+    }
+    let bindings = Bindings {
+        ai: call.env.ai("AI").is_ok(),
+        vectorize: vectorize::binding(&call.env).is_some(),
+    };
+    let max_chars = call
+        .env
+        .var("EDGE_PROMPT_MAX_CHARS")
+        .ok()
+        .and_then(|v| v.to_string().parse().ok())
+        .unwrap_or(conductor::DEFAULT_EDGE_PROMPT_MAX_CHARS);
+    match conductor::dispatch(&action, &body, bindings, max_chars) {
+        Err(e) => respond::error(&e, &rate),
+        Ok(Dispatch::Origin { path }) => {
+            tunnel::forward(call, req, &session, Some(path), body, &rate).await
+        }
+        Ok(Dispatch::Edge(job)) => ai::run(call, &action, job, &rate).await,
+    }
+}
+
+/// The request body, refused above [`conductor::MAX_BODY_BYTES`].
+async fn read_body(req: &mut Request) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            413,
+            "body_too_large",
+            format!(
+                "request bodies are limited to {} bytes",
+                conductor::MAX_BODY_BYTES
+            ),
+        )
+    };
+    let declared = req
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > conductor::MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let method = req.method().to_string();
+    if method == "GET" || method == "HEAD" {
+        return Ok(Vec::new());
+    }
+    let body = req
+        .bytes()
+        .await
+        .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+    if body.len() > conductor::MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    Ok(body)
+}

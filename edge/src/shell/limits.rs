@@ -1,0 +1,309 @@
+//! Defense I/O against KV (binding `HEADY_KV`): session cache, ban list, and the
+//! sliding-window limiter with coalesced writes. The rules are in `crate::defense` and
+//! heady-shared's `SubjectPolicy`.
+
+use super::entry::Call;
+use super::{respond, tunnel};
+use crate::defense::{
+    self, BanRecord, Flush, Session, WriteSlot, BAN_CACHE_MS, MIN_KV_WRITE_INTERVAL_MS,
+    SESSION_CACHE_MS,
+};
+use crate::error::ApiError;
+use heady_shared::limiter::{BanPolicy, LimitOutcome, SubjectPolicy, SubjectState};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
+use worker::{console_error, Date, Delay, KvStore, Response};
+
+const KV_BINDING: &str = "HEADY_KV";
+/// Per-isolate memory bound: above this many subjects, idle ones are dropped.
+const MAX_LOCAL_SUBJECTS: usize = 10_000;
+
+/// What this isolate remembers per subject. Isolates are single-threaded.
+#[derive(Default)]
+struct Local {
+    state: SubjectState,
+    slot: WriteSlot,
+    /// (checked at ms, entry then)
+    ban: Option<(u64, Option<BanRecord>)>,
+    /// When KV's copy of the limiter state was last merged in.
+    last_read_ms: Option<u64>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<HashMap<String, Local>> = RefCell::new(HashMap::new());
+    /// Session-cache key -> (read at ms, session): KV is read at most every
+    /// SESSION_CACHE_MS per key per isolate.
+    static SESSIONS: RefCell<HashMap<String, (u64, Session)>> = RefCell::new(HashMap::new());
+}
+
+fn kv(call: &Call) -> Result<KvStore, ApiError> {
+    call.env.kv(KV_BINDING).map_err(|_| {
+        ApiError::new(
+            500,
+            "config_error",
+            format!("the {KV_BINDING} KV binding is missing"),
+        )
+    })
+}
+
+/// The session of the request: from its API key (KV cache, else the origin), else anonymous.
+pub async fn identify(call: &Call, authorization: Option<&str>) -> Result<Session, ApiError> {
+    let Some(key) = defense::parse_authorization(authorization)? else {
+        return Ok(Session::anonymous(&call.client_ip));
+    };
+    let kv = kv(call)?;
+    let cache_key = key.session_key();
+    let now = call.now_ms;
+    let cached = SESSIONS.with(|s| {
+        s.borrow()
+            .get(&cache_key)
+            .filter(|(at, _)| now < at + SESSION_CACHE_MS)
+            .map(|(_, session)| session.clone())
+    });
+    if let Some(session) = cached {
+        return Ok(session);
+    }
+    let remember = |session: &Session| {
+        SESSIONS.with(|s| {
+            let mut map = s.borrow_mut();
+            map.retain(|_, (at, _)| now < *at + SESSION_CACHE_MS);
+            map.insert(cache_key.clone(), (now, session.clone()));
+        })
+    };
+    match kv.get(&cache_key).json::<Session>().await {
+        Ok(Some(session)) => {
+            remember(&session);
+            return Ok(session);
+        }
+        Ok(None) => {}
+        Err(e) => console_error!("session cache read failed: {e}"),
+    }
+    match tunnel::identity(call, &key).await {
+        Ok(Some((session, ttl))) => {
+            match kv.put(&cache_key, json_text(&session)) {
+                Ok(put) => {
+                    if let Err(e) = put.expiration_ttl(ttl).execute().await {
+                        console_error!("session cache write failed: {e}");
+                    }
+                }
+                Err(e) => console_error!("session cache write failed: {e}"),
+            }
+            remember(&session);
+            Ok(session)
+        }
+        Ok(None) => Err(ApiError::new(
+            401,
+            "invalid_api_key",
+            "the API key is unknown or revoked",
+        )),
+        // Origin unreachable: the key cannot be checked, so the request counts as anonymous
+        // (edge work still answers; tunnelled work gets the 503 anyway).
+        Err(e) => {
+            console_error!("identity lookup failed: {}", e.message);
+            Ok(Session::anonymous(&call.client_ip))
+        }
+    }
+}
+
+/// `Some(403)` when the subject is on the ban list. KV is read at most every
+/// [`BAN_CACHE_MS`] per subject per isolate.
+pub async fn banned(call: &Call, subject: &str) -> Option<ApiError> {
+    let now = call.now_ms;
+    let cached = LOCAL.with(|l| {
+        l.borrow()
+            .get(subject)
+            .and_then(|e| e.ban.clone())
+            .filter(|(at, _)| now < at + BAN_CACHE_MS)
+            .map(|(_, ban)| ban)
+    });
+    let ban = match cached {
+        Some(ban) => ban,
+        None => {
+            let read = match kv(call) {
+                Ok(kv) => kv
+                    .get(&defense::ban_key(subject))
+                    .json::<BanRecord>()
+                    .await
+                    .unwrap_or_else(|e| {
+                        console_error!("ban list read failed: {e}");
+                        None
+                    }),
+                Err(_) => None,
+            };
+            LOCAL.with(|l| {
+                l.borrow_mut().entry(subject.to_owned()).or_default().ban =
+                    Some((now, read.clone()))
+            });
+            read
+        }
+    };
+    let ban = ban?;
+    let secs = ban.retry_after_secs(now)?;
+    Some(
+        ApiError::new(
+            403,
+            "banned",
+            format!("this client is banned for {secs} more seconds after too many requests"),
+        )
+        .with_retry_after(secs),
+    )
+}
+
+/// Runs the limiter: `Ok(RateLimit headers)` when admitted, `Err(response)` (429 or 403)
+/// when not.
+pub async fn admit(
+    call: &Call,
+    session: &Session,
+) -> Result<Vec<(&'static str, String)>, Response> {
+    let policy = SubjectPolicy::new(session.tier.limits(), BanPolicy::default())
+        .map_err(|e| respond::error(&ApiError::new(500, "config_error", e.to_string()), &[]))?;
+    let kv = kv(call).map_err(|e| respond::error(&e, &[]))?;
+    let subject = session.subject.clone();
+    let key = defense::limit_key(&subject);
+    let now = call.now_ms;
+    // This isolate's own counts are exact; KV adds what other isolates admitted, so it is
+    // merged in at most once a second per subject.
+    let due = LOCAL.with(|l| {
+        l.borrow()
+            .get(&subject)
+            .and_then(|e| e.last_read_ms)
+            .is_none_or(|at| now >= at + MIN_KV_WRITE_INTERVAL_MS)
+    });
+    let stored = if due {
+        let read = kv
+            .get(&key)
+            .json::<SubjectState>()
+            .await
+            .unwrap_or_else(|e| {
+                console_error!("limiter read failed: {e}");
+                None
+            });
+        Some(read.unwrap_or_default())
+    } else {
+        None
+    };
+    let (outcome, state, flush) = LOCAL.with(|l| {
+        let mut map = l.borrow_mut();
+        if map.len() > MAX_LOCAL_SUBJECTS {
+            // Forget subjects idle for two windows (nothing pending to write).
+            let horizon = 2 * policy.window_ms();
+            map.retain(|_, e| e.slot.scheduled || e.state.window.window_start_ms + horizon > now);
+        }
+        let local = map.entry(subject.clone()).or_default();
+        let mut state = match &stored {
+            Some(stored) => {
+                local.last_read_ms = Some(now);
+                defense::merge(&local.state, stored, policy.window_ms(), now)
+            }
+            None => local.state,
+        };
+        let outcome = policy.decide(&mut state, now, 1);
+        local.state = state;
+        let flush = local.slot.plan(now);
+        (outcome, state, flush)
+    });
+    let ttl = defense::kv_ttl(2 * policy.window_ms() / 1000);
+    match flush {
+        Flush::Now => call
+            .ctx
+            .wait_until(write_state(kv.clone(), key.clone(), Some(state), ttl)),
+        Flush::After(ms) => {
+            let (kv, key, subject) = (kv.clone(), key.clone(), subject.clone());
+            call.ctx.wait_until(async move {
+                Delay::from(Duration::from_millis(ms)).await;
+                let latest = LOCAL.with(|l| {
+                    let mut map = l.borrow_mut();
+                    map.get_mut(&subject).map(|e| {
+                        e.slot.delayed_write_done(Date::now().as_millis());
+                        e.state
+                    })
+                });
+                write_state(kv, key, latest, ttl).await;
+            });
+        }
+        Flush::Pending => {}
+    }
+    let headers = policy.headers(session.tier.as_str(), &outcome);
+    match outcome {
+        LimitOutcome::Allowed { .. } | LimitOutcome::Metered { .. } => Ok(headers),
+        LimitOutcome::Limited { retry_after_ms, .. } => {
+            let mut err = ApiError::new(
+                429,
+                "rate_limited",
+                format!(
+                    "the {} tier allows {} requests per {} s",
+                    session.tier,
+                    policy.quota().map(|q| q.limit()).unwrap_or(0),
+                    policy.window_ms() / 1000
+                ),
+            );
+            if let Some(ms) = retry_after_ms {
+                err.message
+                    .push_str(&format!("; retry in {} s", ms.div_ceil(1000)));
+            }
+            // RateLimit headers already carry Retry-After when waiting helps.
+            Err(respond::error(&err, &headers))
+        }
+        LimitOutcome::Banned {
+            until_ms,
+            retry_after_ms,
+            newly,
+        } => {
+            let secs = retry_after_ms.div_ceil(1000);
+            if newly {
+                let record = BanRecord {
+                    until_ms,
+                    reason: format!("{} attempts in one window", state.window.attempts),
+                };
+                LOCAL.with(|l| {
+                    if let Some(e) = l.borrow_mut().get_mut(&subject) {
+                        e.ban = Some((now, Some(record.clone())));
+                    }
+                });
+                let ban_key = defense::ban_key(&subject);
+                call.ctx.wait_until(async move {
+                    match kv.put(&ban_key, json_text(&record)) {
+                        Ok(put) => {
+                            if let Err(e) =
+                                put.expiration_ttl(defense::kv_ttl(secs)).execute().await
+                            {
+                                console_error!("ban write failed: {e}");
+                            }
+                        }
+                        Err(e) => console_error!("ban write failed: {e}"),
+                    }
+                });
+            }
+            let err = ApiError::new(
+                403,
+                "banned",
+                format!("too many requests: this client is banned for {secs} seconds"),
+            )
+            .with_retry_after(secs);
+            let headers: Vec<_> = headers
+                .into_iter()
+                .filter(|(name, _)| !name.eq_ignore_ascii_case("retry-after"))
+                .collect();
+            Err(respond::error(&err, &headers))
+        }
+    }
+}
+
+async fn write_state(kv: KvStore, key: String, state: Option<SubjectState>, ttl: u64) {
+    let Some(state) = state else { return };
+    match kv.put(&key, json_text(&state)) {
+        Ok(put) => {
+            if let Err(e) = put.expiration_ttl(ttl).execute().await {
+                console_error!("limiter write failed: {e}");
+            }
+        }
+        Err(e) => console_error!("limiter write failed: {e}"),
+    }
+}
+
+/// KV values are stored as JSON text (what `get().json()` reads back).
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    // Plain structs of numbers and strings: serialising them cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
+}

@@ -1,0 +1,248 @@
+//! Requests to the origin (`ORIGIN_URL`, reached through the Cloudflare Tunnel), each signed
+//! with heady-shared's wire module and the `HEADY_TUNNEL_KEY` secret.
+
+use super::entry::Call;
+use super::respond;
+use crate::defense::{self, ApiKey, Session};
+use crate::error::ApiError;
+use heady_shared::wire::{self, Envelope, HmacSha256, RequestLine};
+use heady_shared::{Classification, Tier};
+use wasm_bindgen::prelude::*;
+use worker::{
+    console_error, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response,
+};
+
+/// Seconds a client should wait when the origin cannot be reached.
+const ORIGIN_RETRY_AFTER_SECS: u64 = 5;
+
+/// Request headers never passed to the origin: hop-by-hop, the transport's, and anything a
+/// client could use to impersonate the edge.
+const DROPPED: [&str; 8] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "te",
+    "trailer",
+];
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = crypto, js_name = randomUUID)]
+    fn random_uuid() -> String;
+}
+
+struct Origin {
+    base: String,
+    auth: HmacSha256,
+}
+
+fn origin(call: &Call) -> Result<Origin, ApiError> {
+    let base = call
+        .env
+        .var("ORIGIN_URL")
+        .map(|v| v.to_string().replace("{host}", &call.host))
+        .ok()
+        .filter(|v| v.starts_with("http://") || v.starts_with("https://"))
+        .ok_or_else(|| {
+            ApiError::new(
+                500,
+                "config_error",
+                "ORIGIN_URL must be the origin's http(s) URL (\"{host}\" stands for the property host)",
+            )
+        })?;
+    let secret = call
+        .env
+        .secret("HEADY_TUNNEL_KEY")
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let auth = HmacSha256::new(secret.as_bytes()).map_err(|e| {
+        ApiError::new(
+            500,
+            "config_error",
+            format!("HEADY_TUNNEL_KEY (wrangler secret put HEADY_TUNNEL_KEY): {e}"),
+        )
+    })?;
+    Ok(Origin {
+        base: base.trim_end_matches('/').to_owned(),
+        auth,
+    })
+}
+
+fn unavailable(detail: &str) -> ApiError {
+    console_error!("origin unavailable: {detail}");
+    ApiError::new(
+        503,
+        "origin_unavailable",
+        "the origin cannot be reached; retry shortly",
+    )
+    .with_retry_after(ORIGIN_RETRY_AFTER_SECS)
+}
+
+/// One request to the origin, before signing.
+struct Outgoing<'a> {
+    method: &'a str,
+    path: &'a str,
+    query: &'a str,
+    /// The headers to pass on (already filtered).
+    headers: Headers,
+    body: Vec<u8>,
+}
+
+/// Signs and sends one request.
+async fn send(
+    call: &Call,
+    origin: &Origin,
+    out: Outgoing<'_>,
+    session: &Session,
+) -> Result<Response, ApiError> {
+    let Outgoing {
+        method,
+        path,
+        query,
+        headers,
+        body,
+    } = out;
+    let envelope = Envelope {
+        host: call.host.clone(),
+        subject: session.subject.clone(),
+        tier: session.tier,
+        clearance: session.clearance,
+        client_ip: call.client_ip.clone(),
+        timestamp: call.now_ms / 1000,
+        nonce: random_uuid(),
+    };
+    let line = RequestLine {
+        method,
+        path,
+        query,
+        body_sha256: wire::body_sha256(&body),
+    };
+    for (name, value) in wire::sign(&origin.auth, &line, &envelope) {
+        let _ = headers.set(name, &value);
+    }
+    let url = if query.is_empty() {
+        format!("{}{path}", origin.base)
+    } else {
+        format!("{}{path}?{query}", origin.base)
+    };
+    let mut init = RequestInit::new();
+    init.with_method(Method::from(method.to_owned()))
+        .with_headers(headers)
+        .with_redirect(RequestRedirect::Manual);
+    if !(method == "GET" || method == "HEAD") {
+        let array = js_sys::Uint8Array::from(body.as_slice());
+        init.with_body(Some(array.into()));
+    }
+    let request = Request::new_with_init(&url, &init).map_err(|e| {
+        ApiError::new(
+            500,
+            "tunnel_error",
+            format!("building the origin request: {e}"),
+        )
+    })?;
+    let response = Fetch::Request(request)
+        .send()
+        .await
+        .map_err(|e| unavailable(&e.to_string()))?;
+    // cloudflared answers 502 when the daemon behind it is down; Cloudflare 530 when the
+    // tunnel itself is.
+    let status = response.status_code();
+    let is_json = response
+        .headers()
+        .get("content-type")
+        .ok()
+        .flatten()
+        .is_some_and(|ct| ct.contains("json"));
+    if (status == 502 || status == 530) && !is_json {
+        return Err(unavailable(&format!("origin answered {status}")));
+    }
+    Ok(response)
+}
+
+/// Tunnels the client's request. `path` replaces the request path when the conductor maps
+/// an action to an origin route. The response body streams through.
+pub async fn forward(
+    call: &Call,
+    req: &Request,
+    session: &Session,
+    path: Option<String>,
+    body: Vec<u8>,
+    rate: &[(&'static str, String)],
+) -> Response {
+    let origin = match origin(call) {
+        Ok(o) => o,
+        Err(e) => return respond::error(&e, rate),
+    };
+    let url = match req.url() {
+        Ok(u) => u,
+        Err(e) => return respond::error(&ApiError::bad_request(format!("request URL: {e}")), rate),
+    };
+    let path = path.unwrap_or_else(|| url.path().to_owned());
+    let query = url.query().unwrap_or("").to_owned();
+    let headers = Headers::new();
+    for (name, value) in req.headers().entries() {
+        let lower = name.to_ascii_lowercase();
+        if DROPPED.contains(&lower.as_str())
+            || lower.starts_with("x-heady-")
+            || lower.starts_with("cf-")
+        {
+            continue;
+        }
+        let _ = headers.append(&name, &value);
+    }
+    let method = req.method().to_string();
+    let out = Outgoing {
+        method: &method,
+        path: &path,
+        query: &query,
+        headers,
+        body,
+    };
+    match send(call, &origin, out, session).await {
+        Ok(response) => {
+            let mut extra = rate.to_vec();
+            extra.push(("x-heady-served-by", "origin".to_owned()));
+            respond::rewrap(response, &extra)
+        }
+        Err(e) => respond::error(&e, rate),
+    }
+}
+
+/// Asks the origin who owns `key`: `Ok(Some(session, ttl))`, `Ok(None)` for a key the origin
+/// refuses (401/403), `Err` when the origin cannot answer.
+pub async fn identity(call: &Call, key: &ApiKey) -> Result<Option<(Session, u64)>, ApiError> {
+    let origin = origin(call)?;
+    let headers = Headers::new();
+    let _ = headers.set("authorization", &format!("Bearer {}", key.as_str()));
+    let _ = headers.set("accept", "application/json");
+    // Until the origin has answered, the request is vouched for as the anonymous client.
+    let asking = Session {
+        subject: format!("ip:{}", call.client_ip),
+        tier: Tier::Free,
+        clearance: Classification::Public,
+    };
+    let out = Outgoing {
+        method: "GET",
+        path: "/api/identity",
+        query: "",
+        headers,
+        body: Vec::new(),
+    };
+    let mut response = send(call, &origin, out, &asking).await?;
+    match response.status_code() {
+        200 => {
+            let text = response
+                .text()
+                .await
+                .map_err(|e| unavailable(&format!("identity body: {e}")))?;
+            defense::parse_identity(&text)
+                .map(Some)
+                .map_err(|e| unavailable(&e))
+        }
+        401 | 403 => Ok(None),
+        other => Err(unavailable(&format!("identity lookup answered {other}"))),
+    }
+}
