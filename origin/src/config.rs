@@ -42,6 +42,9 @@ pub struct Config {
     pub memory: MemoryConfig,
     pub embedder: EmbedderConfig,
     pub conductor: ConductorConfig,
+    /// `[[providers]]`: the brain router's inference endpoints.
+    pub providers: Vec<crate::providers::config::ProviderConfig>,
+    pub pipeline: crate::pipeline::config::PipelineConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,6 +110,8 @@ impl Default for Config {
             memory: MemoryConfig::default(),
             embedder: EmbedderConfig::default(),
             conductor: ConductorConfig::default(),
+            providers: Vec::new(),
+            pipeline: Default::default(),
         }
     }
 }
@@ -229,6 +234,7 @@ impl Config {
         if let Some(v) = non_empty("HEADY_EMBEDDER_ACCOUNT_ID") {
             self.embedder.account_id = Some(v);
         }
+        crate::providers::config::apply_env(&mut self.providers, &env);
         Ok(())
     }
 
@@ -328,9 +334,12 @@ impl Config {
                 }
             }
         }
-        heady_shared::GroupTable::default()
+        let mut groups = heady_shared::GroupTable::default();
+        groups
             .extend(self.conductor.groups.clone())
             .map_err(|e| invalid("conductor.groups", e.to_string()))?;
+        crate::providers::config::validate(&self.providers, &groups)?;
+        self.pipeline.validate()?;
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! heady-origin: the bare-metal daemon behind the Heady edge.
 //!
-//! Layering: `server` -> `api` -> `conductor` / `memory`; nothing below calls back up.
+//! Layering: `server` -> `api` -> `pipeline` -> `conductor` / `providers` / `memory`; nothing
+//! below calls back up.
 
 pub mod api;
 pub mod cli;
@@ -9,6 +10,8 @@ pub mod config;
 pub mod error;
 pub mod memory;
 pub mod metrics;
+pub mod pipeline;
+pub mod providers;
 pub mod server;
 pub mod state;
 pub mod tunnel_config;

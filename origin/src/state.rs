@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::memory::embedder::{self, Embedder};
 use crate::memory::MemoryStore;
 use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
 use heady_shared::GroupTable;
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -15,6 +16,7 @@ pub struct AppState {
     pub embedder: Arc<dyn Embedder>,
     pub conductor: Conductor,
     pub metrics: Metrics,
+    pub pipeline: Arc<Pipeline>,
     redis: Option<redis::Client>,
     redis_conn: Mutex<Option<redis::aio::ConnectionManager>>,
 }
@@ -30,6 +32,15 @@ impl AppState {
         let memory = MemoryStore::open(&config.data_dir, &config.memory)?;
         memory.start_index();
         let embedder = embedder::from_config(&config.embedder, config.memory.dim);
+        let mut metrics = Metrics::default();
+        let pipeline = Pipeline::new(
+            config.pipeline.clone(),
+            &config.providers,
+            table.clone(),
+            memory.clone(),
+            embedder.clone(),
+            &mut metrics.registry,
+        );
         let redis = match &config.redis_url {
             Some(url) => Some(
                 redis::Client::open(url.as_str()).map_err(|e| anyhow::anyhow!("redis_url: {e}"))?,
@@ -41,7 +52,8 @@ impl AppState {
             memory,
             embedder,
             conductor: Conductor::new(table),
-            metrics: Metrics::default(),
+            metrics,
+            pipeline,
             redis,
             redis_conn: Mutex::new(None),
         }))

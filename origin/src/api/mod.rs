@@ -1,8 +1,10 @@
 //! The HTTP API: a table of routes, each with a name (the metrics label) and a handler.
 
+pub mod brain;
 pub mod conductor;
 pub mod health;
 pub mod memory;
+pub mod openai;
 
 use crate::error::ApiError;
 use crate::server::{Body, Ctx};
@@ -81,6 +83,36 @@ fn routes() -> &'static [RouteEntry] {
                 name: "/api/conductor/route",
                 handler: |s, c| Box::pin(conductor::route(s, c)),
             },
+            RouteEntry {
+                method: Method::POST,
+                path: "/api/brain/chat",
+                name: "/api/brain/chat",
+                handler: |s, c| Box::pin(brain::chat(s, c)),
+            },
+            RouteEntry {
+                method: Method::GET,
+                path: "/api/brain/providers",
+                name: "/api/brain/providers",
+                handler: |s, c| Box::pin(brain::providers(s, c)),
+            },
+            RouteEntry {
+                method: Method::POST,
+                path: "/v1/chat/completions",
+                name: "/v1/chat/completions",
+                handler: |s, c| Box::pin(openai::chat_completions(s, c)),
+            },
+            RouteEntry {
+                method: Method::POST,
+                path: "/v1/embeddings",
+                name: "/v1/embeddings",
+                handler: |s, c| Box::pin(openai::embeddings(s, c)),
+            },
+            RouteEntry {
+                method: Method::GET,
+                path: "/v1/models",
+                name: "/v1/models",
+                handler: |s, c| Box::pin(openai::models(s, c)),
+            },
         ]
     })
 }
@@ -106,9 +138,18 @@ pub fn route(method: &Method, path: &str) -> (&'static str, Handler) {
     }
     if path_known {
         ("method_not_allowed", |_, c| Box::pin(method_not_allowed(c)))
+    } else if method == Method::POST && is_action_path(path) {
+        // Exact routes above win; one more segment under /api/ is a conductor action.
+        ("/api/{action}", |s, c| Box::pin(brain::action(s, c)))
     } else {
         ("not_found", |_, c| Box::pin(not_found(c)))
     }
+}
+
+/// `/api/<one segment>`: the conductor's actions (`/api/analyze`, `/api/code`, ...).
+fn is_action_path(path: &str) -> bool {
+    path.strip_prefix("/api/")
+        .is_some_and(|a| !a.is_empty() && !a.contains('/'))
 }
 
 async fn not_found(c: Ctx) -> Result<Response<Body>, ApiError> {
