@@ -57,12 +57,16 @@ pub fn estimate(
     let p_success = (ok_latencies.len() as f64 + 1.0) / (n as f64 + 2.0);
     let mut rng = SeededRng::new(seed);
     let mut hits = 0u32;
-    for _ in 0..trials {
-        if rng.unit() >= p_success || ok_latencies.is_empty() {
-            continue;
-        }
-        if ok_latencies[rng.below(ok_latencies.len())] <= deadline_ms {
-            hits += 1;
+    if !ok_latencies.is_empty() {
+        let k = ok_latencies.len() as u64;
+        for _ in 0..trials {
+            // One draw per trial: the high half decides success, the low half picks a latency.
+            let r = rng.next_u64();
+            if ((r >> 32) as f64) < p_success * 4_294_967_296.0
+                && ok_latencies[((r & 0xFFFF_FFFF) * k >> 32) as usize] <= deadline_ms
+            {
+                hits += 1;
+            }
         }
     }
     Some(Estimate {

@@ -109,7 +109,7 @@ impl Default for PipelineConfig {
 impl Default for ReadinessConfig {
     fn default() -> Self {
         ReadinessConfig {
-            trials: 500,
+            trials: 200,
             threshold: 0.2,
             min_observations: 5,
             window: 50,
@@ -145,8 +145,8 @@ impl Default for DriftConfig {
         DriftConfig {
             latency: DriftPolicy {
                 delta: 0.05,
-                lambda: 5.0,
-                min_samples: 20,
+                lambda: 10.0,
+                min_samples: 30,
             },
             quality: DriftPolicy {
                 delta: 0.02,

@@ -73,7 +73,15 @@ impl ProviderHealth {
         Some(ok as f64 / self.recent.len() as f64)
     }
 
-    pub fn note_drift(&mut self, signal: &'static str, drift: Drift, at_ms: u64) {
+    /// Keeps the alarm; true when it should be logged (at most one warning per signal and
+    /// provider every 10 s: under a load swing the detector may fire again and again).
+    pub fn note_drift(&mut self, signal: &'static str, drift: Drift, at_ms: u64) -> bool {
+        let quiet = self
+            .drifts
+            .iter()
+            .rev()
+            .find(|e| e.signal == signal)
+            .is_some_and(|e| at_ms.saturating_sub(e.at_ms) < 10_000);
         self.drifts.push_back(DriftEvent {
             signal,
             drift,
@@ -82,5 +90,6 @@ impl ProviderHealth {
         while self.drifts.len() > 16 {
             self.drifts.pop_front();
         }
+        !quiet
     }
 }

@@ -15,17 +15,15 @@ fn watch(p: &Pipeline, job: &Job) {
         {
             let mut h = p.lock_health(a.index);
             if let Some(d) = h.latency_drift.update(a.ms.max(0.001).ln()) {
-                h.note_drift("latency", d, now);
-                alarms.push(("latency", d));
+                alarms.push(("latency", d, h.note_drift("latency", d, now)));
             }
             if let Some(c) = &a.critique {
                 if let Some(d) = h.quality_drift.update(c.score) {
-                    h.note_drift("quality", d, now);
-                    alarms.push(("quality", d));
+                    alarms.push(("quality", d, h.note_drift("quality", d, now)));
                 }
             }
         }
-        for (signal, d) in alarms {
+        for (signal, d, log) in alarms {
             let direction = match d.direction {
                 Direction::Up => "up",
                 Direction::Down => "down",
@@ -43,7 +41,11 @@ fn watch(p: &Pipeline, job: &Job) {
             } else {
                 d.mean_before
             };
-            tracing::warn!(event = "drift", provider = %a.provider, signal, direction, mean_before = before, samples = d.samples, "drift detected");
+            if log {
+                tracing::warn!(event = "drift", provider = %a.provider, signal, direction, mean_before = before, samples = d.samples, "drift detected");
+            } else {
+                tracing::debug!(event = "drift", provider = %a.provider, signal, direction, mean_before = before, samples = d.samples, "drift detected (repeat)");
+            }
         }
     }
 }

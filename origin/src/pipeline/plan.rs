@@ -208,7 +208,12 @@ impl Stage for Plan {
                     histories[pos].as_slice()
                 })
                 .collect();
-            trace.chain_p = estimate_chain(&chain, left, cfg.trials, job.seed).map(|e| e.p);
+            // One candidate: its own estimate is the chain's.
+            trace.chain_p = if chain.len() == 1 {
+                trace.estimates[0].p
+            } else {
+                estimate_chain(&chain, left, cfg.trials, job.seed).map(|e| e.p)
+            };
             trace.order = order
                 .iter()
                 .map(|i| p.providers[*i].config.name.clone())
