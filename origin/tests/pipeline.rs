@@ -291,6 +291,18 @@ async fn falls_back_when_a_provider_fails() {
     assert_eq!((r.status, code(&r)), (502, "upstream_failed"));
     let msg = r.body["error"]["message"].as_str().unwrap();
     assert!(msg.contains("a:") && msg.contains("b:"), "{msg}");
+
+    // A provider refusing the request itself (400) is the client's answer: no fallback.
+    a.set(|x| x.fail_status = Some(400));
+    let b_hits = b.hits();
+    let r = post(&s.url("/v1/chat/completions"), chat("hello")).await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (400, "upstream_rejected"),
+        "{}",
+        r.body
+    );
+    assert_eq!(b.hits(), b_hits);
     s.stop().await;
 }
 

@@ -35,10 +35,11 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
-    /// A 4xx other than 408/429 is the request's fault: another provider would refuse it too,
-    /// and it says nothing about the provider's health.
+    /// The provider refused the request itself (malformed, unknown model, too large): another
+    /// provider would refuse it too, and it says nothing about the provider's health. 401/403
+    /// (our credentials), 408, 429 and 5xx are the provider's trouble: fall back.
     pub fn is_client_error(&self) -> bool {
-        matches!(self, ProviderError::Upstream { status, .. } if (400..500).contains(status) && *status != 408 && *status != 429)
+        matches!(self, ProviderError::Upstream { status, .. } if matches!(status, 400 | 404 | 413 | 422))
     }
 }
 
