@@ -838,3 +838,44 @@ async fn embeddings_and_models_speak_openai() {
         .starts_with("input[0]:"));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_cut_off_upstream_ends_with_an_error_event_and_counts_as_a_failure() {
+    let a = FakeProvider::start(Behavior {
+        reply: Some("one two three four".into()),
+        break_stream_after: Some(2),
+        ..Behavior::default()
+    })
+    .await;
+    let pa = provider("a", &a, 0);
+    let s = TestServer::start(move |c: &mut Config| c.providers = vec![pa]).await;
+    let mut body = chat("count");
+    body["stream"] = json!(true);
+    let r = client()
+        .post(s.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, text) = read_stream(r).await;
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 5, "{text}");
+    assert!(
+        events[1].contains("\"one \"") && events[2].contains("\"two \""),
+        "{text}"
+    );
+    let err: Value = serde_json::from_str(&events[3]["data: ".len()..]).unwrap();
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("[DONE]"),
+        "{err}"
+    );
+    assert_eq!(events[4], "data: [DONE]");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let m = metrics(&s).await;
+    assert!(
+        m.contains("heady_pipeline_provider_calls_total{provider=\"a\",outcome=\"error\"} 1"),
+        "{m}"
+    );
+    s.stop().await;
+}

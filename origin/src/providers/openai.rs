@@ -235,10 +235,15 @@ impl EventSource for OpenAiEvents {
                     Ok(Ok(Some(chunk))) => self.parser.push(&chunk),
                     Ok(Ok(None)) => {
                         self.done = true;
-                        return Ok(match self.parser.finish() {
-                            Some(d) if d.as_ref() != b"[DONE]" => Some(chunk_event(d)),
-                            _ => None,
-                        });
+                        return match self.parser.finish() {
+                            Some(d) if d.as_ref() == b"[DONE]" => Ok(None),
+                            Some(d) => Ok(Some(chunk_event(d))),
+                            // Cut off: the answer may be incomplete, and the breaker should know.
+                            None => Err(ProviderError::BadResponse {
+                                provider: self.name.clone(),
+                                message: "the stream ended before data: [DONE]".into(),
+                            }),
+                        };
                     }
                 }
             }
