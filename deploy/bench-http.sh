@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # HTTP benchmark on 127.0.0.1: the daemon's /api/conductor/route and /api/memory/search beside
 # a bare hyper "ok" handler, measured in the same run with wrk (which shares the 2 cores).
+# The defense stage is measured as /api/conductor/route on a second daemon with defense on
+# (an Enterprise key: identify + exact limiter in Redis + classification on every request)
+# against the first, which runs with defense off.
 #   deploy/bench-http.sh [seconds=10] [connections=64]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,10 +16,22 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-bare_port=$(free_port); origin_port=$(free_port)
+bare_port=$(free_port); origin_port=$(free_port); defended_port=$(free_port)
+redis_url="${HEADY_REDIS_URL:-redis://127.0.0.1:6379}"
+if ! redis-cli -u "$redis_url" ping >/dev/null 2>&1; then
+  redis_port=$(free_port)
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null & pids+=($!)
+  redis_url="redis://127.0.0.1:$redis_port"
+  for _ in $(seq 100); do redis-cli -u "$redis_url" ping >/dev/null 2>&1 && break; sleep 0.05; done
+fi
 "$target/release/examples/bare_hyper" "127.0.0.1:$bare_port" 2>/dev/null & pids+=($!)
-HEADY_LOG=warn "$target/release/heady-origin" serve --listen "127.0.0.1:$origin_port" --data-dir "$work/data" & pids+=($!)
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$origin_port/ready" >/dev/null && break; sleep 0.1; done
+HEADY_DEFENSE=off HEADY_LOG=warn "$target/release/heady-origin" serve --listen "127.0.0.1:$origin_port" --data-dir "$work/data" & pids+=($!)
+origin_pid=$!
+key=$("$target/release/heady-origin" keys create --user bench --tier enterprise --data-dir "$work/defended" 2>/dev/null)
+HEADY_REDIS_URL="$redis_url" HEADY_LOG=warn "$target/release/heady-origin" serve --listen "127.0.0.1:$defended_port" --data-dir "$work/defended" & pids+=($!)
+for port in "$origin_port" "$defended_port"; do
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null && break; sleep 0.1; done
+done
 
 # 20,000 stored vectors so search has something to search, and a query body.
 python3 - "$work" <<'PY'
@@ -44,7 +59,7 @@ run() { # name url [body]
   local name=$1 url=$2 body=${3:-}
   local out
   if [ -n "$body" ]; then
-    out=$(BODY_FILE="$body" wrk -t2 -c"$conns" -d"${secs}s" --latency -s deploy/bench/post.lua "$url")
+    out=$(BODY_FILE="$body" AUTH="${AUTH:-}" wrk -t2 -c"$conns" -d"${secs}s" --latency -s deploy/bench/post.lua "$url")
   else
     out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency "$url")
   fi
@@ -59,14 +74,16 @@ run() { # name url [body]
 echo "# wrk -t2 -c$conns -d${secs}s on 127.0.0.1 (wrk shares the 2 cores)"
 run "bare hyper GET /" "http://127.0.0.1:$bare_port/" "" bare
 run "POST /api/conductor/route" "http://127.0.0.1:$origin_port/api/conductor/route" "$work/route.json" route
+AUTH="Bearer $key" run "POST /api/conductor/route +def" "http://127.0.0.1:$defended_port/api/conductor/route" "$work/route.json" defended
 run "GET /health" "http://127.0.0.1:$origin_port/health" "" health
 run "POST /api/memory/search" "http://127.0.0.1:$origin_port/api/memory/search" "$work/search.json" search
-python3 - "$rps_bare" "$rps_route" "$rps_health" "$rps_search" <<'PY'
+python3 - "$rps_bare" "$rps_route" "$rps_health" "$rps_search" "$rps_defended" <<'PY'
 import sys
-bare, route, health, search = map(float, sys.argv[1:])
+bare, route, health, search, defended = map(float, sys.argv[1:])
 print(f"ratio route/bare  = {route / bare:.2f}  (target >= 0.50)")
+print(f"ratio route with defense (Redis limiter) / without = {defended / route:.2f}")
 print(f"ratio health/bare = {health / bare:.2f}")
 print(f"ratio search/bare = {search / bare:.3f}  (search: 20k x 384-d, HNSW top-10)")
 PY
-rss=$(ps -o rss= -p "${pids[1]}")
+rss=$(ps -o rss= -p "$origin_pid")
 echo "daemon RSS after the run: $((rss / 1024)) MiB"

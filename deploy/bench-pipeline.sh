@@ -23,7 +23,7 @@ cat >"$work/heady.toml" <<TOML
 [pipeline]
 max_concurrency = $conns
 TOML
-HEADY_LOG=warn HEADY_OPENAI_BASE_URL="http://127.0.0.1:$fake_port/v1" \
+HEADY_LOG=warn HEADY_DEFENSE=off HEADY_OPENAI_BASE_URL="http://127.0.0.1:$fake_port/v1" \
   "$target/release/heady-origin" serve --config "$work/heady.toml" --listen "127.0.0.1:$origin_port" --data-dir "$work/data" & pids+=($!)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$origin_port/ready" >/dev/null && break; sleep 0.1; done
 echo '{"model":"heady","messages":[{"role":"user","content":"Say hello in five words."}]}' >"$work/chat.json"

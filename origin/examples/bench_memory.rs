@@ -111,6 +111,8 @@ fn main() -> anyhow::Result<()> {
     // 1. Bulk insert through the HTTP batch API (bodies serialised before the clock starts).
     let mut cfg = Config::load(None, |_| None, &Overrides::default())?;
     cfg.data_dir = dir.path().to_path_buf();
+    // This measures the memory path; deploy/bench-http.sh measures the defense stage.
+    cfg.defense.enabled = false;
     let bodies: Vec<Vec<u8>> = (0..n)
         .step_by(batch)
         .map(|start| {

@@ -1,9 +1,11 @@
 //! The `heady-origin` command line.
 
 use crate::config::{Config, Overrides};
+use crate::defense::admin::{AdminOp, AdminReply};
 use crate::server;
 use crate::state::AppState;
 use clap::{Parser, Subcommand};
+use heady_shared::{Classification, Tier};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,6 +42,97 @@ pub enum Command {
     /// Cloudflare Tunnel config: render it from deploy/properties.toml, validate one, match a URL.
     #[command(subcommand)]
     Tunnel(crate::tunnel_config::TunnelCommand),
+    /// API keys: create (prints the key once), list, revoke.
+    Keys {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Bans imposed by the abuse rule: list, lift.
+    Bans {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[command(subcommand)]
+        command: BansCommand,
+    },
+}
+
+/// Which daemon (or database) an operator command acts on.
+#[derive(Debug, clap::Args)]
+pub struct AdminTarget {
+    /// The daemon's TOML config (finds data_dir, admin_socket and redis_url).
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// The daemon's data directory.
+    #[arg(long, value_name = "DIR", global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Mint a key. The key is printed once on stdout; only its hash is stored.
+    Create {
+        /// The user the key belongs to (letters, digits, . _ @ -).
+        #[arg(long, value_parser = parse_user)]
+        user: String,
+        /// free, pro or enterprise.
+        #[arg(long, default_value = "free", value_parser = parse_tier)]
+        tier: Tier,
+        /// public, internal, proprietary or restricted.
+        #[arg(long, default_value = "public", value_parser = parse_clearance)]
+        clearance: Classification,
+    },
+    /// Store an existing key (made by `keys create` on another origin sharing the same Redis).
+    Add {
+        /// The key, hk_ + 64 hex digits. Prefer HEADY_API_KEY in the environment to keep it
+        /// out of shell history.
+        #[arg(long, env = "HEADY_API_KEY", hide_env_values = true)]
+        key: String,
+        #[arg(long, value_parser = parse_user)]
+        user: String,
+        #[arg(long, default_value = "free", value_parser = parse_tier)]
+        tier: Tier,
+        #[arg(long, default_value = "public", value_parser = parse_clearance)]
+        clearance: Classification,
+    },
+    /// List keys (never the secrets).
+    List {
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by its id (from `keys list`); takes effect within defense.key_cache_secs.
+    Revoke {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BansCommand {
+    /// Subjects banned now, with the seconds left.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift a ban (and forget the subject's offences), e.g. `bans lift ip:203.0.113.7`.
+    Lift {
+        #[arg(value_name = "SUBJECT")]
+        subject: String,
+    },
+}
+
+fn parse_user(s: &str) -> Result<String, String> {
+    crate::defense::keys::check_user(s).map(|_| s.to_string())
+}
+
+fn parse_tier(s: &str) -> Result<Tier, String> {
+    s.parse::<Tier>().map_err(|e| e.to_string())
+}
+
+fn parse_clearance(s: &str) -> Result<Classification, String> {
+    s.parse::<Classification>().map_err(|e| e.to_string())
 }
 
 fn init_tracing(json: bool) {
@@ -96,6 +189,46 @@ pub fn run(cli: Cli) -> i32 {
             }
         }
         Command::Tunnel(cmd) => crate::tunnel_config::run(cmd),
+        Command::Keys { target, command } => {
+            let (op, json) = match command {
+                KeysCommand::Create {
+                    user,
+                    tier,
+                    clearance,
+                } => (
+                    AdminOp::CreateKey {
+                        user,
+                        tier,
+                        clearance,
+                    },
+                    false,
+                ),
+                KeysCommand::Add {
+                    key,
+                    user,
+                    tier,
+                    clearance,
+                } => (
+                    AdminOp::AddKey {
+                        key,
+                        user,
+                        tier,
+                        clearance,
+                    },
+                    false,
+                ),
+                KeysCommand::List { json } => (AdminOp::ListKeys, json),
+                KeysCommand::Revoke { id } => (AdminOp::RevokeKey { id }, false),
+            };
+            admin(target, op, json)
+        }
+        Command::Bans { target, command } => {
+            let (op, json) = match command {
+                BansCommand::List { json } => (AdminOp::ListBans, json),
+                BansCommand::Lift { subject } => (AdminOp::LiftBan { subject }, false),
+            };
+            admin(target, op, json)
+        }
         Command::CheckConfig { config } => {
             match Config::load(config.as_deref(), env_var, &Overrides::default()) {
                 Ok(c) => {
@@ -125,4 +258,161 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         Duration::from_secs(30),
     )
     .await
+}
+
+/// Runs an operator command: through the daemon's admin socket when it answers, else against
+/// the database (and Redis) directly.
+fn admin(target: AdminTarget, op: AdminOp, json: bool) -> i32 {
+    let cfg = match Config::load(
+        target.config.as_deref(),
+        env_var,
+        &Overrides {
+            listen: None,
+            data_dir: target.data_dir,
+        },
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("heady-origin: invalid configuration: {e}");
+            return 2;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("heady-origin: could not start the runtime: {e}");
+            return 1;
+        }
+    };
+    let reply = rt.block_on(async {
+        if let Some(sock) = cfg.admin_socket_path() {
+            if let Some(reply) = crate::defense::admin::request(&sock, &op).await? {
+                return Ok(reply);
+            }
+        }
+        let defense = open_defense(&cfg)?;
+        Ok::<_, anyhow::Error>(crate::defense::admin::execute(&defense, op).await)
+    });
+    match reply {
+        Ok(reply) => print_reply(reply, json),
+        Err(e) => {
+            eprintln!("heady-origin: {e:#}");
+            1
+        }
+    }
+}
+
+/// The defense pieces of a stopped daemon: its database's key table and its Redis.
+fn open_defense(cfg: &Config) -> anyhow::Result<std::sync::Arc<crate::defense::Defense>> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| anyhow::anyhow!("data_dir {}: {e}", cfg.data_dir.display()))?;
+    let path = cfg.data_dir.join("heady.duckdb");
+    let conn = duckdb::Connection::open(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e} (a running heady-origin holds this file; reach it through its admin socket)",
+            path.display()
+        )
+    })?;
+    let keys = crate::defense::keys::KeyStore::open(
+        conn,
+        Duration::from_secs(cfg.defense.key_cache_secs),
+    )?;
+    let redis = cfg
+        .redis_url
+        .as_deref()
+        .map(redis::Client::open)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("redis_url: {e}"))?;
+    Ok(std::sync::Arc::new(crate::defense::Defense::new(
+        &cfg.defense,
+        keys,
+        redis,
+        std::sync::Arc::new(crate::metrics::Metrics::default()),
+    )?))
+}
+
+fn print_reply(reply: AdminReply, json: bool) -> i32 {
+    if json {
+        return match serde_json::to_string_pretty(&reply) {
+            Ok(s) => {
+                println!("{s}");
+                if matches!(reply, AdminReply::Error { .. }) {
+                    1
+                } else {
+                    0
+                }
+            }
+            Err(e) => {
+                eprintln!("heady-origin: {e}");
+                1
+            }
+        };
+    }
+    let when = |secs: i64| secs.to_string();
+    match reply {
+        AdminReply::Created(k) => {
+            println!("{}", k.key);
+            eprintln!(
+                "created key {} for user {} (tier {}, clearance {}). The key above is shown once; only its hash is stored.",
+                k.record.id, k.record.user, k.record.tier, k.record.clearance
+            );
+            0
+        }
+        AdminReply::Added(k) => {
+            println!(
+                "added key {} for user {} (tier {}, clearance {})",
+                k.id, k.user, k.tier, k.clearance
+            );
+            0
+        }
+        AdminReply::Keys(keys) => {
+            println!(
+                "{:<16}  {:<24}  {:<10}  {:<11}  {:<10}  REVOKED",
+                "ID", "USER", "TIER", "CLEARANCE", "CREATED"
+            );
+            for k in keys {
+                println!(
+                    "{:<16}  {:<24}  {:<10}  {:<11}  {:<10}  {}",
+                    k.id,
+                    k.user,
+                    k.tier,
+                    k.clearance,
+                    when(k.created_at),
+                    k.revoked_at.map(when).unwrap_or_else(|| "-".into())
+                );
+            }
+            0
+        }
+        AdminReply::Revoked(k) => {
+            println!("revoked {} (user {})", k.id, k.user);
+            0
+        }
+        AdminReply::Bans(bans) => {
+            if bans.is_empty() {
+                eprintln!("no bans");
+            }
+            for b in bans {
+                println!("{}\t{}s left", b.subject, b.retry_after_secs);
+            }
+            0
+        }
+        AdminReply::Lifted {
+            subject,
+            was_banned,
+        } => {
+            if was_banned {
+                println!("lifted the ban on {subject}");
+            } else {
+                println!("{subject} was not banned (offences forgotten)");
+            }
+            0
+        }
+        AdminReply::Error { message } => {
+            eprintln!("heady-origin: {message}");
+            1
+        }
+    }
 }

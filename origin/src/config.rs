@@ -42,9 +42,80 @@ pub struct Config {
     pub memory: MemoryConfig,
     pub embedder: EmbedderConfig,
     pub conductor: ConductorConfig,
+    pub defense: DefenseConfig,
     /// `[[providers]]`: the brain router's inference endpoints.
     pub providers: Vec<crate::providers::config::ProviderConfig>,
     pub pipeline: crate::pipeline::config::PipelineConfig,
+}
+
+/// The defense stage: keys, limits, bans, client addresses, the operator socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefenseConfig {
+    /// Off: no rate limits, bans or classification checks (benchmarks, trusted networks only).
+    pub enabled: bool,
+    /// Peers (addresses or CIDR networks) whose `client_ip_header` is believed.
+    pub trusted_proxies: Vec<String>,
+    /// Header a trusted proxy puts the client address in (comma lists: right-most untrusted).
+    pub client_ip_header: String,
+    /// How long a key lookup (or a miss) is cached; a revocation takes effect within it.
+    pub key_cache_secs: u64,
+    /// Longest wait for one Redis limiter call before deciding in-process.
+    pub redis_timeout_ms: u64,
+    /// Auto-ban: threshold_factor x limit attempts in a window -> ban for base_ttl_secs,
+    /// doubling per remembered offence up to max_ttl_secs.
+    pub ban: heady_shared::limiter::BanPolicy,
+    /// Unix socket for `heady-origin keys` / `bans` while the daemon runs (default
+    /// `<data_dir>/admin.sock`; mode 0600).
+    pub admin_socket: Option<PathBuf>,
+    /// The secret the edge Worker signs tunnelled requests with (its `HEADY_TUNNEL_KEY`), at
+    /// least 32 bytes. Without it, a request carrying an edge signature is refused.
+    pub edge_key: Option<Secret>,
+    /// How far an edge timestamp may be from our clock; nonces are kept for twice this.
+    pub edge_max_skew_secs: u64,
+    /// Refuse `/api` and `/v1` requests that did not come through the edge (production).
+    pub require_edge: bool,
+}
+
+/// A configuration value that must not be printed (`check-config` prints the config).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<secret, {} bytes>", self.0.len())
+    }
+}
+
+impl Default for DefenseConfig {
+    fn default() -> Self {
+        DefenseConfig {
+            enabled: true,
+            trusted_proxies: Vec::new(),
+            client_ip_header: "cf-connecting-ip".into(),
+            key_cache_secs: 5,
+            redis_timeout_ms: 250,
+            ban: heady_shared::limiter::BanPolicy::default(),
+            admin_socket: None,
+            edge_key: None,
+            edge_max_skew_secs: heady_shared::wire::DEFAULT_MAX_SKEW_SECS,
+            require_edge: false,
+        }
+    }
+}
+
+impl DefenseConfig {
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_proxies
+            .iter()
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("not an address or CIDR network: {s:?}"))
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -110,6 +181,7 @@ impl Default for Config {
             memory: MemoryConfig::default(),
             embedder: EmbedderConfig::default(),
             conductor: ConductorConfig::default(),
+            defense: DefenseConfig::default(),
             providers: Vec::new(),
             pipeline: Default::default(),
         }
@@ -235,7 +307,53 @@ impl Config {
             self.embedder.account_id = Some(v);
         }
         crate::providers::config::apply_env(&mut self.providers, &env);
+        if let Some(v) = non_empty("HEADY_DEFENSE") {
+            self.defense.enabled = match v.trim() {
+                "on" | "true" | "1" => true,
+                "off" | "false" | "0" => false,
+                other => {
+                    return Err(invalid(
+                        "HEADY_DEFENSE",
+                        format!("expected on or off (got {other:?})"),
+                    ))
+                }
+            };
+        }
+        if let Some(v) = non_empty("HEADY_TRUSTED_PROXIES") {
+            self.defense.trusted_proxies = v
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+        if let Some(v) = non_empty("HEADY_TUNNEL_KEY") {
+            self.defense.edge_key = Some(Secret(v));
+        }
+        if let Some(v) = non_empty("HEADY_REQUIRE_EDGE") {
+            self.defense.require_edge = match v.trim() {
+                "on" | "true" | "1" => true,
+                "off" | "false" | "0" => false,
+                other => {
+                    return Err(invalid(
+                        "HEADY_REQUIRE_EDGE",
+                        format!("expected on or off (got {other:?})"),
+                    ))
+                }
+            };
+        }
+        if let Some(v) = non_empty("HEADY_ADMIN_SOCKET") {
+            self.defense.admin_socket = Some(PathBuf::from(v));
+        }
         Ok(())
+    }
+
+    /// Where the operator socket lives (`None`: disabled by an empty `admin_socket`).
+    pub fn admin_socket_path(&self) -> Option<PathBuf> {
+        match &self.defense.admin_socket {
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p.clone()),
+            None => Some(self.data_dir.join("admin.sock")),
+        }
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -300,6 +418,39 @@ impl Config {
             1_000,
             10_000_000,
         )?;
+        let d = &self.defense;
+        d.trusted_proxy_nets()
+            .map_err(|e| invalid("defense.trusted_proxies", e))?;
+        http::HeaderName::from_bytes(d.client_ip_header.as_bytes()).map_err(|_| {
+            invalid(
+                "defense.client_ip_header",
+                format!("not a header name: {:?}", d.client_ip_header),
+            )
+        })?;
+        in_range("defense.key_cache_secs", d.key_cache_secs, 0, 3600)?;
+        in_range("defense.redis_timeout_ms", d.redis_timeout_ms, 10, 10_000)?;
+        d.ban
+            .validate()
+            .map_err(|e| invalid("defense.ban", e.to_string()))?;
+        if let Some(k) = &d.edge_key {
+            if k.0.len() < heady_shared::wire::MIN_KEY_BYTES {
+                return Err(invalid(
+                    "defense.edge_key",
+                    format!(
+                        "must be at least {} bytes (got {}); e.g. `openssl rand -hex 32`",
+                        heady_shared::wire::MIN_KEY_BYTES,
+                        k.0.len()
+                    ),
+                ));
+            }
+        }
+        in_range("defense.edge_max_skew_secs", d.edge_max_skew_secs, 1, 3600)?;
+        if d.require_edge && d.edge_key.is_none() {
+            return Err(invalid(
+                "defense.require_edge",
+                "needs defense.edge_key (HEADY_TUNNEL_KEY) to verify the edge",
+            ));
+        }
         let e = &self.embedder;
         in_range("embedder.timeout_ms", e.timeout_ms, 1, 600_000)?;
         match e.kind {
@@ -369,6 +520,49 @@ fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/heady-origin.toml");
+        let cfg = Config::load(Some(&path), |_| None, &Overrides::default()).unwrap();
+        assert!(cfg.defense.enabled);
+        assert_eq!(cfg.defense.ban.threshold_factor, 3);
+    }
+
+    #[test]
+    fn defense_settings_are_checked_by_name() {
+        for (toml, key) in [
+            (
+                "[defense]\ntrusted_proxies = [\"10.0.0.0/33\"]",
+                "defense.trusted_proxies",
+            ),
+            (
+                "[defense]\nclient_ip_header = \"bad header\"",
+                "defense.client_ip_header",
+            ),
+            (
+                "[defense]\nredis_timeout_ms = 0",
+                "defense.redis_timeout_ms",
+            ),
+            ("[defense.ban]\nbase_ttl_secs = 0", "defense.ban"),
+        ] {
+            let e = load_with(Some(toml), &[], Overrides::default()).unwrap_err();
+            assert!(e.to_string().starts_with(key), "{toml}: {e}");
+        }
+        let e = load_with(None, &[("HEADY_DEFENSE", "maybe")], Overrides::default()).unwrap_err();
+        assert!(e.to_string().starts_with("HEADY_DEFENSE"), "{e}");
+        let c = load_with(
+            None,
+            &[
+                ("HEADY_DEFENSE", "off"),
+                ("HEADY_TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8"),
+            ],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert!(!c.defense.enabled);
+        assert_eq!(c.defense.trusted_proxy_nets().unwrap().len(), 2);
+    }
 
     fn load_with(
         toml_text: Option<&str>,

@@ -8,6 +8,10 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds until trying again helps; shown in the body (and as `Retry-After` by the caller).
+    pub retry_after: Option<u64>,
+    /// Response headers that go with the error (RateLimit fields, `WWW-Authenticate`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -16,7 +20,24 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+            headers: Vec::new(),
         }
+    }
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+    pub fn with_headers(mut self, headers: Vec<(&'static str, String)>) -> Self {
+        self.headers.extend(headers);
+        self
+    }
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+            .with_headers(vec![("www-authenticate", "Bearer realm=\"heady\"".into())])
+    }
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, code, message)
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
@@ -35,7 +56,11 @@ impl ApiError {
     }
 
     pub fn body(&self) -> Vec<u8> {
-        serde_json::to_vec(&json!({"error": {"code": self.code, "message": self.message}}))
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(secs) = self.retry_after {
+            error["retry_after"] = json!(secs);
+        }
+        serde_json::to_vec(&json!({ "error": error }))
             .unwrap_or_else(|_| b"{\"error\":{\"code\":\"internal\",\"message\":\"\"}}".to_vec())
     }
 }

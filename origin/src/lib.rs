@@ -1,12 +1,13 @@
 //! heady-origin: the bare-metal daemon behind the Heady edge.
 //!
-//! Layering: `server` -> `api` -> `pipeline` -> `conductor` / `providers` / `memory`; nothing
-//! below calls back up.
+//! Layering: `server` -> `defense` -> `api` -> `pipeline` -> `conductor` / `providers` /
+//! `memory`; nothing below calls back up.
 
 pub mod api;
 pub mod cli;
 pub mod conductor;
 pub mod config;
+pub mod defense;
 pub mod error;
 pub mod memory;
 pub mod metrics;

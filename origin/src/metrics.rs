@@ -22,6 +22,14 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// Labels of the defense decision counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DefenseLabels {
+    /// allowed, metered, limited, banned, unauthenticated, forbidden, upgrade_required
+    pub outcome: &'static str,
+    pub tier: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<HttpLabels, Counter>,
@@ -31,6 +39,9 @@ pub struct Metrics {
     pub index_bytes: Gauge,
     pub index_ready: Gauge,
     pub resident_bytes: Gauge,
+    pub limiter_degraded: Gauge,
+    pub defense: Family<DefenseLabels, Counter>,
+    pub bans_imposed: Counter,
 }
 
 impl Default for Metrics {
@@ -83,8 +94,29 @@ impl Default for Metrics {
             "Resident set size of the daemon",
             resident_bytes.clone(),
         );
+        let limiter_degraded = Gauge::default();
+        registry.register(
+            "heady_limiter_degraded",
+            "1 while Redis is unreachable and the rate limiter decides in-process",
+            limiter_degraded.clone(),
+        );
+        let defense = Family::<DefenseLabels, Counter>::default();
+        registry.register(
+            "heady_defense_decisions",
+            "Defense decisions on /api and /v1 requests by outcome and tier",
+            defense.clone(),
+        );
+        let bans_imposed = Counter::default();
+        registry.register(
+            "heady_bans_imposed",
+            "Subjects banned by the abuse rule",
+            bans_imposed.clone(),
+        );
         Metrics {
             registry,
+            limiter_degraded,
+            defense,
+            bans_imposed,
             requests,
             latency,
             memory_vectors,

@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -30,6 +31,8 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 /// What a handler gets besides shared state: the request, its body read and bounded.
 pub struct Ctx {
     pub request_id: String,
+    /// Who is asking (anonymous unless a key or verified edge claims say otherwise).
+    pub identity: crate::defense::Identity,
     pub method: Method,
     pub path: String,
     pub headers: http::HeaderMap,
@@ -60,7 +63,17 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    add_headers(&mut resp, &e.headers);
     resp
+}
+
+/// Adds `(name, value)` fields; a value that is not a valid header is dropped (they are ours).
+pub fn add_headers(resp: &mut Response<Body>, headers: &[(&'static str, String)]) {
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            resp.headers_mut().append(*name, v);
+        }
+    }
 }
 
 /// A client's `X-Request-Id` is kept when it is short and plain; otherwise we mint one.
@@ -116,6 +129,7 @@ async fn read_body(
 
 async fn handle(
     state: Arc<AppState>,
+    peer: IpAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
@@ -123,22 +137,40 @@ async fn handle(
     let (parts, body) = req.into_parts();
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
-    let (route, handler) = api::route(&method, &path);
-    let span = tracing::debug_span!("request", id = %request_id, %method, route);
+    let matched = api::route(&method, &path);
+    let span = tracing::debug_span!("request", id = %request_id, %method, route = matched.name);
+    let mut limit_headers = Vec::new();
     let result = async {
         let body = if method == Method::GET || method == Method::HEAD {
             Bytes::new()
         } else {
             read_body(body, &parts.headers, state.config.max_body_bytes).await?
         };
+        let defense = &state.defense;
+        let identity = defense
+            .identify(crate::defense::Presented {
+                method: &method,
+                uri: &parts.uri,
+                headers: &parts.headers,
+                body: &body,
+                peer,
+            })
+            .await?;
+        if defense.enabled {
+            if crate::defense::is_limited_path(&path) {
+                limit_headers = defense.limit(&identity).await?;
+            }
+            defense.authorize(&identity, matched.policy)?;
+        }
         let ctx = Ctx {
             request_id: request_id.clone(),
+            identity,
             method: method.clone(),
             path: path.clone(),
             headers: parts.headers,
             body,
         };
-        handler(state.clone(), ctx).await
+        (matched.handler)(state.clone(), ctx).await
     }
     .instrument(span)
     .await;
@@ -148,18 +180,28 @@ async fn handle(
             if e.status.is_server_error() {
                 tracing::error!(request_id = %request_id, %method, %path, status = e.status.as_u16(), code = e.code, message = %e.message, "request failed");
             } else {
-                tracing::info!(request_id = %request_id, %method, %path, status = e.status.as_u16(), code = e.code, message = %e.message, "request refused");
+                tracing::info!(request_id = %request_id, %method, %path, %peer, status = e.status.as_u16(), code = e.code, message = %e.message, "request refused");
             }
-            error_response(&e)
+            let mut r = error_response(&e);
+            if let Some(secs) = e.retry_after {
+                if !r.headers().contains_key(header::RETRY_AFTER) {
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+            }
+            r
         }
     };
+    if !limit_headers.is_empty() && !resp.headers().contains_key("ratelimit") {
+        add_headers(&mut resp, &limit_headers);
+    }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
     let secs = start.elapsed().as_secs_f64();
     state
         .metrics
-        .observe(route, &method, resp.status().as_u16(), secs);
+        .observe(matched.name, &method, resp.status().as_u16(), secs);
     tracing::debug!(request_id = %request_id, %method, %path, status = resp.status().as_u16(), ms = secs * 1e3, "request");
     Ok(resp)
 }
@@ -171,6 +213,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> anyhow::Result<()> {
+    let _admin = match state.config.admin_socket_path() {
+        Some(path) => Some(crate::defense::admin::serve(&path, state.defense.clone()).await?),
+        None => None,
+    };
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
@@ -189,7 +235,8 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
-                let svc = service_fn(move |req| handle(state.clone(), req));
+                let peer_ip = peer.ip();
+                let svc = service_fn(move |req| handle(state.clone(), peer_ip, req));
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {

@@ -2,6 +2,8 @@
 
 use crate::conductor::Conductor;
 use crate::config::Config;
+use crate::defense::keys::KeyStore;
+use crate::defense::Defense;
 use crate::memory::embedder::{self, Embedder};
 use crate::memory::MemoryStore;
 use crate::metrics::Metrics;
@@ -15,7 +17,8 @@ pub struct AppState {
     pub memory: Arc<MemoryStore>,
     pub embedder: Arc<dyn Embedder>,
     pub conductor: Conductor,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    pub defense: Arc<Defense>,
     pub pipeline: Arc<Pipeline>,
     redis: Option<redis::Client>,
     redis_conn: Mutex<Option<redis::aio::ConnectionManager>>,
@@ -47,12 +50,24 @@ impl AppState {
             ),
             None => None,
         };
+        let metrics = Arc::new(metrics);
+        let keys = KeyStore::open(
+            memory.connection()?,
+            std::time::Duration::from_secs(config.defense.key_cache_secs),
+        )?;
+        let defense = Arc::new(Defense::new(
+            &config.defense,
+            keys,
+            redis.clone(),
+            metrics.clone(),
+        )?);
         Ok(Arc::new(AppState {
             config,
             memory,
             embedder,
             conductor: Conductor::new(table),
             metrics,
+            defense,
             pipeline,
             redis,
             redis_conn: Mutex::new(None),

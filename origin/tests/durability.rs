@@ -38,6 +38,7 @@ fn spawn(dir: &std::path::Path, port: u16) -> Daemon {
             ])
             .arg(dir)
             .env("HEADY_MEMORY_DIM", "16")
+            .env("HEADY_DEFENSE", "off")
             .env("HEADY_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -1,18 +1,20 @@
 //! The official `openai` Python package (from PyPI, installed by deploy/setup.sh into
-//! $HOME/.cache/heady/venv) against a real daemon: chat, streamed chat and embeddings.
+//! $HOME/.cache/heady/venv) against a real daemon with defense on, the client holding a Heady
+//! API key: chat, streamed chat and embeddings.
 
 mod common;
 
 use common::fake_provider::{Behavior, FakeProvider};
 use common::TestServer;
 use heady_origin::providers::config::{ProviderConfig, ProviderKind};
+use heady_shared::{Classification, Tier};
 use serde_json::Value;
 use std::path::PathBuf;
 
 const SCRIPT: &str = r#"
 import json, sys
 from openai import OpenAI
-client = OpenAI(base_url=sys.argv[1], api_key="sk-test", max_retries=0)
+client = OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
 out = {}
 r = client.chat.completions.create(model="heady", messages=[{"role": "user", "content": "say hi"}])
 out["chat"] = {"content": r.choices[0].message.content, "finish": r.choices[0].finish_reason, "object": r.object}
@@ -58,6 +60,8 @@ async fn the_official_openai_python_client_works_unmodified() {
     .await;
     let base_url = fake.base_url.clone();
     let s = TestServer::start(move |c| {
+        // As deployed: defense on, the client holds a Heady API key.
+        c.defense.enabled = true;
         c.providers = vec![ProviderConfig {
             name: "fake".into(),
             kind: ProviderKind::Openai,
@@ -72,10 +76,18 @@ async fn the_official_openai_python_client_works_unmodified() {
         }]
     })
     .await;
+    let key = s
+        .state
+        .defense
+        .keys
+        .create("sdk-user", Tier::Pro, Classification::Public, 0)
+        .unwrap()
+        .key;
     let out = tokio::process::Command::new(&py)
         .arg("-c")
         .arg(SCRIPT)
         .arg(s.url("/v1"))
+        .arg(&key)
         .output()
         .await
         .expect("run python");

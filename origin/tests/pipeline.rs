@@ -879,3 +879,27 @@ async fn a_stream_cut_off_upstream_ends_with_an_error_event_and_counts_as_a_fail
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn with_defense_on_free_callers_get_the_free_actions_only() {
+    let s = TestServer::start(|c: &mut Config| c.defense.enabled = true).await;
+    // Anonymous callers are Free: analyze passes defense (and finds no provider here) ...
+    let r = post(&s.url("/api/analyze"), json!({"input": "x"})).await;
+    assert_eq!((r.status, code(&r)), (503, "no_provider"), "{}", r.body);
+    // ... code needs Pro.
+    let r = post(&s.url("/api/code"), json!({"input": "x"})).await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (403, "upgrade_required"),
+        "{}",
+        r.body
+    );
+    // Operational detail is INTERNAL.
+    let r = client()
+        .get(s.url("/api/brain/providers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    s.stop().await;
+}

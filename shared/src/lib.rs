@@ -11,7 +11,9 @@ pub mod groups;
 pub mod limiter;
 pub mod properties;
 pub mod readiness;
+pub mod sliding_log;
 pub mod tiers;
+pub mod wire;
 pub mod zone;
 
 pub use classification::Classification;

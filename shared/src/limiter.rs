@@ -9,8 +9,9 @@
 //!
 //! i.e. the estimate `prev * (1 - elapsed/window) + curr` plus `cost` is at most `limit`,
 //! multiplied through by `window` so that everything is an integer. Every intermediate value
-//! stays below 2^53, where Lua's doubles are exact, so `origin/src/defense/sliding_window.lua`,
-//! wasm32 and x86_64 reach bit-identical decisions. Only admitted requests are counted in
+//! stays below 2^53 (where doubles, as in JavaScript or Lua, are exact), so wasm32 and x86_64
+//! reach bit-identical decisions. The edge runs this counter on KV; the origin's authoritative
+//! limiter is the exact log of [`crate::sliding_log`]. Only admitted requests are counted in
 //! `curr`; every attempt (admitted or not) is counted in `attempts` for the ban rule.
 //!
 //! [`exact`] holds an exact sliding log and [`trace`] a seeded bursty trace generator and the
@@ -213,6 +214,7 @@ fn narrow(v: u128) -> u32 {
 /// window is banned for `base_ttl_secs`, doubled for each offence still remembered, capped at
 /// `max_ttl_secs`. Offences are forgotten `offence_memory_secs` after the last one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BanPolicy {
     /// 0 disables banning.
     pub threshold_factor: u32,
@@ -409,43 +411,57 @@ impl SubjectPolicy {
         policy_name: &str,
         outcome: &LimitOutcome,
     ) -> Vec<(&'static str, String)> {
-        let Some(quota) = self.quota else {
-            return Vec::new();
-        };
-        let mut out = vec![(
-            RATELIMIT_POLICY,
-            ratelimit_policy_value(policy_name, quota.limit, ceil_secs(quota.window_ms)),
-        )];
-        let (remaining, effective_ms, retry_ms) = match *outcome {
-            LimitOutcome::Allowed {
-                remaining,
-                reset_after_ms,
-            } => (remaining, reset_after_ms, None),
-            LimitOutcome::Limited {
-                remaining,
-                reset_after_ms,
-                retry_after_ms: None,
-            } => (remaining, reset_after_ms, None),
-            // The draft: Retry-After should not point before the end of the effective window.
-            LimitOutcome::Limited {
-                remaining,
-                retry_after_ms: Some(ms),
-                ..
-            } => (remaining, ms, Some(ms)),
-            LimitOutcome::Banned { retry_after_ms, .. } => {
-                (0, retry_after_ms, Some(retry_after_ms))
-            }
-            LimitOutcome::Metered { .. } => return out,
-        };
-        out.push((
-            RATELIMIT,
-            ratelimit_value(policy_name, remaining, ceil_secs(effective_ms)),
-        ));
-        if let Some(ms) = retry_ms {
-            out.push((RETRY_AFTER, ceil_secs(ms).to_string()));
-        }
-        out
+        rate_limit_headers(
+            policy_name,
+            self.quota.map(|q| (q.limit, q.window_ms)),
+            outcome,
+        )
     }
+}
+
+/// Response fields for `outcome` under a quota of `(limit, window_ms)` named `policy_name`
+/// (draft-ietf-httpapi-ratelimit-headers-11 `RateLimit-Policy` and `RateLimit`, plus
+/// `Retry-After` when waiting helps). An unlimited quota (`None`) gets none. Shared by the
+/// counter ([`SubjectPolicy`]) and the exact log ([`crate::sliding_log::LogPolicy`]).
+pub fn rate_limit_headers(
+    policy_name: &str,
+    quota: Option<(u32, u64)>,
+    outcome: &LimitOutcome,
+) -> Vec<(&'static str, String)> {
+    let Some((limit, window_ms)) = quota else {
+        return Vec::new();
+    };
+    let mut out = vec![(
+        RATELIMIT_POLICY,
+        ratelimit_policy_value(policy_name, limit, ceil_secs(window_ms)),
+    )];
+    let (remaining, effective_ms, retry_ms) = match *outcome {
+        LimitOutcome::Allowed {
+            remaining,
+            reset_after_ms,
+        } => (remaining, reset_after_ms, None),
+        LimitOutcome::Limited {
+            remaining,
+            reset_after_ms,
+            retry_after_ms: None,
+        } => (remaining, reset_after_ms, None),
+        // The draft: Retry-After should not point before the end of the effective window.
+        LimitOutcome::Limited {
+            remaining,
+            retry_after_ms: Some(ms),
+            ..
+        } => (remaining, ms, Some(ms)),
+        LimitOutcome::Banned { retry_after_ms, .. } => (0, retry_after_ms, Some(retry_after_ms)),
+        LimitOutcome::Metered { .. } => return out,
+    };
+    out.push((
+        RATELIMIT,
+        ratelimit_value(policy_name, remaining, ceil_secs(effective_ms)),
+    ));
+    if let Some(ms) = retry_ms {
+        out.push((RETRY_AFTER, ceil_secs(ms).to_string()));
+    }
+    out
 }
 
 pub const RATELIMIT_POLICY: &str = "RateLimit-Policy";

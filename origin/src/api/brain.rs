@@ -25,6 +25,9 @@ pub async fn action(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError
             format!("unknown action {action:?}: no service group lists it (GET /api/conductor/groups lists the actions)"),
         ));
     }
+    if s.defense.enabled {
+        s.defense.authorize_action(&c.identity, &action)?;
+    }
     let job = Job::new(Surface::Action, &action, c.request_id, c.headers, c.body);
     Ok(s.pipeline.handle(job).await)
 }

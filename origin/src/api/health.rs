@@ -11,6 +11,28 @@ pub async fn health(_s: Arc<AppState>, _c: Ctx) -> Result<Response<Body>, ApiErr
     Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
 }
 
+/// Who the origin takes the caller to be: the edge asks this on a session-cache miss.
+pub async fn identity(_s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError> {
+    let who = &c.identity;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "subject": who.subject,
+            "tier": who.tier,
+            "clearance": who.clearance.as_str().to_ascii_lowercase(),
+            "key_id": who.key_id,
+            "anonymous": who.anonymous,
+            "limits": who.tier.limits(),
+            "features": who.tier.features(),
+            "ttl_secs": SESSION_TTL_SECS,
+        }),
+    ))
+}
+
+/// How long the edge may cache an identity answer in its KV session cache. The origin still
+/// checks the key on every tunnelled request, so a revocation is exact here.
+pub const SESSION_TTL_SECS: u64 = 60;
+
 /// Ready when DuckDB answers, and Redis too when one is configured.
 pub async fn ready(s: Arc<AppState>, _c: Ctx) -> Result<Response<Body>, ApiError> {
     let memory = s.memory.clone();
@@ -24,6 +46,7 @@ pub async fn ready(s: Arc<AppState>, _c: Ctx) -> Result<Response<Body>, ApiError
             "duckdb": match &duck { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
             "redis": match &redis { Ok(Some(())) => "ok".to_string(), Ok(None) => "not configured".to_string(), Err(e) => e.clone() },
             "index": s.memory.index_stats().state,
+            "limiter": if !s.defense.limiter.uses_redis() { "in-process" } else if s.defense.limiter.is_degraded() { "degraded (in-process)" } else { "redis" },
         }
     });
     if !(duck_ok && redis_ok) {

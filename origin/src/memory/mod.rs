@@ -554,6 +554,16 @@ impl MemoryStore {
         Ok(added)
     }
 
+    /// Another connection to the same database, for tables that live beside the memory
+    /// (API keys): one process may hold the file, so everything shares this instance.
+    pub fn connection(&self) -> Result<Connection, MemoryError> {
+        Ok(self
+            .template
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .try_clone()?)
+    }
+
     fn reader(&self) -> Result<Connection, MemoryError> {
         if let Some(c) = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             return Ok(c);

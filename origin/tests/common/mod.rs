@@ -28,6 +28,8 @@ impl TestServer {
         let mut cfg = Config::load(None, |_| None, &Overrides::default()).unwrap();
         cfg.data_dir = dir.path().to_path_buf();
         cfg.listen = "127.0.0.1:0".into();
+        // Memory and conductor tests are about those; tests/defense.rs turns defense on.
+        cfg.defense.enabled = false;
         tweak(&mut cfg);
         cfg.validate().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

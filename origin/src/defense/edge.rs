@@ -1,0 +1,142 @@
+//! Verifying requests the edge Worker tunnelled to us (`heady_shared::wire`): signature over
+//! the canonical request, freshness, and a nonce never seen before. Only a verified request's
+//! subject, tier, clearance and client IP are believed.
+//!
+//! The scheme is the `TunnelAuthenticator` the verifier holds (HMAC-SHA256 with the shared
+//! Worker secret today), so a post-quantum session can replace it here without touching the
+//! server. Nonces are remembered in Redis when configured (a replay sent to another origin is
+//! caught too), else in-process; when Redis fails the in-process set takes over.
+
+use heady_shared::wire::{self, Envelope, RequestLine, TunnelAuthenticator, WireError};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub struct EdgeVerifier {
+    auth: Box<dyn TunnelAuthenticator + Send + Sync>,
+    max_skew_secs: u64,
+    redis: Option<redis::Client>,
+    conn: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+    seen: Mutex<HashMap<String, u64>>,
+    timeout: Duration,
+}
+
+/// Why a tunnelled request was refused (401 to the caller).
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeRefusal {
+    #[error("{0}")]
+    Wire(#[from] WireError),
+    #[error("replayed request: nonce {0:?} was already used")]
+    Replay(String),
+    #[error("x-heady-client-ip {0:?} is not an IP address")]
+    ClientIp(String),
+}
+
+impl EdgeVerifier {
+    pub fn new(
+        auth: Box<dyn TunnelAuthenticator + Send + Sync>,
+        max_skew_secs: u64,
+        redis: Option<redis::Client>,
+        timeout: Duration,
+    ) -> EdgeVerifier {
+        EdgeVerifier {
+            auth,
+            max_skew_secs,
+            redis,
+            conn: tokio::sync::OnceCell::new(),
+            seen: Mutex::new(HashMap::new()),
+            timeout,
+        }
+    }
+
+    /// How long a nonce must be remembered: any timestamp older than that is stale anyway.
+    fn nonce_ttl_secs(&self) -> u64 {
+        2 * self.max_skew_secs + 1
+    }
+
+    /// Verifies a request that carries an edge signature.
+    pub async fn verify(
+        &self,
+        method: &str,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        now_secs: u64,
+    ) -> Result<(Envelope, std::net::IpAddr), EdgeRefusal> {
+        let line = RequestLine {
+            method,
+            path: uri.path(),
+            query: uri.query().unwrap_or(""),
+            body_sha256: wire::body_sha256(body),
+        };
+        let envelope = wire::verify(
+            self.auth.as_ref(),
+            &line,
+            |name| headers.get(name).and_then(|v| v.to_str().ok()),
+            now_secs,
+            self.max_skew_secs,
+        )?;
+        let ip = envelope
+            .client_ip
+            .parse()
+            .map_err(|_| EdgeRefusal::ClientIp(envelope.client_ip.clone()))?;
+        if !self.first_use(&envelope.nonce, now_secs).await {
+            return Err(EdgeRefusal::Replay(envelope.nonce));
+        }
+        Ok((envelope, ip))
+    }
+
+    /// Records the nonce; `false` if it was seen before.
+    async fn first_use(&self, nonce: &str, now_secs: u64) -> bool {
+        if let Some(client) = &self.redis {
+            let shared = async {
+                let conn = self
+                    .conn
+                    .get_or_try_init(|| async {
+                        let cfg = redis::aio::ConnectionManagerConfig::new()
+                            .set_connection_timeout(self.timeout)
+                            .set_response_timeout(self.timeout)
+                            .set_number_of_retries(1);
+                        redis::aio::ConnectionManager::new_with_config(client.clone(), cfg).await
+                    })
+                    .await?;
+                let mut conn = conn.clone();
+                let set: Option<String> = redis::cmd("SET")
+                    .arg(format!("heady:nonce:{nonce}"))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(self.nonce_ttl_secs())
+                    .query_async(&mut conn)
+                    .await?;
+                Ok::<bool, redis::RedisError>(set.is_some())
+            };
+            match tokio::time::timeout(self.timeout, shared).await {
+                Ok(Ok(first)) => {
+                    // Also remember locally, so a Redis outage later still refuses it.
+                    self.first_use_local(nonce, now_secs);
+                    return first;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "nonce check in Redis failed; checking in-process")
+                }
+                Err(_) => tracing::warn!("nonce check in Redis timed out; checking in-process"),
+            }
+        }
+        self.first_use_local(nonce, now_secs)
+    }
+
+    fn first_use_local(&self, nonce: &str, now_secs: u64) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() > 100_000 {
+            seen.retain(|_, &mut expires| expires > now_secs);
+        }
+        match seen.get(nonce) {
+            Some(&expires) if expires > now_secs => false,
+            _ => {
+                seen.insert(nonce.to_string(), now_secs + self.nonce_ttl_secs());
+                true
+            }
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! The exact rate limiter: one Lua call to Redis per decision, shared by every origin; an
+//! in-process log with the same algorithm while Redis is unreachable or not configured.
+//!
+//! Degrading never answers 500: a failed Redis call is decided locally, the limiter is marked
+//! degraded (`heady_limiter_degraded` = 1, one log line), and a background probe PINGs Redis
+//! until it answers, then switches back (one log line). While degraded, each process counts
+//! on its own, so N processes may admit up to N times the limit.
+
+use crate::metrics::Metrics;
+use heady_shared::limiter::LimitOutcome;
+use heady_shared::sliding_log::{LogPolicy, LogState};
+use redis::aio::ConnectionManager;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const SCRIPT: &str = include_str!("sliding_log.lua");
+const SHARDS: usize = 32;
+/// A shard sweeps out idle subjects when it grows past this many.
+const SWEEP_AT: usize = 4096;
+
+/// Redis keys of one subject. The `{subject}` hash tag keeps them in one Redis Cluster slot,
+/// which a script touching several keys needs.
+pub fn keys_of(subject: &str) -> [String; 4] {
+    [
+        format!("heady:{{{subject}}}:log"),
+        format!("heady:{{{subject}}}:attempts"),
+        format!("heady:{{{subject}}}:ban"),
+        format!("heady:{{{subject}}}:offences"),
+    ]
+}
+
+/// A ban as the operator CLI lists it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct BanEntry {
+    pub subject: String,
+    pub retry_after_secs: u64,
+}
+
+pub struct RateLimiter {
+    redis: Option<RedisPath>,
+    local: LocalLimiter,
+    metrics: Arc<Metrics>,
+}
+
+struct RedisPath {
+    client: redis::Client,
+    conn: tokio::sync::RwLock<Option<ConnectionManager>>,
+    script: redis::Script,
+    degraded: AtomicBool,
+    probing: AtomicBool,
+    timeout: Duration,
+}
+
+impl RateLimiter {
+    /// `redis = None`: the embedded default, in-process only.
+    pub fn new(redis: Option<redis::Client>, timeout: Duration, metrics: Arc<Metrics>) -> Self {
+        RateLimiter {
+            redis: redis.map(|client| RedisPath {
+                client,
+                conn: tokio::sync::RwLock::new(None),
+                script: redis::Script::new(SCRIPT),
+                degraded: AtomicBool::new(false),
+                probing: AtomicBool::new(false),
+                timeout,
+            }),
+            local: LocalLimiter::default(),
+            metrics,
+        }
+    }
+
+    pub fn is_degraded(&self) -> bool {
+        self.redis
+            .as_ref()
+            .is_some_and(|r| r.degraded.load(Ordering::Relaxed))
+    }
+
+    pub fn uses_redis(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    /// One decision for `subject` under `policy`. Never fails: Redis trouble is decided locally.
+    pub async fn decide(self: &Arc<Self>, subject: &str, policy: &LogPolicy) -> LimitOutcome {
+        if let Some(r) = &self.redis {
+            if !r.degraded.load(Ordering::Relaxed) {
+                match self.decide_redis(r, subject, policy, None).await {
+                    Ok(out) => return out,
+                    Err(e) => self.degrade(&e),
+                }
+            }
+        }
+        self.local.decide(subject, policy, now_ms())
+    }
+
+    /// The Redis path alone, with an optional fixed clock (tests replay traces through it).
+    pub async fn decide_redis_at(
+        &self,
+        subject: &str,
+        policy: &LogPolicy,
+        now_ms: Option<u64>,
+    ) -> Result<LimitOutcome, String> {
+        let r = self.redis.as_ref().ok_or("no redis configured")?;
+        self.decide_redis(r, subject, policy, now_ms).await
+    }
+
+    async fn connection(&self, r: &RedisPath) -> Result<ConnectionManager, String> {
+        if let Some(c) = r.conn.read().await.as_ref() {
+            return Ok(c.clone());
+        }
+        let mut guard = r.conn.write().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(r.timeout)
+            .set_response_timeout(r.timeout)
+            .set_number_of_retries(1)
+            .set_max_delay(500);
+        let cm = tokio::time::timeout(
+            r.timeout * 2,
+            ConnectionManager::new_with_config(r.client.clone(), cfg),
+        )
+        .await
+        .map_err(|_| "timed out connecting to redis".to_string())?
+        .map_err(|e| format!("connecting to redis: {e}"))?;
+        *guard = Some(cm.clone());
+        Ok(cm)
+    }
+
+    async fn decide_redis(
+        &self,
+        r: &RedisPath,
+        subject: &str,
+        policy: &LogPolicy,
+        now_ms: Option<u64>,
+    ) -> Result<LimitOutcome, String> {
+        let mut conn = self.connection(r).await?;
+        let [log, attempts, ban, offences] = keys_of(subject);
+        let b = policy.ban();
+        let limit: i64 = policy.limit().map_or(-1, i64::from);
+        let mut inv = r.script.key(log);
+        inv.key(attempts)
+            .key(ban)
+            .key(offences)
+            .arg(limit)
+            .arg(policy.window_ms())
+            .arg(b.threshold_factor)
+            .arg(b.base_ttl_secs)
+            .arg(b.max_ttl_secs)
+            .arg(b.offence_memory_secs)
+            .arg(format!("{:016x}", rand::random::<u64>()))
+            .arg(now_ms.map(|t| t.to_string()).unwrap_or_default());
+        let reply: (i64, i64, i64) = tokio::time::timeout(r.timeout, inv.invoke_async(&mut conn))
+            .await
+            .map_err(|_| "redis limiter call timed out".to_string())?
+            .map_err(|e| format!("redis limiter call failed: {e}"))?;
+        Ok(outcome_of(reply, now_ms.unwrap_or_else(now_ms_fn)))
+    }
+
+    fn degrade(self: &Arc<Self>, error: &str) {
+        let Some(r) = &self.redis else { return };
+        if !r.degraded.swap(true, Ordering::AcqRel) {
+            tracing::warn!(error, "rate limiter degraded: Redis unreachable, deciding in-process until it answers again");
+            self.metrics.limiter_degraded.set(1);
+        }
+        if !r.probing.swap(true, Ordering::AcqRel) {
+            let me = self.clone();
+            tokio::spawn(async move { me.probe().await });
+        }
+    }
+
+    /// PINGs Redis until it answers, then ends the degraded state.
+    async fn probe(self: Arc<Self>) {
+        let Some(r) = &self.redis else { return };
+        let mut delay = Duration::from_millis(100);
+        loop {
+            tokio::time::sleep(delay).await;
+            let ok = async {
+                let mut c = self.connection(r).await?;
+                tokio::time::timeout(r.timeout, redis::cmd("PING").query_async::<String>(&mut c))
+                    .await
+                    .map_err(|_| "timeout".to_string())?
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            match ok {
+                Ok(_) => {
+                    r.degraded.store(false, Ordering::Release);
+                    r.probing.store(false, Ordering::Release);
+                    self.metrics.limiter_degraded.set(0);
+                    tracing::info!("rate limiter recovered: deciding in Redis again");
+                    return;
+                }
+                Err(_) => {
+                    // A manager that lost its server can stay wedged; start a fresh one.
+                    *r.conn.write().await = None;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Current bans: from Redis when configured (every origin's view), else this process's.
+    pub async fn bans(&self) -> Result<Vec<BanEntry>, String> {
+        let Some(r) = &self.redis else {
+            return Ok(self.local.bans(now_ms()));
+        };
+        let mut conn = self.connection(r).await?;
+        let mut out = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg("heady:{*}:ban")
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            for k in keys {
+                let ttl: i64 = redis::cmd("PTTL")
+                    .arg(&k)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(subject) = k
+                    .strip_prefix("heady:{")
+                    .and_then(|s| s.strip_suffix("}:ban"))
+                {
+                    if ttl > 0 {
+                        out.push(BanEntry {
+                            subject: subject.to_string(),
+                            retry_after_secs: (ttl as u64).div_ceil(1000),
+                        });
+                    }
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.subject.cmp(&b.subject));
+        Ok(out)
+    }
+
+    /// Lifts a ban and forgets the subject's offences and attempts. `Ok(false)`: not banned.
+    pub async fn lift(&self, subject: &str) -> Result<bool, String> {
+        let local = self.local.lift(subject, now_ms());
+        let Some(r) = &self.redis else {
+            return Ok(local);
+        };
+        let mut conn = self.connection(r).await?;
+        let [_, attempts, ban, offences] = keys_of(subject);
+        let existed: i64 = redis::cmd("EXISTS")
+            .arg(&ban)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _: i64 = redis::cmd("DEL")
+            .arg(&[ban, offences, attempts])
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(existed > 0 || local)
+    }
+}
+
+fn now_ms_fn() -> u64 {
+    now_ms()
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The script's `{code, a, b}` as the shared outcome type.
+fn outcome_of((code, a, b): (i64, i64, i64), now_ms: u64) -> LimitOutcome {
+    let ms = |v: i64| v.max(0) as u64;
+    match code {
+        0 => LimitOutcome::Allowed {
+            remaining: a.clamp(0, i64::from(u32::MAX)) as u32,
+            reset_after_ms: ms(b),
+        },
+        1 => LimitOutcome::Limited {
+            remaining: 0,
+            reset_after_ms: ms(b),
+            retry_after_ms: (a >= 0).then_some(ms(a)),
+        },
+        2 => LimitOutcome::Banned {
+            until_ms: now_ms + ms(a),
+            retry_after_ms: ms(a),
+            newly: b == 1,
+        },
+        _ => LimitOutcome::Metered {
+            used_in_window: ms(a),
+        },
+    }
+}
+
+/// The in-process fallback: the shared sliding log per subject, in sharded maps.
+#[derive(Default)]
+pub struct LocalLimiter {
+    shards: [Mutex<HashMap<String, LogState>>; SHARDS],
+}
+
+impl LocalLimiter {
+    fn shard(&self, subject: &str) -> &Mutex<HashMap<String, LogState>> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(subject);
+        &self.shards[(h as usize) % SHARDS]
+    }
+
+    pub fn decide(&self, subject: &str, policy: &LogPolicy, now_ms: u64) -> LimitOutcome {
+        let mut map = self
+            .shard(subject)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if map.len() >= SWEEP_AT && !map.contains_key(subject) {
+            let w = policy.window_ms();
+            map.retain(|_, s| !s.is_idle(w, now_ms));
+        }
+        let state = map.entry(subject.to_string()).or_default();
+        policy.decide(state, now_ms)
+    }
+
+    fn bans(&self, now_ms: u64) -> Vec<BanEntry> {
+        let mut out: Vec<BanEntry> = self
+            .shards
+            .iter()
+            .flat_map(|s| {
+                let map = s.lock().unwrap_or_else(|p| p.into_inner());
+                map.iter()
+                    .filter(|(_, st)| st.banned_until_ms > now_ms)
+                    .map(|(k, st)| BanEntry {
+                        subject: k.clone(),
+                        retry_after_secs: (st.banned_until_ms - now_ms).div_ceil(1000),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort_by(|a, b| a.subject.cmp(&b.subject));
+        out
+    }
+
+    fn lift(&self, subject: &str, now_ms: u64) -> bool {
+        let mut map = self
+            .shard(subject)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match map.get_mut(subject) {
+            Some(s) => {
+                let was = s.banned_until_ms > now_ms;
+                s.banned_until_ms = 0;
+                s.offences = 0;
+                s.offences_expire_at_ms = 0;
+                s.attempts = 0;
+                was
+            }
+            None => false,
+        }
+    }
+}

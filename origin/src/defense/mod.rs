@@ -1,0 +1,435 @@
+//! The defense stage every request passes before a handler runs:
+//! identify (API key, verified edge claims, or anonymous by client IP) -> exact rate limit and
+//! ban check (`/api` and `/v1`) -> classification gate -> tier gate.
+//!
+//! Decisions come from `heady-shared` (tiers, classification, the sliding log); this module
+//! does the I/O around them: DuckDB for keys, Redis for the limiter, headers for the client.
+
+pub mod admin;
+pub mod edge;
+pub mod keys;
+pub mod limiter;
+
+use crate::config::DefenseConfig;
+use crate::error::ApiError;
+use crate::metrics::{DefenseLabels, Metrics};
+use edge::{EdgeRefusal, EdgeVerifier};
+use heady_shared::limiter::{rate_limit_headers, LimitOutcome};
+use heady_shared::sliding_log::LogPolicy;
+use heady_shared::wire;
+use heady_shared::{Classification, Feature, Tier};
+use http::HeaderMap;
+use ipnet::IpNet;
+use keys::{KeyRefusal, KeyStore};
+use limiter::RateLimiter;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Who is asking, as far as the origin can tell.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Identity {
+    /// The rate-limit subject: `user:<name>` for a key, `ip:<addr>` (IPv6: its /64) otherwise.
+    pub subject: String,
+    pub tier: Tier,
+    pub clearance: Classification,
+    /// The API key's public id, when a key was presented.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    pub client_ip: IpAddr,
+    #[serde(skip)]
+    pub anonymous: bool,
+}
+
+/// What a route demands, declared beside it in the route table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutePolicy {
+    pub class: Classification,
+    /// A tier feature the route needs (`requireProPlan`); `None`: any tier.
+    pub feature: Option<Feature>,
+}
+
+impl RoutePolicy {
+    pub const PUBLIC: RoutePolicy = RoutePolicy {
+        class: Classification::Public,
+        feature: None,
+    };
+    pub const fn class(class: Classification) -> RoutePolicy {
+        RoutePolicy {
+            class,
+            feature: None,
+        }
+    }
+    pub const fn needs(self, feature: Feature) -> RoutePolicy {
+        RoutePolicy {
+            feature: Some(feature),
+            ..self
+        }
+    }
+}
+
+/// Paths whose requests pass the rate limiter.
+pub fn is_limited_path(path: &str) -> bool {
+    path.starts_with("/api/") || path.starts_with("/v1/") || path == "/api" || path == "/v1"
+}
+
+pub struct Defense {
+    pub enabled: bool,
+    pub keys: KeyStore,
+    pub limiter: Arc<RateLimiter>,
+    trusted: Vec<IpNet>,
+    ip_header: http::HeaderName,
+    policies: [LogPolicy; 3],
+    metrics: Arc<Metrics>,
+    edge: Option<EdgeVerifier>,
+    require_edge: bool,
+}
+
+/// The request as identification needs it.
+pub struct Presented<'a> {
+    pub method: &'a http::Method,
+    pub uri: &'a http::Uri,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+    pub peer: IpAddr,
+}
+
+impl Defense {
+    pub fn new(
+        cfg: &DefenseConfig,
+        keys: KeyStore,
+        redis: Option<redis::Client>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Defense> {
+        let trusted = cfg
+            .trusted_proxy_nets()
+            .map_err(|e| anyhow::anyhow!("defense.trusted_proxies: {e}"))?;
+        let ip_header = http::HeaderName::from_bytes(cfg.client_ip_header.as_bytes())
+            .map_err(|e| anyhow::anyhow!("defense.client_ip_header: {e}"))?;
+        let policy = |t: Tier| {
+            LogPolicy::new(t.limits(), cfg.ban).map_err(|e| anyhow::anyhow!("defense.ban: {e}"))
+        };
+        let edge = match &cfg.edge_key {
+            Some(k) => Some(EdgeVerifier::new(
+                Box::new(
+                    wire::HmacSha256::new(k.0.as_bytes())
+                        .map_err(|e| anyhow::anyhow!("defense.edge_key: {e}"))?,
+                ),
+                cfg.edge_max_skew_secs,
+                redis.clone(),
+                Duration::from_millis(cfg.redis_timeout_ms),
+            )),
+            None => None,
+        };
+        Ok(Defense {
+            enabled: cfg.enabled,
+            keys,
+            edge,
+            require_edge: cfg.require_edge,
+            limiter: Arc::new(RateLimiter::new(
+                redis,
+                Duration::from_millis(cfg.redis_timeout_ms),
+                metrics.clone(),
+            )),
+            trusted,
+            ip_header,
+            policies: [
+                policy(Tier::Free)?,
+                policy(Tier::Pro)?,
+                policy(Tier::Enterprise)?,
+            ],
+            metrics,
+        })
+    }
+
+    pub fn policy(&self, tier: Tier) -> &LogPolicy {
+        match tier {
+            Tier::Free => &self.policies[0],
+            Tier::Pro => &self.policies[1],
+            Tier::Enterprise => &self.policies[2],
+        }
+    }
+
+    /// The client's address: the peer, unless the peer is a trusted proxy, in which case the
+    /// right-most address in the configured header that is not itself a trusted proxy.
+    pub fn client_ip(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        let hops: Vec<IpAddr> = headers
+            .get_all(&self.ip_header)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+            .collect();
+        hops.iter()
+            .rev()
+            .find(|ip| !self.is_trusted(**ip))
+            .or(hops.first())
+            .copied()
+            .unwrap_or(peer)
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Identifies the caller. A request signed by the edge is verified (401 when forged,
+    /// stale or replayed) and its subject, tier, clearance and client IP are believed. A bearer
+    /// API key is then checked here too (401 when malformed, unknown or revoked) and decides
+    /// subject, tier and clearance. Otherwise the caller is anonymous by client IP (Free,
+    /// PUBLIC).
+    pub async fn identify(self: &Arc<Self>, req: Presented<'_>) -> Result<Identity, ApiError> {
+        let headers = req.headers;
+        let mut vouched = None;
+        if headers.contains_key(wire::header::SIGNATURE) {
+            let Some(verifier) = &self.edge else {
+                self.count("unauthenticated", Tier::Free);
+                return Err(ApiError::unauthorized(
+                    "edge_not_configured",
+                    "the request carries an edge signature but this origin has no tunnel key (defense.edge_key / HEADY_TUNNEL_KEY)",
+                ));
+            };
+            let now = limiter::now_ms() / 1000;
+            match verifier
+                .verify(req.method.as_str(), req.uri, headers, req.body, now)
+                .await
+            {
+                Ok((env, ip)) => {
+                    vouched = Some(Identity {
+                        anonymous: env.subject.starts_with("ip:"),
+                        subject: env.subject,
+                        tier: env.tier,
+                        clearance: env.clearance,
+                        key_id: None,
+                        client_ip: ip,
+                    })
+                }
+                Err(e) => {
+                    self.count("unauthenticated", Tier::Free);
+                    let code = match e {
+                        EdgeRefusal::Replay(_) => "replayed_request",
+                        _ => "invalid_edge_signature",
+                    };
+                    return Err(ApiError::unauthorized(code, e.to_string()));
+                }
+            }
+        } else if self.require_edge && self.enabled && is_limited_path(req.uri.path()) {
+            self.count("unauthenticated", Tier::Free);
+            return Err(ApiError::unauthorized(
+                "edge_required",
+                "this origin serves /api and /v1 only through the Heady edge",
+            ));
+        }
+        let client_ip = match &vouched {
+            Some(v) => v.client_ip,
+            None => self.client_ip(headers, req.peer),
+        };
+        let Some(auth) = headers.get(http::header::AUTHORIZATION) else {
+            return Ok(vouched.unwrap_or_else(|| anonymous(client_ip)));
+        };
+        let key = auth
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, rest) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            })
+            .ok_or_else(|| {
+                self.count("unauthenticated", Tier::Free);
+                ApiError::unauthorized(
+                    "invalid_authorization",
+                    "Authorization must be \"Bearer hk_<64 hex digits>\"",
+                )
+            })?;
+        let verdict = match self.keys.cached(key) {
+            Some(v) => v,
+            None => {
+                let me = self.clone();
+                let key = key.to_string();
+                tokio::task::spawn_blocking(move || me.keys.lookup_blocking(&key))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("key lookup task: {e}")))?
+                    .map_err(|e| ApiError::internal(format!("key lookup: {e}")))?
+            }
+        };
+        match verdict {
+            Ok(rec) => Ok(Identity {
+                subject: format!("user:{}", rec.user),
+                tier: rec.tier,
+                clearance: rec.clearance,
+                key_id: Some(rec.id),
+                client_ip,
+                anonymous: false,
+            }),
+            Err(refusal) => {
+                self.count("unauthenticated", Tier::Free);
+                let (code, msg) = match refusal {
+                    KeyRefusal::Malformed => (
+                        "invalid_api_key",
+                        "the API key is malformed: expected hk_ followed by 64 lowercase hex digits",
+                    ),
+                    KeyRefusal::Unknown => ("invalid_api_key", "the API key is not known"),
+                    KeyRefusal::Revoked => ("revoked_api_key", "the API key has been revoked"),
+                };
+                Err(ApiError::unauthorized(code, msg))
+            }
+        }
+    }
+
+    /// The exact limiter and the ban list. `Ok`: admitted, with the RateLimit fields to add.
+    pub async fn limit(&self, who: &Identity) -> Result<Vec<(&'static str, String)>, ApiError> {
+        let policy = self.policy(who.tier);
+        let outcome = self.limiter.decide(&who.subject, policy).await;
+        let headers = rate_limit_headers(who.tier.as_str(), policy.quota(), &outcome);
+        match outcome {
+            LimitOutcome::Allowed { .. } => {
+                self.count("allowed", who.tier);
+                Ok(headers)
+            }
+            LimitOutcome::Metered { .. } => {
+                self.count("metered", who.tier);
+                Ok(headers)
+            }
+            LimitOutcome::Limited { retry_after_ms, .. } => {
+                self.count("limited", who.tier);
+                let msg = format!(
+                    "rate limit exceeded: the {} tier allows {} requests per {} s",
+                    who.tier,
+                    policy.limit().unwrap_or(0),
+                    policy.window_ms() / 1000
+                );
+                let mut e = ApiError::new(http::StatusCode::TOO_MANY_REQUESTS, "rate_limited", msg)
+                    .with_headers(headers);
+                if let Some(ms) = retry_after_ms {
+                    e = e.with_retry_after(ms.div_ceil(1000));
+                }
+                Err(e)
+            }
+            LimitOutcome::Banned {
+                retry_after_ms,
+                newly,
+                ..
+            } => {
+                self.count("banned", who.tier);
+                if newly {
+                    self.metrics.bans_imposed.inc();
+                    tracing::warn!(subject = %who.subject, secs = retry_after_ms / 1000, "subject banned for abuse");
+                }
+                Err(ApiError::forbidden(
+                    "banned",
+                    "too many requests over the limit: banned for a while",
+                )
+                .with_retry_after(retry_after_ms.div_ceil(1000))
+                .with_headers(headers))
+            }
+        }
+    }
+
+    /// Classification, then tier: 401 for an anonymous caller below the route's class, 403 for
+    /// a known one; 403 `upgrade_required` when the tier lacks the route's feature.
+    pub fn authorize(&self, who: &Identity, route: RoutePolicy) -> Result<(), ApiError> {
+        if !who.clearance.permits(route.class) {
+            if who.anonymous {
+                self.count("unauthenticated", who.tier);
+                return Err(ApiError::unauthorized(
+                    "authentication_required",
+                    format!(
+                        "this route is {}: send an API key (Authorization: Bearer hk_...)",
+                        route.class
+                    ),
+                ));
+            }
+            self.count("forbidden", who.tier);
+            return Err(ApiError::forbidden(
+                "insufficient_clearance",
+                format!(
+                    "this route is {}; the key's clearance is {}",
+                    route.class, who.clearance
+                ),
+            ));
+        }
+        if let Some(f) = route.feature {
+            if !who.tier.allows(f) {
+                self.count("upgrade_required", who.tier);
+                return Err(ApiError::forbidden(
+                    "upgrade_required",
+                    format!(
+                        "this needs a plan with {} (the {} tier does not include it): upgrade to Pro",
+                        serde_json::to_value(f)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                        who.tier
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Tier gate for a conductor action (`/api/{action}`): Free may run only its basic actions.
+    pub fn authorize_action(&self, who: &Identity, action: &str) -> Result<(), ApiError> {
+        if who.tier.allows_action(action) {
+            return Ok(());
+        }
+        self.count("upgrade_required", who.tier);
+        Err(ApiError::forbidden(
+            "upgrade_required",
+            format!(
+                "action {action:?} needs the Pro plan (the {} tier includes chat, complete, search and analyze)",
+                who.tier
+            ),
+        ))
+    }
+
+    fn count(&self, outcome: &'static str, tier: Tier) {
+        self.metrics
+            .defense
+            .get_or_create(&DefenseLabels {
+                outcome,
+                tier: tier.as_str(),
+            })
+            .inc();
+    }
+}
+
+/// An anonymous caller: Free, PUBLIC, limited by address (an IPv6 client by its /64, which
+/// one host usually owns whole).
+pub fn anonymous(client_ip: IpAddr) -> Identity {
+    let ip = client_ip.to_canonical();
+    let subject = match ip {
+        IpAddr::V4(v4) => format!("ip:{v4}"),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    };
+    Identity {
+        subject,
+        tier: Tier::Free,
+        clearance: Classification::Public,
+        key_id: None,
+        client_ip: ip,
+        anonymous: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        let a = anonymous("2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = anonymous("2001:db8:1:2:bbbb::9".parse().unwrap());
+        assert_eq!(a.subject, b.subject);
+        assert_eq!(a.subject, "ip:2001:db8:1:2::/64");
+        assert_eq!(
+            anonymous("::ffff:10.1.2.3".parse().unwrap()).subject,
+            "ip:10.1.2.3"
+        );
+    }
+}
