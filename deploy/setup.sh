@@ -79,3 +79,20 @@ else
   (cd "$edge_dir" && npm ci --no-audit --no-fund --loglevel=error)
   echo "$lock_sum" > "$stamp"
 fi
+
+# The official `openai` Python client, for the test that runs it against the daemon.
+venv="${HEADY_VENV:-$HOME/.cache/heady/venv}"
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import openai' 2>/dev/null; then
+  say "python venv with openai ($venv): present"
+else
+  if ! python3 -m venv --help >/dev/null 2>&1; then
+    say "installing Debian package python3-venv"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+  fi
+  say "creating $venv with the openai package (PyPI)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check openai
+fi

@@ -43,6 +43,9 @@ pub struct Config {
     pub embedder: EmbedderConfig,
     pub conductor: ConductorConfig,
     pub defense: DefenseConfig,
+    /// `[[providers]]`: the brain router's inference endpoints.
+    pub providers: Vec<crate::providers::config::ProviderConfig>,
+    pub pipeline: crate::pipeline::config::PipelineConfig,
 }
 
 /// The defense stage: keys, limits, bans, client addresses, the operator socket.
@@ -182,6 +185,8 @@ impl Default for Config {
             embedder: EmbedderConfig::default(),
             conductor: ConductorConfig::default(),
             defense: DefenseConfig::default(),
+            providers: Vec::new(),
+            pipeline: Default::default(),
         }
     }
 }
@@ -308,6 +313,7 @@ impl Config {
         if let Some(v) = non_empty("HEADY_EMBEDDER_ACCOUNT_ID") {
             self.embedder.account_id = Some(v);
         }
+        crate::providers::config::apply_env(&mut self.providers, &env);
         if let Some(v) = non_empty("HEADY_DEFENSE") {
             self.defense.enabled = match v.trim() {
                 "on" | "true" | "1" => true,
@@ -492,9 +498,12 @@ impl Config {
                 }
             }
         }
-        heady_shared::GroupTable::default()
+        let mut groups = heady_shared::GroupTable::default();
+        groups
             .extend(self.conductor.groups.clone())
             .map_err(|e| invalid("conductor.groups", e.to_string()))?;
+        crate::providers::config::validate(&self.providers, &groups)?;
+        self.pipeline.validate()?;
         Ok(())
     }
 }

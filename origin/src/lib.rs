@@ -1,6 +1,7 @@
 //! heady-origin: the bare-metal daemon behind the Heady edge.
 //!
-//! Layering: `server` -> `defense` -> `api` -> `conductor` / `memory`; nothing below calls back up.
+//! Layering: `server` -> `defense` -> `api` -> `pipeline` -> `conductor` / `providers` /
+//! `memory`; nothing below calls back up.
 
 pub mod api;
 pub mod cli;
@@ -10,6 +11,8 @@ pub mod defense;
 pub mod error;
 pub mod memory;
 pub mod metrics;
+pub mod pipeline;
+pub mod providers;
 pub mod server;
 pub mod state;
 pub mod tunnel_config;

@@ -6,6 +6,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -19,7 +20,13 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-pub type Body = Full<Bytes>;
+/// Boxed so a handler can answer with a whole buffer or a stream (server-sent events).
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A whole-buffer body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
 
 /// What a handler gets besides shared state: the request, its body read and bounded.
 pub struct Ctx {
@@ -35,7 +42,7 @@ pub struct Ctx {
 pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     match serde_json::to_vec(value) {
         Ok(v) => {
-            let mut resp = Response::new(Full::new(Bytes::from(v)));
+            let mut resp = Response::new(full(v));
             *resp.status_mut() = status;
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -50,7 +57,7 @@ pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Respo
 }
 
 pub fn error_response(e: &ApiError) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(e.body())));
+    let mut resp = Response::new(full(e.body()));
     *resp.status_mut() = e.status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -252,8 +259,12 @@ pub async fn serve(
             "connections still open after the drain period"
         );
     }
-    let memory = state.memory.clone();
-    tokio::task::spawn_blocking(move || memory.close_blocking()).await??;
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || {
+        st.pipeline.flush_blocking();
+        st.memory.close_blocking()
+    })
+    .await??;
     tracing::info!("checkpointed; bye");
     Ok(())
 }

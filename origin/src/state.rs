@@ -7,6 +7,7 @@ use crate::defense::Defense;
 use crate::memory::embedder::{self, Embedder};
 use crate::memory::MemoryStore;
 use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
 use heady_shared::GroupTable;
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -18,6 +19,7 @@ pub struct AppState {
     pub conductor: Conductor,
     pub metrics: Arc<Metrics>,
     pub defense: Arc<Defense>,
+    pub pipeline: Arc<Pipeline>,
     redis: Option<redis::Client>,
     redis_conn: Mutex<Option<redis::aio::ConnectionManager>>,
 }
@@ -33,13 +35,22 @@ impl AppState {
         let memory = MemoryStore::open(&config.data_dir, &config.memory)?;
         memory.start_index();
         let embedder = embedder::from_config(&config.embedder, config.memory.dim);
+        let mut metrics = Metrics::default();
+        let pipeline = Pipeline::new(
+            config.pipeline.clone(),
+            &config.providers,
+            table.clone(),
+            memory.clone(),
+            embedder.clone(),
+            &mut metrics.registry,
+        );
         let redis = match &config.redis_url {
             Some(url) => Some(
                 redis::Client::open(url.as_str()).map_err(|e| anyhow::anyhow!("redis_url: {e}"))?,
             ),
             None => None,
         };
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(metrics);
         let keys = KeyStore::open(
             memory.connection()?,
             std::time::Duration::from_secs(config.defense.key_cache_secs),
@@ -57,6 +68,7 @@ impl AppState {
             conductor: Conductor::new(table),
             metrics,
             defense,
+            pipeline,
             redis,
             redis_conn: Mutex::new(None),
         }))

@@ -3,9 +3,7 @@
 use crate::error::ApiError;
 use crate::server::{json_response, Body, Ctx};
 use crate::state::AppState;
-use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::Full;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -70,7 +68,7 @@ pub async fn metrics(s: Arc<AppState>, _c: Ctx) -> Result<Response<Body>, ApiErr
     m.index_bytes.set(idx.memory_bytes as i64);
     m.index_ready.set(i64::from(s.memory.index_ready()));
     m.resident_bytes.set(crate::metrics::resident_bytes());
-    let mut resp = Response::new(Full::new(Bytes::from(m.encode())));
+    let mut resp = Response::new(crate::server::full(m.encode()));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

@@ -1,13 +1,16 @@
 //! The HTTP API: a table of routes, each with a name (the metrics label) and a handler.
 
+pub mod brain;
 pub mod conductor;
 pub mod health;
 pub mod memory;
+pub mod openai;
 
 use crate::defense::RoutePolicy;
 use crate::error::ApiError;
 use crate::server::{Body, Ctx};
 use crate::state::AppState;
+use heady_shared::Feature;
 use http::{Method, Response, StatusCode};
 use std::future::Future;
 use std::pin::Pin;
@@ -39,7 +42,6 @@ fn routes() -> &'static [RouteEntry] {
     static ROUTES: OnceLock<Vec<RouteEntry>> = OnceLock::new();
     ROUTES.get_or_init(|| {
         use heady_shared::Classification::Internal;
-        use heady_shared::Feature;
         vec![
             RouteEntry {
                 method: Method::GET,
@@ -111,6 +113,41 @@ fn routes() -> &'static [RouteEntry] {
                 policy: RoutePolicy::PUBLIC,
                 handler: |s, c| Box::pin(conductor::route(s, c)),
             },
+            RouteEntry {
+                method: Method::POST,
+                path: "/api/brain/chat",
+                name: "/api/brain/chat",
+                policy: RoutePolicy::PUBLIC.needs(Feature::BasicChat),
+                handler: |s, c| Box::pin(brain::chat(s, c)),
+            },
+            RouteEntry {
+                method: Method::GET,
+                path: "/api/brain/providers",
+                name: "/api/brain/providers",
+                policy: RoutePolicy::class(Internal),
+                handler: |s, c| Box::pin(brain::providers(s, c)),
+            },
+            RouteEntry {
+                method: Method::POST,
+                path: "/v1/chat/completions",
+                name: "/v1/chat/completions",
+                policy: RoutePolicy::PUBLIC.needs(Feature::BasicChat),
+                handler: |s, c| Box::pin(openai::chat_completions(s, c)),
+            },
+            RouteEntry {
+                method: Method::POST,
+                path: "/v1/embeddings",
+                name: "/v1/embeddings",
+                policy: RoutePolicy::PUBLIC.needs(Feature::Search),
+                handler: |s, c| Box::pin(openai::embeddings(s, c)),
+            },
+            RouteEntry {
+                method: Method::GET,
+                path: "/v1/models",
+                name: "/v1/models",
+                policy: RoutePolicy::PUBLIC,
+                handler: |s, c| Box::pin(openai::models(s, c)),
+            },
         ]
     })
 }
@@ -144,6 +181,14 @@ pub fn route(method: &Method, path: &str) -> Matched {
             policy: RoutePolicy::PUBLIC,
             handler: |_, c| Box::pin(method_not_allowed(c)),
         }
+    } else if method == Method::POST && is_action_path(path) {
+        // Exact routes above win; one more segment under /api/ is a conductor action. Which
+        // actions a tier may use is checked in the handler (`Defense::authorize_action`).
+        Matched {
+            name: "/api/{action}",
+            policy: RoutePolicy::PUBLIC.needs(Feature::BasicChat),
+            handler: |s, c| Box::pin(brain::action(s, c)),
+        }
     } else {
         Matched {
             name: "not_found",
@@ -151,6 +196,12 @@ pub fn route(method: &Method, path: &str) -> Matched {
             handler: |_, c| Box::pin(not_found(c)),
         }
     }
+}
+
+/// `/api/<one segment>`: the conductor's actions (`/api/analyze`, `/api/code`, ...).
+fn is_action_path(path: &str) -> bool {
+    path.strip_prefix("/api/")
+        .is_some_and(|a| !a.is_empty() && !a.contains('/'))
 }
 
 async fn not_found(c: Ctx) -> Result<Response<Body>, ApiError> {

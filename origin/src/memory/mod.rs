@@ -685,6 +685,16 @@ impl MemoryStore {
             .map_err(|e| MemoryError::Db(duckdb::Error::ToSqlConversionFailure(Box::new(e))))
     }
 
+    /// Runs `f` on the writer connection, so other components can keep small tables in the
+    /// same database without a second handle on the file. Blocking.
+    pub fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> duckdb::Result<T>,
+    ) -> Result<T, MemoryError> {
+        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&conn)?)
+    }
+
     /// Deletes rows by id (compensation of a failed request). Blocking.
     pub fn delete_blocking(&self, ids: &[String]) -> Result<usize, MemoryError> {
         let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,6 +1,8 @@
 #![allow(dead_code)]
 //! Test support: an in-process daemon on a free port, and a child-process one.
 
+pub mod fake_provider;
+
 use heady_origin::config::{Config, Overrides};
 use heady_origin::state::AppState;
 use std::net::SocketAddr;

@@ -1,0 +1,129 @@
+//! OpenAI-compatible `/v1`: chat completions (plain and streamed) through the pipeline,
+//! embeddings through the configured embedder, and the model list.
+
+use super::require_json;
+use crate::error::ApiError;
+use crate::pipeline::{Job, Surface};
+use crate::server::{json_response, Body, Ctx};
+use crate::state::AppState;
+use base64::Engine as _;
+use http::{Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub async fn chat_completions(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError> {
+    let job = Job::new(Surface::OpenAi, "chat", c.request_id, c.headers, c.body);
+    Ok(s.pipeline.handle(job).await)
+}
+
+pub async fn models(s: Arc<AppState>, _c: Ctx) -> Result<Response<Body>, ApiError> {
+    let mut data =
+        vec![json!({"id": "heady", "object": "model", "created": 0, "owned_by": "heady"})];
+    let mut seen = std::collections::HashSet::new();
+    for e in &s.pipeline.providers {
+        if let Some(m) = &e.config.model {
+            if seen.insert(m.clone()) {
+                data.push(
+                    json!({"id": m, "object": "model", "created": 0, "owned_by": e.config.name}),
+                );
+            }
+        }
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"object": "list", "data": data}),
+    ))
+}
+
+#[derive(Deserialize)]
+struct EmbeddingsRequest {
+    input: Value,
+    model: Option<String>,
+    encoding_format: Option<String>,
+    dimensions: Option<u64>,
+    #[allow(dead_code)]
+    user: Option<String>,
+}
+
+const MAX_INPUTS: usize = 2_048;
+
+pub async fn embeddings(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError> {
+    require_json(&c)?;
+    let req: EmbeddingsRequest = crate::error::parse_json(&c.body)?;
+    let texts: Vec<String> = match req.input {
+        Value::String(t) => vec![t],
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, it) in items.into_iter().enumerate() {
+                match it {
+                    Value::String(t) => out.push(t),
+                    _ => {
+                        return Err(ApiError::bad_request(format!(
+                            "input[{i}]: must be a string (token arrays are not supported)"
+                        )))
+                    }
+                }
+            }
+            out
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "input: must be a string or an array of strings",
+            ))
+        }
+    };
+    if texts.is_empty() || texts.len() > MAX_INPUTS {
+        return Err(ApiError::bad_request(format!(
+            "input: 1 to {MAX_INPUTS} strings"
+        )));
+    }
+    if let Some(i) = texts.iter().position(|t| t.is_empty()) {
+        return Err(ApiError::bad_request(format!(
+            "input[{i}]: must not be empty"
+        )));
+    }
+    let dim = s.embedder.dim();
+    if let Some(d) = req.dimensions {
+        if d != dim as u64 {
+            return Err(ApiError::bad_request(format!(
+                "dimensions: this embedder produces {dim}-dimensional vectors"
+            )));
+        }
+    }
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "encoding_format: must be \"float\" or \"base64\" (got {other:?})"
+            )))
+        }
+    };
+    let vectors =
+        s.embedder.embed(&texts).await.map_err(|e| {
+            ApiError::new(StatusCode::BAD_GATEWAY, "embedder_failed", e.to_string())
+        })?;
+    let tokens: usize = texts
+        .iter()
+        .map(|t| t.split_whitespace().count().max(1))
+        .sum();
+    let data: Vec<Value> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    let model = req.model.unwrap_or_else(|| s.embedder.name().to_string());
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
+    ))
+}

@@ -1,0 +1,258 @@
+//! `[pipeline]`: limits and policies of the nine HCFP stages.
+
+use crate::config::ConfigError;
+use heady_shared::breaker::BreakerPolicy;
+use heady_shared::drift::DriftPolicy;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Concurrent provider calls (stage 3, execute).
+    pub max_concurrency: usize,
+    /// Longest a request waits for a slot before 503 `overloaded`.
+    pub queue_max_wait_ms: u64,
+    /// Requests waiting at most; more are refused at once.
+    pub queue_max_len: usize,
+    /// Default deadline the plan stage estimates against (`X-Heady-Deadline-Ms` overrides).
+    pub deadline_ms: u64,
+    /// Provider calls per request at most (fallbacks plus the critique retry).
+    pub max_attempts: usize,
+    /// Messages per request at most.
+    pub max_messages: usize,
+    pub readiness: ReadinessConfig,
+    pub breaker: BreakerPolicy,
+    pub critique: CritiqueConfig,
+    pub patterns: PatternConfig,
+    pub drift: DriftConfig,
+    pub memory: RecallConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadinessConfig {
+    /// Monte Carlo trials per estimate.
+    pub trials: u32,
+    /// Below this P(answer within the deadline) a provider is passed over.
+    pub threshold: f64,
+    /// Outcomes a provider needs before its estimate counts.
+    pub min_observations: usize,
+    /// Recent outcomes kept per provider.
+    pub window: usize,
+    /// Outcomes older than this no longer count.
+    pub max_age_ms: u64,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CritiqueConfig {
+    /// Answers scoring below this are retried once on another provider.
+    pub threshold: f64,
+    pub retry: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PatternConfig {
+    /// EWMA smoothing of latency and quality per (action, provider).
+    pub alpha: f64,
+    /// Outcomes a path needs before the engine prefers it.
+    pub min_samples: u64,
+    /// How much better (score) a path must be to take the lead.
+    pub margin: f64,
+    /// Latency that costs as much as a perfect answer is worth (score = quality - ms/scale).
+    pub latency_scale_ms: f64,
+    /// How often learned paths are written to DuckDB.
+    pub flush_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftConfig {
+    /// Page-Hinkley on ln(latency in ms) per provider.
+    pub latency: DriftPolicy,
+    /// Page-Hinkley on the critique score per provider.
+    pub quality: DriftPolicy,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecallConfig {
+    /// Store user and assistant turns of requests that carry a session id.
+    pub store: bool,
+    /// Earlier turns of the session added to the prompt on /api/brain/chat and /api/{action}.
+    pub recall_top_k: usize,
+    /// The same for /v1/chat/completions (off by default: OpenAI clients send the history).
+    pub v1_recall_top_k: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            max_concurrency: 6,
+            queue_max_wait_ms: 5_000,
+            queue_max_len: 1_024,
+            deadline_ms: 30_000,
+            max_attempts: 3,
+            max_messages: 256,
+            readiness: ReadinessConfig::default(),
+            breaker: BreakerPolicy::default(),
+            critique: CritiqueConfig::default(),
+            patterns: PatternConfig::default(),
+            drift: DriftConfig::default(),
+            memory: RecallConfig::default(),
+        }
+    }
+}
+
+impl Default for ReadinessConfig {
+    fn default() -> Self {
+        ReadinessConfig {
+            trials: 200,
+            threshold: 0.2,
+            min_observations: 5,
+            window: 50,
+            max_age_ms: 300_000,
+            seed: 0x4845_4144_5950_4C4E,
+        }
+    }
+}
+
+impl Default for CritiqueConfig {
+    fn default() -> Self {
+        CritiqueConfig {
+            threshold: 0.5,
+            retry: true,
+        }
+    }
+}
+
+impl Default for PatternConfig {
+    fn default() -> Self {
+        PatternConfig {
+            alpha: 0.2,
+            min_samples: 5,
+            margin: 0.05,
+            latency_scale_ms: 10_000.0,
+            flush_ms: 2_000,
+        }
+    }
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        DriftConfig {
+            latency: DriftPolicy {
+                delta: 0.05,
+                lambda: 10.0,
+                min_samples: 30,
+            },
+            quality: DriftPolicy {
+                delta: 0.02,
+                lambda: 2.0,
+                min_samples: 20,
+            },
+        }
+    }
+}
+
+impl Default for RecallConfig {
+    fn default() -> Self {
+        RecallConfig {
+            store: true,
+            recall_top_k: 4,
+            v1_recall_top_k: 0,
+        }
+    }
+}
+
+fn range(key: &str, v: f64, lo: f64, hi: f64) -> Result<(), ConfigError> {
+    if v.is_finite() && v >= lo && v <= hi {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            key: format!("pipeline.{key}"),
+            message: format!("must be between {lo} and {hi} (got {v})"),
+        })
+    }
+}
+
+impl PipelineConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        range(
+            "max_concurrency",
+            self.max_concurrency as f64,
+            1.0,
+            10_000.0,
+        )?;
+        range(
+            "queue_max_wait_ms",
+            self.queue_max_wait_ms as f64,
+            0.0,
+            600_000.0,
+        )?;
+        range("queue_max_len", self.queue_max_len as f64, 0.0, 1_000_000.0)?;
+        range("deadline_ms", self.deadline_ms as f64, 1.0, 3_600_000.0)?;
+        range("max_attempts", self.max_attempts as f64, 1.0, 10.0)?;
+        range("max_messages", self.max_messages as f64, 1.0, 100_000.0)?;
+        let r = &self.readiness;
+        range("readiness.trials", r.trials as f64, 1.0, 1_000_000.0)?;
+        range("readiness.threshold", r.threshold, 0.0, 1.0)?;
+        range(
+            "readiness.min_observations",
+            r.min_observations as f64,
+            1.0,
+            100_000.0,
+        )?;
+        range("readiness.window", r.window as f64, 1.0, 100_000.0)?;
+        range(
+            "readiness.max_age_ms",
+            r.max_age_ms as f64,
+            1.0,
+            86_400_000.0,
+        )?;
+        let b = &self.breaker;
+        range(
+            "breaker.consecutive_failures",
+            b.consecutive_failures as f64,
+            1.0,
+            10_000.0,
+        )?;
+        range("breaker.failure_rate", b.failure_rate, 0.01, 1.0)?;
+        range("breaker.min_calls", b.min_calls as f64, 1.0, 100_000.0)?;
+        range("breaker.window", b.window as f64, 1.0, 100_000.0)?;
+        range(
+            "breaker.cooldown_ms",
+            b.cooldown_ms as f64,
+            1.0,
+            3_600_000.0,
+        )?;
+        range("critique.threshold", self.critique.threshold, 0.0, 1.0)?;
+        let p = &self.patterns;
+        range("patterns.alpha", p.alpha, 0.001, 1.0)?;
+        range("patterns.margin", p.margin, 0.0, 1.0)?;
+        range("patterns.latency_scale_ms", p.latency_scale_ms, 1.0, 1e9)?;
+        range("patterns.flush_ms", p.flush_ms as f64, 10.0, 3_600_000.0)?;
+        for (name, d) in [
+            ("drift.latency", &self.drift.latency),
+            ("drift.quality", &self.drift.quality),
+        ] {
+            range(&format!("{name}.delta"), d.delta, 0.0, 1e9)?;
+            range(&format!("{name}.lambda"), d.lambda, 1e-9, 1e12)?;
+        }
+        range(
+            "memory.recall_top_k",
+            self.memory.recall_top_k as f64,
+            0.0,
+            100.0,
+        )?;
+        range(
+            "memory.v1_recall_top_k",
+            self.memory.v1_recall_top_k as f64,
+            0.0,
+            100.0,
+        )?;
+        Ok(())
+    }
+}

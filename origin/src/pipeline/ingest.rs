@@ -1,0 +1,392 @@
+//! Stage 1, ingest: validate the payload (size is bounded by the server; here roles, model,
+//! parameters — a 4xx naming the field), route the action, place it in a zone, recall earlier
+//! turns of the session and store the user's turn (with a compensation to undo it).
+
+use super::{ChatRequest, Compensation, Job, Pipeline, Stage, StageFuture, Surface};
+use crate::api::blocking;
+use crate::error::ApiError;
+use crate::memory::{id_of, new_key, NewRow};
+use http::StatusCode;
+use serde_json::{json, Map, Value};
+
+pub struct Ingest;
+
+pub const SESSION_HEADER: &str = "x-heady-session-id";
+const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+
+pub use crate::providers::content_text;
+
+fn bad(field: &str, message: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(format!("{field}: {message}"))
+}
+
+fn number_in(body: &Map<String, Value>, field: &str, lo: f64, hi: f64) -> Result<(), ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(()),
+        Some(v) => match v.as_f64() {
+            Some(x) if x >= lo && x <= hi => Ok(()),
+            _ => Err(bad(
+                field,
+                format!("must be a number between {lo} and {hi}"),
+            )),
+        },
+    }
+}
+
+fn count_in(body: &Map<String, Value>, field: &str, lo: u64, hi: u64) -> Result<(), ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(()),
+        Some(v) => match v.as_u64() {
+            Some(x) if x >= lo && x <= hi => Ok(()),
+            _ => Err(bad(
+                field,
+                format!("must be a whole number between {lo} and {hi}"),
+            )),
+        },
+    }
+}
+
+/// Checks an OpenAI chat request (plus Heady's `message`/`input`/`session_id` on /api routes).
+pub fn validate(
+    surface: &Surface,
+    raw: &[u8],
+    max_messages: usize,
+) -> Result<(ChatRequest, Option<String>), ApiError> {
+    let value: Value = crate::error::parse_json(raw)?;
+    let Value::Object(mut body) = value else {
+        return Err(ApiError::invalid_json("the body must be a JSON object"));
+    };
+    let mut session = None;
+    if *surface != Surface::OpenAi {
+        for shortcut in ["message", "input"] {
+            if let Some(v) = body.remove(shortcut) {
+                let Value::String(text) = v else {
+                    return Err(bad(shortcut, "must be a string"));
+                };
+                if body.contains_key("messages") {
+                    return Err(bad(
+                        shortcut,
+                        "give either messages or message/input, not both",
+                    ));
+                }
+                body.insert(
+                    "messages".into(),
+                    json!([{"role": "user", "content": text}]),
+                );
+            }
+        }
+    }
+    if let Some(v) = body.remove("session_id") {
+        match v {
+            Value::String(s) => session = Some(s),
+            Value::Null => {}
+            _ => return Err(bad("session_id", "must be a string")),
+        }
+    }
+    let messages = match body.get("messages") {
+        Some(Value::Array(m)) => m,
+        Some(_) => return Err(bad("messages", "must be an array of messages")),
+        None => {
+            return Err(bad(
+                "messages",
+                if *surface == Surface::OpenAi {
+                    "required"
+                } else {
+                    "required (or give \"message\": \"...\")"
+                },
+            ))
+        }
+    };
+    if messages.is_empty() {
+        return Err(bad("messages", "must not be empty"));
+    }
+    if messages.len() > max_messages {
+        return Err(bad(
+            "messages",
+            format!("at most {max_messages} messages (pipeline.max_messages)"),
+        ));
+    }
+    let mut last_user_text = String::new();
+    for (i, m) in messages.iter().enumerate() {
+        let Some(m) = m.as_object() else {
+            return Err(bad(&format!("messages[{i}]"), "must be an object"));
+        };
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(&format!("messages[{i}].role"), "required, a string"))?;
+        if !ROLES.contains(&role) {
+            return Err(bad(
+                &format!("messages[{i}].role"),
+                format!("must be one of {} (got {role:?})", ROLES.join(", ")),
+            ));
+        }
+        match m.get("content") {
+            Some(Value::String(_)) | Some(Value::Array(_)) => {}
+            None | Some(Value::Null) if role == "assistant" => {}
+            _ => {
+                return Err(bad(
+                    &format!("messages[{i}].content"),
+                    "must be a string or an array of content parts",
+                ))
+            }
+        }
+        if role == "user" {
+            last_user_text = content_text(m.get("content"));
+        }
+    }
+    let model = match body.get("model") {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+        None | Some(Value::Null) if *surface != Surface::OpenAi => None,
+        None => {
+            return Err(bad(
+                "model",
+                "required (use \"heady\" to let the brain router choose)",
+            ))
+        }
+        _ => return Err(bad("model", "must be a non-empty string")),
+    };
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        _ => return Err(bad("stream", "must be true or false")),
+    };
+    number_in(&body, "temperature", 0.0, 2.0)?;
+    number_in(&body, "top_p", 0.0, 1.0)?;
+    number_in(&body, "frequency_penalty", -2.0, 2.0)?;
+    number_in(&body, "presence_penalty", -2.0, 2.0)?;
+    count_in(&body, "max_tokens", 1, 1_000_000)?;
+    count_in(&body, "max_completion_tokens", 1, 1_000_000)?;
+    count_in(&body, "n", 1, 1)
+        .map_err(|_| bad("n", "only 1 is supported (one answer per request)"))?;
+    if let Some(so) = body.get("stream_options") {
+        if !(so.is_object() || so.is_null()) {
+            return Err(bad("stream_options", "must be an object"));
+        }
+    }
+    let json_expected = match body.get("response_format") {
+        None | Some(Value::Null) => false,
+        Some(Value::Object(rf)) => match rf.get("type").and_then(Value::as_str) {
+            Some("text") => false,
+            Some("json_object") | Some("json_schema") => true,
+            _ => {
+                return Err(bad(
+                    "response_format.type",
+                    "must be text, json_object or json_schema",
+                ))
+            }
+        },
+        _ => return Err(bad("response_format", "must be an object")),
+    };
+    Ok((
+        ChatRequest {
+            body,
+            model,
+            stream,
+            json_expected,
+            last_user_text,
+        },
+        session,
+    ))
+}
+
+fn check_session(s: &str) -> Result<(), ApiError> {
+    if s.is_empty() || s.len() > 128 || s.chars().any(|c| c.is_control()) {
+        return Err(bad(
+            "session_id",
+            "must be 1-128 characters without control characters",
+        ));
+    }
+    Ok(())
+}
+
+impl Stage for Ingest {
+    fn number(&self) -> usize {
+        1
+    }
+
+    fn run<'a>(
+        &'a self,
+        p: &'a Pipeline,
+        job: &'a mut Job,
+    ) -> StageFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            let (mut req, body_session) = validate(&job.surface, &job.raw, p.config.max_messages)?;
+            let header_session = match job.headers.get(SESSION_HEADER) {
+                Some(v) => Some(
+                    v.to_str()
+                        .map_err(|_| bad(SESSION_HEADER, "must be visible ASCII"))?
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let session = body_session.or(header_session);
+            if let Some(s) = &session {
+                check_session(s)?;
+            }
+            let route = p.conductor.table().route(&job.action).map_err(|e| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_action",
+                    format!("{e}; GET /api/conductor/groups lists the actions"),
+                )
+            })?;
+            if job.surface == Surface::Action {
+                // The action travels to the model as the task it is asked to do.
+                if let Some(Value::Array(ms)) = req.body.get_mut("messages") {
+                    ms.insert(0, json!({"role": "system", "content": format!("Task: {} (Heady service group {}).", job.action, route.group)}));
+                }
+            }
+            let recall_k = match job.surface {
+                Surface::OpenAi => p.config.memory.v1_recall_top_k,
+                _ => p.config.memory.recall_top_k,
+            };
+            let use_memory = session.is_some() && (p.config.memory.store || recall_k > 0);
+            let local_embedder = p.embedder.name() == "lexical";
+            if (use_memory || local_embedder) && !req.last_user_text.trim().is_empty() {
+                let text = vec![req.last_user_text.clone()];
+                match p.embedder.embed(&text).await {
+                    Ok(mut v) => job.embedding = v.pop(),
+                    Err(e) if use_memory => {
+                        return Err(ApiError::new(
+                            StatusCode::BAD_GATEWAY,
+                            "embedder_failed",
+                            e.to_string(),
+                        ))
+                    }
+                    Err(_) => {}
+                }
+            }
+            let decision = p
+                .conductor
+                .decide(&job.action, job.embedding.as_deref())
+                .map_err(|e| {
+                    ApiError::new(StatusCode::NOT_FOUND, "unknown_action", e.to_string())
+                })?;
+            job.zone = decision.zone;
+            job.route = Some(route);
+            if let (Some(s), Some(q)) = (&session, &job.embedding) {
+                if recall_k > 0 {
+                    let (memory, q, s2) = (p.memory.clone(), q.clone(), s.clone());
+                    let hits = blocking(move || memory.search_blocking(&q, recall_k, Some(&s2)))
+                        .await?
+                        .map_err(|e| ApiError::internal(format!("memory recall: {e}")))?
+                        .0;
+                    if !hits.is_empty() {
+                        let lines: Vec<String> = hits
+                            .iter()
+                            .map(|h| format!("- {}: {}", h.role, h.content))
+                            .collect();
+                        let note = format!("Relevant earlier turns of this conversation (most relevant first):\n{}", lines.join("\n"));
+                        if let Some(Value::Array(ms)) = req.body.get_mut("messages") {
+                            ms.insert(0, json!({"role": "system", "content": note}));
+                        }
+                        job.recalled = hits.len();
+                    }
+                }
+                if p.config.memory.store && !req.last_user_text.trim().is_empty() {
+                    let row = turn_row("user", &req.last_user_text, q.clone(), s, &job.request_id);
+                    let id = id_of(row.key);
+                    let memory = p.memory.clone();
+                    blocking(move || memory.insert_blocking(&[row]))
+                        .await?
+                        .map_err(|e| ApiError::internal(format!("memory write: {e}")))?;
+                    job.compensations
+                        .push(Compensation::DeleteMemoryRows(vec![id.clone()]));
+                    job.stored.push(id);
+                }
+            }
+            job.session_id = session;
+            job.request = Some(req);
+            Ok(())
+        })
+    }
+}
+
+/// A conversation turn as a memory row.
+pub fn turn_row(
+    role: &str,
+    content: &str,
+    embedding: Vec<f32>,
+    session: &str,
+    request_id: &str,
+) -> NewRow {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    NewRow {
+        key: new_key(),
+        ts,
+        role: role.to_string(),
+        content: content.to_string(),
+        embedding,
+        token_count: content.split_whitespace().count().min(i32::MAX as usize) as i32,
+        session_id: Some(session.to_string()),
+        metadata: Some(json!({"request_id": request_id, "source": "pipeline"}).to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(surface: Surface, body: &str) -> String {
+        validate(&surface, body.as_bytes(), 8).unwrap_err().message
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(err(
+            Surface::OpenAi,
+            r#"{"messages":[{"role":"user","content":"hi"}]}"#
+        )
+        .starts_with("model:"));
+        assert!(err(Surface::OpenAi, r#"{"model":"m","messages":[]}"#).starts_with("messages:"));
+        assert!(err(
+            Surface::OpenAi,
+            r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#
+        )
+        .starts_with("messages[0].role:"));
+        assert!(err(
+            Surface::OpenAi,
+            r#"{"model":"m","messages":[{"role":"user","content":5}]}"#
+        )
+        .starts_with("messages[0].content:"));
+        assert!(err(
+            Surface::OpenAi,
+            r#"{"model":"m","temperature":9,"messages":[{"role":"user","content":"x"}]}"#
+        )
+        .starts_with("temperature:"));
+        assert!(err(
+            Surface::OpenAi,
+            r#"{"model":"m","n":2,"messages":[{"role":"user","content":"x"}]}"#
+        )
+        .starts_with("n:"));
+        assert!(err(
+            Surface::OpenAi,
+            r#"{"model":"m","stream":"yes","messages":[{"role":"user","content":"x"}]}"#
+        )
+        .starts_with("stream:"));
+        assert!(err(Surface::Brain, r#"{"message":5}"#).starts_with("message:"));
+        let many = format!(
+            r#"{{"model":"m","messages":[{}]}}"#,
+            vec![r#"{"role":"user","content":"x"}"#; 9].join(",")
+        );
+        assert!(err(Surface::OpenAi, &many).starts_with("messages:"));
+    }
+
+    #[test]
+    fn brain_shortcut_and_session() {
+        let (r, s) = validate(
+            &Surface::Brain,
+            br#"{"message":"hello","session_id":"s1"}"#,
+            8,
+        )
+        .unwrap();
+        assert_eq!(r.last_user_text, "hello");
+        assert_eq!(s.as_deref(), Some("s1"));
+        assert!(!r.body.contains_key("session_id"));
+        assert!(r.model.is_none());
+    }
+}

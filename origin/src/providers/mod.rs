@@ -1,0 +1,198 @@
+//! The brain router's providers: inference endpoints behind one trait. `openai` speaks the
+//! OpenAI chat-completions wire format (OpenAI, Ollama, vLLM, llama.cpp server); `workers_ai`
+//! speaks Cloudflare's REST API and is translated to the OpenAI shape. Streams are read chunk by
+//! chunk and handed on event by event, never collected whole.
+
+pub mod config;
+pub mod openai;
+pub mod sse;
+pub mod workers_ai;
+
+use bytes::Bytes;
+use config::{ProviderConfig, ProviderKind};
+use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    #[error("could not reach {provider}: {message}")]
+    Unreachable { provider: String, message: String },
+    #[error("{provider} did not answer within {ms} ms")]
+    Timeout { provider: String, ms: u64 },
+    #[error("{provider} answered {status}: {message}")]
+    Upstream {
+        provider: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{provider} answered something that is not an OpenAI chat completion: {message}")]
+    BadResponse { provider: String, message: String },
+}
+
+impl ProviderError {
+    /// The provider refused the request itself (malformed, unknown model, too large): another
+    /// provider would refuse it too, and it says nothing about the provider's health. 401/403
+    /// (our credentials), 408, 429 and 5xx are the provider's trouble: fall back.
+    pub fn is_client_error(&self) -> bool {
+        matches!(self, ProviderError::Upstream { status, .. } if matches!(status, 400 | 404 | 413 | 422))
+    }
+}
+
+/// One call: an OpenAI chat-completions request body (`model` already chosen).
+#[derive(Debug, Clone)]
+pub struct ChatCall {
+    pub body: serde_json::Map<String, Value>,
+}
+
+/// A whole answer, in OpenAI's `chat.completion` shape, with the text pulled out.
+#[derive(Debug, Clone)]
+pub struct ChatReply {
+    pub json: Value,
+    pub text: String,
+    pub finish_reason: Option<String>,
+}
+
+impl ChatReply {
+    pub fn from_json(provider: &str, json: Value) -> Result<ChatReply, ProviderError> {
+        let choice = json.get("choices").and_then(|c| c.get(0)).ok_or_else(|| {
+            ProviderError::BadResponse {
+                provider: provider.to_string(),
+                message: "no choices[0]".into(),
+            }
+        })?;
+        let text = choice
+            .pointer("/message/content")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let finish_reason = choice
+            .get("finish_reason")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        Ok(ChatReply {
+            json,
+            text,
+            finish_reason,
+        })
+    }
+}
+
+/// One server-sent event of a streamed answer, already in OpenAI's chunk format.
+#[derive(Debug, Clone)]
+pub struct StreamEvent {
+    /// The `data:` payload to send on (a `chat.completion.chunk` JSON object).
+    pub data: Bytes,
+    pub delta_text: String,
+    pub finish_reason: Option<String>,
+}
+
+pub trait EventSource: Send {
+    /// The next event; `None` at the end of the stream (`data: [DONE]` or end of body).
+    fn next(&mut self) -> BoxFuture<'_, Result<Option<StreamEvent>, ProviderError>>;
+}
+
+pub trait Provider: Send + Sync {
+    fn chat<'a>(&'a self, call: &'a ChatCall) -> BoxFuture<'a, Result<ChatReply, ProviderError>>;
+    /// Starts a streamed answer; resolves once the provider has accepted the request.
+    fn chat_stream<'a>(
+        &'a self,
+        call: &'a ChatCall,
+    ) -> BoxFuture<'a, Result<Box<dyn EventSource>, ProviderError>>;
+}
+
+/// A configured provider and its client.
+pub struct ProviderEntry {
+    pub config: ProviderConfig,
+    pub client: Arc<dyn Provider>,
+}
+
+impl ProviderEntry {
+    pub fn serves(&self, group: &str) -> bool {
+        self.config.groups.is_empty() || self.config.groups.iter().any(|g| g == group)
+    }
+}
+
+pub fn build(configs: &[ProviderConfig]) -> Vec<ProviderEntry> {
+    configs
+        .iter()
+        .map(|c| {
+            let timeout = Duration::from_millis(c.timeout_ms);
+            let client: Arc<dyn Provider> = match c.kind {
+                ProviderKind::Openai => Arc::new(openai::OpenAiProvider::new(
+                    c.name.clone(),
+                    c.base_url.clone().unwrap_or_default(),
+                    c.api_key.clone(),
+                    c.model.clone(),
+                    timeout,
+                )),
+                ProviderKind::WorkersAi => Arc::new(workers_ai::WorkersAiProvider::new(
+                    c.name.clone(),
+                    c.base_url
+                        .clone()
+                        .unwrap_or_else(|| config::WORKERS_AI_ROOT.to_string()),
+                    c.account_id.clone().unwrap_or_default(),
+                    c.api_key.clone().unwrap_or_default(),
+                    c.model.clone().unwrap_or_default(),
+                    timeout,
+                )),
+            };
+            ProviderEntry {
+                config: c.clone(),
+                client,
+            }
+        })
+        .collect()
+}
+
+/// The text of a message's `content`: a string, or the `text` of its parts.
+pub fn content_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// The `message` of an OpenAI (or Cloudflare) error body, else the body itself, shortened.
+pub fn error_message(body: &str) -> String {
+    if let Ok(v) = serde_json::from_str::<Value>(body) {
+        if let Some(m) = v.pointer("/error/message").and_then(Value::as_str) {
+            return m.to_string();
+        }
+        if let Some(m) = v.pointer("/errors/0/message").and_then(Value::as_str) {
+            return m.to_string();
+        }
+    }
+    body.chars().take(300).collect()
+}
+
+pub(crate) fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+pub(crate) fn send_error(provider: &str, e: reqwest::Error, timeout: Duration) -> ProviderError {
+    if e.is_timeout() {
+        ProviderError::Timeout {
+            provider: provider.to_string(),
+            ms: timeout.as_millis() as u64,
+        }
+    } else {
+        ProviderError::Unreachable {
+            provider: provider.to_string(),
+            message: e.to_string(),
+        }
+    }
+}

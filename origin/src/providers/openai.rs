@@ -1,0 +1,252 @@
+//! OpenAI-compatible provider: `POST {base_url}/chat/completions`, plain and streamed (SSE).
+
+use super::sse::SseParser;
+use super::{
+    error_message, http_client, send_error, BoxFuture, ChatCall, ChatReply, EventSource, Provider,
+    ProviderError, StreamEvent,
+};
+use bytes::Bytes;
+use serde_json::Value;
+use std::time::Duration;
+
+pub struct OpenAiProvider {
+    name: String,
+    chat_url: String,
+    models_url: String,
+    api_key: Option<String>,
+    model: Option<String>,
+    timeout: Duration,
+    client: reqwest::Client,
+    discovered: tokio::sync::OnceCell<String>,
+}
+
+impl OpenAiProvider {
+    pub fn new(
+        name: String,
+        base_url: String,
+        api_key: Option<String>,
+        model: Option<String>,
+        timeout: Duration,
+    ) -> Self {
+        let base = base_url.trim_end_matches('/');
+        OpenAiProvider {
+            name,
+            chat_url: format!("{base}/chat/completions"),
+            models_url: format!("{base}/models"),
+            api_key,
+            model,
+            timeout,
+            client: http_client(),
+            discovered: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    fn post(&self, body: &serde_json::Map<String, Value>) -> reqwest::RequestBuilder {
+        let req = self.client.post(&self.chat_url).json(body);
+        match &self.api_key {
+            Some(k) => req.bearer_auth(k),
+            None => req,
+        }
+    }
+
+    /// The configured model; else the client's, unless it asked for `heady` (the router),
+    /// in which case the first model the endpoint lists.
+    async fn model_for(&self, requested: Option<&str>) -> Result<String, ProviderError> {
+        if let Some(m) = &self.model {
+            return Ok(m.clone());
+        }
+        match requested {
+            Some(m) if !m.is_empty() && m != "heady" => Ok(m.to_string()),
+            _ => self
+                .discovered
+                .get_or_try_init(|| async {
+                    let mut req = self.client.get(&self.models_url).timeout(self.timeout);
+                    if let Some(k) = &self.api_key {
+                        req = req.bearer_auth(k);
+                    }
+                    let resp = req
+                        .send()
+                        .await
+                        .map_err(|e| send_error(&self.name, e, self.timeout))?;
+                    let status = resp.status().as_u16();
+                    let text = resp
+                        .text()
+                        .await
+                        .map_err(|e| send_error(&self.name, e, self.timeout))?;
+                    if !(200..300).contains(&status) {
+                        return Err(ProviderError::Upstream {
+                            provider: self.name.clone(),
+                            status,
+                            message: format!("listing models: {}", error_message(&text)),
+                        });
+                    }
+                    serde_json::from_str::<Value>(&text)
+                        .ok()
+                        .and_then(|v| {
+                            v.pointer("/data/0/id")
+                                .and_then(Value::as_str)
+                                .map(str::to_string)
+                        })
+                        .ok_or_else(|| ProviderError::BadResponse {
+                            provider: self.name.clone(),
+                            message: "GET /models listed no model; set providers.model".into(),
+                        })
+                })
+                .await
+                .cloned(),
+        }
+    }
+
+    async fn body_for(
+        &self,
+        call: &ChatCall,
+        stream: bool,
+    ) -> Result<serde_json::Map<String, Value>, ProviderError> {
+        let mut body = call.body.clone();
+        let model = self
+            .model_for(body.get("model").and_then(Value::as_str))
+            .await?;
+        body.insert("model".into(), Value::String(model));
+        body.insert("stream".into(), Value::Bool(stream));
+        if !stream {
+            body.remove("stream_options");
+        }
+        Ok(body)
+    }
+}
+
+impl Provider for OpenAiProvider {
+    fn chat<'a>(&'a self, call: &'a ChatCall) -> BoxFuture<'a, Result<ChatReply, ProviderError>> {
+        Box::pin(async move {
+            let body = self.body_for(call, false).await?;
+            let resp = self
+                .post(&body)
+                .timeout(self.timeout)
+                .send()
+                .await
+                .map_err(|e| send_error(&self.name, e, self.timeout))?;
+            let status = resp.status().as_u16();
+            let text = resp
+                .text()
+                .await
+                .map_err(|e| send_error(&self.name, e, self.timeout))?;
+            if !(200..300).contains(&status) {
+                return Err(ProviderError::Upstream {
+                    provider: self.name.clone(),
+                    status,
+                    message: error_message(&text),
+                });
+            }
+            let json: Value =
+                serde_json::from_str(&text).map_err(|e| ProviderError::BadResponse {
+                    provider: self.name.clone(),
+                    message: e.to_string(),
+                })?;
+            ChatReply::from_json(&self.name, json)
+        })
+    }
+
+    fn chat_stream<'a>(
+        &'a self,
+        call: &'a ChatCall,
+    ) -> BoxFuture<'a, Result<Box<dyn EventSource>, ProviderError>> {
+        Box::pin(async move {
+            let body = self.body_for(call, true).await?;
+            let resp = tokio::time::timeout(self.timeout, self.post(&body).send())
+                .await
+                .map_err(|_| ProviderError::Timeout {
+                    provider: self.name.clone(),
+                    ms: self.timeout.as_millis() as u64,
+                })?
+                .map_err(|e| send_error(&self.name, e, self.timeout))?;
+            let status = resp.status().as_u16();
+            if !(200..300).contains(&status) {
+                let text = tokio::time::timeout(self.timeout, resp.text())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+                return Err(ProviderError::Upstream {
+                    provider: self.name.clone(),
+                    status,
+                    message: error_message(&text),
+                });
+            }
+            Ok(Box::new(OpenAiEvents {
+                name: self.name.clone(),
+                resp,
+                parser: SseParser::default(),
+                timeout: self.timeout,
+                done: false,
+            }) as Box<dyn EventSource>)
+        })
+    }
+}
+
+struct OpenAiEvents {
+    name: String,
+    resp: reqwest::Response,
+    parser: SseParser,
+    timeout: Duration,
+    done: bool,
+}
+
+/// Reads the text and finish reason of a `chat.completion.chunk`; the payload is passed on
+/// byte for byte.
+pub fn chunk_event(data: Bytes) -> StreamEvent {
+    let parsed: Option<Value> = serde_json::from_slice(&data).ok();
+    let choice = parsed.as_ref().and_then(|v| v.pointer("/choices/0"));
+    StreamEvent {
+        delta_text: choice
+            .and_then(|c| c.pointer("/delta/content"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        finish_reason: choice
+            .and_then(|c| c.get("finish_reason"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        data,
+    }
+}
+
+impl EventSource for OpenAiEvents {
+    fn next(&mut self) -> BoxFuture<'_, Result<Option<StreamEvent>, ProviderError>> {
+        Box::pin(async move {
+            loop {
+                if let Some(d) = self.parser.next_data() {
+                    if d.as_ref() == b"[DONE]" {
+                        self.done = true;
+                        return Ok(None);
+                    }
+                    return Ok(Some(chunk_event(d)));
+                }
+                if self.done {
+                    return Ok(None);
+                }
+                match tokio::time::timeout(self.timeout, self.resp.chunk()).await {
+                    Err(_) => {
+                        return Err(ProviderError::Timeout {
+                            provider: self.name.clone(),
+                            ms: self.timeout.as_millis() as u64,
+                        })
+                    }
+                    Ok(Err(e)) => return Err(send_error(&self.name, e, self.timeout)),
+                    Ok(Ok(Some(chunk))) => self.parser.push(&chunk),
+                    Ok(Ok(None)) => {
+                        self.done = true;
+                        return match self.parser.finish() {
+                            Some(d) if d.as_ref() == b"[DONE]" => Ok(None),
+                            Some(d) => Ok(Some(chunk_event(d))),
+                            // Cut off: the answer may be incomplete, and the breaker should know.
+                            None => Err(ProviderError::BadResponse {
+                                provider: self.name.clone(),
+                                message: "the stream ended before data: [DONE]".into(),
+                            }),
+                        };
+                    }
+                }
+            }
+        })
+    }
+}
