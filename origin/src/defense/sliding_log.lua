@@ -36,9 +36,13 @@ if tonumber(st[2]) == ws then
 end
 n = n + 1
 
+-- The state's TTL is set when a window starts (n == 1) or a ban is imposed; in between, the
+-- TTL set then still covers the window and any remembered offence, so it is not refreshed.
 if limit < 0 then
   redis.call('HSET', KEYS[2], 'ws', ws, 'n', n)
-  redis.call('PEXPIRE', KEYS[2], window)
+  if n == 1 then
+    redis.call('PEXPIRE', KEYS[2], math.max(window, (tonumber(st[5]) or 0) - now))
+  end
   return {3, n, 0}
 end
 
@@ -65,12 +69,13 @@ end
 
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[1])
--- Keep the state as long as an offence or the window needs it.
-local keep = math.max(window, (tonumber(st[5]) or 0) - now)
 redis.call('HSET', KEYS[2], 'ws', ws, 'n', n)
-redis.call('PEXPIRE', KEYS[2], keep)
+if n == 1 then
+  redis.call('PEXPIRE', KEYS[2], math.max(window, (tonumber(st[5]) or 0) - now))
+end
 if count < limit then
-  redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[7])
+  -- The member is the request's random nonce; the score is its time.
+  redis.call('ZADD', KEYS[1], now, ARGV[7])
   redis.call('PEXPIRE', KEYS[1], window)
   -- Every slot is free again one window after this, the newest admission.
   return {0, limit - count - 1, window}
