@@ -8,7 +8,7 @@
 //! they stay on it. Also: Redis memory per subject for a full Pro log, and the in-process
 //! fallback's decisions/s.
 
-use heady_origin::defense::limiter::{keys_of, LocalLimiter, RateLimiter};
+use heady_origin::defense::limiter::{state_key, LocalLimiter, RateLimiter};
 use heady_origin::metrics::Metrics;
 use heady_shared::limiter::BanPolicy;
 use heady_shared::sliding_log::LogPolicy;
@@ -141,16 +141,13 @@ fn main() -> anyhow::Result<()> {
         for _ in 0..130 {
             limiter.decide(&subject, &pro).await;
         }
-        let mut total = 0i64;
-        for k in keys_of(&subject) {
-            let bytes: Option<i64> = redis::cmd("MEMORY")
-                .arg("USAGE")
-                .arg(&k)
-                .query_async(&mut conn)
-                .await?;
-            total += bytes.unwrap_or(0);
-        }
-        println!("Redis memory for one Pro subject with a full window (120 admitted): {total} bytes (MEMORY USAGE, all its keys)");
+        let bytes: Option<i64> = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(state_key(&subject))
+            .query_async(&mut conn)
+            .await?;
+        let total = bytes.unwrap_or(0);
+        println!("Redis memory for one Pro subject with a full window (120 admitted): {total} bytes (MEMORY USAGE of its key)");
 
         // The in-process fallback, same algorithm.
         let local = Arc::new(LocalLimiter::default());

@@ -260,6 +260,10 @@ async fn abuse_case(redis_url: Option<String>) {
     // No longer banned; still over the limit inside this window, so limited, not banned.
     let (st, _, v) = call("GET", &url, None, None).await;
     assert_eq!((st, code(&v)), (429, "rate_limited"), "{v}");
+    assert!(
+        !s.state.defense.limiter.is_degraded(),
+        "every decision was made where it should be (a script error would degrade)"
+    );
     s.stop().await;
 }
 

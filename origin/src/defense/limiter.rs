@@ -20,13 +20,10 @@ const SHARDS: usize = 32;
 /// A shard sweeps out idle subjects when it grows past this many.
 const SWEEP_AT: usize = 4096;
 
-/// Redis keys of one subject. The `{subject}` hash tag keeps them in one Redis Cluster slot,
-/// which a script touching several keys needs.
-pub fn keys_of(subject: &str) -> [String; 2] {
-    [
-        format!("heady:{{{subject}}}:log"),
-        format!("heady:{{{subject}}}:state"),
-    ]
+/// The Redis key holding one subject's limiter state (log, attempts, ban, offences). The
+/// `{subject}` hash tag places everything about a subject in one Redis Cluster slot.
+pub fn state_key(subject: &str) -> String {
+    format!("heady:{{{subject}}}:state")
 }
 
 /// A ban as the operator CLI lists it.
@@ -134,18 +131,15 @@ impl RateLimiter {
         now_ms: Option<u64>,
     ) -> Result<LimitOutcome, String> {
         let mut conn = self.connection(r).await?;
-        let [log, state] = keys_of(subject);
         let b = policy.ban();
         let limit: i64 = policy.limit().map_or(-1, i64::from);
-        let mut inv = r.script.key(log);
-        inv.key(state)
-            .arg(limit)
+        let mut inv = r.script.key(state_key(subject));
+        inv.arg(limit)
             .arg(policy.window_ms())
             .arg(b.threshold_factor)
             .arg(b.base_ttl_secs)
             .arg(b.max_ttl_secs)
             .arg(b.offence_memory_secs)
-            .arg(format!("{:016x}", rand::random::<u64>()))
             .arg(now_ms.map(|t| t.to_string()).unwrap_or_default());
         let reply: (i64, i64, i64) = tokio::time::timeout(r.timeout, inv.invoke_async(&mut conn))
             .await
@@ -251,7 +245,7 @@ impl RateLimiter {
             return Ok(local);
         };
         let mut conn = self.connection(r).await?;
-        let [_, state] = keys_of(subject);
+        let state = state_key(subject);
         let now = redis_now_ms(&mut conn).await?;
         let until: Option<u64> = redis::cmd("HGET")
             .arg(&state)
@@ -259,8 +253,10 @@ impl RateLimiter {
             .query_async(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
-        let _: i64 = redis::cmd("DEL")
+        // The admission log stays: the subject is still held to its rate limit.
+        let _: i64 = redis::cmd("HDEL")
             .arg(&state)
+            .arg(&["bu", "n", "on", "oe"])
             .query_async(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
