@@ -4,8 +4,9 @@
 //! Unlike the edge's sliding-window counter ([`crate::limiter::SubjectPolicy`]) this never
 //! over-admits, at the price of remembering one timestamp per admitted request (at most
 //! `limit` per subject). The Redis script `origin/src/defense/sliding_log.lua` runs the same
-//! steps in the same order on a sorted set and a hash; the in-process fallback runs this code. A test
-//! replays one trace through both and expects identical decisions.
+//! steps in the same order on one Redis hash (the log packed inside); the in-process
+//! fallback runs this code. A test replays one trace through both and expects identical
+//! decisions.
 //!
 //! Steps, per request at `now` (milliseconds):
 //! 1. banned until later than `now` -> `Banned`;
