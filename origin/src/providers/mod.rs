@@ -183,6 +183,36 @@ pub(crate) fn http_client() -> reqwest::Client {
         .unwrap_or_else(|_| reqwest::Client::new())
 }
 
+/// Sends a streaming request and checks its status: a non-2xx answer becomes
+/// `ProviderError::Upstream` with the provider's own message; the body is left unread.
+pub(crate) async fn open_stream(
+    provider: &str,
+    timeout: Duration,
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, ProviderError> {
+    let resp = tokio::time::timeout(timeout, request.send())
+        .await
+        .map_err(|_| ProviderError::Timeout {
+            provider: provider.to_string(),
+            ms: timeout.as_millis() as u64,
+        })?
+        .map_err(|e| send_error(provider, e, timeout))?;
+    let status = resp.status().as_u16();
+    if !(200..300).contains(&status) {
+        let text = tokio::time::timeout(timeout, resp.text())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        return Err(ProviderError::Upstream {
+            provider: provider.to_string(),
+            status,
+            message: error_message(&text),
+        });
+    }
+    Ok(resp)
+}
+
 pub(crate) fn send_error(provider: &str, e: reqwest::Error, timeout: Duration) -> ProviderError {
     if e.is_timeout() {
         ProviderError::Timeout {

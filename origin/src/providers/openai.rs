@@ -2,8 +2,8 @@
 
 use super::sse::SseParser;
 use super::{
-    error_message, http_client, send_error, BoxFuture, ChatCall, ChatReply, EventSource, Provider,
-    ProviderError, StreamEvent,
+    error_message, http_client, open_stream, send_error, BoxFuture, ChatCall, ChatReply,
+    EventSource, Provider, ProviderError, StreamEvent,
 };
 use bytes::Bytes;
 use serde_json::Value;
@@ -152,26 +152,7 @@ impl Provider for OpenAiProvider {
     ) -> BoxFuture<'a, Result<Box<dyn EventSource>, ProviderError>> {
         Box::pin(async move {
             let body = self.body_for(call, true).await?;
-            let resp = tokio::time::timeout(self.timeout, self.post(&body).send())
-                .await
-                .map_err(|_| ProviderError::Timeout {
-                    provider: self.name.clone(),
-                    ms: self.timeout.as_millis() as u64,
-                })?
-                .map_err(|e| send_error(&self.name, e, self.timeout))?;
-            let status = resp.status().as_u16();
-            if !(200..300).contains(&status) {
-                let text = tokio::time::timeout(self.timeout, resp.text())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .unwrap_or_default();
-                return Err(ProviderError::Upstream {
-                    provider: self.name.clone(),
-                    status,
-                    message: error_message(&text),
-                });
-            }
+            let resp = open_stream(&self.name, self.timeout, self.post(&body)).await?;
             Ok(Box::new(OpenAiEvents {
                 name: self.name.clone(),
                 resp,

@@ -5,8 +5,8 @@
 
 use super::sse::SseParser;
 use super::{
-    error_message, http_client, send_error, BoxFuture, ChatCall, ChatReply, EventSource, Provider,
-    ProviderError, StreamEvent,
+    error_message, http_client, open_stream, send_error, BoxFuture, ChatCall, ChatReply,
+    EventSource, Provider, ProviderError, StreamEvent,
 };
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -158,26 +158,8 @@ impl Provider for WorkersAiProvider {
         call: &'a ChatCall,
     ) -> BoxFuture<'a, Result<Box<dyn EventSource>, ProviderError>> {
         Box::pin(async move {
-            let resp = tokio::time::timeout(self.timeout, self.send(&self.body(call, true)).send())
-                .await
-                .map_err(|_| ProviderError::Timeout {
-                    provider: self.name.clone(),
-                    ms: self.timeout.as_millis() as u64,
-                })?
-                .map_err(|e| send_error(&self.name, e, self.timeout))?;
-            let status = resp.status().as_u16();
-            if !(200..300).contains(&status) {
-                let text = tokio::time::timeout(self.timeout, resp.text())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .unwrap_or_default();
-                return Err(ProviderError::Upstream {
-                    provider: self.name.clone(),
-                    status,
-                    message: error_message(&text),
-                });
-            }
+            let resp =
+                open_stream(&self.name, self.timeout, self.send(&self.body(call, true))).await?;
             Ok(Box::new(WorkersAiEvents {
                 name: self.name.clone(),
                 model: self.model.clone(),
