@@ -36,6 +36,7 @@ pub struct Metrics {
     pub latency: Family<HttpLabels, Histogram>,
     pub memory_vectors: Gauge,
     pub index_vectors: Gauge,
+    pub wal_bytes: Gauge,
     pub index_bytes: Gauge,
     pub index_ready: Gauge,
     pub resident_bytes: Gauge,
@@ -75,6 +76,12 @@ impl Default for Metrics {
             "heady_memory_index_vectors",
             "Vectors in the HNSW index",
             index_vectors.clone(),
+        );
+        let wal_bytes = Gauge::default();
+        registry.register(
+            "heady_memory_wal_bytes",
+            "Bytes in DuckDB's write-ahead log (folded into the file when writes pause)",
+            wal_bytes.clone(),
         );
         let index_bytes = Gauge::default();
         registry.register(
@@ -121,6 +128,7 @@ impl Default for Metrics {
             latency,
             memory_vectors,
             index_vectors,
+            wal_bytes,
             index_bytes,
             index_ready,
             resident_bytes,
