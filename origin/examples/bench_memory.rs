@@ -1,6 +1,6 @@
 //! Vector memory benchmark on 100,000 clustered 384-d vectors (deterministic).
 //!
-//! `cargo run --release -p heady-origin --example bench_memory [-- --n 100000 --queries 500]`
+//! `cargo run --release -p heady-origin --example bench_memory [-- --n 100000 --queries 500 --batch 120 --clients 2 --base64 --insert-only]`
 //!
 //! Measures, in one run: bulk insert through the HTTP batch API; search by exact DuckDB scan
 //! (`array_cosine_distance`), by DuckDB VSS HNSW through SQL (when the extension loads; set
@@ -102,6 +102,10 @@ fn main() -> anyhow::Result<()> {
     let n = arg("--n", 100_000) as u64;
     let nq = arg("--queries", 500);
     let batch = arg("--batch", 120);
+    let clients = arg("--clients", 2);
+    // --base64: embeddings as base64 float32 (OpenAI's encoding_format "base64") instead of
+    // JSON arrays of numbers.
+    let base64 = std::env::args().any(|a| a == "--base64");
     let dir = tempfile::tempdir()?;
     println!("# heady vector memory benchmark: {n} clustered {DIM}-d vectors, {nq} queries");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -117,7 +121,17 @@ fn main() -> anyhow::Result<()> {
         .step_by(batch)
         .map(|start| {
             let items: Vec<serde_json::Value> = (start..(start + batch as u64).min(n))
-                .map(|i| serde_json::json!({"content": format!("row {i} in cluster {}", i % CLUSTERS), "embedding": vector(i, 0), "session_id": format!("s{}", i % 1000)}))
+                .map(|i| {
+                    let v = vector(i, 0);
+                    let embedding = if base64 {
+                        use base64::Engine as _;
+                        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                        serde_json::json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                    } else {
+                        serde_json::json!(v)
+                    };
+                    serde_json::json!({"content": format!("row {i} in cluster {}", i % CLUSTERS), "embedding": embedding, "session_id": format!("s{}", i % 1000)})
+                })
                 .collect();
             serde_json::to_vec(&serde_json::json!({ "items": items })).unwrap()
         })
@@ -155,7 +169,7 @@ fn main() -> anyhow::Result<()> {
         let client = reqwest::Client::new();
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut tasks = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..clients {
             let (client, next, bodies) = (client.clone(), next.clone(), bodies.clone());
             tasks.push(tokio::spawn(async move {
                 loop {
@@ -178,11 +192,15 @@ fn main() -> anyhow::Result<()> {
     });
     let insert_secs = t.elapsed().as_secs_f64();
     println!(
-        "bulk insert (HTTP batch API, 2 clients): {:.0} vectors/s ({n} in {insert_secs:.1} s)",
+        "bulk insert (HTTP batch API, {clients} clients, {batch} items/request, embeddings as {}): {:.0} vectors/s ({n} in {insert_secs:.1} s)",
+        if base64 { "base64 float32" } else { "JSON numbers" },
         n as f64 / insert_secs
     );
     let memory: Arc<MemoryStore> = state.memory.clone();
     assert_eq!(memory.len(), n);
+    if std::env::args().any(|a| a == "--insert-only") {
+        return Ok(());
+    }
     let backlog = memory.pending_len();
     let t = Instant::now();
     assert!(

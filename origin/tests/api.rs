@@ -59,6 +59,7 @@ async fn health_ready_and_metrics() {
         "{text}"
     );
     assert!(text.contains("heady_memory_vectors 0"), "{text}");
+    assert!(text.contains("heady_memory_wal_bytes "), "{text}");
     assert!(
         text.contains("heady_process_resident_memory_bytes"),
         "{text}"
@@ -162,6 +163,22 @@ async fn insert_search_stats_round_trip() {
         .map(|r| r["score"].as_f64().unwrap())
         .collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    // The same query as base64 float32 (OpenAI's encoding_format "base64") finds the same row.
+    let b64: String = {
+        use base64::Engine as _;
+        let bytes: Vec<u8> = clustered(32, 3, 7)
+            .iter()
+            .flat_map(|x| (*x as f32).to_le_bytes())
+            .collect();
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    };
+    let (st, body) = post(
+        &s.url("/api/memory/search"),
+        json!({"embedding": b64, "top_k": 1}),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["results"][0]["id"], ids[7].as_str());
     // A session filter uses an exact scan restricted to that session.
     let (st, body) = post(
         &s.url("/api/memory/search"),
@@ -323,8 +340,23 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
     let (st, body) = post(&url, json!({"content": 5})).await;
     assert_eq!(st, 400);
     assert!(message(&body).contains("string"), "{body}");
-    let (st, body) = post(&url, json!({"content": "x", "embedding": "nope"})).await;
+    // An embedding of the wrong type names the element; a string must be base64 float32.
+    let (st, body) = post(
+        &url,
+        json!({"content": "x", "embedding": [0.1, 0.2, "0.3", 0.4, 0.5, 0.6, 0.7, 0.8]}),
+    )
+    .await;
     assert_eq!(st, 400, "{body}");
+    assert!(message(&body).contains("embedding element 2"), "{body}");
+    let (st, body) = post(&url, json!({"content": "x", "embedding": {"a": 1}})).await;
+    assert_eq!(st, 400, "{body}");
+    assert!(message(&body).contains("array of numbers"), "{body}");
+    let (st, body) = post(&url, json!({"content": "x", "embedding": "nope"})).await;
+    assert_eq!((st, code(&body)), (422, "invalid_embedding"), "{body}");
+    assert!(message(&body).contains("float32"), "{body}");
+    let (st, body) = post(&url, json!({"content": "x", "embedding": "not base64!"})).await;
+    assert_eq!((st, code(&body)), (422, "invalid_embedding"), "{body}");
+    assert!(message(&body).contains("base64"), "{body}");
     let (st, body) = post(&url, json!({"content": "x", "colour": "red"})).await;
     assert_eq!(st, 400);
     assert!(message(&body).contains("colour"), "{body}");

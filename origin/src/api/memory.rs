@@ -6,6 +6,7 @@ use crate::memory::embedder::EmbedError;
 use crate::memory::{id_of, new_key, NewRow};
 use crate::server::{json_response, Body, Ctx};
 use crate::state::AppState;
+use base64::Engine as _;
 use http::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
@@ -13,11 +14,72 @@ use std::sync::Arc;
 
 const ROLES: [&str; 4] = ["user", "assistant", "system", "tool"];
 
+/// An embedding as sent: a JSON array of numbers, or a string holding the base64 of its
+/// little-endian float32 bytes (what OpenAI's embeddings API returns with
+/// `encoding_format: "base64"`, so its output can be stored as it comes).
+///
+/// Numbers are read straight into `f32` while serde_json parses the body (no `Vec<f64>` in
+/// between); the first one outside f32's finite range is remembered for the error message.
+#[derive(Debug)]
+pub enum EmbeddingInput {
+    Floats {
+        values: Vec<f32>,
+        out_of_range: Option<(usize, f64)>,
+    },
+    Base64(String),
+}
+
+impl<'de> Deserialize<'de> for EmbeddingInput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = EmbeddingInput;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "an array of numbers, or a base64 string of little-endian float32 values",
+                )
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(384).min(4096));
+                let mut out_of_range = None;
+                loop {
+                    let i = values.len();
+                    let x = match seq.next_element::<f64>() {
+                        Ok(Some(x)) => x,
+                        Ok(None) => break,
+                        Err(e) => {
+                            return Err(serde::de::Error::custom(format_args!(
+                                "embedding element {i}: {e}"
+                            )))
+                        }
+                    };
+                    let f = x as f32;
+                    if !f.is_finite() && out_of_range.is_none() {
+                        out_of_range = Some((i, x));
+                    }
+                    values.push(f);
+                }
+                Ok(EmbeddingInput::Floats {
+                    values,
+                    out_of_range,
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(EmbeddingInput::Base64(s.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InsertRequest {
     pub content: String,
-    pub embedding: Option<Vec<f64>>,
+    pub embedding: Option<EmbeddingInput>,
     pub role: Option<String>,
     pub session_id: Option<String>,
     pub metadata: Option<serde_json::Value>,
@@ -30,7 +92,7 @@ pub struct InsertRequest {
 struct InsertBody {
     items: Option<Vec<InsertRequest>>,
     content: Option<String>,
-    embedding: Option<Vec<f64>>,
+    embedding: Option<EmbeddingInput>,
     role: Option<String>,
     session_id: Option<String>,
     metadata: Option<serde_json::Value>,
@@ -40,7 +102,7 @@ struct InsertBody {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SearchRequest {
-    embedding: Option<Vec<f64>>,
+    embedding: Option<EmbeddingInput>,
     text: Option<String>,
     top_k: Option<usize>,
     session_id: Option<String>,
@@ -60,8 +122,51 @@ fn embed_error(e: EmbedError) -> ApiError {
     ApiError::new(StatusCode::BAD_GATEWAY, code, e.to_string())
 }
 
-/// Checks an embedding: right length, every value a finite f32, not all zero.
-pub fn check_embedding(field: &str, v: &[f64], dim: usize) -> Result<Vec<f32>, ApiError> {
+fn invalid_embedding(message: String) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_embedding",
+        message,
+    )
+}
+
+/// Turns an embedding as sent into the stored `f32`s, then checks it (see `check_embedding`).
+pub fn embedding_from_input(
+    field: &str,
+    input: EmbeddingInput,
+    dim: usize,
+) -> Result<Vec<f32>, ApiError> {
+    let v = match input {
+        EmbeddingInput::Floats {
+            out_of_range: Some((i, x)),
+            ..
+        } => {
+            return Err(invalid_embedding(format!(
+                "{field}[{i}] is not a finite 32-bit float ({x})"
+            )))
+        }
+        EmbeddingInput::Floats { values, .. } => values,
+        EmbeddingInput::Base64(b64) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|e| invalid_embedding(format!("{field} is not valid base64: {e}")))?;
+            if bytes.len() % 4 != 0 {
+                return Err(invalid_embedding(format!(
+                    "{field} decodes to {} bytes, not a whole number of little-endian float32 values",
+                    bytes.len()
+                )));
+            }
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        }
+    };
+    check_embedding(field, v, dim)
+}
+
+/// Checks an embedding: right length, every value finite, not all zero.
+pub fn check_embedding(field: &str, v: Vec<f32>, dim: usize) -> Result<Vec<f32>, ApiError> {
     if v.len() != dim {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -72,26 +177,18 @@ pub fn check_embedding(field: &str, v: &[f64], dim: usize) -> Result<Vec<f32>, A
             ),
         ));
     }
-    let mut out = Vec::with_capacity(dim);
-    for (i, x) in v.iter().enumerate() {
-        let f = *x as f32;
-        if !f.is_finite() {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_embedding",
-                format!("{field}[{i}] is not a finite 32-bit float ({x})"),
-            ));
-        }
-        out.push(f);
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(invalid_embedding(format!(
+            "{field}[{i}] is not a finite 32-bit float ({})",
+            v[i]
+        )));
     }
-    if out.iter().all(|x| *x == 0.0) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_embedding",
-            format!("{field} is all zeros; cosine similarity is undefined for it"),
-        ));
+    if v.iter().all(|x| *x == 0.0) {
+        return Err(invalid_embedding(format!(
+            "{field} is all zeros; cosine similarity is undefined for it"
+        )));
     }
-    Ok(out)
+    Ok(v)
 }
 
 fn check_session(field: &str, s: &str) -> Result<(), ApiError> {
@@ -137,7 +234,7 @@ fn validate_item(
         .map_err(|_| ApiError::bad_request(format!("{prefix}token_count is too large")))?;
     let (embedding, given) = match it.embedding {
         Some(e) => (
-            check_embedding(&format!("{prefix}embedding"), &e, dim)?,
+            embedding_from_input(&format!("{prefix}embedding"), e, dim)?,
             true,
         ),
         None => (Vec::new(), false),
@@ -164,11 +261,17 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// `POST /api/memory/vectors`: one item -> `{id}`, or `{items:[...]}` -> `{ids:[...]}`.
-/// All-or-nothing: any invalid item rejects the whole request and nothing is stored.
-pub async fn insert(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError> {
-    require_json(&c)?;
-    let body: InsertBody = parse_json(&c.body)?;
+/// A validated insert request: rows to store, and which of them still need an embedding.
+struct ParsedInsert {
+    rows: Vec<NewRow>,
+    to_embed: Vec<usize>,
+    is_batch: bool,
+}
+
+/// Parses and validates an insert body. A bulk body is megabytes of numbers, so this runs on
+/// a blocking thread rather than stalling the async workers.
+fn parse_insert(body: &[u8], dim: usize, max_batch: usize) -> Result<ParsedInsert, ApiError> {
+    let body: InsertBody = parse_json(body)?;
     let is_batch = body.items.is_some();
     let (items, prefixes): (Vec<InsertRequest>, Vec<String>) = match body.items {
         Some(items) => {
@@ -186,14 +289,13 @@ pub async fn insert(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError
             if items.is_empty() {
                 return Err(ApiError::bad_request("items must not be empty"));
             }
-            if items.len() > s.config.memory.max_batch {
+            if items.len() > max_batch {
                 return Err(ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "batch_too_large",
                     format!(
-                        "items has {} entries; the limit is {} (memory.max_batch)",
+                        "items has {} entries; the limit is {max_batch} (memory.max_batch)",
                         items.len(),
-                        s.config.memory.max_batch
                     ),
                 ));
             }
@@ -215,7 +317,6 @@ pub async fn insert(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError
             (vec![one], vec![String::new()])
         }
     };
-    let dim = s.memory.dim();
     let now = now_ms();
     let mut rows = Vec::with_capacity(items.len());
     let mut to_embed = Vec::new();
@@ -226,6 +327,24 @@ pub async fn insert(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError
         }
         rows.push(row);
     }
+    Ok(ParsedInsert {
+        rows,
+        to_embed,
+        is_batch,
+    })
+}
+
+/// `POST /api/memory/vectors`: one item -> `{id}`, or `{items:[...]}` -> `{ids:[...]}`.
+/// All-or-nothing: any invalid item rejects the whole request and nothing is stored.
+pub async fn insert(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError> {
+    require_json(&c)?;
+    let (dim, max_batch) = (s.memory.dim(), s.config.memory.max_batch);
+    let body = c.body.clone();
+    let ParsedInsert {
+        mut rows,
+        to_embed,
+        is_batch,
+    } = blocking(move || parse_insert(&body, dim, max_batch)).await??;
     if !to_embed.is_empty() {
         let texts: Vec<String> = to_embed.iter().map(|&i| rows[i].content.clone()).collect();
         let vectors = s.embedder.embed(&texts).await.map_err(embed_error)?;
@@ -275,7 +394,7 @@ pub async fn search(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError
         check_session("session_id", sid)?;
     }
     let query = match (req.embedding, req.text) {
-        (Some(e), None) => check_embedding("embedding", &e, s.memory.dim())?,
+        (Some(e), None) => embedding_from_input("embedding", e, s.memory.dim())?,
         (None, Some(t)) => {
             if t.trim().is_empty() {
                 return Err(ApiError::bad_request("text must not be empty"));
