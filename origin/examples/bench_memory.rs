@@ -1,6 +1,6 @@
 //! Vector memory benchmark on 100,000 clustered 384-d vectors (deterministic).
 //!
-//! `cargo run --release -p heady-origin --example bench_memory [-- --n 100000 --queries 500 --batch 120 --clients 2 --base64 --insert-only]`
+//! `cargo run --release -p heady-origin --example bench_memory [-- --n 100000 --queries 500 --batch 120 --clients 4 --base64 --insert-only]`
 //!
 //! Measures, in one run: bulk insert through the HTTP batch API; search by exact DuckDB scan
 //! (`array_cosine_distance`), by DuckDB VSS HNSW through SQL (when the extension loads; set
@@ -102,7 +102,7 @@ fn main() -> anyhow::Result<()> {
     let n = arg("--n", 100_000) as u64;
     let nq = arg("--queries", 500);
     let batch = arg("--batch", 120);
-    let clients = arg("--clients", 2);
+    let clients = arg("--clients", 4);
     // --base64: embeddings as base64 float32 (OpenAI's encoding_format "base64") instead of
     // JSON arrays of numbers.
     let base64 = std::env::args().any(|a| a == "--base64");
