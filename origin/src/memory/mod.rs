@@ -262,13 +262,39 @@ impl Pending {
 /// waking writer could wait out the indexer's time slice, and the bulk insert varied by 40%.)
 fn background_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: plain syscalls on the calling thread itself (pid 0); the param outlives the call.
-    unsafe {
-        let param = libc::sched_param { sched_priority: 0 };
-        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
-            tracing::debug!("could not put the indexer in SCHED_IDLE");
-        }
+    if set_policy(libc::SCHED_IDLE) {
+        BACKGROUND.with(|b| b.set(true));
+    } else {
+        tracing::debug!("could not put the indexer in SCHED_IDLE");
     }
+}
+
+thread_local! {
+    static BACKGROUND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[cfg(target_os = "linux")]
+fn set_policy(policy: libc::c_int) -> bool {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: a plain syscall on the calling thread itself (pid 0); param outlives the call.
+    unsafe { libc::sched_setscheduler(0, policy, &param) == 0 }
+}
+
+/// Runs `f` at normal priority when called from a background thread. The indexer briefly holds
+/// locks that inserts and searches wait for (the queue, the graph's write lock); preempted
+/// there at idle priority on a busy machine, it would stall them (priority inversion).
+fn urgent<T>(f: impl FnOnce() -> T) -> T {
+    let background = BACKGROUND.with(|b| b.get());
+    #[cfg(target_os = "linux")]
+    if background {
+        set_policy(libc::SCHED_OTHER);
+    }
+    let out = f();
+    #[cfg(target_os = "linux")]
+    if background {
+        set_policy(libc::SCHED_IDLE);
+    }
+    out
 }
 
 /// Keeps glibc from handing DuckDB's append buffers back to the kernel after every insert.
@@ -468,7 +494,6 @@ impl MemoryStore {
     }
 
     fn indexer_main(&self) {
-        background_priority();
         let t = Instant::now();
         match self.load_index() {
             Ok((loaded, queued)) => {
@@ -487,19 +512,22 @@ impl MemoryStore {
                 return;
             }
         }
+        // Loading ran at normal priority (it holds the row map's lock); building runs idle.
+        background_priority();
         let mut since_save = 0usize;
         let mut last_save = Instant::now();
         let mut last_measure = Instant::now();
         loop {
-            let chunks = self
-                .pending
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .front(4096);
+            let chunks = urgent(|| {
+                self.pending
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .front(4096)
+            });
             if chunks.is_empty() {
                 // usearch measures memory by walking the graph under the write lock: do it
                 // when the queue empties, not after every chunk.
-                self.index.refresh_memory_bytes();
+                urgent(|| self.index.refresh_memory_bytes());
                 // Persist what was learned once the queue is empty, at most every 10 s.
                 if since_save > 0 && last_save.elapsed() > Duration::from_secs(10) {
                     if let Err(e) = self.index.save(&self.index_path) {
@@ -547,12 +575,14 @@ impl MemoryStore {
                     continue;
                 }
             }
-            self.pending
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .pop_front(chunks.len());
+            urgent(|| {
+                self.pending
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pop_front(chunks.len())
+            });
             if last_measure.elapsed() > Duration::from_secs(5) {
-                self.index.refresh_memory_bytes();
+                urgent(|| self.index.refresh_memory_bytes());
                 last_measure = Instant::now();
             }
             self.drained_cv.notify_all();
@@ -699,7 +729,7 @@ impl MemoryStore {
     /// Adds to the index from both cores.
     fn add_parallel(&self, items: &[(u64, &[f32])]) -> Result<usize, MemoryError> {
         // Reserve for all of them up front: the threads must not each check capacity alone.
-        self.index.ensure_capacity(items.len())?;
+        urgent(|| self.index.ensure_capacity(items.len()))?;
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
