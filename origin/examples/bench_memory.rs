@@ -1,6 +1,6 @@
 //! Vector memory benchmark on 100,000 clustered 384-d vectors (deterministic).
 //!
-//! `cargo run --release -p heady-origin --example bench_memory [-- --n 100000 --queries 500 --batch 120 --clients 4 --base64 --insert-only]`
+//! `cargo run --release -p heady-origin --example bench_memory [-- --n 100000 --queries 500 --batch 120 --clients 4 --base64 --insert-only --search-during-insert]`
 //!
 //! Measures, in one run: bulk insert through the HTTP batch API; search by exact DuckDB scan
 //! (`array_cosine_distance`), by DuckDB VSS HNSW through SQL (when the extension loads; set
@@ -98,6 +98,28 @@ fn qps(threads: usize, queries: &[Vec<f32>], f: impl Fn(&[f32]) + Sync) -> f64 {
     queries.len() as f64 / t.elapsed().as_secs_f64()
 }
 
+/// Sequential `POST /api/memory/search` requests while `go(i)` holds; latencies in ms.
+async fn http_searches(addr: std::net::SocketAddr, go: impl Fn(usize) -> bool) -> Vec<f64> {
+    let client = reqwest::Client::new();
+    let mut ms = Vec::new();
+    let mut i = 0;
+    while go(i) {
+        let body = serde_json::json!({"embedding": vector(i as u64 * 13 + 5, 0xBEEF), "top_k": 10});
+        let t = Instant::now();
+        let r = client
+            .post(format!("http://{addr}/api/memory/search"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let _ = r.bytes().await;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        i += 1;
+    }
+    ms
+}
+
 fn main() -> anyhow::Result<()> {
     let n = arg("--n", 100_000) as u64;
     let nq = arg("--queries", 500);
@@ -163,6 +185,16 @@ fn main() -> anyhow::Result<()> {
     while !state.memory.index_ready() {
         std::thread::sleep(Duration::from_millis(10));
     }
+    // --search-during-insert: one client searches over HTTP while the load runs (then the same
+    // searches once the index has caught up, as the baseline).
+    let search_during = std::env::args().any(|a| a == "--search-during-insert");
+    let loading = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let searcher = search_during.then(|| {
+        let loading = loading.clone();
+        rt.spawn(async move {
+            http_searches(addr, |_| loading.load(std::sync::atomic::Ordering::Relaxed)).await
+        })
+    });
     let t = Instant::now();
     let bodies = Arc::new(bodies);
     rt.block_on(async {
@@ -196,8 +228,23 @@ fn main() -> anyhow::Result<()> {
         if base64 { "base64 float32" } else { "JSON numbers" },
         n as f64 / insert_secs
     );
+    loading.store(false, std::sync::atomic::Ordering::Relaxed);
     let memory: Arc<MemoryStore> = state.memory.clone();
     assert_eq!(memory.len(), n);
+    if let Some(searcher) = searcher {
+        let during = rt.block_on(searcher)?;
+        assert!(
+            memory.wait_indexed(Duration::from_secs(1800)),
+            "indexer never caught up"
+        );
+        let count = during.len();
+        let after = rt.block_on(http_searches(addr, |i| i < count));
+        let (d, a) = (timing(during), timing(after));
+        println!(
+            "search over HTTP during the load: {count} searches, p50 {:.2} ms, p99 {:.2} ms; after it (index caught up): p50 {:.2} ms, p99 {:.2} ms; ratio p50 {:.2}x, p99 {:.2}x",
+            d.p50_ms, d.p99_ms, a.p50_ms, a.p99_ms, d.p50_ms / a.p50_ms, d.p99_ms / a.p99_ms
+        );
+    }
     if std::env::args().any(|a| a == "--insert-only") {
         return Ok(());
     }
