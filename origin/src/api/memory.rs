@@ -261,6 +261,9 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Bodies up to this size are parsed on the async worker (tens of microseconds at most).
+const INLINE_PARSE_BYTES: usize = 64 * 1024;
+
 /// A validated insert request: rows to store, and which of them still need an embedding.
 struct ParsedInsert {
     rows: Vec<NewRow>,
@@ -339,12 +342,18 @@ fn parse_insert(body: &[u8], dim: usize, max_batch: usize) -> Result<ParsedInser
 pub async fn insert(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError> {
     require_json(&c)?;
     let (dim, max_batch) = (s.memory.dim(), s.config.memory.max_batch);
-    let body = c.body.clone();
+    // A chat turn is parsed in place; only a bulk body is worth a trip to a blocking thread.
+    let parsed = if c.body.len() <= INLINE_PARSE_BYTES {
+        parse_insert(&c.body, dim, max_batch)?
+    } else {
+        let body = c.body.clone();
+        blocking(move || parse_insert(&body, dim, max_batch)).await??
+    };
     let ParsedInsert {
         mut rows,
         to_embed,
         is_batch,
-    } = blocking(move || parse_insert(&body, dim, max_batch)).await??;
+    } = parsed;
     if !to_embed.is_empty() {
         let texts: Vec<String> = to_embed.iter().map(|&i| rows[i].content.clone()).collect();
         let vectors = s.embedder.embed(&texts).await.map_err(embed_error)?;

@@ -3,6 +3,7 @@
 //! `/embeddings` endpoint: Ollama, TEI, vLLM, OpenAI) and `WorkersAiEmbedder` (Cloudflare's REST API).
 
 use crate::config::{EmbedderConfig, EmbedderKind};
+use crate::providers::error_message;
 use heady_shared::zone::splitmix64;
 use serde::Deserialize;
 use serde_json::json;
@@ -151,34 +152,6 @@ fn http_client(timeout: Duration) -> reqwest::Client {
         .connect_timeout(Duration::from_secs(5).min(timeout))
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
-}
-
-/// Pulls a human message out of an error body: OpenAI's `{"error":{"message"}}`, an Ollama-style
-/// `{"error":"..."}`, Cloudflare's `{"errors":[{"code","message"}]}`, else the raw text.
-fn error_message(body: &str) -> String {
-    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
-    if let Some(v) = parsed {
-        if let Some(m) = v.pointer("/error/message").and_then(|m| m.as_str()) {
-            return m.to_string();
-        }
-        if let Some(m) = v.get("error").and_then(|m| m.as_str()) {
-            return m.to_string();
-        }
-        if let Some(errs) = v.get("errors").and_then(|e| e.as_array()) {
-            let msgs: Vec<String> = errs
-                .iter()
-                .map(|e| {
-                    let code = e.get("code").map(|c| c.to_string()).unwrap_or_default();
-                    let msg = e.get("message").and_then(|m| m.as_str()).unwrap_or("");
-                    format!("{code} {msg}").trim().to_string()
-                })
-                .collect();
-            if !msgs.is_empty() {
-                return msgs.join("; ");
-            }
-        }
-    }
-    body.chars().take(300).collect()
 }
 
 fn check_dims(

@@ -162,17 +162,65 @@ pub fn content_text(content: Option<&Value>) -> String {
     }
 }
 
-/// The `message` of an OpenAI (or Cloudflare) error body, else the body itself, shortened.
+/// Pulls a human message out of an error body: OpenAI's `{"error":{"message"}}`, an Ollama-style
+/// `{"error":"..."}`, Cloudflare's `{"errors":[{"code","message"}]}`, else the raw text,
+/// shortened. Shared by the chat providers and the embedders.
 pub fn error_message(body: &str) -> String {
     if let Ok(v) = serde_json::from_str::<Value>(body) {
         if let Some(m) = v.pointer("/error/message").and_then(Value::as_str) {
             return m.to_string();
         }
-        if let Some(m) = v.pointer("/errors/0/message").and_then(Value::as_str) {
+        if let Some(m) = v.get("error").and_then(Value::as_str) {
             return m.to_string();
+        }
+        if let Some(errs) = v.get("errors").and_then(Value::as_array) {
+            let msgs: Vec<String> = errs
+                .iter()
+                .map(|e| {
+                    let code = e.get("code").map(|c| c.to_string()).unwrap_or_default();
+                    let msg = e.get("message").and_then(Value::as_str).unwrap_or("");
+                    format!("{code} {msg}").trim().to_string()
+                })
+                .collect();
+            if !msgs.is_empty() {
+                return msgs.join("; ");
+            }
         }
     }
     body.chars().take(300).collect()
+}
+
+/// Sends a request and reads the whole answer: a send failure or timeout becomes
+/// `Timeout`/`Unreachable`, a non-2xx answer `Upstream` with the provider's own message
+/// (prefixed with `what` when given), and a 2xx answer its status and body text.
+pub(crate) async fn fetch_text(
+    provider: &str,
+    timeout: Duration,
+    request: reqwest::RequestBuilder,
+    what: Option<&str>,
+) -> Result<(u16, String), ProviderError> {
+    let resp = request
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| send_error(provider, e, timeout))?;
+    let status = resp.status().as_u16();
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| send_error(provider, e, timeout))?;
+    if !(200..300).contains(&status) {
+        let message = error_message(&text);
+        return Err(ProviderError::Upstream {
+            provider: provider.to_string(),
+            status,
+            message: match what {
+                Some(w) => format!("{w}: {message}"),
+                None => message,
+            },
+        });
+    }
+    Ok((status, text))
 }
 
 pub(crate) fn http_client() -> reqwest::Client {

@@ -2,8 +2,8 @@
 
 use super::sse::SseParser;
 use super::{
-    error_message, http_client, open_stream, send_error, BoxFuture, ChatCall, ChatReply,
-    EventSource, Provider, ProviderError, StreamEvent,
+    fetch_text, http_client, open_stream, send_error, BoxFuture, ChatCall, ChatReply, EventSource,
+    Provider, ProviderError, StreamEvent,
 };
 use bytes::Bytes;
 use serde_json::Value;
@@ -60,26 +60,12 @@ impl OpenAiProvider {
             _ => self
                 .discovered
                 .get_or_try_init(|| async {
-                    let mut req = self.client.get(&self.models_url).timeout(self.timeout);
+                    let mut req = self.client.get(&self.models_url);
                     if let Some(k) = &self.api_key {
                         req = req.bearer_auth(k);
                     }
-                    let resp = req
-                        .send()
-                        .await
-                        .map_err(|e| send_error(&self.name, e, self.timeout))?;
-                    let status = resp.status().as_u16();
-                    let text = resp
-                        .text()
-                        .await
-                        .map_err(|e| send_error(&self.name, e, self.timeout))?;
-                    if !(200..300).contains(&status) {
-                        return Err(ProviderError::Upstream {
-                            provider: self.name.clone(),
-                            status,
-                            message: format!("listing models: {}", error_message(&text)),
-                        });
-                    }
+                    let (_, text) =
+                        fetch_text(&self.name, self.timeout, req, Some("listing models")).await?;
                     serde_json::from_str::<Value>(&text)
                         .ok()
                         .and_then(|v| {
@@ -119,24 +105,7 @@ impl Provider for OpenAiProvider {
     fn chat<'a>(&'a self, call: &'a ChatCall) -> BoxFuture<'a, Result<ChatReply, ProviderError>> {
         Box::pin(async move {
             let body = self.body_for(call, false).await?;
-            let resp = self
-                .post(&body)
-                .timeout(self.timeout)
-                .send()
-                .await
-                .map_err(|e| send_error(&self.name, e, self.timeout))?;
-            let status = resp.status().as_u16();
-            let text = resp
-                .text()
-                .await
-                .map_err(|e| send_error(&self.name, e, self.timeout))?;
-            if !(200..300).contains(&status) {
-                return Err(ProviderError::Upstream {
-                    provider: self.name.clone(),
-                    status,
-                    message: error_message(&text),
-                });
-            }
+            let (_, text) = fetch_text(&self.name, self.timeout, self.post(&body), None).await?;
             let json: Value =
                 serde_json::from_str(&text).map_err(|e| ProviderError::BadResponse {
                     provider: self.name.clone(),

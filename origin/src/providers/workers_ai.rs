@@ -5,8 +5,8 @@
 
 use super::sse::SseParser;
 use super::{
-    error_message, http_client, open_stream, send_error, BoxFuture, ChatCall, ChatReply,
-    EventSource, Provider, ProviderError, StreamEvent,
+    error_message, fetch_text, http_client, open_stream, send_error, BoxFuture, ChatCall,
+    ChatReply, EventSource, Provider, ProviderError, StreamEvent,
 };
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -100,24 +100,8 @@ fn now_secs() -> u64 {
 impl Provider for WorkersAiProvider {
     fn chat<'a>(&'a self, call: &'a ChatCall) -> BoxFuture<'a, Result<ChatReply, ProviderError>> {
         Box::pin(async move {
-            let resp = self
-                .send(&self.body(call, false))
-                .timeout(self.timeout)
-                .send()
-                .await
-                .map_err(|e| send_error(&self.name, e, self.timeout))?;
-            let status = resp.status().as_u16();
-            let text = resp
-                .text()
-                .await
-                .map_err(|e| send_error(&self.name, e, self.timeout))?;
-            if !(200..300).contains(&status) {
-                return Err(ProviderError::Upstream {
-                    provider: self.name.clone(),
-                    status,
-                    message: error_message(&text),
-                });
-            }
+            let request = self.send(&self.body(call, false));
+            let (status, text) = fetch_text(&self.name, self.timeout, request, None).await?;
             let v: Value = serde_json::from_str(&text).map_err(|e| ProviderError::BadResponse {
                 provider: self.name.clone(),
                 message: e.to_string(),
