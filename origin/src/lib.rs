@@ -15,4 +15,5 @@ pub mod pipeline;
 pub mod providers;
 pub mod server;
 pub mod state;
+pub mod sys;
 pub mod tunnel_config;

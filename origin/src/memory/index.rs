@@ -1,14 +1,47 @@
 //! The in-process HNSW index (usearch, the library under DuckDB's VSS extension) that serves
 //! `/api/memory/search`. DuckDB's table stays the store of record: this index is derived from
 //! it, persisted on shutdown and after a build, and reconciled with the table on start.
+//!
+//! # Concurrency
+//!
+//! usearch calls its `add` and `search` thread-safe, but `add` publishes a node before it is
+//! whole and `search` reads the graph without the locks `add` takes:
+//! - `add` bumps the node count before it stores the node's pointer and vector, so a search
+//!   that starts on a graph whose first node is in flight follows a null node;
+//! - the entry slot and the top level are two plain stores that a search reads unlocked, so it
+//!   can pair the old entry node with a level that node does not have;
+//! - the base layer's neighbour lists are rewritten in place by `add` while a search walks
+//!   them without the node locks.
+//!
+//! So here a search never runs beside a mutation, by construction: the usearch index is owned
+//! by [`Graph`], behind one `RwLock`. Operations that only read the graph (search, save, size,
+//! the memory walk) take `&Graph`; every mutation (add, remove, reserve, load, efSearch) takes
+//! `&mut Graph`, which only the write guard hands out. Adds still run in parallel with each
+//! other, inside one write guard: that is usearch's own parallel-build path, in which every
+//! shared field is read under its locks. Reserving, which renumbers usearch's per-thread search
+//! contexts and cast buffers, needs `&mut` too, so no context is in use while it runs.
+//!
+//! Adds go in short slices so searches wait at most for a few vectors. The adding threads run
+//! in SCHED_IDLE (inserts and searches come first), and any caller that finds the graph busy
+//! raises them to normal priority until their slice ends, so it never waits on an idle thread.
 
+#![forbid(unsafe_code)]
+
+use crate::sys;
 use std::path::Path;
-use std::sync::{Condvar, Mutex, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{
+    Condvar, LockResult, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError,
+};
+use std::time::{Duration, Instant};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-/// Most concurrent callers into usearch; each needs one of its per-thread search contexts.
+/// Most concurrent searches; each needs one of usearch's per-thread contexts.
 const CONTEXTS: usize = 64;
-const KEY_SHARDS: usize = 64;
+/// Longest one add slice holds the graph when no search is waiting.
+const SLICE: Duration = Duration::from_millis(4);
+/// Fewest vectors each adding thread adds per slice, so indexing progresses under any search load.
+const MIN_SLICE_ADDS: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 #[error("hnsw index: {0}")]
@@ -18,7 +51,181 @@ fn err(e: impl std::fmt::Display) -> IndexError {
     IndexError(e.to_string())
 }
 
-/// A counting gate so no more than `CONTEXTS` threads use the index at once.
+/// The HNSW graph quantization (`memory.hnsw_quantization`).
+fn scalar_kind(name: &str) -> ScalarKind {
+    match name {
+        "f16" => ScalarKind::F16,
+        "i8" => ScalarKind::I8,
+        _ => ScalarKind::F32,
+    }
+}
+
+pub struct Hit {
+    pub key: u64,
+    pub distance: f32,
+}
+
+/// The usearch index. Reading methods take `&self`, mutating ones `&mut self`: the borrow
+/// checker is what keeps a search from running beside a mutation (see the module docs).
+struct Graph {
+    index: Index,
+}
+
+impl Graph {
+    fn len(&self) -> usize {
+        self.index.size()
+    }
+
+    fn contains(&self, key: u64) -> bool {
+        self.index.contains(key)
+    }
+
+    fn search(&self, query: &[f32], k: usize) -> Result<Vec<Hit>, IndexError> {
+        let m = self.index.search(query, k).map_err(err)?;
+        Ok(m.keys
+            .into_iter()
+            .zip(m.distances)
+            .map(|(key, distance)| Hit { key, distance })
+            .collect())
+    }
+
+    /// usearch walks every node to measure its memory.
+    fn memory_usage(&self) -> usize {
+        self.index.memory_usage()
+    }
+
+    fn save(&self, path: &str) -> Result<(), IndexError> {
+        self.index.save(path).map_err(err)
+    }
+
+    /// Room for `extra` more vectors; grows by doubling.
+    fn reserve_for(&mut self, extra: usize) -> Result<(), IndexError> {
+        let need = self.index.size() + extra;
+        if need > self.index.capacity() {
+            let cap = need.max(self.index.capacity() * 2).max(1024);
+            self.index
+                .reserve_capacity_and_threads(cap, CONTEXTS)
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, path: &str) -> Result<(), IndexError> {
+        self.index.load(path).map_err(err)?;
+        let cap = self.index.size().max(1024) * 2;
+        self.index
+            .reserve_capacity_and_threads(cap, CONTEXTS)
+            .map_err(err)
+    }
+
+    fn remove(&mut self, key: u64) -> Result<(), IndexError> {
+        self.index.remove(key).map(|_| ()).map_err(err)
+    }
+
+    fn set_ef_search(&mut self, ef: usize) {
+        self.index.change_expansion_search(ef);
+    }
+
+    /// Adds the next vectors of each part, one thread per part, until a search waits or the
+    /// slice has run its time. Parts hold disjoint keys, so no two threads add the same key.
+    fn add_slice(
+        &mut self,
+        parts: &mut [Part<'_>],
+        waiting: &AtomicUsize,
+        adders: &Mutex<Vec<sys::Tid>>,
+    ) -> Result<(), IndexError> {
+        let remaining: usize = parts.iter().map(Part::remaining).sum();
+        self.reserve_for(remaining)?;
+        let slice = &SliceControl {
+            started: Instant::now(),
+            waiting,
+            adders,
+        };
+        let index = &self.index;
+        let results: Vec<Result<usize, IndexError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = parts
+                .iter_mut()
+                .filter(|p| p.remaining() > 0)
+                .map(|part| s.spawn(move || slice.run(|| part.add_next(index))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(IndexError("index thread panicked".into())))
+                })
+                .collect()
+        });
+        results.into_iter().try_for_each(|r| r.map(drop))
+    }
+}
+
+/// One adding thread's share of a batch, and how far it got.
+struct Part<'a> {
+    items: Vec<(u64, &'a [f32])>,
+    next: usize,
+    added: usize,
+}
+
+impl Part<'_> {
+    fn remaining(&self) -> usize {
+        self.items.len() - self.next
+    }
+
+    /// Adds the next vector unless the key is present. `Ok(false)` when the part is done.
+    fn add_next(&mut self, index: &Index) -> Result<bool, IndexError> {
+        let Some(&(key, v)) = self.items.get(self.next) else {
+            return Ok(false);
+        };
+        if !index.contains(key) {
+            index.add(key, v).map_err(err)?;
+            self.added += 1;
+        }
+        self.next += 1;
+        Ok(true)
+    }
+}
+
+/// When an add slice ends: a search is waiting, or the slice has run its time.
+struct SliceControl<'a> {
+    started: Instant,
+    waiting: &'a AtomicUsize,
+    adders: &'a Mutex<Vec<sys::Tid>>,
+}
+
+impl SliceControl<'_> {
+    /// Runs one adding thread's slice: registered for boosting, in SCHED_IDLE unless a search
+    /// already waits. Returns how many vectors it added.
+    fn run(&self, mut step: impl FnMut() -> Result<bool, IndexError>) -> Result<usize, IndexError> {
+        let tid = sys::current_tid();
+        lock(self.adders).push(tid);
+        // Registered first, then checked: a search that raised its count after this check
+        // finds this thread in the list and boosts it.
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            sys::background_priority();
+        }
+        let mut done = 0;
+        let result = loop {
+            match step() {
+                Ok(true) => done += 1,
+                Ok(false) => break Ok(done),
+                Err(e) => break Err(e),
+            }
+            let searches_wait = self.waiting.load(Ordering::SeqCst) > 0;
+            if (searches_wait && done >= MIN_SLICE_ADDS) || self.started.elapsed() >= SLICE {
+                break Ok(done);
+            }
+        };
+        lock(self.adders).retain(|t| *t != tid);
+        result
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A counting gate so no more than `CONTEXTS` searches use the index at once.
 struct Gate {
     free: Mutex<usize>,
     cv: Condvar,
@@ -26,7 +233,7 @@ struct Gate {
 
 impl Gate {
     fn enter(&self) -> GateGuard<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let mut free = lock(&self.free);
         while *free == 0 {
             free = self.cv.wait(free).unwrap_or_else(|p| p.into_inner());
         }
@@ -38,23 +245,21 @@ impl Gate {
 struct GateGuard<'a>(&'a Gate);
 impl Drop for GateGuard<'_> {
     fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        *lock(&self.0.free) += 1;
         self.0.cv.notify_one();
     }
 }
 
 pub struct HnswIndex {
-    index: RwLock<Index>,
+    graph: RwLock<Graph>,
     dim: usize,
     quantization: ScalarKind,
-    gate: Gate,
-    key_locks: Vec<Mutex<()>>,
-    memory_bytes: std::sync::atomic::AtomicUsize,
-}
-
-pub struct Hit {
-    pub key: u64,
-    pub distance: f32,
+    searches: Gate,
+    /// Readers waiting for an add slice to end; the adding threads stop at their next vector.
+    waiting: AtomicUsize,
+    /// Kernel ids of the threads adding right now, for a waiting reader to boost.
+    adders: Mutex<Vec<sys::Tid>>,
+    memory_bytes: AtomicUsize,
 }
 
 impl HnswIndex {
@@ -65,11 +270,7 @@ impl HnswIndex {
         ef_search: usize,
         quantization: &str,
     ) -> Result<Self, IndexError> {
-        let quantization = match quantization {
-            "f16" => ScalarKind::F16,
-            "i8" => ScalarKind::I8,
-            _ => ScalarKind::F32,
-        };
+        let quantization = scalar_kind(quantization);
         let options = IndexOptions {
             dimensions: dim,
             metric: MetricKind::Cos,
@@ -84,22 +285,53 @@ impl HnswIndex {
             .reserve_capacity_and_threads(1024, CONTEXTS)
             .map_err(err)?;
         Ok(HnswIndex {
-            index: RwLock::new(index),
+            graph: RwLock::new(Graph { index }),
             dim,
             quantization,
-            gate: Gate {
+            searches: Gate {
                 free: Mutex::new(CONTEXTS),
                 cv: Condvar::new(),
             },
-            key_locks: (0..KEY_SHARDS).map(|_| Mutex::new(())).collect(),
-            memory_bytes: std::sync::atomic::AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            adders: Mutex::new(Vec::new()),
+            memory_bytes: AtomicUsize::new(0),
         })
+    }
+
+    /// The graph for reading (search, save, size, memory walk).
+    fn read(&self) -> RwLockReadGuard<'_, Graph> {
+        match self.graph.try_read() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => self.behind_adders(|| self.graph.read()),
+        }
+    }
+
+    /// The graph for a mutation (add slice, remove, reserve, load, efSearch).
+    fn write(&self) -> RwLockWriteGuard<'_, Graph> {
+        match self.graph.try_write() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => self.behind_adders(|| self.graph.write()),
+        }
+    }
+
+    /// Waits for the graph while an add slice may hold it: the adding threads are raised to
+    /// normal priority and stop at their next vector, so no caller waits on an idle thread.
+    fn behind_adders<G>(&self, acquire: impl FnOnce() -> LockResult<G>) -> G {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        for tid in lock(&self.adders).iter() {
+            sys::boost(*tid);
+        }
+        let g = acquire().unwrap_or_else(|p| p.into_inner());
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        g
     }
 
     /// Loads a persisted index. Errors (missing file, other dimension) leave `self` empty.
     pub fn load(&self, path: &Path) -> Result<(), IndexError> {
-        let meta =
-            Index::metadata(path.to_str().ok_or_else(|| err("path is not UTF-8"))?).map_err(err)?;
+        let path = path.to_str().ok_or_else(|| err("path is not UTF-8"))?;
+        let meta = Index::metadata(path).map_err(err)?;
         if meta.dimensions as usize != self.dim {
             return Err(IndexError(format!(
                 "persisted index has {} dimensions, expected {}",
@@ -112,29 +344,19 @@ impl HnswIndex {
                 meta.quantization, self.quantization
             )));
         }
-        let index = self.index.write().unwrap_or_else(|p| p.into_inner());
-        index.load(path.to_str().unwrap_or_default()).map_err(err)?;
-        let cap = index.size().max(1024) * 2;
-        index
-            .reserve_capacity_and_threads(cap, CONTEXTS)
-            .map_err(err)
+        self.write().load(path)
     }
 
     /// Writes the index to `path` atomically (temp file, then rename).
     pub fn save(&self, path: &Path) -> Result<(), IndexError> {
         let tmp = path.with_extension("usearch.tmp");
-        let _g = self.gate.enter();
-        {
-            let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-            index
-                .save(tmp.to_str().ok_or_else(|| err("path is not UTF-8"))?)
-                .map_err(err)?;
-        }
+        self.read()
+            .save(tmp.to_str().ok_or_else(|| err("path is not UTF-8"))?)?;
         std::fs::rename(&tmp, path).map_err(err)
     }
 
     pub fn len(&self) -> usize {
-        self.index.read().unwrap_or_else(|p| p.into_inner()).size()
+        self.read().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -143,89 +365,72 @@ impl HnswIndex {
 
     /// Memory used, as of the last `refresh_memory_bytes` (cheap to read from any thread).
     pub fn memory_bytes(&self) -> usize {
-        self.memory_bytes.load(std::sync::atomic::Ordering::Relaxed)
+        self.memory_bytes.load(Ordering::Relaxed)
     }
 
-    /// usearch walks its nodes to measure memory, which is not safe beside a concurrent add
-    /// (it crashed the daemon under load), so measure under the write lock, off the hot path.
+    /// Walks the graph to measure its memory; off the hot path.
     pub fn refresh_memory_bytes(&self) {
-        let bytes = self
-            .index
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .memory_usage();
-        self.memory_bytes
-            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+        let bytes = self.read().memory_usage();
+        self.memory_bytes.store(bytes, Ordering::Relaxed);
     }
 
     pub fn contains(&self, key: u64) -> bool {
-        self.index
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(key)
+        self.read().contains(key)
     }
 
+    /// Makes room for `extra` more vectors now (adds also make room for themselves).
     pub fn ensure_capacity(&self, extra: usize) -> Result<(), IndexError> {
         {
-            let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-            if index.size() + extra <= index.capacity() {
+            let g = self.read();
+            if g.len() + extra <= g.index.capacity() {
                 return Ok(());
             }
         }
-        let index = self.index.write().unwrap_or_else(|p| p.into_inner());
-        let need = index.size() + extra;
-        if need > index.capacity() {
-            let cap = need.max(index.capacity() * 2).max(1024);
-            index
-                .reserve_capacity_and_threads(cap, CONTEXTS)
-                .map_err(err)?;
-        }
-        Ok(())
+        self.write().reserve_for(extra)
     }
 
-    /// Adds vectors whose keys are not yet present; returns how many were added.
+    /// Adds vectors whose keys are not yet present, on every core, in short slices between
+    /// which waiting searches run. Returns how many were added. Call it from a background
+    /// thread: the slices hold the graph at normal priority, the adding itself runs idle.
     pub fn add_missing<'a>(
         &self,
         items: impl ExactSizeIterator<Item = (u64, &'a [f32])>,
     ) -> Result<usize, IndexError> {
-        self.ensure_capacity(items.len())?;
-        let _g = self.gate.enter();
-        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-        let mut added = 0;
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 8);
+        let per_part = items.len().div_ceil(threads);
+        let mut parts: Vec<Part<'a>> = (0..threads)
+            .map(|_| Part {
+                items: Vec::with_capacity(per_part),
+                next: 0,
+                added: 0,
+            })
+            .collect();
+        // By key, so a key repeated in the batch always lands on the same thread.
         for (key, v) in items {
-            let _k = self.key_locks[(key as usize) % KEY_SHARDS]
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if !index.contains(key) {
-                index.add(key, v).map_err(err)?;
-                added += 1;
-            }
+            parts[(key % threads as u64) as usize].items.push((key, v));
         }
-        Ok(added)
+        while parts.iter().any(|p| p.remaining() > 0) {
+            sys::urgent(|| {
+                self.write()
+                    .add_slice(&mut parts, &self.waiting, &self.adders)
+            })?;
+        }
+        Ok(parts.iter().map(|p| p.added).sum())
     }
 
     pub fn remove(&self, key: u64) -> Result<(), IndexError> {
-        let _g = self.gate.enter();
-        // Rare (compensation); exclusive so it never races an add or a search.
-        let index = self.index.write().unwrap_or_else(|p| p.into_inner());
-        index.remove(key).map(|_| ()).map_err(err)
+        self.write().remove(key)
     }
 
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<Hit>, IndexError> {
-        let _g = self.gate.enter();
-        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-        let m = index.search(query, k).map_err(err)?;
-        Ok(m.keys
-            .into_iter()
-            .zip(m.distances)
-            .map(|(key, distance)| Hit { key, distance })
-            .collect())
+        let _context = self.searches.enter();
+        self.read().search(query, k)
     }
 
     pub fn set_ef_search(&self, ef: usize) {
-        self.index
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .change_expansion_search(ef);
+        self.write().set_ef_search(ef);
     }
 }

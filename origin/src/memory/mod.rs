@@ -8,6 +8,7 @@ pub mod embedder;
 pub mod index;
 
 use crate::config::MemoryConfig;
+use crate::sys;
 use duckdb::arrow::array::{
     Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, Int64Array, StringArray,
 };
@@ -257,65 +258,6 @@ impl Pending {
     }
 }
 
-/// Puts the calling thread in Linux's SCHED_IDLE class: it runs only on CPU that nothing else
-/// wants, and any waking insert or search preempts it at once. (Nice 19 was not enough: a
-/// waking writer could wait out the indexer's time slice, and the bulk insert varied by 40%.)
-fn background_priority() {
-    #[cfg(target_os = "linux")]
-    if set_policy(libc::SCHED_IDLE) {
-        BACKGROUND.with(|b| b.set(true));
-    } else {
-        tracing::debug!("could not put the indexer in SCHED_IDLE");
-    }
-}
-
-thread_local! {
-    static BACKGROUND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-#[cfg(target_os = "linux")]
-fn set_policy(policy: libc::c_int) -> bool {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: a plain syscall on the calling thread itself (pid 0); param outlives the call.
-    unsafe { libc::sched_setscheduler(0, policy, &param) == 0 }
-}
-
-/// Runs `f` at normal priority when called from a background thread. The indexer briefly holds
-/// locks that inserts and searches wait for (the queue, the graph's write lock); preempted
-/// there at idle priority on a busy machine, it would stall them (priority inversion).
-fn urgent<T>(f: impl FnOnce() -> T) -> T {
-    let background = BACKGROUND.with(|b| b.get());
-    #[cfg(target_os = "linux")]
-    if background {
-        set_policy(libc::SCHED_OTHER);
-    }
-    let out = f();
-    #[cfg(target_os = "linux")]
-    if background {
-        set_policy(libc::SCHED_IDLE);
-    }
-    out
-}
-
-/// Keeps glibc from handing DuckDB's append buffers back to the kernel after every insert.
-///
-/// A batch insert allocates and frees buffers of a few hundred KB; past glibc's mmap threshold
-/// each one was an mmap, page faults on first touch and an munmap (13% of a bulk load's CPU in
-/// the profile). With a 64 MiB mmap threshold and a 256 MiB trim threshold the memory is
-/// reused: more stays resident, bounded by those figures, and the bulk insert ran ~15% faster.
-/// Process-wide and idempotent; the daemon and the benchmarks both get it by opening a store.
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        // SAFETY: mallopt only changes glibc's allocation thresholds.
-        ONCE.call_once(|| unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-        });
-    }
-}
-
 impl MemoryStore {
     /// Opens (or creates) the database under `data_dir`. The HNSW index is loaded or built by
     /// `start_index`; until it is ready, searches use an exact scan.
@@ -324,7 +266,7 @@ impl MemoryStore {
             path: data_dir.to_path_buf(),
             source,
         })?;
-        tune_allocator();
+        sys::tune_allocator();
         let path = data_dir.join("heady.duckdb");
         let conn = Connection::open(&path)?;
         // DuckDB checkpoints inside a commit once the WAL passes checkpoint_threshold, and a
@@ -513,24 +455,24 @@ impl MemoryStore {
             }
         }
         // Loading ran at normal priority (it holds the row map's lock); building runs idle.
-        background_priority();
+        sys::background_priority();
         let mut since_save = 0usize;
         let mut last_save = Instant::now();
         let mut last_measure = Instant::now();
         loop {
-            let chunks = urgent(|| {
+            let chunks = sys::urgent(|| {
                 self.pending
                     .read()
                     .unwrap_or_else(|p| p.into_inner())
                     .front(4096)
             });
             if chunks.is_empty() {
-                // usearch measures memory by walking the graph under the write lock: do it
+                // usearch measures memory by walking the graph, which holds off adds: do it
                 // when the queue empties, not after every chunk.
-                urgent(|| self.index.refresh_memory_bytes());
+                sys::urgent(|| self.index.refresh_memory_bytes());
                 // Persist what was learned once the queue is empty, at most every 10 s.
                 if since_save > 0 && last_save.elapsed() > Duration::from_secs(10) {
-                    if let Err(e) = self.index.save(&self.index_path) {
+                    if let Err(e) = sys::urgent(|| self.index.save(&self.index_path)) {
                         tracing::warn!(error = %e, "could not persist the hnsw index");
                     }
                     since_save = 0;
@@ -562,8 +504,8 @@ impl MemoryStore {
                         .map(|(k, v)| (*k, v))
                 })
                 .collect();
-            // Both cores, at background priority: inserts and searches come first.
-            match self.add_parallel(&items) {
+            // Every core, in slices at background priority: inserts and searches come first.
+            match self.index.add_missing(items.iter().copied()) {
                 Ok(n) => {
                     since_save += n;
                     self.build_done.fetch_add(items.len(), Ordering::Relaxed);
@@ -575,14 +517,14 @@ impl MemoryStore {
                     continue;
                 }
             }
-            urgent(|| {
+            sys::urgent(|| {
                 self.pending
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
                     .pop_front(chunks.len())
             });
             if last_measure.elapsed() > Duration::from_secs(5) {
-                urgent(|| self.index.refresh_memory_bytes());
+                sys::urgent(|| self.index.refresh_memory_bytes());
                 last_measure = Instant::now();
             }
             self.drained_cv.notify_all();
@@ -724,40 +666,6 @@ impl MemoryStore {
                 .unwrap_or_else(|p| p.into_inner());
             guard = g;
         }
-    }
-
-    /// Adds to the index from both cores.
-    fn add_parallel(&self, items: &[(u64, &[f32])]) -> Result<usize, MemoryError> {
-        // Reserve for all of them up front: the threads must not each check capacity alone.
-        urgent(|| self.index.ensure_capacity(items.len()))?;
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .clamp(1, 8);
-        let chunk = items.len().div_ceil(threads).max(1);
-        let results: Vec<Result<usize, index::IndexError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = items
-                .chunks(chunk)
-                .map(|part| {
-                    s.spawn(move || {
-                        background_priority();
-                        self.index.add_missing(part.iter().copied())
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(index::IndexError("index thread panicked".into())))
-                })
-                .collect()
-        });
-        let mut added = 0;
-        for r in results {
-            added += r?;
-        }
-        Ok(added)
     }
 
     /// Another connection to the same database, for tables that live beside the memory
