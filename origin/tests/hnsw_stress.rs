@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 const DIM: usize = 24;
 const SEARCHERS: usize = 6;
 const ADDERS: usize = 2;
-const PER_ADDER: usize = 96;
-const BATCH: usize = 8;
+const PER_ADDER: usize = 64;
+const BATCH: usize = 32;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -21,9 +21,11 @@
 //! shared field is read under its locks. Reserving, which renumbers usearch's per-thread search
 //! contexts and cast buffers, needs `&mut` too, so no context is in use while it runs.
 //!
-//! Adds go in short slices so searches wait at most for a few vectors. The adding threads run
-//! in SCHED_IDLE (inserts and searches come first), and any caller that finds the graph busy
-//! raises them to normal priority until their slice ends, so it never waits on an idle thread.
+//! Adds go in slices. Any caller that finds a slice running ends it once it has run 1 ms: each
+//! adding thread stops after the vector it is on, so a search waits at most about 1 ms plus
+//! one add, and indexing keeps a share of the graph under any search load. The adding threads run in
+//! SCHED_IDLE (inserts and searches come first), and that caller raises them to normal
+//! priority until the slice ends, so it never waits on an idle thread.
 
 #![forbid(unsafe_code)]
 
@@ -38,10 +40,13 @@ use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 /// Most concurrent searches; each needs one of usearch's per-thread contexts.
 const CONTEXTS: usize = 64;
-/// Longest one add slice holds the graph when no search is waiting.
-const SLICE: Duration = Duration::from_millis(4);
-/// Fewest vectors each adding thread adds per slice, so indexing progresses under any search load.
-const MIN_SLICE_ADDS: usize = 4;
+/// Longest one add slice holds the graph. A caller that waits for it ends it at once (each
+/// adding thread finishes its current vector), so this only bounds the time between slices,
+/// where the threads of a slice wait for each other (short slices cost build throughput).
+const SLICE: Duration = Duration::from_millis(50);
+/// How long a slice runs before waiting callers end it, so indexing keeps a share of the graph
+/// under any search load (searches then wait up to this plus one add).
+const MIN_SLICE: Duration = Duration::from_millis(1);
 
 #[derive(Debug, thiserror::Error)]
 #[error("hnsw index: {0}")]
@@ -211,8 +216,9 @@ impl SliceControl<'_> {
                 Ok(false) => break Ok(done),
                 Err(e) => break Err(e),
             }
-            let searches_wait = self.waiting.load(Ordering::SeqCst) > 0;
-            if (searches_wait && done >= MIN_SLICE_ADDS) || self.started.elapsed() >= SLICE {
+            let elapsed = self.started.elapsed();
+            let callers_wait = self.waiting.load(Ordering::SeqCst) > 0;
+            if (callers_wait && elapsed >= MIN_SLICE) || elapsed >= SLICE {
                 break Ok(done);
             }
         };
@@ -413,6 +419,11 @@ impl HnswIndex {
             parts[(key % threads as u64) as usize].items.push((key, v));
         }
         while parts.iter().any(|p| p.remaining() > 0) {
+            // A slice that ended for waiting callers lets them in first: a writer may take the
+            // lock ahead of readers it has just woken.
+            while self.waiting.load(Ordering::SeqCst) > 0 {
+                std::thread::yield_now();
+            }
             sys::urgent(|| {
                 self.write()
                     .add_slice(&mut parts, &self.waiting, &self.adders)
