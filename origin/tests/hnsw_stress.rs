@@ -156,6 +156,7 @@ fn searches_survive_concurrent_mutation_for_every_quantization() {
             "[hnsw_stress] {quantization}: {done} rounds, {searches} searches in {:.1} s",
             t.elapsed().as_secs_f64()
         );
-        assert!(done >= 100, "{quantization}: only {done} rounds ran");
+        // Even a short budget must have raced adds against searches many times.
+        assert!(done >= 20, "{quantization}: only {done} rounds ran");
     }
 }
