@@ -414,9 +414,11 @@ impl HnswIndex {
                 added: 0,
             })
             .collect();
-        // By key, so a key repeated in the batch always lands on the same thread.
+        // By a hash of the key, so a key repeated in the batch always lands on the same thread
+        // (the daemon's keys are all odd: `key % 2` would give one thread everything).
         for (key, v) in items {
-            parts[(key % threads as u64) as usize].items.push((key, v));
+            let share = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % threads as u64;
+            parts[share as usize].items.push((key, v));
         }
         while parts.iter().any(|p| p.remaining() > 0) {
             // A slice that ended for waiting callers lets them in first: a writer may take the
