@@ -131,8 +131,9 @@ impl Graph {
         self.index.change_expansion_search(ef);
     }
 
-    /// Adds the next vectors of each part, one thread per part, until a search waits or the
-    /// slice has run its time. Parts hold disjoint keys, so no two threads add the same key.
+    /// Adds the next vectors of each part, one thread per part, until a caller waits (after
+    /// `MIN_SLICE`) or `SLICE` has passed. Parts hold disjoint keys, so no two threads add the
+    /// same key.
     fn add_slice(
         &mut self,
         parts: &mut [Part<'_>],
@@ -147,7 +148,7 @@ impl Graph {
             adders,
         };
         let index = &self.index;
-        let results: Vec<Result<usize, IndexError>> = std::thread::scope(|s| {
+        let results: Vec<Result<(), IndexError>> = std::thread::scope(|s| {
             let handles: Vec<_> = parts
                 .iter_mut()
                 .filter(|p| p.remaining() > 0)
@@ -161,7 +162,7 @@ impl Graph {
                 })
                 .collect()
         });
-        results.into_iter().try_for_each(|r| r.map(drop))
+        results.into_iter().collect()
     }
 }
 
@@ -191,7 +192,7 @@ impl Part<'_> {
     }
 }
 
-/// When an add slice ends: a search is waiting, or the slice has run its time.
+/// When an add slice ends: a caller is waiting, or the slice has run its time.
 struct SliceControl<'a> {
     started: Instant,
     waiting: &'a AtomicUsize,
@@ -199,9 +200,9 @@ struct SliceControl<'a> {
 }
 
 impl SliceControl<'_> {
-    /// Runs one adding thread's slice: registered for boosting, in SCHED_IDLE unless a search
-    /// already waits. Returns how many vectors it added.
-    fn run(&self, mut step: impl FnMut() -> Result<bool, IndexError>) -> Result<usize, IndexError> {
+    /// Runs one adding thread's slice, registered for boosting, in SCHED_IDLE unless a caller
+    /// already waits. `step` adds one vector and says whether there was one.
+    fn run(&self, mut step: impl FnMut() -> Result<bool, IndexError>) -> Result<(), IndexError> {
         let tid = sys::current_tid();
         lock(self.adders).push(tid);
         // Registered first, then checked: a search that raised its count after this check
@@ -209,17 +210,16 @@ impl SliceControl<'_> {
         if self.waiting.load(Ordering::SeqCst) == 0 {
             sys::background_priority();
         }
-        let mut done = 0;
         let result = loop {
             match step() {
-                Ok(true) => done += 1,
-                Ok(false) => break Ok(done),
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
                 Err(e) => break Err(e),
             }
             let elapsed = self.started.elapsed();
             let callers_wait = self.waiting.load(Ordering::SeqCst) > 0;
             if (callers_wait && elapsed >= MIN_SLICE) || elapsed >= SLICE {
-                break Ok(done);
+                break Ok(());
             }
         };
         lock(self.adders).retain(|t| *t != tid);
