@@ -4,20 +4,14 @@
 //!
 //! `cargo run --release -p heady-origin --example bench_index [-- --n 30000 --dim 384]`
 
+mod common;
+
+use common::arg;
 use heady_origin::memory::index::HnswIndex;
 use heady_shared::zone::splitmix64;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn vectors(n: usize, dim: usize) -> Vec<f32> {
     (0..n * dim)

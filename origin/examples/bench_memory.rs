@@ -8,6 +8,9 @@
 //! row fetch from DuckDB): p50/p99, queries/s from 2 threads, recall@10 against exact; then the
 //! start-up time of the real binary on that data (`/ready`, and the index ready).
 
+mod common;
+
+use common::arg;
 use heady_origin::config::{Config, Overrides};
 use heady_origin::memory::MemoryStore;
 use heady_origin::state::AppState;
@@ -61,15 +64,6 @@ fn timing(mut ms: Vec<f64>) -> Timing {
         p50_ms: percentile(&ms, 0.5),
         p99_ms: percentile(&ms, 0.99),
     }
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn vector_literal(v: &[f32]) -> String {

@@ -37,11 +37,17 @@ fn idle_is_reversible() -> bool {
         #[cfg(target_os = "linux")]
         {
             // Probe on a throwaway thread: if the way back is refused it stays idle and ends.
-            std::thread::spawn(|| {
+            let reversible = std::thread::spawn(|| {
                 set_policy(0, libc::SCHED_IDLE) && set_policy(0, libc::SCHED_OTHER)
             })
             .join()
-            .unwrap_or(false)
+            .unwrap_or(false);
+            if !reversible {
+                tracing::info!(
+                    "background threads stay at normal priority: SCHED_IDLE could not be left again (RLIMIT_NICE < 20)"
+                );
+            }
+            reversible
         }
         #[cfg(not(target_os = "linux"))]
         {
@@ -59,7 +65,6 @@ pub fn background_priority() -> bool {
         BACKGROUND.with(|b| b.set(true));
         return true;
     }
-    tracing::debug!("background thread stays at normal priority (SCHED_IDLE not reversible)");
     false
 }
 
