@@ -13,6 +13,12 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+for component in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+    echo "[setup] adding rust component $component"
+    rustup component add "$component"
+  fi
+done
 if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
   say "rust target wasm32-unknown-unknown: present"
 else

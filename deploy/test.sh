@@ -11,6 +11,8 @@ echo "[test] checking formatting (cargo fmt)"
 cargo fmt --all -- --check
 echo "[test] building (release profile: one DuckDB build serves tests, benches and the daemon)"
 deploy/cargo-progress.sh cargo build --release --workspace --all-targets
+echo "[test] lints: cargo clippy --workspace --all-targets -D warnings (release profile: shares the build above)"
+cargo clippy --release --workspace --all-targets -- -D warnings
 echo "[test] checking heady-shared builds for wasm32-unknown-unknown"
 cargo build --release -p heady-shared --target wasm32-unknown-unknown
 echo "[test] running the tests"

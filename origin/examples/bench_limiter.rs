@@ -82,9 +82,12 @@ fn main() -> anyhow::Result<()> {
         let client = redis::Client::open(url.as_str())?;
         let mut conn = redis::aio::ConnectionManager::new(client.clone()).await?;
         let limiter = Arc::new(RateLimiter::new(
-            Some(client),
-            Duration::from_secs(2),
+            Some(Arc::new(heady_origin::redis::Redis::open(
+                url.as_str(),
+                Duration::from_secs(2),
+            )?)),
             Arc::new(Metrics::default()),
+            heady_origin::lifecycle::Background::new(),
         ));
         let no_ban = BanPolicy {
             threshold_factor: 0,

@@ -13,7 +13,7 @@ mod common;
 use common::arg;
 use heady_origin::config::{Config, Overrides};
 use heady_origin::memory::MemoryStore;
-use heady_origin::state::AppState;
+use heady_origin::app::App;
 use heady_shared::zone::splitmix64;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -161,10 +161,10 @@ fn main() -> anyhow::Result<()> {
     let (state, addr, server) = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let state = AppState::open(cfg.clone())?;
+        let state = App::open(cfg.clone())?;
         let st = state.clone();
         let server = tokio::spawn(async move {
-            heady_origin::server::serve(
+            heady_origin::http::run(
                 listener,
                 st,
                 async {

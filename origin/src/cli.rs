@@ -2,8 +2,8 @@
 
 use crate::config::{Config, Overrides};
 use crate::defense::admin::{AdminOp, AdminReply};
-use crate::server;
-use crate::state::AppState;
+use crate::app::App;
+use crate::http;
 use clap::{Parser, Subcommand};
 use heady_shared::{Classification, Tier};
 use std::path::PathBuf;
@@ -250,11 +250,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("listen {addr}: {e}"))?;
-    let state = tokio::task::spawn_blocking(move || AppState::open(cfg)).await??;
-    server::serve(
+    let app = tokio::task::spawn_blocking(move || App::open(cfg)).await??;
+    http::run(
         listener,
-        state,
-        server::shutdown_signal(),
+        app,
+        http::shutdown_signal(),
         Duration::from_secs(30),
     )
     .await

@@ -1,26 +1,30 @@
-//! Errors at the HTTP boundary: `{"error":{"code":"...","message":"..."}}` with the right status.
+//! The error every layer of the origin returns: a code from heady-shared's [`ErrorCode`] (one
+//! spelling per meaning, shared with the edge), a message that says what to fix, and what a
+//! client needs to act on it. Only `http::respond` turns one into a response.
 
-use http::StatusCode;
-use serde_json::json;
+pub use heady_shared::ErrorCode;
 
 #[derive(Debug, Clone)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+pub struct Error {
+    pub code: ErrorCode,
     pub message: String,
-    /// Seconds until trying again helps; shown in the body (and as `Retry-After` by the caller).
+    /// Seconds until trying again helps: `error.retry_after` in the body and `Retry-After`.
     pub retry_after: Option<u64>,
+    /// A status other than the code's default, where the meaning fits better.
+    pub status: Option<u16>,
     /// Response headers that go with the error (RateLimit fields, `WWW-Authenticate`).
     pub headers: Vec<(&'static str, String)>,
 }
 
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error {
             code,
             message: message.into(),
             retry_after: None,
+            status: None,
             headers: Vec::new(),
         }
     }
@@ -28,68 +32,118 @@ impl ApiError {
         self.retry_after = Some(secs);
         self
     }
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
     pub fn with_headers(mut self, headers: Vec<(&'static str, String)>) -> Self {
         self.headers.extend(headers);
         self
     }
-    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    /// 401 with the challenge a client needs to know a key is expected.
+    pub fn unauthorized(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(code, message)
+            .with_status(401)
             .with_headers(vec![("www-authenticate", "Bearer realm=\"heady\"".into())])
     }
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, code, message)
+    pub fn forbidden(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(code, message).with_status(403)
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        Self::new(ErrorCode::InvalidRequest, message)
     }
     pub fn invalid_json(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_json", message)
+        Self::new(ErrorCode::InvalidJson, message)
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(ErrorCode::NotFound, message)
     }
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        Self::new(ErrorCode::Internal, message)
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        Self::new(ErrorCode::Unavailable, message)
     }
 
-    pub fn body(&self) -> Vec<u8> {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(secs) = self.retry_after {
-            error["retry_after"] = json!(secs);
+    /// The HTTP status to send.
+    pub fn status(&self) -> u16 {
+        self.status.unwrap_or_else(|| self.code.default_status())
+    }
+
+    pub fn is_server_error(&self) -> bool {
+        self.status() >= 500
+    }
+
+    /// `{"error":{"code":..,"message":..,"retry_after"?:..}}`, as heady-shared defines it.
+    pub fn body(&self) -> heady_shared::ErrorBody {
+        heady_shared::ErrorBody {
+            error: heady_shared::ApiError {
+                code: self.code,
+                message: self.message.clone(),
+                retry_after: self.retry_after,
+            },
         }
-        serde_json::to_vec(&json!({ "error": error }))
-            .unwrap_or_else(|_| b"{\"error\":{\"code\":\"internal\",\"message\":\"\"}}".to_vec())
     }
 }
 
-impl std::fmt::Display for ApiError {
+impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.code,
-            self.message
-        )
+        write!(f, "{} {}: {}", self.status(), self.code, self.message)
     }
 }
+
+impl std::error::Error for Error {}
 
 /// Parses a JSON body into `T`, mapping serde's message (which names the field, line and
 /// column) into a 400 the client can act on.
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
     if body.is_empty() {
-        return Err(ApiError::invalid_json(
+        return Err(Error::invalid_json(
             "request body is empty; expected a JSON object",
         ));
     }
     serde_json::from_slice(body).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
-            ApiError::invalid_json(format!("malformed JSON: {e}"))
+            Error::invalid_json(format!("malformed JSON: {e}"))
         } else {
-            ApiError::bad_request(format!("invalid request: {e}"))
+            Error::bad_request(format!("invalid request: {e}"))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_comes_from_the_code_unless_overridden() {
+        assert_eq!(Error::new(ErrorCode::RateLimited, "x").status(), 429);
+        assert_eq!(
+            Error::new(ErrorCode::UnknownAction, "x")
+                .with_status(400)
+                .status(),
+            400
+        );
+        assert!(Error::internal("x").is_server_error());
+        let e = Error::new(ErrorCode::Overloaded, "busy").with_retry_after(5);
+        let body = serde_json::to_value(e.body()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"error": {"code": "overloaded", "message": "busy", "retry_after": 5}})
+        );
+    }
+
+    #[test]
+    fn json_errors_say_what_is_wrong() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct T {
+            a: u32,
+        }
+        assert_eq!(parse_json::<T>(b"").unwrap_err().code, ErrorCode::InvalidJson);
+        assert_eq!(parse_json::<T>(b"{").unwrap_err().code, ErrorCode::InvalidJson);
+        let e = parse_json::<T>(br#"{"a":"x"}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(e.message.contains("invalid type"), "{}", e.message);
+    }
 }

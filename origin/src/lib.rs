@@ -1,19 +1,34 @@
 //! heady-origin: the bare-metal daemon behind the Heady edge.
 //!
-//! Layering: `server` -> `defense` -> `api` -> `pipeline` -> `conductor` / `providers` /
-//! `memory`; nothing below calls back up.
+//! Layers, each importing only those below it (a test, `tests/layers.rs`, checks this):
+//!
+//! ```text
+//! cli                          the binary's subcommands
+//! http                         server, bodies, routes table, the one place errors become responses
+//! api                          one file per resource: decode -> call the domain -> render a Reply
+//! app                          App: the parts, their background tasks, the shutdown order
+//! domain                       conductor, pipeline, providers, memory, defense
+//! infrastructure               redis, lifecycle, metrics, config, error, rt, sys
+//! ```
+
+#![deny(unsafe_code)]
 
 pub mod api;
+pub mod app;
 pub mod cli;
 pub mod conductor;
 pub mod config;
 pub mod defense;
 pub mod error;
+pub mod http;
+pub mod lifecycle;
 pub mod memory;
 pub mod metrics;
 pub mod pipeline;
 pub mod providers;
-pub mod server;
-pub mod state;
+pub mod redis;
+pub mod rt;
+// Linux syscalls (thread priority, allocator tuning): the one module with `unsafe`.
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod tunnel_config;

@@ -59,7 +59,7 @@ fn code(v: &Value) -> &str {
 #[tokio::test]
 async fn walking_every_route_without_credentials_only_public_ones_answer() {
     let s = defended(|_| {}).await;
-    let routes = heady_origin::api::route_list();
+    let routes = heady_origin::http::routes::route_list();
     assert!(routes.len() >= 10);
     for (method, path, policy) in routes {
         let body = (method == http::Method::POST).then(|| json!({}));
@@ -533,9 +533,11 @@ async fn redis_going_away_degrades_to_in_process_and_recovers() {
 async fn the_redis_script_and_the_shared_log_decide_alike() {
     let redis = RedisServer::start();
     let limiter = Arc::new(RateLimiter::new(
-        Some(redis::Client::open(redis.url()).unwrap()),
-        Duration::from_secs(2),
+        Some(Arc::new(
+            heady_origin::redis::Redis::open(&redis.url(), Duration::from_secs(2)).unwrap(),
+        )),
         Arc::new(heady_origin::metrics::Metrics::default()),
+        heady_origin::lifecycle::Background::new(),
     ));
     let ban = BanPolicy {
         threshold_factor: 3,

@@ -1,39 +1,44 @@
 //! `/api/brain/*` and `/api/{action}`: chat through the HCFP pipeline, and what the brain
 //! router knows about its providers.
 
-use crate::error::ApiError;
-use crate::pipeline::{Job, Surface};
-use crate::server::{json_response, Body, Ctx};
-use crate::state::AppState;
-use http::{Response, StatusCode};
+use crate::error::{Error, ErrorCode};
+use crate::pipeline::{Inbound, Surface};
+use super::{pipeline_reply, Ctx, Reply};
+use crate::app::App;
 use serde_json::json;
 use std::sync::Arc;
 
 /// `POST /api/brain/chat`: the seed's route; action `chat`.
-pub async fn chat(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError> {
-    let job = Job::new(Surface::Brain, "chat", c.request_id, c.headers, c.body);
-    Ok(s.pipeline.handle(job).await)
+pub async fn chat(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
+    pipeline_reply(s.pipeline.run(inbound(Surface::Brain, "chat", c)).await)
 }
 
 /// `POST /api/{action}`: any action of the conductor's table, routed to its service group.
-pub async fn action(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError> {
-    let action = c.path.strip_prefix("/api/").unwrap_or("").to_string();
+pub async fn action(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
+    let action = heady_shared::api_paths::action_of(&c.path)
+        .unwrap_or("")
+        .to_string();
     if s.conductor.table().route(&action).is_err() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_action",
-            format!("unknown action {action:?}: no service group lists it (GET /api/conductor/groups lists the actions)"),
-        ));
+        return Err(Error::new(ErrorCode::UnknownAction, format!("unknown action {action:?}: no service group lists it (GET /api/conductor/groups lists the actions)")));
     }
     if s.defense.enabled {
         s.defense.authorize_action(&c.identity, &action)?;
     }
-    let job = Job::new(Surface::Action, &action, c.request_id, c.headers, c.body);
-    Ok(s.pipeline.handle(job).await)
+    pipeline_reply(s.pipeline.run(inbound(Surface::Action, &action, c)).await)
+}
+
+pub(super) fn inbound(surface: Surface, action: &str, c: Ctx) -> Inbound {
+    Inbound {
+        surface,
+        action: action.to_string(),
+        request_id: c.request_id,
+        headers: c.headers,
+        body: c.body,
+    }
 }
 
 /// `GET /api/brain/providers`: breakers, recent outcomes, drift alarms, learned paths.
-pub async fn providers(s: Arc<AppState>, _c: Ctx) -> Result<Response<Body>, ApiError> {
+pub async fn providers(s: Arc<App>, _c: Ctx) -> Result<Reply, Error> {
     let p = &s.pipeline;
     let now = p.now_ms();
     let providers: Vec<_> = p
@@ -59,12 +64,9 @@ pub async fn providers(s: Arc<AppState>, _c: Ctx) -> Result<Response<Body>, ApiE
             })
         })
         .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
+    Reply::ok(&json!({
             "providers": providers,
             "patterns": p.patterns.snapshot(),
             "concurrency": {"max": p.config.max_concurrency, "in_use": p.admission.in_use(), "waiting": p.admission.waiting()},
-        }),
-    ))
+        }))
 }

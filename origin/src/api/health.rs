@@ -1,22 +1,19 @@
 //! Liveness, readiness and metrics.
 
-use crate::error::ApiError;
-use crate::server::{json_response, Body, Ctx};
-use crate::state::AppState;
-use http::{header, HeaderValue, Response, StatusCode};
+use crate::error::{Error, ErrorCode};
+use super::{Ctx, Reply};
+use crate::app::App;
 use serde_json::json;
 use std::sync::Arc;
 
-pub async fn health(_s: Arc<AppState>, _c: Ctx) -> Result<Response<Body>, ApiError> {
-    Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
+pub async fn health(_s: Arc<App>, _c: Ctx) -> Result<Reply, Error> {
+    Reply::ok(&json!({"status": "ok"}))
 }
 
 /// Who the origin takes the caller to be: the edge asks this on a session-cache miss.
-pub async fn identity(_s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError> {
+pub async fn identity(_s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     let who = &c.identity;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
+    Reply::ok(&json!({
             "subject": who.subject,
             "tier": who.tier,
             "clearance": who.clearance.as_str().to_ascii_lowercase(),
@@ -25,8 +22,7 @@ pub async fn identity(_s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiEr
             "limits": who.tier.limits(),
             "features": who.tier.features(),
             "ttl_secs": SESSION_TTL_SECS,
-        }),
-    ))
+        }))
 }
 
 /// How long the edge may cache an identity answer in its KV session cache. The origin still
@@ -34,9 +30,9 @@ pub async fn identity(_s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiEr
 pub const SESSION_TTL_SECS: u64 = 60;
 
 /// Ready when DuckDB answers, and Redis too when one is configured.
-pub async fn ready(s: Arc<AppState>, _c: Ctx) -> Result<Response<Body>, ApiError> {
+pub async fn ready(s: Arc<App>, _c: Ctx) -> Result<Reply, Error> {
     let memory = s.memory.clone();
-    let duck = super::blocking(move || memory.ping_blocking()).await?;
+    let duck = crate::rt::blocking(move || memory.ping_blocking()).await?;
     let redis = s.redis_ping().await;
     let duck_ok = duck.is_ok();
     let redis_ok = redis.is_ok();
@@ -44,7 +40,7 @@ pub async fn ready(s: Arc<AppState>, _c: Ctx) -> Result<Response<Body>, ApiError
         "status": if duck_ok && redis_ok { "ready" } else { "not_ready" },
         "checks": {
             "duckdb": match &duck { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
-            "redis": match &redis { Ok(Some(())) => "ok".to_string(), Ok(None) => "not configured".to_string(), Err(e) => e.clone() },
+            "redis": match &redis { Ok(Some(())) => "ok".to_string(), Ok(None) => "not configured".to_string(), Err(e) => e.to_string() },
             "index": s.memory.index_stats().state,
             "limiter": if !s.defense.limiter.uses_redis() { "in-process" } else if s.defense.limiter.is_degraded() { "degraded (in-process)" } else { "redis" },
         }
@@ -52,15 +48,10 @@ pub async fn ready(s: Arc<AppState>, _c: Ctx) -> Result<Response<Body>, ApiError
     if !(duck_ok && redis_ok) {
         tracing::warn!(checks = %body["checks"], "not ready");
     }
-    let status = if duck_ok && redis_ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    Ok(json_response(status, &body))
+    Reply::json(if duck_ok && redis_ok { 200 } else { 503 }, &body)
 }
 
-pub async fn metrics(s: Arc<AppState>, _c: Ctx) -> Result<Response<Body>, ApiError> {
+pub async fn metrics(s: Arc<App>, _c: Ctx) -> Result<Reply, Error> {
     let m = &s.metrics;
     m.memory_vectors.set(s.memory.len() as i64);
     let idx = s.memory.index_stats();
@@ -69,10 +60,9 @@ pub async fn metrics(s: Arc<AppState>, _c: Ctx) -> Result<Response<Body>, ApiErr
     m.index_bytes.set(idx.memory_bytes as i64);
     m.index_ready.set(i64::from(s.memory.index_ready()));
     m.resident_bytes.set(crate::metrics::resident_bytes());
-    let mut resp = Response::new(crate::server::full(m.encode()));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    Ok(resp)
+    Ok(Reply::bytes(
+        200,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        m.encode(),
+    ))
 }

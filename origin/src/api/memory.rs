@@ -1,13 +1,13 @@
 //! `/api/memory/*`: insertVector (single and batch), similaritySearch, getZoneForQuery, getStats.
 
-use super::{blocking, require_json};
-use crate::error::{parse_json, ApiError};
+use super::require_json;
+use crate::rt::blocking;
+use crate::error::{parse_json, Error, ErrorCode};
 use crate::memory::embedder::EmbedError;
 use crate::memory::{id_of, new_key, NewRow};
-use crate::server::{json_response, Body, Ctx};
-use crate::state::AppState;
+use super::{Ctx, Reply};
+use crate::app::App;
 use base64::Engine as _;
-use http::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -114,20 +114,16 @@ struct ZoneRequest {
     text: String,
 }
 
-fn embed_error(e: EmbedError) -> ApiError {
+fn embed_error(e: EmbedError) -> Error {
     let code = match e {
-        EmbedError::Dimension { .. } => "embedder_dimension",
-        _ => "embedder_failed",
+        EmbedError::Dimension { .. } => ErrorCode::EmbedderDimension,
+        _ => ErrorCode::EmbedderFailed,
     };
-    ApiError::new(StatusCode::BAD_GATEWAY, code, e.to_string())
+    Error::new(code, e.to_string())
 }
 
-fn invalid_embedding(message: String) -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_embedding",
-        message,
-    )
+fn invalid_embedding(message: String) -> Error {
+    Error::new(ErrorCode::InvalidEmbedding, message)
 }
 
 /// Turns an embedding as sent into the stored `f32`s, then checks it (see `check_embedding`).
@@ -135,7 +131,7 @@ pub fn embedding_from_input(
     field: &str,
     input: EmbeddingInput,
     dim: usize,
-) -> Result<Vec<f32>, ApiError> {
+) -> Result<Vec<f32>, Error> {
     let v = match input {
         EmbeddingInput::Floats {
             out_of_range: Some((i, x)),
@@ -166,16 +162,12 @@ pub fn embedding_from_input(
 }
 
 /// Checks an embedding: right length, every value finite, not all zero.
-pub fn check_embedding(field: &str, v: Vec<f32>, dim: usize) -> Result<Vec<f32>, ApiError> {
+pub fn check_embedding(field: &str, v: Vec<f32>, dim: usize) -> Result<Vec<f32>, Error> {
     if v.len() != dim {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "wrong_dimension",
-            format!(
+        return Err(Error::new(ErrorCode::WrongDimension, format!(
                 "{field} has {} values; this database stores {dim}-dimensional embeddings",
                 v.len()
-            ),
-        ));
+            )));
     }
     if let Some(i) = v.iter().position(|x| !x.is_finite()) {
         return Err(invalid_embedding(format!(
@@ -191,9 +183,9 @@ pub fn check_embedding(field: &str, v: Vec<f32>, dim: usize) -> Result<Vec<f32>,
     Ok(v)
 }
 
-fn check_session(field: &str, s: &str) -> Result<(), ApiError> {
+fn check_session(field: &str, s: &str) -> Result<(), Error> {
     if s.is_empty() || s.len() > 128 || s.chars().any(|c| c.is_control()) {
-        return Err(ApiError::bad_request(format!(
+        return Err(Error::bad_request(format!(
             "{field} must be 1-128 characters without control characters"
         )));
     }
@@ -206,15 +198,15 @@ fn validate_item(
     it: InsertRequest,
     dim: usize,
     now: i64,
-) -> Result<(NewRow, bool), ApiError> {
+) -> Result<(NewRow, bool), Error> {
     if it.content.trim().is_empty() {
-        return Err(ApiError::bad_request(format!(
+        return Err(Error::bad_request(format!(
             "{prefix}content must not be empty"
         )));
     }
     let role = it.role.unwrap_or_else(|| "user".into());
     if !ROLES.contains(&role.as_str()) {
-        return Err(ApiError::bad_request(format!(
+        return Err(Error::bad_request(format!(
             "{prefix}role must be one of user, assistant, system, tool (got {role:?})"
         )));
     }
@@ -225,13 +217,13 @@ fn validate_item(
         None | Some(serde_json::Value::Null) => None,
         Some(v @ serde_json::Value::Object(_)) => Some(v.to_string()),
         Some(_) => {
-            return Err(ApiError::bad_request(format!(
+            return Err(Error::bad_request(format!(
                 "{prefix}metadata must be a JSON object"
             )))
         }
     };
     let token_count = i32::try_from(it.token_count.unwrap_or(0))
-        .map_err(|_| ApiError::bad_request(format!("{prefix}token_count is too large")))?;
+        .map_err(|_| Error::bad_request(format!("{prefix}token_count is too large")))?;
     let (embedding, given) = match it.embedding {
         Some(e) => (
             embedding_from_input(&format!("{prefix}embedding"), e, dim)?,
@@ -273,7 +265,7 @@ struct ParsedInsert {
 
 /// Parses and validates an insert body. A bulk body is megabytes of numbers, so this runs on
 /// a blocking thread rather than stalling the async workers.
-fn parse_insert(body: &[u8], dim: usize, max_batch: usize) -> Result<ParsedInsert, ApiError> {
+fn parse_insert(body: &[u8], dim: usize, max_batch: usize) -> Result<ParsedInsert, Error> {
     let body: InsertBody = parse_json(body)?;
     let is_batch = body.items.is_some();
     let (items, prefixes): (Vec<InsertRequest>, Vec<String>) = match body.items {
@@ -285,22 +277,18 @@ fn parse_insert(body: &[u8], dim: usize, max_batch: usize) -> Result<ParsedInser
                 || body.metadata.is_some()
                 || body.token_count.is_some()
             {
-                return Err(ApiError::bad_request(
+                return Err(Error::bad_request(
                     "give either items (a batch) or the fields of one item, not both",
                 ));
             }
             if items.is_empty() {
-                return Err(ApiError::bad_request("items must not be empty"));
+                return Err(Error::bad_request("items must not be empty"));
             }
             if items.len() > max_batch {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "batch_too_large",
-                    format!(
+                return Err(Error::new(ErrorCode::BatchTooLarge, format!(
                         "items has {} entries; the limit is {max_batch} (memory.max_batch)",
                         items.len(),
-                    ),
-                ));
+                    )));
             }
             let n = items.len();
             (items, (0..n).map(|i| format!("items[{i}].")).collect())
@@ -308,7 +296,7 @@ fn parse_insert(body: &[u8], dim: usize, max_batch: usize) -> Result<ParsedInser
         None => {
             let content = body
                 .content
-                .ok_or_else(|| ApiError::bad_request("invalid request: missing field `content`"))?;
+                .ok_or_else(|| Error::bad_request("invalid request: missing field `content`"))?;
             let one = InsertRequest {
                 content,
                 embedding: body.embedding,
@@ -339,7 +327,7 @@ fn parse_insert(body: &[u8], dim: usize, max_batch: usize) -> Result<ParsedInser
 
 /// `POST /api/memory/vectors`: one item -> `{id}`, or `{items:[...]}` -> `{ids:[...]}`.
 /// All-or-nothing: any invalid item rejects the whole request and nothing is stored.
-pub async fn insert(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError> {
+pub async fn insert(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     require_json(&c)?;
     let (dim, max_batch) = (s.memory.dim(), s.config.memory.max_batch);
     // A chat turn is parsed in place; only a bulk body is worth a trip to a blocking thread.
@@ -364,14 +352,10 @@ pub async fn insert(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError
                 } else {
                     String::new()
                 };
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_embedding",
-                    format!(
+                return Err(Error::new(ErrorCode::InvalidEmbedding, format!(
                         "{prefix}content has nothing the {} embedder can embed; send an embedding",
                         s.embedder.name()
-                    ),
-                ));
+                    )));
             }
             rows[i].embedding = v;
         }
@@ -380,22 +364,22 @@ pub async fn insert(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError
     let memory = s.memory.clone();
     blocking(move || memory.insert_blocking(&rows))
         .await?
-        .map_err(|e| ApiError::internal(format!("could not store: {e}")))?;
+        .map_err(|e| Error::internal(format!("could not store: {e}")))?;
     if is_batch {
-        Ok(json_response(StatusCode::OK, &json!({ "ids": ids })))
+        Reply::ok(&json!({ "ids": ids }))
     } else {
-        Ok(json_response(StatusCode::OK, &json!({ "id": ids[0] })))
+        Reply::ok(&json!({ "id": ids[0] }))
     }
 }
 
 /// `POST /api/memory/search`: `{embedding | text, top_k, session_id?}` -> ranked results.
-pub async fn search(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError> {
+pub async fn search(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     require_json(&c)?;
     let req: SearchRequest = parse_json(&c.body)?;
     let max = s.config.memory.max_top_k;
     let top_k = req.top_k.unwrap_or(10);
     if top_k == 0 || top_k > max {
-        return Err(ApiError::bad_request(format!(
+        return Err(Error::bad_request(format!(
             "top_k must be between 1 and {max} (got {top_k})"
         )));
     }
@@ -406,7 +390,7 @@ pub async fn search(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError
         (Some(e), None) => embedding_from_input("embedding", e, s.memory.dim())?,
         (None, Some(t)) => {
             if t.trim().is_empty() {
-                return Err(ApiError::bad_request("text must not be empty"));
+                return Err(Error::bad_request("text must not be empty"));
             }
             let v = s
                 .embedder
@@ -415,39 +399,32 @@ pub async fn search(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError
                 .map_err(embed_error)?;
             let v = v.into_iter().next().unwrap_or_default();
             if v.iter().all(|x| *x == 0.0) {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_embedding",
-                    "text has nothing to embed",
-                ));
+                return Err(Error::new(ErrorCode::InvalidEmbedding, "text has nothing to embed"));
             }
             v
         }
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
+            return Err(Error::bad_request(
                 "give either embedding or text, not both",
             ))
         }
-        (None, None) => return Err(ApiError::bad_request("give embedding or text")),
+        (None, None) => return Err(Error::bad_request("give embedding or text")),
     };
     let memory = s.memory.clone();
     let session = req.session_id;
     let (results, path) =
         blocking(move || memory.search_blocking(&query, top_k, session.as_deref()))
             .await?
-            .map_err(|e| ApiError::internal(format!("search failed: {e}")))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "results": results, "search": path }),
-    ))
+            .map_err(|e| Error::internal(format!("search failed: {e}")))?;
+    Reply::ok(&json!({ "results": results, "search": path }))
 }
 
 /// `POST /api/memory/zone`: `{text}` -> `{zone, coordinates}`.
-pub async fn zone(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError> {
+pub async fn zone(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     require_json(&c)?;
     let req: ZoneRequest = parse_json(&c.body)?;
     if req.text.trim().is_empty() {
-        return Err(ApiError::bad_request("text must not be empty"));
+        return Err(Error::bad_request("text must not be empty"));
     }
     let v = s
         .embedder
@@ -455,17 +432,17 @@ pub async fn zone(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError> 
         .await
         .map_err(embed_error)?;
     let v = v.into_iter().next().unwrap_or_default();
-    let z = heady_shared::zone::zone_of(&v).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(json_response(StatusCode::OK, &z))
+    let z = heady_shared::zone::zone_of(&v).map_err(|e| Error::bad_request(e.to_string()))?;
+    Reply::ok(&z)
 }
 
 /// `GET /api/memory/stats`.
-pub async fn stats(s: Arc<AppState>, _c: Ctx) -> Result<Response<Body>, ApiError> {
+pub async fn stats(s: Arc<App>, _c: Ctx) -> Result<Reply, Error> {
     let memory = s.memory.clone();
     let stats = blocking(move || memory.stats_blocking())
         .await?
-        .map_err(|e| ApiError::internal(format!("stats failed: {e}")))?;
-    let mut v = serde_json::to_value(&stats).map_err(|e| ApiError::internal(e.to_string()))?;
+        .map_err(|e| Error::internal(format!("stats failed: {e}")))?;
+    let mut v = serde_json::to_value(&stats).map_err(|e| Error::internal(e.to_string()))?;
     v["embedder"] = json!(s.embedder.name());
-    Ok(json_response(StatusCode::OK, &v))
+    Reply::ok(&v)
 }

@@ -2,22 +2,20 @@
 //! embeddings through the configured embedder, and the model list.
 
 use super::require_json;
-use crate::error::ApiError;
-use crate::pipeline::{Job, Surface};
-use crate::server::{json_response, Body, Ctx};
-use crate::state::AppState;
+use crate::error::{Error, ErrorCode};
+use crate::pipeline::Surface;
+use super::{pipeline_reply, Ctx, Reply};
+use crate::app::App;
 use base64::Engine as _;
-use http::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-pub async fn chat_completions(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError> {
-    let job = Job::new(Surface::OpenAi, "chat", c.request_id, c.headers, c.body);
-    Ok(s.pipeline.handle(job).await)
+pub async fn chat_completions(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
+    pipeline_reply(s.pipeline.run(super::brain::inbound(Surface::OpenAi, "chat", c)).await)
 }
 
-pub async fn models(s: Arc<AppState>, _c: Ctx) -> Result<Response<Body>, ApiError> {
+pub async fn models(s: Arc<App>, _c: Ctx) -> Result<Reply, Error> {
     let mut data =
         vec![json!({"id": "heady", "object": "model", "created": 0, "owned_by": "heady"})];
     let mut seen = std::collections::HashSet::new();
@@ -30,10 +28,7 @@ pub async fn models(s: Arc<AppState>, _c: Ctx) -> Result<Response<Body>, ApiErro
             }
         }
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"object": "list", "data": data}),
-    ))
+    Reply::ok(&json!({"object": "list", "data": data}))
 }
 
 #[derive(Deserialize)]
@@ -48,7 +43,7 @@ struct EmbeddingsRequest {
 
 const MAX_INPUTS: usize = 2_048;
 
-pub async fn embeddings(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError> {
+pub async fn embeddings(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     require_json(&c)?;
     let req: EmbeddingsRequest = crate::error::parse_json(&c.body)?;
     let texts: Vec<String> = match req.input {
@@ -59,7 +54,7 @@ pub async fn embeddings(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiE
                 match it {
                     Value::String(t) => out.push(t),
                     _ => {
-                        return Err(ApiError::bad_request(format!(
+                        return Err(Error::bad_request(format!(
                             "input[{i}]: must be a string (token arrays are not supported)"
                         )))
                     }
@@ -68,25 +63,25 @@ pub async fn embeddings(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiE
             out
         }
         _ => {
-            return Err(ApiError::bad_request(
+            return Err(Error::bad_request(
                 "input: must be a string or an array of strings",
             ))
         }
     };
     if texts.is_empty() || texts.len() > MAX_INPUTS {
-        return Err(ApiError::bad_request(format!(
+        return Err(Error::bad_request(format!(
             "input: 1 to {MAX_INPUTS} strings"
         )));
     }
     if let Some(i) = texts.iter().position(|t| t.is_empty()) {
-        return Err(ApiError::bad_request(format!(
+        return Err(Error::bad_request(format!(
             "input[{i}]: must not be empty"
         )));
     }
     let dim = s.embedder.dim();
     if let Some(d) = req.dimensions {
         if d != dim as u64 {
-            return Err(ApiError::bad_request(format!(
+            return Err(Error::bad_request(format!(
                 "dimensions: this embedder produces {dim}-dimensional vectors"
             )));
         }
@@ -95,14 +90,14 @@ pub async fn embeddings(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiE
         None | Some("float") => false,
         Some("base64") => true,
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
+            return Err(Error::bad_request(format!(
                 "encoding_format: must be \"float\" or \"base64\" (got {other:?})"
             )))
         }
     };
     let vectors =
         s.embedder.embed(&texts).await.map_err(|e| {
-            ApiError::new(StatusCode::BAD_GATEWAY, "embedder_failed", e.to_string())
+            Error::new(ErrorCode::EmbedderFailed, e.to_string())
         })?;
     let tokens: usize = texts
         .iter()
@@ -122,8 +117,5 @@ pub async fn embeddings(s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiE
         })
         .collect();
     let model = req.model.unwrap_or_else(|| s.embedder.name().to_string());
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
-    ))
+    Reply::ok(&json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
 }

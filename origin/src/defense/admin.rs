@@ -153,8 +153,12 @@ pub async fn execute(defense: &Arc<Defense>, op: AdminOp) -> AdminReply {
 }
 
 /// Binds the socket (replacing a stale file, refusing when another daemon answers on it) and
-/// serves it until the returned task is aborted. The file is removed on drop of the guard.
-pub async fn serve(path: &Path, defense: Arc<Defense>) -> anyhow::Result<SocketGuard> {
+/// serves it in `background` until shutdown, which also removes the file.
+pub async fn serve(
+    path: &Path,
+    defense: Arc<Defense>,
+    background: &crate::lifecycle::Background,
+) -> anyhow::Result<()> {
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
             anyhow::bail!(
@@ -172,24 +176,24 @@ pub async fn serve(path: &Path, defense: Arc<Defense>) -> anyhow::Result<SocketG
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| anyhow::anyhow!("admin socket {}: {e}", path.display()))?;
     }
-    let task = tokio::spawn(async move {
+    let remove = SocketFile(path.to_path_buf());
+    let connections = background.clone();
+    background.spawn("admin socket", async move {
+        let _remove = remove;
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             };
             let d = defense.clone();
-            tokio::spawn(async move {
+            connections.spawn("admin connection", async move {
                 if let Err(e) = serve_one(stream, d).await {
                     tracing::debug!(error = %e, "admin connection failed");
                 }
             });
         }
     });
-    Ok(SocketGuard {
-        path: path.to_path_buf(),
-        task,
-    })
+    Ok(())
 }
 
 async fn serve_one(stream: UnixStream, defense: Arc<Defense>) -> std::io::Result<()> {
@@ -216,15 +220,12 @@ async fn serve_one(stream: UnixStream, defense: Arc<Defense>) -> std::io::Result
 
 use tokio::io::AsyncReadExt as _;
 
-pub struct SocketGuard {
-    path: PathBuf,
-    task: tokio::task::JoinHandle<()>,
-}
+/// Removes the socket file when the serving task ends.
+struct SocketFile(PathBuf);
 
-impl Drop for SocketGuard {
+impl Drop for SocketFile {
     fn drop(&mut self) {
-        self.task.abort();
-        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

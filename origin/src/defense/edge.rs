@@ -7,18 +7,16 @@
 //! server. Nonces are remembered in Redis when configured (a replay sent to another origin is
 //! caught too), else in-process; when Redis fails the in-process set takes over.
 
+use crate::redis::Redis;
 use heady_shared::wire::{self, Envelope, RequestLine, TunnelAuthenticator, WireError};
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 pub struct EdgeVerifier {
     auth: Box<dyn TunnelAuthenticator + Send + Sync>,
     max_skew_secs: u64,
-    redis: Option<redis::Client>,
-    conn: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+    redis: Option<Arc<Redis>>,
     seen: Mutex<HashMap<String, u64>>,
-    timeout: Duration,
 }
 
 /// Why a tunnelled request was refused (401 to the caller).
@@ -36,16 +34,13 @@ impl EdgeVerifier {
     pub fn new(
         auth: Box<dyn TunnelAuthenticator + Send + Sync>,
         max_skew_secs: u64,
-        redis: Option<redis::Client>,
-        timeout: Duration,
+        redis: Option<Arc<Redis>>,
     ) -> EdgeVerifier {
         EdgeVerifier {
             auth,
             max_skew_secs,
             redis,
-            conn: tokio::sync::OnceCell::new(),
             seen: Mutex::new(HashMap::new()),
-            timeout,
         }
     }
 
@@ -88,39 +83,28 @@ impl EdgeVerifier {
 
     /// Records the nonce; `false` if it was seen before.
     async fn first_use(&self, nonce: &str, now_secs: u64) -> bool {
-        if let Some(client) = &self.redis {
-            let shared = async {
-                let conn = self
-                    .conn
-                    .get_or_try_init(|| async {
-                        let cfg = redis::aio::ConnectionManagerConfig::new()
-                            .set_connection_timeout(self.timeout)
-                            .set_response_timeout(self.timeout)
-                            .set_number_of_retries(1);
-                        redis::aio::ConnectionManager::new_with_config(client.clone(), cfg).await
-                    })
-                    .await?;
-                let mut conn = conn.clone();
-                let set: Option<String> = redis::cmd("SET")
-                    .arg(format!("heady:nonce:{nonce}"))
-                    .arg(1)
-                    .arg("NX")
-                    .arg("EX")
-                    .arg(self.nonce_ttl_secs())
-                    .query_async(&mut conn)
-                    .await?;
-                Ok::<bool, redis::RedisError>(set.is_some())
-            };
-            match tokio::time::timeout(self.timeout, shared).await {
-                Ok(Ok(first)) => {
+        if let Some(redis) = &self.redis {
+            let key = format!("heady:nonce:{nonce}");
+            let ttl = self.nonce_ttl_secs();
+            let set = redis
+                .call("SET NX nonce", |mut c| async move {
+                    redis::cmd("SET")
+                        .arg(key)
+                        .arg(1)
+                        .arg("NX")
+                        .arg("EX")
+                        .arg(ttl)
+                        .query_async::<Option<String>>(&mut c)
+                        .await
+                })
+                .await;
+            match set {
+                Ok(first) => {
                     // Also remember locally, so a Redis outage later still refuses it.
                     self.first_use_local(nonce, now_secs);
-                    return first;
+                    return first.is_some();
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "nonce check in Redis failed; checking in-process")
-                }
-                Err(_) => tracing::warn!("nonce check in Redis timed out; checking in-process"),
+                Err(e) => tracing::warn!(error = %e, "nonce check in Redis failed; checking in-process"),
             }
         }
         self.first_use_local(nonce, now_secs)

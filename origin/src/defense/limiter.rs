@@ -6,7 +6,9 @@
 //! until it answers, then switches back (one log line). While degraded, each process counts
 //! on its own, so N processes may admit up to N times the limit.
 
+use crate::lifecycle::Background;
 use crate::metrics::Metrics;
+use crate::redis::{Redis, RedisError};
 use heady_shared::limiter::LimitOutcome;
 use heady_shared::sliding_log::{LogPolicy, LogState};
 use redis::aio::ConnectionManager;
@@ -37,31 +39,30 @@ pub struct RateLimiter {
     redis: Option<RedisPath>,
     local: LocalLimiter,
     metrics: Arc<Metrics>,
+    background: Background,
 }
 
 struct RedisPath {
-    client: redis::Client,
-    conn: tokio::sync::RwLock<Option<ConnectionManager>>,
+    redis: Arc<Redis>,
     script: redis::Script,
     degraded: AtomicBool,
     probing: AtomicBool,
-    timeout: Duration,
 }
 
 impl RateLimiter {
-    /// `redis = None`: the embedded default, in-process only.
-    pub fn new(redis: Option<redis::Client>, timeout: Duration, metrics: Arc<Metrics>) -> Self {
+    /// `redis = None`: the embedded default, in-process only. The recovery probe runs in
+    /// `background`.
+    pub fn new(redis: Option<Arc<Redis>>, metrics: Arc<Metrics>, background: Background) -> Self {
         RateLimiter {
-            redis: redis.map(|client| RedisPath {
-                client,
-                conn: tokio::sync::RwLock::new(None),
+            redis: redis.map(|redis| RedisPath {
+                redis,
                 script: redis::Script::new(SCRIPT),
                 degraded: AtomicBool::new(false),
                 probing: AtomicBool::new(false),
-                timeout,
             }),
             local: LocalLimiter::default(),
             metrics,
+            background,
         }
     }
 
@@ -94,33 +95,12 @@ impl RateLimiter {
         subject: &str,
         policy: &LogPolicy,
         now_ms: Option<u64>,
-    ) -> Result<LimitOutcome, String> {
-        let r = self.redis.as_ref().ok_or("no redis configured")?;
+    ) -> Result<LimitOutcome, RedisError> {
+        let r = self
+            .redis
+            .as_ref()
+            .ok_or_else(|| RedisError::Url("no redis configured".into()))?;
         self.decide_redis(r, subject, policy, now_ms).await
-    }
-
-    async fn connection(&self, r: &RedisPath) -> Result<ConnectionManager, String> {
-        if let Some(c) = r.conn.read().await.as_ref() {
-            return Ok(c.clone());
-        }
-        let mut guard = r.conn.write().await;
-        if let Some(c) = guard.as_ref() {
-            return Ok(c.clone());
-        }
-        let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(r.timeout)
-            .set_response_timeout(r.timeout)
-            .set_number_of_retries(1)
-            .set_max_delay(500);
-        let cm = tokio::time::timeout(
-            r.timeout * 2,
-            ConnectionManager::new_with_config(r.client.clone(), cfg),
-        )
-        .await
-        .map_err(|_| "timed out connecting to redis".to_string())?
-        .map_err(|e| format!("connecting to redis: {e}"))?;
-        *guard = Some(cm.clone());
-        Ok(cm)
     }
 
     async fn decide_redis(
@@ -129,8 +109,7 @@ impl RateLimiter {
         subject: &str,
         policy: &LogPolicy,
         now_ms: Option<u64>,
-    ) -> Result<LimitOutcome, String> {
-        let mut conn = self.connection(r).await?;
+    ) -> Result<LimitOutcome, RedisError> {
         let b = policy.ban();
         let limit: i64 = policy.limit().map_or(-1, i64::from);
         let mut inv = r.script.key(state_key(subject));
@@ -141,22 +120,25 @@ impl RateLimiter {
             .arg(b.max_ttl_secs)
             .arg(b.offence_memory_secs)
             .arg(now_ms.map(|t| t.to_string()).unwrap_or_default());
-        let reply: (i64, i64, i64) = tokio::time::timeout(r.timeout, inv.invoke_async(&mut conn))
-            .await
-            .map_err(|_| "redis limiter call timed out".to_string())?
-            .map_err(|e| format!("redis limiter call failed: {e}"))?;
+        let reply: (i64, i64, i64) = r
+            .redis
+            .call("EVALSHA sliding_log", |mut c| async move {
+                inv.invoke_async(&mut c).await
+            })
+            .await?;
         Ok(outcome_of(reply, now_ms.unwrap_or_else(now_ms_fn)))
     }
 
-    fn degrade(self: &Arc<Self>, error: &str) {
+    fn degrade(self: &Arc<Self>, error: &RedisError) {
         let Some(r) = &self.redis else { return };
         if !r.degraded.swap(true, Ordering::AcqRel) {
-            tracing::warn!(error, "rate limiter degraded: Redis unreachable, deciding in-process until it answers again");
+            tracing::warn!(%error, "rate limiter degraded: Redis unreachable, deciding in-process until it answers again");
             self.metrics.limiter_degraded.set(1);
         }
         if !r.probing.swap(true, Ordering::AcqRel) {
             let me = self.clone();
-            tokio::spawn(async move { me.probe().await });
+            self.background
+                .spawn("limiter recovery probe", async move { me.probe().await });
         }
     }
 
@@ -166,15 +148,7 @@ impl RateLimiter {
         let mut delay = Duration::from_millis(100);
         loop {
             tokio::time::sleep(delay).await;
-            let ok = async {
-                let mut c = self.connection(r).await?;
-                tokio::time::timeout(r.timeout, redis::cmd("PING").query_async::<String>(&mut c))
-                    .await
-                    .map_err(|_| "timeout".to_string())?
-                    .map_err(|e| e.to_string())
-            }
-            .await;
-            match ok {
+            match r.redis.ping().await {
                 Ok(_) => {
                     r.degraded.store(false, Ordering::Release);
                     r.probing.store(false, Ordering::Release);
@@ -183,8 +157,7 @@ impl RateLimiter {
                     return;
                 }
                 Err(_) => {
-                    // A manager that lost its server can stay wedged; start a fresh one.
-                    *r.conn.write().await = None;
+                    // `ping` dropped the connection: the next one starts afresh.
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
             }
@@ -192,11 +165,11 @@ impl RateLimiter {
     }
 
     /// Current bans: from Redis when configured (every origin's view), else this process's.
-    pub async fn bans(&self) -> Result<Vec<BanEntry>, String> {
+    pub async fn bans(&self) -> Result<Vec<BanEntry>, RedisError> {
         let Some(r) = &self.redis else {
             return Ok(self.local.bans(now_ms()));
         };
-        let mut conn = self.connection(r).await?;
+        let mut conn = r.redis.connection().await?;
         let now = redis_now_ms(&mut conn).await?;
         let mut out = Vec::new();
         let mut cursor: u64 = 0;
@@ -209,14 +182,14 @@ impl RateLimiter {
                 .arg(1000)
                 .query_async(&mut conn)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| cmd_error("SCAN", e))?;
             for k in keys {
                 let until: Option<u64> = redis::cmd("HGET")
                     .arg(&k)
                     .arg("bu")
                     .query_async(&mut conn)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| cmd_error("HGET", e))?;
                 let subject = k
                     .strip_prefix("heady:{")
                     .and_then(|s| s.strip_suffix("}:state"));
@@ -239,12 +212,12 @@ impl RateLimiter {
     }
 
     /// Lifts a ban and forgets the subject's offences and attempts. `Ok(false)`: not banned.
-    pub async fn lift(&self, subject: &str) -> Result<bool, String> {
+    pub async fn lift(&self, subject: &str) -> Result<bool, RedisError> {
         let local = self.local.lift(subject, now_ms());
         let Some(r) = &self.redis else {
             return Ok(local);
         };
-        let mut conn = self.connection(r).await?;
+        let mut conn = r.redis.connection().await?;
         let state = state_key(subject);
         let now = redis_now_ms(&mut conn).await?;
         let until: Option<u64> = redis::cmd("HGET")
@@ -252,25 +225,32 @@ impl RateLimiter {
             .arg("bu")
             .query_async(&mut conn)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| cmd_error("HGET", e))?;
         // The admission log stays: the subject is still held to its rate limit.
         let _: i64 = redis::cmd("HDEL")
             .arg(&state)
             .arg(&["bu", "n", "on", "oe"])
             .query_async(&mut conn)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| cmd_error("HDEL", e))?;
         Ok(until.is_some_and(|u| u > now) || local)
     }
 }
 
 /// Redis's clock (the one the script decides by), in ms.
-async fn redis_now_ms(conn: &mut ConnectionManager) -> Result<u64, String> {
+async fn redis_now_ms(conn: &mut ConnectionManager) -> Result<u64, RedisError> {
     let (secs, micros): (u64, u64) = redis::cmd("TIME")
         .query_async(conn)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| cmd_error("TIME", e))?;
     Ok(secs * 1000 + micros / 1000)
+}
+
+fn cmd_error(command: &'static str, e: redis::RedisError) -> RedisError {
+    RedisError::Command {
+        command,
+        message: e.to_string(),
+    }
 }
 
 fn now_ms_fn() -> u64 {

@@ -11,7 +11,7 @@ pub mod keys;
 pub mod limiter;
 
 use crate::config::DefenseConfig;
-use crate::error::ApiError;
+use crate::error::{Error, ErrorCode};
 use crate::metrics::{DefenseLabels, Metrics};
 use edge::{EdgeRefusal, EdgeVerifier};
 use heady_shared::limiter::{rate_limit_headers, LimitOutcome};
@@ -98,8 +98,9 @@ impl Defense {
     pub fn new(
         cfg: &DefenseConfig,
         keys: KeyStore,
-        redis: Option<redis::Client>,
+        redis: Option<Arc<crate::redis::Redis>>,
         metrics: Arc<Metrics>,
+        background: crate::lifecycle::Background,
     ) -> anyhow::Result<Defense> {
         let trusted = cfg
             .trusted_proxy_nets()
@@ -117,7 +118,6 @@ impl Defense {
                 ),
                 cfg.edge_max_skew_secs,
                 redis.clone(),
-                Duration::from_millis(cfg.redis_timeout_ms),
             )),
             None => None,
         };
@@ -126,11 +126,7 @@ impl Defense {
             keys,
             edge,
             require_edge: cfg.require_edge,
-            limiter: Arc::new(RateLimiter::new(
-                redis,
-                Duration::from_millis(cfg.redis_timeout_ms),
-                metrics.clone(),
-            )),
+            limiter: Arc::new(RateLimiter::new(redis, metrics.clone(), background)),
             trusted,
             ip_header,
             policies: [
@@ -181,14 +177,13 @@ impl Defense {
     /// API key is then checked here too (401 when malformed, unknown or revoked) and decides
     /// subject, tier and clearance. Otherwise the caller is anonymous by client IP (Free,
     /// PUBLIC).
-    pub async fn identify(self: &Arc<Self>, req: Presented<'_>) -> Result<Identity, ApiError> {
+    pub async fn identify(self: &Arc<Self>, req: Presented<'_>) -> Result<Identity, Error> {
         let headers = req.headers;
         let mut vouched = None;
         if headers.contains_key(wire::header::SIGNATURE) {
             let Some(verifier) = &self.edge else {
                 self.count("unauthenticated", Tier::Free);
-                return Err(ApiError::unauthorized(
-                    "edge_not_configured",
+                return Err(Error::unauthorized(ErrorCode::EdgeNotConfigured,
                     "the request carries an edge signature but this origin has no tunnel key (defense.edge_key / HEADY_TUNNEL_KEY)",
                 ));
             };
@@ -210,16 +205,15 @@ impl Defense {
                 Err(e) => {
                     self.count("unauthenticated", Tier::Free);
                     let code = match e {
-                        EdgeRefusal::Replay(_) => "replayed_request",
-                        _ => "invalid_edge_signature",
+                        EdgeRefusal::Replay(_) => ErrorCode::ReplayedRequest,
+                        _ => ErrorCode::InvalidEdgeSignature,
                     };
-                    return Err(ApiError::unauthorized(code, e.to_string()));
+                    return Err(Error::unauthorized(code, e.to_string()));
                 }
             }
         } else if self.require_edge && self.enabled && is_limited_path(req.uri.path()) {
             self.count("unauthenticated", Tier::Free);
-            return Err(ApiError::unauthorized(
-                "edge_required",
+            return Err(Error::unauthorized(ErrorCode::EdgeRequired,
                 "this origin serves /api and /v1 only through the Heady edge",
             ));
         }
@@ -239,8 +233,7 @@ impl Defense {
             })
             .ok_or_else(|| {
                 self.count("unauthenticated", Tier::Free);
-                ApiError::unauthorized(
-                    "invalid_authorization",
+                Error::unauthorized(ErrorCode::InvalidAuthorization,
                     "Authorization must be \"Bearer hk_<64 hex digits>\"",
                 )
             })?;
@@ -251,8 +244,8 @@ impl Defense {
                 let key = key.to_string();
                 tokio::task::spawn_blocking(move || me.keys.lookup_blocking(&key))
                     .await
-                    .map_err(|e| ApiError::internal(format!("key lookup task: {e}")))?
-                    .map_err(|e| ApiError::internal(format!("key lookup: {e}")))?
+                    .map_err(|e| Error::internal(format!("key lookup task: {e}")))?
+                    .map_err(|e| Error::internal(format!("key lookup: {e}")))?
             }
         };
         match verdict {
@@ -268,19 +261,19 @@ impl Defense {
                 self.count("unauthenticated", Tier::Free);
                 let (code, msg) = match refusal {
                     KeyRefusal::Malformed => (
-                        "invalid_api_key",
+                        ErrorCode::InvalidApiKey,
                         "the API key is malformed: expected hk_ followed by 64 lowercase hex digits",
                     ),
-                    KeyRefusal::Unknown => ("invalid_api_key", "the API key is not known"),
-                    KeyRefusal::Revoked => ("revoked_api_key", "the API key has been revoked"),
+                    KeyRefusal::Unknown => (ErrorCode::InvalidApiKey, "the API key is not known"),
+                    KeyRefusal::Revoked => (ErrorCode::RevokedApiKey, "the API key has been revoked"),
                 };
-                Err(ApiError::unauthorized(code, msg))
+                Err(Error::unauthorized(code, msg))
             }
         }
     }
 
     /// The exact limiter and the ban list. `Ok`: admitted, with the RateLimit fields to add.
-    pub async fn limit(&self, who: &Identity) -> Result<Vec<(&'static str, String)>, ApiError> {
+    pub async fn limit(&self, who: &Identity) -> Result<Vec<(&'static str, String)>, Error> {
         let policy = self.policy(who.tier);
         let outcome = self.limiter.decide(&who.subject, policy).await;
         let headers = rate_limit_headers(who.tier.as_str(), policy.quota(), &outcome);
@@ -301,7 +294,7 @@ impl Defense {
                     policy.limit().unwrap_or(0),
                     policy.window_ms() / 1000
                 );
-                let mut e = ApiError::new(http::StatusCode::TOO_MANY_REQUESTS, "rate_limited", msg)
+                let mut e = Error::new(ErrorCode::RateLimited, msg)
                     .with_headers(headers);
                 if let Some(ms) = retry_after_ms {
                     e = e.with_retry_after(ms.div_ceil(1000));
@@ -318,8 +311,7 @@ impl Defense {
                     self.metrics.bans_imposed.inc();
                     tracing::warn!(subject = %who.subject, secs = retry_after_ms / 1000, "subject banned for abuse");
                 }
-                Err(ApiError::forbidden(
-                    "banned",
+                Err(Error::forbidden(ErrorCode::Banned,
                     "too many requests over the limit: banned for a while",
                 )
                 .with_retry_after(retry_after_ms.div_ceil(1000))
@@ -330,12 +322,11 @@ impl Defense {
 
     /// Classification, then tier: 401 for an anonymous caller below the route's class, 403 for
     /// a known one; 403 `upgrade_required` when the tier lacks the route's feature.
-    pub fn authorize(&self, who: &Identity, route: RoutePolicy) -> Result<(), ApiError> {
+    pub fn authorize(&self, who: &Identity, route: RoutePolicy) -> Result<(), Error> {
         if !who.clearance.permits(route.class) {
             if who.anonymous {
                 self.count("unauthenticated", who.tier);
-                return Err(ApiError::unauthorized(
-                    "authentication_required",
+                return Err(Error::unauthorized(ErrorCode::AuthenticationRequired,
                     format!(
                         "this route is {}: send an API key (Authorization: Bearer hk_...)",
                         route.class
@@ -343,8 +334,7 @@ impl Defense {
                 ));
             }
             self.count("forbidden", who.tier);
-            return Err(ApiError::forbidden(
-                "insufficient_clearance",
+            return Err(Error::forbidden(ErrorCode::InsufficientClearance,
                 format!(
                     "this route is {}; the key's clearance is {}",
                     route.class, who.clearance
@@ -354,8 +344,7 @@ impl Defense {
         if let Some(f) = route.feature {
             if !who.tier.allows(f) {
                 self.count("upgrade_required", who.tier);
-                return Err(ApiError::forbidden(
-                    "upgrade_required",
+                return Err(Error::forbidden(ErrorCode::UpgradeRequired,
                     format!(
                         "this needs a plan with {} (the {} tier does not include it): upgrade to Pro",
                         serde_json::to_value(f)
@@ -371,13 +360,12 @@ impl Defense {
     }
 
     /// Tier gate for a conductor action (`/api/{action}`): Free may run only its basic actions.
-    pub fn authorize_action(&self, who: &Identity, action: &str) -> Result<(), ApiError> {
+    pub fn authorize_action(&self, who: &Identity, action: &str) -> Result<(), Error> {
         if who.tier.allows_action(action) {
             return Ok(());
         }
         self.count("upgrade_required", who.tier);
-        Err(ApiError::forbidden(
-            "upgrade_required",
+        Err(Error::forbidden(ErrorCode::UpgradeRequired,
             format!(
                 "action {action:?} needs the Pro plan (the {} tier includes chat, complete, search and analyze)",
                 who.tier

@@ -8,8 +8,9 @@ use crate::memory::{MemoryError, MemoryStore};
 use heady_shared::drift::Ewma;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct PathStats {
@@ -241,18 +242,17 @@ impl PatternEngine {
     }
 }
 
-/// Writes learned paths every `flush_ms` while the pipeline lives.
-pub fn start_flusher(p: &Arc<Pipeline>) {
-    let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    let weak: Weak<Pipeline> = Arc::downgrade(p);
+/// Writes learned paths every `flush_ms` until `cancel` fires; the last flush is shutdown's.
+pub async fn flush_every(p: Arc<Pipeline>, cancel: CancellationToken) {
     let every = Duration::from_millis(p.config.patterns.flush_ms);
-    rt.spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            let Some(p) = weak.upgrade() else { break };
-            let _ = tokio::task::spawn_blocking(move || p.flush_blocking()).await;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(every) => {}
         }
-    });
+        let p = p.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || p.flush_blocking()).await {
+            tracing::warn!(error = %e, "pattern flush task failed");
+        }
+    }
 }

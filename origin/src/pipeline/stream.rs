@@ -1,40 +1,25 @@
 //! Streaming: the provider's events are sent on as they arrive (`data: {...}\n\n`), through
 //! a small channel that gives backpressure, ending `data: [DONE]`. When the stream is over,
-//! the stages' `finish` hooks run (breaker, critique, pattern engine, memory, drift).
+//! the stages learn its outcome (breaker, critique, pattern engine, memory, drift).
 
-use super::{set_header, Job, Pipeline};
-use crate::providers::{EventSource, ProviderError};
-use crate::server::Body;
+use super::stages::{critique, finalize, monitor, optimize, recover, Opened, Stage};
+use super::{Inbound, Ledger, Pipeline};
+use crate::providers::ProviderError;
 use bytes::{BufMut, Bytes, BytesMut};
-use http::Response;
-use http_body_util::BodyExt;
-use hyper::body::Frame;
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::sync::mpsc;
+use crate::lifecycle::Background;
 
-/// A response body fed by a channel.
-pub struct ChannelBody {
-    rx: mpsc::Receiver<Bytes>,
-}
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(b)) => Poll::Ready(Some(Ok(Frame::data(b)))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
+/// How a stream ended.
+#[derive(Debug, Default)]
+pub struct StreamEnd {
+    pub text: String,
+    pub finish_reason: Option<String>,
+    pub error: Option<ProviderError>,
+    pub client_gone: bool,
+    /// From the provider call to the end of the stream: the latency a client saw.
+    pub ms: f64,
 }
 
 fn sse(data: &[u8]) -> Bytes {
@@ -46,62 +31,86 @@ fn sse(data: &[u8]) -> Bytes {
 }
 
 fn error_event(e: &ProviderError) -> Bytes {
-    let v = serde_json::json!({"error": {"message": e.to_string(), "type": "upstream_error", "code": "upstream_failed"}});
+    let v = serde_json::json!({"error": {"message": e.to_string(), "type": "upstream_error", "code": heady_shared::ErrorCode::UpstreamFailed.as_str()}});
     sse(v.to_string().as_bytes())
 }
 
-/// Sends the response head now and pumps the stream in a task.
-pub fn start(p: Arc<Pipeline>, mut job: Job, source: Box<dyn EventSource>) -> Response<Body> {
+/// Pumps the stream in a background task that shutdown waits for; the receiver yields the
+/// SSE frames.
+pub fn start(
+    p: Arc<Pipeline>,
+    background: &Background,
+    inbound: Inbound,
+    ledger: Ledger,
+    opened: Opened,
+) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
-    let head = job
-        .response
-        .take()
-        .unwrap_or_else(|| Response::new(crate::server::full(Bytes::new())));
-    let (mut parts, _) = head.into_parts();
-    set_header(&mut parts.headers, "server-timing", &job.server_timing());
-    let started = Instant::now();
-    tokio::spawn(pump(p, job, source, tx, started));
-    Response::from_parts(parts, ChannelBody { rx }.boxed_unsync())
+    background.spawn_to_end(pump(p, inbound, ledger, opened, tx));
+    rx
 }
 
 async fn pump(
     p: Arc<Pipeline>,
-    mut job: Job,
-    mut source: Box<dyn EventSource>,
+    inbound: Inbound,
+    mut ledger: Ledger,
+    opened: Opened,
     tx: mpsc::Sender<Bytes>,
-    started: Instant,
 ) {
-    let mut out = super::StreamOutcome::default();
+    let started = Instant::now();
+    let Opened {
+        mut source,
+        permit,
+        ingested,
+        ..
+    } = opened;
+    let mut end = StreamEnd::default();
     loop {
         match source.next().await {
             Ok(Some(ev)) => {
-                out.text.push_str(&ev.delta_text);
+                end.text.push_str(&ev.delta_text);
                 if ev.finish_reason.is_some() {
-                    out.finish_reason = ev.finish_reason.clone();
+                    end.finish_reason = ev.finish_reason.clone();
                 }
                 if tx.send(sse(&ev.data)).await.is_err() {
-                    out.client_gone = true;
+                    end.client_gone = true;
                     break;
                 }
             }
             Ok(None) => break,
             Err(e) => {
-                tracing::warn!(request_id = %job.request_id, error = %e, "stream broke off");
+                tracing::warn!(request_id = %inbound.request_id, error = %e, "stream broke off");
                 let _ = tx.send(error_event(&e)).await;
-                out.error = Some(e);
+                end.error = Some(e);
                 break;
             }
         }
     }
-    if !out.client_gone {
+    if !end.client_gone {
         let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
     }
     drop(tx);
     drop(source);
-    job.permit = None;
-    // Time from the provider call to the end of the stream, the latency a client saw.
-    let opened_ms = job.attempts.last().map(|a| a.ms).unwrap_or(0.0);
-    out.ms = opened_ms + started.elapsed().as_secs_f64() * 1e3;
-    job.stream = Some(out);
-    p.finish(&mut job).await;
+    drop(permit);
+    let opened_ms = ledger.attempts.last().map(|a| a.ms).unwrap_or(0.0);
+    end.ms = opened_ms + started.elapsed().as_secs_f64() * 1e3;
+
+    let trace = &mut ledger.trace;
+    let attempts = &mut ledger.attempts;
+    trace.time(Stage::Recover, |_| {
+        recover::record_stream_end(&p, attempts, &end)
+    });
+    trace.time(Stage::Critique, |_| {
+        critique::score_stream(&ingested, attempts, &end)
+    });
+    trace.time(Stage::Optimize, |_| optimize::learn(&p, &inbound, attempts));
+    if end.error.is_none() {
+        let t = Instant::now();
+        let text = std::mem::take(&mut end.text);
+        finalize::remember(&p, &inbound, &ingested, &mut ledger, text).await;
+        ledger.trace.add(Stage::Finalize, t);
+    }
+    ledger
+        .trace
+        .time(Stage::Monitor, |_| monitor::watch(&p, &ledger.attempts));
+    p.observe(&ledger.trace);
 }

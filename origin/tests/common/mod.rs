@@ -4,7 +4,7 @@
 pub mod fake_provider;
 
 use heady_origin::config::{Config, Overrides};
-use heady_origin::state::AppState;
+use heady_origin::app::App;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 pub struct TestServer {
     pub base: String,
-    pub state: Arc<AppState>,
+    pub state: Arc<App>,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -34,14 +34,14 @@ impl TestServer {
         cfg.validate().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
-        let state = tokio::task::spawn_blocking(move || AppState::open(cfg))
+        let state = tokio::task::spawn_blocking(move || App::open(cfg))
             .await
             .unwrap()
             .unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let st = state.clone();
         let task = tokio::spawn(async move {
-            heady_origin::server::serve(
+            heady_origin::http::run(
                 listener,
                 st,
                 async {

@@ -1,15 +1,13 @@
 //! Stage 8, monitor: Page-Hinkley drift detection per provider on ln(latency) and on the
 //! critique score; an alarm is a metric (`heady_pipeline_drift_events_total`) and a log event.
 
-use super::metrics::DriftLabels;
-use super::{Job, Pipeline, Stage, StageFuture};
-use crate::error::ApiError;
+use super::Attempt;
+use crate::pipeline::metrics::DriftLabels;
+use crate::pipeline::Pipeline;
 use heady_shared::drift::Direction;
 
-pub struct Monitor;
-
-fn watch(p: &Pipeline, job: &Job) {
-    for a in job.attempts.iter().filter(|a| a.ok) {
+pub fn watch(p: &Pipeline, attempts: &[Attempt]) {
+    for a in attempts.iter().filter(|a| a.ok) {
         let now = p.now_ms();
         let mut alarms = Vec::new();
         {
@@ -47,28 +45,5 @@ fn watch(p: &Pipeline, job: &Job) {
                 tracing::debug!(event = "drift", provider = %a.provider, signal, direction, mean_before = before, samples = d.samples, "drift detected (repeat)");
             }
         }
-    }
-}
-
-impl Stage for Monitor {
-    fn number(&self) -> usize {
-        8
-    }
-
-    fn run<'a>(
-        &'a self,
-        p: &'a Pipeline,
-        job: &'a mut Job,
-    ) -> StageFuture<'a, Result<(), ApiError>> {
-        Box::pin(async move {
-            if !job.streaming() {
-                watch(p, job);
-            }
-            Ok(())
-        })
-    }
-
-    fn finish<'a>(&'a self, p: &'a Pipeline, job: &'a mut Job) -> StageFuture<'a, ()> {
-        Box::pin(async move { watch(p, job) })
     }
 }

@@ -2,25 +2,49 @@
 //! parameters — a 4xx naming the field), route the action, place it in a zone, recall earlier
 //! turns of the session and store the user's turn (with a compensation to undo it).
 
-use super::{ChatRequest, Compensation, Job, Pipeline, Stage, StageFuture, Surface};
-use crate::api::blocking;
-use crate::error::ApiError;
+use super::entry::Entered;
+use super::Compensation;
+use crate::error::{Error, ErrorCode};
 use crate::memory::{id_of, new_key, NewRow};
-use http::StatusCode;
+use crate::pipeline::{Inbound, Ledger, Pipeline, Surface};
+use crate::rt::blocking;
+use heady_shared::{Route, Zone};
 use serde_json::{json, Map, Value};
 
-pub struct Ingest;
+/// Validated request.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    /// The OpenAI request body sent upstream (our own fields removed).
+    pub body: serde_json::Map<String, serde_json::Value>,
+    pub model: Option<String>,
+    pub stream: bool,
+    pub json_expected: bool,
+    /// Text of the last user message (memory, zone, critique context).
+    pub last_user_text: String,
+}
+
+/// What ingest hands on.
+pub struct Ingested {
+    pub chat: ChatRequest,
+    pub session_id: Option<String>,
+    /// The action's service group.
+    pub route: Route,
+    pub zone: Option<Zone>,
+    pub embedding: Option<Vec<f32>>,
+    /// Earlier turns put in front of the messages.
+    pub recalled: usize,
+}
 
 pub const SESSION_HEADER: &str = "x-heady-session-id";
 const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
 
 pub use crate::providers::content_text;
 
-fn bad(field: &str, message: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request(format!("{field}: {message}"))
+fn bad(field: &str, message: impl std::fmt::Display) -> Error {
+    Error::bad_request(format!("{field}: {message}"))
 }
 
-fn number_in(body: &Map<String, Value>, field: &str, lo: f64, hi: f64) -> Result<(), ApiError> {
+fn number_in(body: &Map<String, Value>, field: &str, lo: f64, hi: f64) -> Result<(), Error> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(()),
         Some(v) => match v.as_f64() {
@@ -33,7 +57,7 @@ fn number_in(body: &Map<String, Value>, field: &str, lo: f64, hi: f64) -> Result
     }
 }
 
-fn count_in(body: &Map<String, Value>, field: &str, lo: u64, hi: u64) -> Result<(), ApiError> {
+fn count_in(body: &Map<String, Value>, field: &str, lo: u64, hi: u64) -> Result<(), Error> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(()),
         Some(v) => match v.as_u64() {
@@ -51,10 +75,10 @@ pub fn validate(
     surface: &Surface,
     raw: &[u8],
     max_messages: usize,
-) -> Result<(ChatRequest, Option<String>), ApiError> {
+) -> Result<(ChatRequest, Option<String>), Error> {
     let value: Value = crate::error::parse_json(raw)?;
     let Value::Object(mut body) = value else {
-        return Err(ApiError::invalid_json("the body must be a JSON object"));
+        return Err(Error::invalid_json("the body must be a JSON object"));
     };
     let mut session = None;
     if *surface != Surface::OpenAi {
@@ -190,7 +214,7 @@ pub fn validate(
     ))
 }
 
-fn check_session(s: &str) -> Result<(), ApiError> {
+fn check_session(s: &str) -> Result<(), Error> {
     if s.is_empty() || s.len() > 128 || s.chars().any(|c| c.is_control()) {
         return Err(bad(
             "session_id",
@@ -200,107 +224,104 @@ fn check_session(s: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-impl Stage for Ingest {
-    fn number(&self) -> usize {
-        1
+pub async fn run(
+    p: &Pipeline,
+    inbound: &Inbound,
+    // Ingest runs after entry has accepted the request; it needs nothing else from it.
+    _entered: &Entered,
+    ledger: &mut Ledger,
+) -> Result<Ingested, Error> {
+    let (mut req, body_session) = validate(&inbound.surface, &inbound.body, p.config.max_messages)?;
+    let header_session = match inbound.headers.get(SESSION_HEADER) {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| bad(SESSION_HEADER, "must be visible ASCII"))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let session = body_session.or(header_session);
+    if let Some(s) = &session {
+        check_session(s)?;
     }
-
-    fn run<'a>(
-        &'a self,
-        p: &'a Pipeline,
-        job: &'a mut Job,
-    ) -> StageFuture<'a, Result<(), ApiError>> {
-        Box::pin(async move {
-            let (mut req, body_session) = validate(&job.surface, &job.raw, p.config.max_messages)?;
-            let header_session = match job.headers.get(SESSION_HEADER) {
-                Some(v) => Some(
-                    v.to_str()
-                        .map_err(|_| bad(SESSION_HEADER, "must be visible ASCII"))?
-                        .to_string(),
-                ),
-                None => None,
-            };
-            let session = body_session.or(header_session);
-            if let Some(s) = &session {
-                check_session(s)?;
+    let action = &inbound.action;
+    let route = p.conductor.table().route(action).map_err(|e| {
+        Error::new(
+            ErrorCode::UnknownAction,
+            format!("{e}; GET /api/conductor/groups lists the actions"),
+        )
+    })?;
+    if inbound.surface == Surface::Action {
+        // The action travels to the model as the task it is asked to do.
+        if let Some(Value::Array(ms)) = req.body.get_mut("messages") {
+            ms.insert(0, json!({"role": "system", "content": format!("Task: {} (Heady service group {}).", action, route.group)}));
+        }
+    }
+    let recall_k = match inbound.surface {
+        Surface::OpenAi => p.config.memory.v1_recall_top_k,
+        _ => p.config.memory.recall_top_k,
+    };
+    let use_memory = session.is_some() && (p.config.memory.store || recall_k > 0);
+    let local_embedder = p.embedder.name() == "lexical";
+    let mut embedding = None;
+    if (use_memory || local_embedder) && !req.last_user_text.trim().is_empty() {
+        let text = vec![req.last_user_text.clone()];
+        match p.embedder.embed(&text).await {
+            Ok(mut v) => embedding = v.pop(),
+            Err(e) if use_memory => {
+                return Err(Error::new(ErrorCode::EmbedderFailed, e.to_string()))
             }
-            let route = p.conductor.table().route(&job.action).map_err(|e| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "unknown_action",
-                    format!("{e}; GET /api/conductor/groups lists the actions"),
-                )
-            })?;
-            if job.surface == Surface::Action {
-                // The action travels to the model as the task it is asked to do.
+            Err(_) => {}
+        }
+    }
+    let decision = p
+        .conductor
+        .decide(action, embedding.as_deref())
+        .map_err(|e| Error::new(ErrorCode::UnknownAction, e.to_string()))?;
+    let mut recalled = 0;
+    if let (Some(s), Some(q)) = (&session, &embedding) {
+        if recall_k > 0 {
+            let (memory, q, s2) = (p.memory.clone(), q.clone(), s.clone());
+            let hits = blocking(move || memory.search_blocking(&q, recall_k, Some(&s2)))
+                .await?
+                .map_err(|e| Error::internal(format!("memory recall: {e}")))?
+                .0;
+            if !hits.is_empty() {
+                let lines: Vec<String> = hits
+                    .iter()
+                    .map(|h| format!("- {}: {}", h.role, h.content))
+                    .collect();
+                let note = format!(
+                    "Relevant earlier turns of this conversation (most relevant first):\n{}",
+                    lines.join("\n")
+                );
                 if let Some(Value::Array(ms)) = req.body.get_mut("messages") {
-                    ms.insert(0, json!({"role": "system", "content": format!("Task: {} (Heady service group {}).", job.action, route.group)}));
+                    ms.insert(0, json!({"role": "system", "content": note}));
                 }
+                recalled = hits.len();
             }
-            let recall_k = match job.surface {
-                Surface::OpenAi => p.config.memory.v1_recall_top_k,
-                _ => p.config.memory.recall_top_k,
-            };
-            let use_memory = session.is_some() && (p.config.memory.store || recall_k > 0);
-            let local_embedder = p.embedder.name() == "lexical";
-            if (use_memory || local_embedder) && !req.last_user_text.trim().is_empty() {
-                let text = vec![req.last_user_text.clone()];
-                match p.embedder.embed(&text).await {
-                    Ok(mut v) => job.embedding = v.pop(),
-                    Err(e) if use_memory => {
-                        return Err(ApiError::new(
-                            StatusCode::BAD_GATEWAY,
-                            "embedder_failed",
-                            e.to_string(),
-                        ))
-                    }
-                    Err(_) => {}
-                }
-            }
-            let decision = p
-                .conductor
-                .decide(&job.action, job.embedding.as_deref())
-                .map_err(|e| {
-                    ApiError::new(StatusCode::NOT_FOUND, "unknown_action", e.to_string())
-                })?;
-            job.zone = decision.zone;
-            job.route = Some(route);
-            if let (Some(s), Some(q)) = (&session, &job.embedding) {
-                if recall_k > 0 {
-                    let (memory, q, s2) = (p.memory.clone(), q.clone(), s.clone());
-                    let hits = blocking(move || memory.search_blocking(&q, recall_k, Some(&s2)))
-                        .await?
-                        .map_err(|e| ApiError::internal(format!("memory recall: {e}")))?
-                        .0;
-                    if !hits.is_empty() {
-                        let lines: Vec<String> = hits
-                            .iter()
-                            .map(|h| format!("- {}: {}", h.role, h.content))
-                            .collect();
-                        let note = format!("Relevant earlier turns of this conversation (most relevant first):\n{}", lines.join("\n"));
-                        if let Some(Value::Array(ms)) = req.body.get_mut("messages") {
-                            ms.insert(0, json!({"role": "system", "content": note}));
-                        }
-                        job.recalled = hits.len();
-                    }
-                }
-                if p.config.memory.store && !req.last_user_text.trim().is_empty() {
-                    let row = turn_row("user", &req.last_user_text, q.clone(), s, &job.request_id);
-                    let id = id_of(row.key);
-                    let memory = p.memory.clone();
-                    blocking(move || memory.insert_blocking(&[row]))
-                        .await?
-                        .map_err(|e| ApiError::internal(format!("memory write: {e}")))?;
-                    job.compensations
-                        .push(Compensation::DeleteMemoryRows(vec![id.clone()]));
-                    job.stored.push(id);
-                }
-            }
-            job.session_id = session;
-            job.request = Some(req);
-            Ok(())
-        })
+        }
+        if p.config.memory.store && !req.last_user_text.trim().is_empty() {
+            let row = turn_row("user", &req.last_user_text, q.clone(), s, &inbound.request_id);
+            let id = id_of(row.key);
+            let memory = p.memory.clone();
+            blocking(move || memory.insert_blocking(&[row]))
+                .await?
+                .map_err(|e| Error::internal(format!("memory write: {e}")))?;
+            ledger
+                .compensations
+                .push(Compensation::DeleteMemoryRows(vec![id.clone()]));
+            ledger.stored.push(id);
+        }
     }
+    Ok(Ingested {
+        chat: req,
+        session_id: session,
+        route,
+        zone: decision.zone,
+        embedding,
+        recalled,
+    })
 }
 
 /// A conversation turn as a memory row.

@@ -1,0 +1,133 @@
+//! The routes: method, path, metrics label, policy (classification and tier feature, listed
+//! in docs/api.md) and handler. Unknown paths and wrong methods get 404 / 405.
+
+use crate::api::{brain, conductor, health, memory, openai, Ctx, Handler, Reply};
+use crate::defense::RoutePolicy;
+use crate::error::{Error, ErrorCode};
+use heady_shared::Classification::Internal;
+use heady_shared::Feature;
+use http::Method;
+
+struct RouteEntry {
+    method: Method,
+    path: &'static str,
+    policy: RoutePolicy,
+    handler: Handler,
+}
+
+/// What routing found for a request.
+#[derive(Clone, Copy)]
+pub struct Matched {
+    /// The metrics label.
+    pub name: &'static str,
+    pub policy: RoutePolicy,
+    pub handler: Handler,
+}
+
+macro_rules! route {
+    ($method:ident $path:literal, $policy:expr, $handler:path) => {
+        RouteEntry {
+            method: Method::$method,
+            path: $path,
+            policy: $policy,
+            handler: |s, c| Box::pin($handler(s, c)),
+        }
+    };
+}
+
+fn routes() -> &'static [RouteEntry] {
+    use std::sync::OnceLock;
+    static ROUTES: OnceLock<Vec<RouteEntry>> = OnceLock::new();
+    let public = RoutePolicy::PUBLIC;
+    let internal = RoutePolicy::class(Internal);
+    ROUTES.get_or_init(|| {
+        vec![
+            route!(GET "/api/identity", public, health::identity),
+            route!(GET "/health", public, health::health),
+            route!(GET "/ready", public, health::ready),
+            route!(GET "/metrics", internal, health::metrics),
+            route!(POST "/api/memory/vectors", internal.needs(Feature::AllTools), memory::insert),
+            route!(POST "/api/memory/search", internal.needs(Feature::Search), memory::search),
+            route!(POST "/api/memory/zone", public, memory::zone),
+            route!(GET "/api/memory/stats", internal, memory::stats),
+            route!(GET "/api/conductor/groups", public, conductor::groups),
+            route!(POST "/api/conductor/route", public, conductor::route),
+            route!(POST "/api/brain/chat", public.needs(Feature::BasicChat), brain::chat),
+            route!(GET "/api/brain/providers", internal, brain::providers),
+            route!(POST "/v1/chat/completions", public.needs(Feature::BasicChat), openai::chat_completions),
+            route!(POST "/v1/embeddings", public.needs(Feature::Search), openai::embeddings),
+            route!(GET "/v1/models", public, openai::models),
+        ]
+    })
+}
+
+/// Every route, for docs and tests: (method, path, policy).
+pub fn route_list() -> Vec<(Method, &'static str, RoutePolicy)> {
+    routes()
+        .iter()
+        .map(|r| (r.method.clone(), r.path, r.policy))
+        .collect()
+}
+
+/// Finds the handler for a request.
+pub fn route(method: &Method, path: &str) -> Matched {
+    let mut path_known = false;
+    for r in routes() {
+        if r.path == path {
+            if r.method == method || (method == Method::HEAD && r.method == Method::GET) {
+                return Matched {
+                    name: r.path,
+                    policy: r.policy,
+                    handler: r.handler,
+                };
+            }
+            path_known = true;
+        }
+    }
+    if path_known {
+        Matched {
+            name: "method_not_allowed",
+            policy: RoutePolicy::PUBLIC,
+            handler: |_, c| Box::pin(method_not_allowed(c)),
+        }
+    } else if method == Method::POST && heady_shared::api_paths::action_of(path).is_some() {
+        // Exact routes above win; one more segment under /api/ is a conductor action. Which
+        // actions a tier may use is checked in the handler (`Defense::authorize_action`).
+        Matched {
+            name: "/api/{action}",
+            policy: RoutePolicy::PUBLIC.needs(Feature::BasicChat),
+            handler: |s, c| Box::pin(brain::action(s, c)),
+        }
+    } else {
+        Matched {
+            name: "not_found",
+            policy: RoutePolicy::PUBLIC,
+            handler: |_, c| Box::pin(not_found(c)),
+        }
+    }
+}
+
+async fn not_found(c: Ctx) -> Result<Reply, Error> {
+    Err(Error::not_found(format!(
+        "no route for {} {}",
+        c.method, c.path
+    )))
+}
+
+async fn method_not_allowed(c: Ctx) -> Result<Reply, Error> {
+    let allowed: Vec<&str> = routes()
+        .iter()
+        .filter(|r| r.path == c.path)
+        .map(|r| r.method.as_str())
+        .collect();
+    Err(Error::new(
+        ErrorCode::MethodNotAllowed,
+        format!(
+            "{} does not accept {}; use {}",
+            c.path,
+            c.method,
+            allowed.join(", ")
+        ),
+    )
+    .with_headers(vec![("allow", allowed.join(", "))]))
+}

@@ -1,0 +1,160 @@
+//! The one Redis handle every part of the origin uses (limiter, bans, edge nonces, readiness):
+//! one connection manager, set up once, one timeout policy, typed errors.
+//!
+//! Every call is bounded by `timeout`: a slow Redis is an error the caller decides about (the
+//! limiter decides in-process, the nonce check remembers locally), never a stuck request.
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
+use tokio::sync::RwLock;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RedisError {
+    #[error("redis_url: {0}")]
+    Url(String),
+    #[error("timed out connecting to redis")]
+    ConnectTimeout,
+    #[error("connecting to redis: {0}")]
+    Connect(String),
+    #[error("redis {command} timed out after {ms} ms")]
+    Timeout { command: &'static str, ms: u128 },
+    #[error("redis {command} failed: {message}")]
+    Command {
+        command: &'static str,
+        message: String,
+    },
+}
+
+/// Cheap to share (`Arc<Redis>`); the connection manager inside reconnects on its own.
+pub struct Redis {
+    client: ::redis::Client,
+    conn: RwLock<Option<ConnectionManager>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: say only where it points.
+        let info = self.client.get_connection_info();
+        f.debug_struct("Redis")
+            .field("addr", &info.addr.to_string())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Redis {
+    /// Parses the URL; connects lazily, on first use.
+    pub fn open(url: &str, timeout: Duration) -> Result<Redis, RedisError> {
+        let client = ::redis::Client::open(url).map_err(|e| RedisError::Url(e.to_string()))?;
+        Ok(Redis {
+            client,
+            conn: RwLock::new(None),
+            timeout,
+        })
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The shared connection, made on first use.
+    pub async fn connection(&self) -> Result<ConnectionManager, RedisError> {
+        if let Some(c) = self.conn.read().await.as_ref() {
+            return Ok(c.clone());
+        }
+        let mut guard = self.conn.write().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout)
+            .set_number_of_retries(1)
+            .set_max_delay(500);
+        let cm = tokio::time::timeout(
+            self.timeout * 2,
+            ConnectionManager::new_with_config(self.client.clone(), cfg),
+        )
+        .await
+        .map_err(|_| RedisError::ConnectTimeout)?
+        .map_err(|e| RedisError::Connect(e.to_string()))?;
+        *guard = Some(cm.clone());
+        Ok(cm)
+    }
+
+    /// Runs one command (or script invocation) under the timeout. `command` names it in errors.
+    pub async fn call<T, F, Fut>(&self, command: &'static str, f: F) -> Result<T, RedisError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = ::redis::RedisResult<T>>,
+    {
+        let conn = self.connection().await?;
+        match tokio::time::timeout(self.timeout, f(conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(RedisError::Command {
+                command,
+                message: e.to_string(),
+            }),
+            Err(_) => Err(RedisError::Timeout {
+                command,
+                ms: self.timeout.as_millis(),
+            }),
+        }
+    }
+
+    /// PING; a failure drops the connection so the next call starts afresh.
+    pub async fn ping(&self) -> Result<(), RedisError> {
+        let r = self
+            .call("PING", |mut c| async move {
+                ::redis::cmd("PING").query_async::<String>(&mut c).await
+            })
+            .await;
+        if r.is_err() {
+            *self.conn.write().await = None;
+        }
+        r.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_redis_is_a_typed_error_within_the_timeout() {
+        // A port nothing listens on (bound and dropped).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let r = Redis::open(
+            &format!("redis://127.0.0.1:{port}"),
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        let t = std::time::Instant::now();
+        let e = r.ping().await.unwrap_err();
+        assert!(
+            matches!(e, RedisError::Connect(_) | RedisError::ConnectTimeout),
+            "{e}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(2));
+        assert!(matches!(
+            Redis::open("http://x", Duration::from_millis(1)),
+            Err(RedisError::Url(_))
+        ));
+    }
+
+    #[test]
+    fn debug_does_not_show_a_password() {
+        let r = Redis::open(
+            "redis://:hunter2@127.0.0.1:6379",
+            Duration::from_millis(100),
+        )
+        .unwrap();
+        let s = format!("{r:?}");
+        assert!(!s.contains("hunter2"), "{s}");
+    }
+}
