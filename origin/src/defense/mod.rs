@@ -13,11 +13,11 @@ pub mod limiter;
 use crate::config::DefenseConfig;
 use crate::error::ApiError;
 use crate::metrics::{DefenseLabels, Metrics};
-use edge::{EdgeRefusal, EdgeVerifier};
+use edge::{EdgeRefusal, EdgeVerifier, Vouched};
 use heady_shared::limiter::{rate_limit_headers, LimitOutcome};
 use heady_shared::sliding_log::LogPolicy;
 use heady_shared::wire;
-use heady_shared::{Classification, Feature, Tier};
+use heady_shared::{api_paths, Classification, ErrorCode, Feature, Subject, Tier};
 use http::HeaderMap;
 use ipnet::IpNet;
 use keys::{KeyRefusal, KeyStore};
@@ -30,7 +30,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Identity {
     /// The rate-limit subject: `user:<name>` for a key, `ip:<addr>` (IPv6: its /64) otherwise.
-    pub subject: String,
+    pub subject: Subject,
     pub tier: Tier,
     pub clearance: Classification,
     /// The API key's public id, when a key was presented.
@@ -68,9 +68,9 @@ impl RoutePolicy {
     }
 }
 
-/// Paths whose requests pass the rate limiter.
+/// Paths whose requests pass the rate limiter: the API paths (`heady_shared::api_paths`).
 pub fn is_limited_path(path: &str) -> bool {
-    path.starts_with("/api/") || path.starts_with("/v1/") || path == "/api" || path == "/v1"
+    api_paths::is_api_path(path)
 }
 
 pub struct Defense {
@@ -188,7 +188,7 @@ impl Defense {
             let Some(verifier) = &self.edge else {
                 self.count("unauthenticated", Tier::Free);
                 return Err(ApiError::unauthorized(
-                    "edge_not_configured",
+                    ErrorCode::EdgeNotConfigured.as_str(),
                     "the request carries an edge signature but this origin has no tunnel key (defense.edge_key / HEADY_TUNNEL_KEY)",
                 ));
             };
@@ -197,29 +197,34 @@ impl Defense {
                 .verify(req.method.as_str(), req.uri, headers, req.body, now)
                 .await
             {
-                Ok((env, ip)) => {
+                Ok(Vouched {
+                    envelope,
+                    client_ip,
+                    subject,
+                }) => {
                     vouched = Some(Identity {
-                        anonymous: env.subject.starts_with("ip:"),
-                        subject: env.subject,
-                        tier: env.tier,
-                        clearance: env.clearance,
+                        anonymous: subject.is_anonymous(),
+                        subject,
+                        tier: envelope.tier,
+                        clearance: envelope.clearance,
                         key_id: None,
-                        client_ip: ip,
+                        client_ip,
                     })
                 }
                 Err(e) => {
                     self.count("unauthenticated", Tier::Free);
                     let code = match e {
-                        EdgeRefusal::Replay(_) => "replayed_request",
-                        _ => "invalid_edge_signature",
+                        EdgeRefusal::Replay(_) => ErrorCode::ReplayedRequest,
+                        EdgeRefusal::Subject(_) => ErrorCode::InvalidEdgeSubject,
+                        _ => ErrorCode::InvalidEdgeSignature,
                     };
-                    return Err(ApiError::unauthorized(code, e.to_string()));
+                    return Err(ApiError::unauthorized(code.as_str(), e.to_string()));
                 }
             }
         } else if self.require_edge && self.enabled && is_limited_path(req.uri.path()) {
             self.count("unauthenticated", Tier::Free);
             return Err(ApiError::unauthorized(
-                "edge_required",
+                ErrorCode::EdgeRequired.as_str(),
                 "this origin serves /api and /v1 only through the Heady edge",
             ));
         }
@@ -240,7 +245,7 @@ impl Defense {
             .ok_or_else(|| {
                 self.count("unauthenticated", Tier::Free);
                 ApiError::unauthorized(
-                    "invalid_authorization",
+                    ErrorCode::InvalidAuthorization.as_str(),
                     "Authorization must be \"Bearer hk_<64 hex digits>\"",
                 )
             })?;
@@ -257,7 +262,9 @@ impl Defense {
         };
         match verdict {
             Ok(rec) => Ok(Identity {
-                subject: format!("user:{}", rec.user),
+                // Names are checked by the same rule when a key is created.
+                subject: Subject::user(&rec.user)
+                    .map_err(|e| ApiError::internal(format!("API key {}: stored {e}", rec.id)))?,
                 tier: rec.tier,
                 clearance: rec.clearance,
                 key_id: Some(rec.id),
@@ -268,13 +275,15 @@ impl Defense {
                 self.count("unauthenticated", Tier::Free);
                 let (code, msg) = match refusal {
                     KeyRefusal::Malformed => (
-                        "invalid_api_key",
+                        ErrorCode::InvalidApiKey,
                         "the API key is malformed: expected hk_ followed by 64 lowercase hex digits",
                     ),
-                    KeyRefusal::Unknown => ("invalid_api_key", "the API key is not known"),
-                    KeyRefusal::Revoked => ("revoked_api_key", "the API key has been revoked"),
+                    KeyRefusal::Unknown => (ErrorCode::InvalidApiKey, "the API key is not known"),
+                    KeyRefusal::Revoked => {
+                        (ErrorCode::RevokedApiKey, "the API key has been revoked")
+                    }
                 };
-                Err(ApiError::unauthorized(code, msg))
+                Err(ApiError::unauthorized(code.as_str(), msg))
             }
         }
     }
@@ -282,7 +291,7 @@ impl Defense {
     /// The exact limiter and the ban list. `Ok`: admitted, with the RateLimit fields to add.
     pub async fn limit(&self, who: &Identity) -> Result<Vec<(&'static str, String)>, ApiError> {
         let policy = self.policy(who.tier);
-        let outcome = self.limiter.decide(&who.subject, policy).await;
+        let outcome = self.limiter.decide(&who.subject.to_string(), policy).await;
         let headers = rate_limit_headers(who.tier.as_str(), policy.quota(), &outcome);
         match outcome {
             LimitOutcome::Allowed { .. } => {
@@ -301,8 +310,12 @@ impl Defense {
                     policy.limit().unwrap_or(0),
                     policy.window_ms() / 1000
                 );
-                let mut e = ApiError::new(http::StatusCode::TOO_MANY_REQUESTS, "rate_limited", msg)
-                    .with_headers(headers);
+                let mut e = ApiError::new(
+                    http::StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::RateLimited.as_str(),
+                    msg,
+                )
+                .with_headers(headers);
                 if let Some(ms) = retry_after_ms {
                     e = e.with_retry_after(ms.div_ceil(1000));
                 }
@@ -319,7 +332,7 @@ impl Defense {
                     tracing::warn!(subject = %who.subject, secs = retry_after_ms / 1000, "subject banned for abuse");
                 }
                 Err(ApiError::forbidden(
-                    "banned",
+                    ErrorCode::Banned.as_str(),
                     "too many requests over the limit: banned for a while",
                 )
                 .with_retry_after(retry_after_ms.div_ceil(1000))
@@ -335,7 +348,7 @@ impl Defense {
             if who.anonymous {
                 self.count("unauthenticated", who.tier);
                 return Err(ApiError::unauthorized(
-                    "authentication_required",
+                    ErrorCode::AuthenticationRequired.as_str(),
                     format!(
                         "this route is {}: send an API key (Authorization: Bearer hk_...)",
                         route.class
@@ -344,7 +357,7 @@ impl Defense {
             }
             self.count("forbidden", who.tier);
             return Err(ApiError::forbidden(
-                "insufficient_clearance",
+                ErrorCode::InsufficientClearance.as_str(),
                 format!(
                     "this route is {}; the key's clearance is {}",
                     route.class, who.clearance
@@ -355,7 +368,7 @@ impl Defense {
             if !who.tier.allows(f) {
                 self.count("upgrade_required", who.tier);
                 return Err(ApiError::forbidden(
-                    "upgrade_required",
+                    ErrorCode::UpgradeRequired.as_str(),
                     format!(
                         "this needs a plan with {} (the {} tier does not include it): upgrade to Pro",
                         serde_json::to_value(f)
@@ -377,7 +390,7 @@ impl Defense {
         }
         self.count("upgrade_required", who.tier);
         Err(ApiError::forbidden(
-            "upgrade_required",
+            ErrorCode::UpgradeRequired.as_str(),
             format!(
                 "action {action:?} needs the Pro plan (the {} tier includes chat, complete, search and analyze)",
                 who.tier
@@ -397,18 +410,11 @@ impl Defense {
 }
 
 /// An anonymous caller: Free, PUBLIC, limited by address (an IPv6 client by its /64, which
-/// one host usually owns whole).
+/// one host usually owns whole: `Subject::anonymous`).
 pub fn anonymous(client_ip: IpAddr) -> Identity {
     let ip = client_ip.to_canonical();
-    let subject = match ip {
-        IpAddr::V4(v4) => format!("ip:{v4}"),
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-    };
     Identity {
-        subject,
+        subject: Subject::anonymous(ip),
         tier: Tier::Free,
         clearance: Classification::Public,
         key_id: None,
@@ -426,9 +432,11 @@ mod tests {
         let a = anonymous("2001:db8:1:2:aaaa::1".parse().unwrap());
         let b = anonymous("2001:db8:1:2:bbbb::9".parse().unwrap());
         assert_eq!(a.subject, b.subject);
-        assert_eq!(a.subject, "ip:2001:db8:1:2::/64");
+        assert_eq!(a.subject.to_string(), "ip:2001:db8:1:2::/64");
         assert_eq!(
-            anonymous("::ffff:10.1.2.3".parse().unwrap()).subject,
+            anonymous("::ffff:10.1.2.3".parse().unwrap())
+                .subject
+                .to_string(),
             "ip:10.1.2.3"
         );
     }
