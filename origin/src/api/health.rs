@@ -3,6 +3,7 @@
 use crate::error::ApiError;
 use crate::server::{json_response, Body, Ctx};
 use crate::state::AppState;
+use heady_shared::IdentityAnswer;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde_json::json;
 use std::sync::Arc;
@@ -11,22 +12,18 @@ pub async fn health(_s: Arc<AppState>, _c: Ctx) -> Result<Response<Body>, ApiErr
     Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
 }
 
-/// Who the origin takes the caller to be: the edge asks this on a session-cache miss.
+/// Who the origin takes the caller to be (heady-shared's `IdentityAnswer`): the edge asks
+/// this on a session-cache miss.
 pub async fn identity(_s: Arc<AppState>, c: Ctx) -> Result<Response<Body>, ApiError> {
     let who = &c.identity;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
-            "subject": who.subject,
-            "tier": who.tier,
-            "clearance": who.clearance.as_str().to_ascii_lowercase(),
-            "key_id": who.key_id,
-            "anonymous": who.anonymous,
-            "limits": who.tier.limits(),
-            "features": who.tier.features(),
-            "ttl_secs": SESSION_TTL_SECS,
-        }),
-    ))
+    let answer = IdentityAnswer::new(
+        who.subject.clone(),
+        who.tier,
+        who.clearance,
+        who.key_id.clone(),
+        SESSION_TTL_SECS,
+    );
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 /// How long the edge may cache an identity answer in its KV session cache. The origin still
