@@ -5,14 +5,13 @@
 //! its binding is present: chat/complete with a short prompt on Workers AI, embed on Workers
 //! AI embeddings, search on Vectorize. Everything else goes through the tunnel.
 
-use crate::error::ApiError;
+use heady_shared::api_paths::{self, action_path};
+use heady_shared::embedding;
+use heady_shared::ApiError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// bge-small-en-v1.5 vectors; the Vectorize index and the origin's embedder use the same.
-pub const EMBEDDING_DIMENSIONS: usize = 384;
 pub const DEFAULT_CHAT_MODEL: &str = "@cf/meta/llama-3.1-8b-instruct";
-pub const EMBEDDING_MODEL: &str = "@cf/baai/bge-small-en-v1.5";
 /// Prompts up to this many characters (all messages together) may run at the edge.
 pub const DEFAULT_EDGE_PROMPT_MAX_CHARS: usize = 4000;
 pub const MAX_EMBED_TEXTS: usize = 100;
@@ -135,7 +134,7 @@ pub fn dispatch(
                     max_tokens: body.max_tokens,
                 }))
             } else {
-                origin(format!("/api/{action}"))
+                origin(action_path(action))
             }
         }
         "embed" => {
@@ -152,7 +151,7 @@ pub fn dispatch(
             if bindings.ai {
                 Ok(Dispatch::Edge(EdgeJob::Embed { texts }))
             } else {
-                origin("/api/embed".into())
+                origin(action_path(action))
             }
         }
         "search" | "query" => {
@@ -164,10 +163,11 @@ pub fn dispatch(
                 )));
             }
             let embedding = match body.embedding {
-                Some(v) if v.len() != EMBEDDING_DIMENSIONS => {
+                Some(v) if v.len() != embedding::DEFAULT_DIMENSIONS => {
                     return Err(ApiError::bad_request(format!(
-                        "\"embedding\" has {} dimensions; the index has {EMBEDDING_DIMENSIONS}",
-                        v.len()
+                        "\"embedding\" has {} dimensions; the index has {}",
+                        v.len(),
+                        embedding::DEFAULT_DIMENSIONS
                     )))
                 }
                 Some(v) if v.iter().any(|x| !x.is_finite()) => {
@@ -193,10 +193,10 @@ pub fn dispatch(
                 }))
             } else {
                 // The origin's DuckDB memory answers the same body.
-                origin("/api/memory/search".into())
+                origin(api_paths::MEMORY_SEARCH.into())
             }
         }
-        other => origin(format!("/api/{other}")),
+        other => origin(action_path(other)),
     }
 }
 
@@ -218,7 +218,7 @@ pub fn chat_output(answer: &Value) -> Result<String, String> {
         .ok_or_else(|| "Workers AI answer has no \"response\" string".to_owned())
 }
 
-/// Workers AI embeddings answer: `{"shape": [n, 384], "data": [[...], ...]}`.
+/// Workers AI embeddings answer: `{"shape": [n, dimensions], "data": [[...], ...]}`.
 pub fn embedding_output(answer: &Value, expected: usize) -> Result<Vec<Vec<f64>>, String> {
     let data = answer
         .get("data")
@@ -232,10 +232,11 @@ pub fn embedding_output(answer: &Value, expected: usize) -> Result<Vec<Vec<f64>>
             .iter()
             .map(|x| x.as_f64().ok_or("Workers AI vectors must hold numbers"))
             .collect::<Result<_, _>>()?;
-        if row.len() != EMBEDDING_DIMENSIONS {
+        if row.len() != embedding::DEFAULT_DIMENSIONS {
             return Err(format!(
-                "Workers AI returned {} dimensions, expected {EMBEDDING_DIMENSIONS}",
-                row.len()
+                "Workers AI returned {} dimensions, expected {}",
+                row.len(),
+                embedding::DEFAULT_DIMENSIONS
             ));
         }
         out.push(row);
@@ -270,6 +271,7 @@ pub fn vectorize_output(answer: &Value) -> Result<Vec<Match>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use heady_shared::ErrorCode;
     use serde_json::json;
 
     const BOTH: Bindings = Bindings {
@@ -330,7 +332,7 @@ mod tests {
             (json!({"prompt": "a", "temperature": 2}), "temperature"),
         ] {
             let err = run("chat", body.clone(), BOTH).unwrap_err();
-            assert_eq!((err.status, err.code), (400, "invalid_request"));
+            assert_eq!((err.status(), err.code), (400, ErrorCode::InvalidRequest));
             assert!(err.message.contains(needle), "{body}: {}", err.message);
         }
         let err = dispatch("chat", b"{not json", BOTH, 10).unwrap_err();
@@ -360,7 +362,7 @@ mod tests {
 
     #[test]
     fn search_needs_vectorize_and_a_way_to_get_a_vector() {
-        let v: Vec<f64> = vec![0.1; EMBEDDING_DIMENSIONS];
+        let v: Vec<f64> = vec![0.1; embedding::DEFAULT_DIMENSIONS];
         assert!(matches!(
             run(
                 "search",
@@ -421,8 +423,8 @@ mod tests {
             Ok("hello".into())
         );
         assert!(chat_output(&json!({"result": "hello"})).is_err());
-        let row: Vec<f64> = vec![0.5; EMBEDDING_DIMENSIONS];
-        let answer = json!({"shape": [1, EMBEDDING_DIMENSIONS], "data": [row]});
+        let row: Vec<f64> = vec![0.5; embedding::DEFAULT_DIMENSIONS];
+        let answer = json!({"shape": [1, embedding::DEFAULT_DIMENSIONS], "data": [row]});
         assert_eq!(embedding_output(&answer, 1).unwrap().len(), 1);
         assert!(embedding_output(&answer, 2).is_err());
         assert!(embedding_output(&json!({"data": [[1.0, 2.0]]}), 1).is_err());

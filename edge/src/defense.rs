@@ -5,19 +5,19 @@
 //! `SubjectPolicy`; this module only adapts them to KV's limits: one write per key per second,
 //! eventual consistency, TTLs of at least 60 seconds.
 
-use crate::error::ApiError;
+use heady_shared::identity::{IdentityError, MIN_SESSION_TTL_SECS};
 use heady_shared::limiter::{SubjectState, WindowState};
 use heady_shared::wire::{body_sha256, hex_encode};
-use heady_shared::{Classification, Tier};
+use heady_shared::{ApiError, Classification, ErrorCode, IdentityAnswer, Subject, Tier};
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// KV accepts at most one write per key per second.
 pub const MIN_KV_WRITE_INTERVAL_MS: u64 = 1000;
 /// KV's smallest `expirationTtl`.
 pub const MIN_KV_TTL_SECS: u64 = 60;
-/// Longest an identity answer is cached, whatever the origin says.
-pub const MAX_SESSION_TTL_SECS: u64 = 24 * 60 * 60;
+// Identity answers are cached in KV: their TTL clamp must respect KV's floor.
+const _: () = assert!(MIN_SESSION_TTL_SECS >= MIN_KV_TTL_SECS);
 /// How long an isolate trusts its copy of a ban-list entry (or its absence).
 pub const BAN_CACHE_MS: u64 = 5_000;
 /// How long an isolate trusts a session it read from KV (a tier change reaches the edge
@@ -54,8 +54,7 @@ pub fn parse_authorization(header: Option<&str>) -> Result<Option<ApiKey>, ApiEr
     };
     let invalid = |why: &str| {
         ApiError::new(
-            401,
-            "invalid_api_key",
+            ErrorCode::InvalidApiKey,
             format!("Authorization must be \"Bearer hk_<key>\": {why}"),
         )
     };
@@ -79,85 +78,53 @@ pub fn parse_authorization(header: Option<&str>) -> Result<Option<ApiKey>, ApiEr
     Ok(Some(ApiKey(token.to_owned())))
 }
 
-/// The client's address from `CF-Connecting-IP`, or `unknown` when absent or not an IP.
-pub fn client_ip(header: Option<&str>) -> String {
+/// The client's address from `CF-Connecting-IP`. Cloudflare always sets it; without one (or
+/// with garbage) the caller is `0.0.0.0`, one address all such callers share, so leaving the
+/// header out cannot buy a fresh limit.
+pub fn client_ip(header: Option<&str>) -> IpAddr {
     header
         .and_then(|v| v.trim().parse::<IpAddr>().ok())
-        .map(|ip| ip.to_string())
-        .unwrap_or_else(|| "unknown".to_owned())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
-/// Who a request is counted against, and what they may see.
+/// Who a request is counted against, and what they may see. Cached in KV as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
-    /// `key:<id>` or `ip:<address>`.
-    pub subject: String,
+    pub subject: Subject,
     pub tier: Tier,
     pub clearance: Classification,
 }
 
 impl Session {
-    pub fn anonymous(ip: &str) -> Session {
+    /// An anonymous caller: Free, PUBLIC, counted by address (an IPv6 client by its /64).
+    pub fn anonymous(ip: IpAddr) -> Session {
         Session {
-            subject: format!("ip:{ip}"),
+            subject: Subject::anonymous(ip),
             tier: Tier::Free,
             clearance: Classification::Public,
         }
     }
 }
 
-/// The origin's `GET /api/identity` answer.
-#[derive(Debug, Deserialize)]
-struct IdentityAnswer {
-    subject: String,
-    tier: String,
-    clearance: String,
-    ttl_secs: u64,
-}
-
-/// Parses the identity answer into the session to cache and its KV TTL (clamped to what KV
-/// allows and to a day). Anything unexpected is an error naming the field.
-pub fn parse_identity(body: &str) -> Result<(Session, u64), String> {
-    let answer: IdentityAnswer =
-        serde_json::from_str(body).map_err(|e| format!("identity answer: {e}"))?;
-    // "<kind>:<id>" (the origin says "key:<id>" or "user:<id>"); never an anonymous "ip:"
-    // subject, which would let a key holder share an address's quota.
-    let well_formed = answer.subject.split_once(':').is_some_and(|(kind, id)| {
-        !kind.is_empty() && kind != "ip" && !id.is_empty() && answer.subject.len() <= 160
-    }) && answer
-        .subject
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && b != b'"');
-    if !well_formed {
-        return Err(format!(
-            "identity answer: subject {:?} is not \"<kind>:<id>\" for a key holder",
-            answer.subject
-        ));
-    }
-    let tier = answer
-        .tier
-        .parse::<Tier>()
-        .map_err(|e| format!("identity answer: {e}"))?;
-    let clearance = answer
-        .clearance
-        .parse::<Classification>()
-        .map_err(|e| format!("identity answer: {e}"))?;
-    let ttl = answer.ttl_secs.clamp(MIN_KV_TTL_SECS, MAX_SESSION_TTL_SECS);
+/// Reads the origin's answer to a key lookup into the session to cache and its KV TTL.
+pub fn parse_identity(body: &str) -> Result<(Session, u64), IdentityError> {
+    let answer = IdentityAnswer::parse_key_holder(body)?;
+    let ttl = answer.cache_ttl_secs();
     Ok((
         Session {
             subject: answer.subject,
-            tier,
-            clearance,
+            tier: answer.tier,
+            clearance: answer.clearance,
         },
         ttl,
     ))
 }
 
-pub fn ban_key(subject: &str) -> String {
+pub fn ban_key(subject: &Subject) -> String {
     format!("ban:{subject}")
 }
 
-pub fn limit_key(subject: &str) -> String {
+pub fn limit_key(subject: &Subject) -> String {
     format!("rl:{subject}")
 }
 
@@ -282,7 +249,11 @@ mod tests {
             "hk_abcdefghijklmnop0123",
         ] {
             let err = parse_authorization(Some(bad)).unwrap_err();
-            assert_eq!((err.status, err.code), (401, "invalid_api_key"), "{bad}");
+            assert_eq!(
+                (err.status(), err.code),
+                (401, ErrorCode::InvalidApiKey),
+                "{bad}"
+            );
         }
         assert!(!format!("{key:?}").contains("abcdef"));
     }
@@ -298,57 +269,99 @@ mod tests {
     }
 
     #[test]
-    fn client_ip_is_parsed_or_unknown() {
-        assert_eq!(client_ip(Some("203.0.113.9")), "203.0.113.9");
-        assert_eq!(client_ip(Some(" 2001:db8::1 ")), "2001:db8::1");
-        assert_eq!(client_ip(Some("203.0.113.9, 10.0.0.1")), "unknown");
-        assert_eq!(client_ip(None), "unknown");
+    fn client_ip_is_parsed_or_the_shared_unspecified_address() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(client_ip(Some("203.0.113.9")), ip("203.0.113.9"));
+        assert_eq!(client_ip(Some(" 2001:db8::1 ")), ip("2001:db8::1"));
+        assert_eq!(client_ip(Some("203.0.113.9, 10.0.0.1")), ip("0.0.0.0"));
+        assert_eq!(client_ip(None), ip("0.0.0.0"));
+    }
+
+    #[test]
+    fn anonymous_ipv6_callers_are_one_subject_per_64() {
+        let a = Session::anonymous(client_ip(Some("2001:db8:1:2:aaaa::1")));
+        let b = Session::anonymous(client_ip(Some("2001:db8:1:2:bbbb:cccc:dddd:9")));
+        assert_eq!(a, b);
+        assert_eq!(a.subject.to_string(), "ip:2001:db8:1:2::/64");
+        assert_eq!(limit_key(&a.subject), "rl:ip:2001:db8:1:2::/64");
+        assert_eq!(ban_key(&b.subject), "ban:ip:2001:db8:1:2::/64");
+        let other = Session::anonymous(client_ip(Some("2001:db8:1:3::1")));
+        assert_ne!(a.subject, other.subject);
+        let v4 = Session::anonymous(client_ip(Some("198.51.100.7")));
+        assert_eq!(limit_key(&v4.subject), "rl:ip:198.51.100.7");
+        assert_eq!(
+            Session::anonymous(client_ip(Some("::ffff:198.51.100.7"))),
+            v4
+        );
+        assert_eq!((a.tier, a.clearance), (Tier::Free, Classification::Public));
+    }
+
+    /// What the origin answers for a key (heady-shared's type, as its handler renders it).
+    fn answer(subject: &str, tier: Tier, clearance: Classification, ttl_secs: u64) -> String {
+        serde_json::to_string(&IdentityAnswer::new(
+            subject.parse().unwrap(),
+            tier,
+            clearance,
+            Some("k1".into()),
+            ttl_secs,
+        ))
+        .unwrap()
     }
 
     #[test]
     fn identity_answers_are_checked_and_ttls_clamped() {
-        let (session, ttl) = parse_identity(
-            r#"{"subject":"key:k1","tier":"pro","clearance":"internal","ttl_secs":5}"#,
-        )
-        .unwrap();
+        let (session, ttl) =
+            parse_identity(&answer("user:u1", Tier::Pro, Classification::Internal, 5)).unwrap();
         assert_eq!(
             session,
             Session {
-                subject: "key:k1".into(),
+                subject: Subject::user("u1").unwrap(),
                 tier: Tier::Pro,
                 clearance: Classification::Internal
             }
         );
         assert_eq!(ttl, MIN_KV_TTL_SECS);
-        let (session, ttl) = parse_identity(
-            r#"{"subject":"user:u1","tier":"free","clearance":"PUBLIC","ttl_secs":99999999,"key_id":"k1","anonymous":false}"#,
+        let (_, ttl) = parse_identity(&answer(
+            "user:u1",
+            Tier::Free,
+            Classification::Public,
+            99_999_999,
+        ))
+        .unwrap();
+        assert_eq!(ttl, heady_shared::identity::MAX_SESSION_TTL_SECS);
+        // An anonymous answer to a key lookup would let the key holder share an address's
+        // quota; anything malformed is refused naming the problem.
+        let anonymous = answer("ip:1.2.3.4", Tier::Pro, Classification::Public, 60);
+        assert!(parse_identity(&anonymous)
+            .unwrap_err()
+            .to_string()
+            .contains("anonymous"));
+        let bad_tier =
+            answer("user:u1", Tier::Pro, Classification::Public, 60).replace("\"pro\"", "\"gold\"");
+        assert!(parse_identity(&bad_tier)
+            .unwrap_err()
+            .to_string()
+            .contains("gold"));
+        assert!(parse_identity("not json").is_err());
+    }
+
+    #[test]
+    fn cached_sessions_read_back_and_old_spellings_are_normalised() {
+        let session = Session::anonymous(client_ip(Some("2001:db8:1:2::1")));
+        let text = serde_json::to_string(&session).unwrap();
+        assert_eq!(
+            text,
+            r#"{"subject":"ip:2001:db8:1:2::/64","tier":"free","clearance":"PUBLIC"}"#
+        );
+        let back: Session = serde_json::from_str(
+            r#"{"subject":"ip:2001:db8:1:2:0:0:0:9","tier":"free","clearance":"PUBLIC"}"#,
         )
         .unwrap();
-        assert_eq!(session.subject, "user:u1");
-        assert_eq!(ttl, MAX_SESSION_TTL_SECS);
-        for (body, names) in [
-            (
-                r#"{"subject":"ip:1.2.3.4","tier":"pro","clearance":"public","ttl_secs":60}"#,
-                "subject",
-            ),
-            (
-                r#"{"subject":"nokind","tier":"pro","clearance":"public","ttl_secs":60}"#,
-                "subject",
-            ),
-            (
-                r#"{"subject":"key:k","tier":"gold","clearance":"public","ttl_secs":60}"#,
-                "gold",
-            ),
-            (
-                r#"{"subject":"key:k","tier":"pro","clearance":"top","ttl_secs":60}"#,
-                "top",
-            ),
-            (r#"{"subject":"key:k","tier":"pro"}"#, "clearance"),
-            ("not json", "identity answer"),
-        ] {
-            let err = parse_identity(body).unwrap_err();
-            assert!(err.contains(names), "{body}: {err}");
-        }
+        assert_eq!(back, session);
+        assert!(serde_json::from_str::<Session>(
+            r#"{"subject":"key:k1","tier":"pro","clearance":"PUBLIC"}"#
+        )
+        .is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What to do with a request, decided from the property list alone (pure: no I/O).
 
 use crate::site;
+use heady_shared::api_paths::{action_of, is_api_path};
 use heady_shared::properties::{Properties, Property, Serve};
 use heady_shared::GroupTable;
 
@@ -59,10 +60,6 @@ pub fn normalize_host(host: &str) -> String {
     without_port.trim_end_matches('.').to_ascii_lowercase()
 }
 
-pub fn is_api_path(path: &str) -> bool {
-    path.starts_with("/api/") || path == "/api" || path.starts_with("/v1/") || path == "/v1"
-}
-
 /// API clients get JSON, browsers HTML.
 pub fn wants_json(path: &str, accept: &str) -> bool {
     if is_api_path(path) {
@@ -89,11 +86,9 @@ pub fn plan<'a>(
         if !property.origin {
             return Plan::NotFound { host, json: true };
         }
-        let api = match facts.path.strip_prefix("/api/") {
+        let api = match action_of(facts.path) {
             Some(action)
-                if facts.method.eq_ignore_ascii_case("POST")
-                    && !action.contains('/')
-                    && groups.route(action).is_ok() =>
+                if facts.method.eq_ignore_ascii_case("POST") && groups.route(action).is_ok() =>
             {
                 Api::Conductor {
                     action: action.to_owned(),

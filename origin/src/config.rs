@@ -202,7 +202,7 @@ impl Default for Config {
 impl Default for MemoryConfig {
     fn default() -> Self {
         MemoryConfig {
-            dim: 384,
+            dim: heady_shared::embedding::DEFAULT_DIMENSIONS,
             hnsw_connectivity: 16,
             hnsw_ef_construction: 128,
             hnsw_ef_search: 64,

@@ -797,3 +797,73 @@ async fn edge_signed_requests_are_verified_and_replays_refused() {
     assert_eq!((st, code(&v)), (401, "edge_not_configured"), "{v}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn edge_vouched_ipv6_subjects_count_by_their_64_and_malformed_ones_are_refused() {
+    let s = defended(|c| {
+        c.defense.edge_key = Some(heady_origin::config::Secret(EDGE_KEY.into()));
+        c.defense.require_edge = true;
+    })
+    .await;
+    let body = br#"{"action":"chat"}"#;
+    let route = "/api/conductor/route";
+    let send = |subject: String, nonce: String| {
+        let req = edge_signed(
+            &s.base,
+            route,
+            body,
+            &subject,
+            Tier::Free,
+            EDGE_KEY,
+            &nonce,
+            now_secs(),
+        );
+        async move {
+            let r = req.send().await.unwrap();
+            let st = r.status().as_u16();
+            (st, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+
+    // Every request from another address of one /64, spelled in full (as an edge that did not
+    // normalise sent it): the origin parses each to ip:2001:db8:7:7::/64, one Free limit.
+    let mut statuses = Vec::new();
+    for i in 0..31u32 {
+        let subject = format!("ip:2001:db8:7:7:{:x}::{:x}", i + 1, i * 7 + 1);
+        let (st, v) = send(subject, format!("nonce-v6-{i:012}")).await;
+        assert!(st == 200 || st == 429, "{st} {v}");
+        statuses.push(st);
+    }
+    assert_eq!(
+        statuses.iter().filter(|&&st| st == 200).count(),
+        30,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.last(), Some(&429));
+    // The neighbouring /64 is another subject with its own limit.
+    let (st, v) = send("ip:2001:db8:7:8::1".into(), "nonce-v6-other-0001".into()).await;
+    assert_eq!(st, 200, "{v}");
+
+    // A correctly signed envelope whose subject is not a Subject is refused, naming it.
+    for (i, bad) in [
+        "nokind",
+        "ip:unknown",
+        "key:k1",
+        "user:a b",
+        "ip:2001:db8::/48",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (st, v) = send(bad.into(), format!("nonce-bad-subject-{i:04}")).await;
+        assert_eq!((st, code(&v)), (401, "invalid_edge_subject"), "{bad}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("x-heady-subject"),
+            "{v}"
+        );
+    }
+    s.stop().await;
+}

@@ -2,21 +2,34 @@
 //!
 //! Nothing here does I/O or reads a clock: time and inputs are parameters, so the same
 //! decision runs in workerd and in the daemon and is tested without either.
+//!
+//! The contracts both sides speak are defined here once: the request [`Subject`], the
+//! [`ErrorCode`]s and JSON [`ErrorBody`], the [`IdentityAnswer`], the tunnel [`wire`] format,
+//! the [`api_paths`] and the default [`embedding`] model.
 
+pub mod api_paths;
 pub mod breaker;
 pub mod classification;
 pub mod critique;
 pub mod drift;
+pub mod embedding;
+pub mod error_code;
 pub mod groups;
+pub mod identity;
 pub mod limiter;
 pub mod properties;
 pub mod readiness;
 pub mod sliding_log;
+pub mod subject;
 pub mod tiers;
 pub mod wire;
 pub mod zone;
 
+pub use api_paths::is_api_path;
 pub use classification::Classification;
+pub use error_code::{ApiError, ErrorBody, ErrorCode};
 pub use groups::{GroupTable, Route, RouteError, ServiceGroup};
+pub use identity::IdentityAnswer;
+pub use subject::{Subject, SubjectError};
 pub use tiers::{Feature, Tier, TierLimits};
 pub use zone::{Zone, ZoneCoordinates};

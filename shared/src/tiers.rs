@@ -13,7 +13,7 @@ pub enum Tier {
 }
 
 /// Requests admitted per window. `None` means unlimited (still metered).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TierLimits {
     pub requests_per_window: Option<u32>,
     pub window_secs: u32,

@@ -20,7 +20,8 @@ use std::fmt;
 pub mod header {
     /// The property hostname the client asked for (the transport `Host` is the origin's).
     pub const HOST: &str = "x-heady-host";
-    /// `key:<id>` for API-key subjects, `ip:<address>` for anonymous ones.
+    /// A [`crate::Subject`]: `user:<name>` for an API key's holder, `ip:<address>` (an IPv6
+    /// client by its /64) for an anonymous caller.
     pub const SUBJECT: &str = "x-heady-subject";
     /// `free`, `pro` or `enterprise`.
     pub const TIER: &str = "x-heady-tier";
@@ -58,6 +59,7 @@ pub const MIN_KEY_BYTES: usize = 32;
 pub struct Envelope {
     /// The property hostname the client used (lowercase, no port).
     pub host: String,
+    /// A [`crate::Subject`] as text; the origin parses it again (`Subject::from_str`).
     pub subject: String,
     pub tier: Tier,
     pub clearance: Classification,

@@ -60,6 +60,13 @@ function freshIp() {
   return `198.51.100.${ipCounter}`;
 }
 
+let netCounter = 0;
+/** The first four groups (lowercase hex, as the edge spells them) of an IPv6 /64 no other test uses. */
+function freshNet64() {
+  netCounter += 1;
+  return `2001:db8:${netCounter.toString(16)}:64`;
+}
+
 function call(mf, url, { method = "GET", headers = {}, body, ip = freshIp() } = {}) {
   return mf.dispatchFetch(url, {
     method,
@@ -261,7 +268,38 @@ describe("defense", () => {
   test("Free subjects cannot run Pro actions", async () => {
     const res = await post(edge, "/api/code", { task: "x" });
     assert.equal(res.status, 403);
-    assert.equal((await res.json()).error.code, "tier_required");
+    assert.equal((await res.json()).error.code, "upgrade_required", "the origin's code for the same rule");
+  });
+
+  test("an IPv6 client is one subject per /64: addresses in one /64 share one limit", async () => {
+    const intoMinute = Date.now() % 60_000;
+    if (intoMinute > 50_000) await new Promise((r) => setTimeout(r, 60_500 - intoMinute));
+    const net = freshNet64();
+    const ips = [`${net}::1`, `${net}:aaaa:bbbb:cccc:dddd`];
+    for (let i = 0; i < 30; i++) {
+      const ip = ips[i % 2];
+      const res = await post(edge, "/api/chat", { prompt: `hello ${i}` }, { ip });
+      const text = await res.text();
+      assert.equal(res.status, 200, `request ${i + 1} from ${ip}: ${text}`);
+      assert.equal(res.headers.get("ratelimit-policy"), '"free";q=30;w=60');
+    }
+    // A third address of the same /64 is over the /64's limit too.
+    const res = await post(edge, "/api/chat", { prompt: "one too many" }, { ip: `${net}:1:2:3:4` });
+    assert.equal(res.status, 429);
+    assert.equal((await res.json()).error.code, "rate_limited");
+    // Another /64 has its own limit.
+    const other = await post(edge, "/api/chat", { prompt: "hi" }, { ip: `${freshNet64()}::1` });
+    assert.equal(other.status, 200, await other.clone().text());
+    await other.arrayBuffer();
+    // KV holds one state for the /64, under the subject's spelling (the origin's too).
+    const kv = await edge.getKVNamespace("HEADY_KV");
+    let state;
+    for (let i = 0; i < 40 && !(state?.window?.curr >= 30); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      state = JSON.parse((await kv.get(`rl:ip:${net}::/64`)) ?? "null");
+    }
+    assert.equal(state?.window?.curr, 30, JSON.stringify(state));
+    assert.equal(await kv.get(`rl:ip:${ips[0]}`), null, "no state per address");
   });
 
   test("bad bodies are 400 JSON naming the problem", async () => {
@@ -436,10 +474,22 @@ describe("what the edge sends through the tunnel (a recording origin)", () => {
         const url = new URL(req.url, "http://origin");
         seen.push({ method: req.method, path: url.pathname, query: url.search.slice(1), headers: req.headers, body });
         if (url.pathname === "/api/identity") {
-          // The identity contract: 200 with the key holder's tier, or 401.
+          // The identity contract (heady_shared::identity::IdentityAnswer, every field the
+          // origin sends): 200 with the key holder's tier, or 401.
           if (req.headers.authorization === `Bearer ${RECORDED_KEY}`) {
             res.writeHead(200, { "content-type": "application/json" });
-            res.end(JSON.stringify({ subject: "user:recorded", tier: "pro", clearance: "internal", ttl_secs: 120 }));
+            res.end(
+              JSON.stringify({
+                subject: "user:recorded",
+                tier: "pro",
+                clearance: "internal",
+                key_id: "0123456789abcdef",
+                anonymous: false,
+                limits: { requests_per_window: 120, window_secs: 60 },
+                features: ["basic_chat", "search", "analyze", "all_tools"],
+                ttl_secs: 120,
+              }),
+            );
           } else {
             res.writeHead(401, { "content-type": "application/json" });
             res.end(JSON.stringify({ error: { code: "invalid_api_key", message: "unknown key" } }));
@@ -515,6 +565,18 @@ describe("what the edge sends through the tunnel (a recording origin)", () => {
     // A second request gets a new nonce.
     await (await post(viaEdge, "/api/memory/stats", undefined, { ip })).arrayBuffer();
     assert.notEqual(seen[1].headers["x-heady-nonce"], got.headers["x-heady-nonce"]);
+  });
+
+  test("an IPv6 client is vouched for as its /64; its address is sent in full", async () => {
+    seen = [];
+    const net = freshNet64();
+    const ip = `${net}:1234:5678:9abc:def0`;
+    const res = await call(viaEdge, "https://headyapi.com/api/memory/stats", { ip });
+    assert.equal(res.status, 200);
+    await res.arrayBuffer();
+    assert.equal(seen.length, 1);
+    assert.equal(seen[0].headers["x-heady-subject"], `ip:${net}::/64`);
+    assert.equal(seen[0].headers["x-heady-client-ip"], ip);
   });
 
   test("a session-cache miss asks the origin's /api/identity (signed, with the key) and caches the answer", async () => {

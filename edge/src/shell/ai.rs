@@ -2,9 +2,9 @@
 
 use super::entry::Call;
 use super::{respond, vectorize};
-use crate::conductor::{self, ChatMessage, EdgeJob, EMBEDDING_MODEL};
-use crate::error::ApiError;
-use heady_shared::GroupTable;
+use crate::conductor::{self, ChatMessage, EdgeJob};
+use heady_shared::embedding::{DEFAULT_DIMENSIONS, DEFAULT_MODEL as EMBEDDING_MODEL};
+use heady_shared::{ApiError, ErrorCode, GroupTable};
 use serde::Serialize;
 use serde_json::{json, Value};
 use worker::Response;
@@ -22,7 +22,7 @@ struct EmbedInput<'a> {
 }
 
 fn ai_failed(what: &str, detail: impl std::fmt::Display) -> ApiError {
-    ApiError::new(502, "edge_ai_failed", format!("{what}: {detail}"))
+    ApiError::new(ErrorCode::EdgeAiFailed, format!("{what}: {detail}"))
 }
 
 async fn embed(call: &Call, texts: &[String]) -> Result<Vec<Vec<f64>>, ApiError> {
@@ -71,7 +71,7 @@ async fn execute(call: &Call, job: EdgeJob) -> Result<Value, ApiError> {
             let vectors = embed(call, &texts).await?;
             Ok(json!({
                 "model": EMBEDDING_MODEL,
-                "dimensions": conductor::EMBEDDING_DIMENSIONS,
+                "dimensions": DEFAULT_DIMENSIONS,
                 "embeddings": vectors,
             }))
         }

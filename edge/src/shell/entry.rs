@@ -4,10 +4,10 @@
 use super::{ai, limits, respond, tunnel, vectorize};
 use crate::conductor::{self, Bindings, Dispatch};
 use crate::defense::{self, Session};
-use crate::error::ApiError;
 use crate::router::{self, Api, Plan, RequestFacts};
 use crate::site;
-use heady_shared::GroupTable;
+use heady_shared::{ApiError, ErrorCode, GroupTable};
+use std::net::IpAddr;
 use worker::{event, Context, Date, Env, Request, Response, ResponseBuilder};
 
 #[event(fetch)]
@@ -20,7 +20,8 @@ pub struct Call {
     pub env: Env,
     pub ctx: Context,
     pub host: String,
-    pub client_ip: String,
+    /// `CF-Connecting-IP` (see `defense::client_ip`).
+    pub client_ip: IpAddr,
     pub now_ms: u64,
 }
 
@@ -29,7 +30,10 @@ async fn handle(mut req: Request, env: Env, ctx: Context) -> Response {
         Ok(p) => p,
         Err(e) => {
             return respond::error(
-                &ApiError::new(500, "config_error", format!("deploy/properties.toml: {e}")),
+                &ApiError::new(
+                    ErrorCode::ConfigError,
+                    format!("deploy/properties.toml: {e}"),
+                ),
                 &[],
             )
         }
@@ -71,8 +75,7 @@ async fn handle(mut req: Request, env: Env, ctx: Context) -> Response {
         Plan::NotFound { host, json } => respond::not_found(&host, json),
         Plan::MethodNotAllowed { json } => {
             let err = ApiError::new(
-                405,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "static pages answer GET and HEAD",
             );
             if json {
@@ -93,7 +96,7 @@ async fn handle(mut req: Request, env: Env, ctx: Context) -> Response {
             .empty(),
         Plan::Asset { asset_path, .. } => serve_asset(&call, &asset_path, &path).await,
         Plan::Tunnel { .. } => {
-            let session = Session::anonymous(&call.client_ip);
+            let session = Session::anonymous(call.client_ip);
             if let Some(banned) = limits::banned(&call, &session.subject).await {
                 return respond::error(&banned, &[]);
             }
@@ -111,7 +114,7 @@ async fn serve_asset(call: &Call, asset_path: &str, request_path: &str) -> Respo
         Ok(a) => a,
         Err(_) => {
             return respond::error(
-                &ApiError::new(500, "config_error", "the ASSETS binding is missing"),
+                &ApiError::new(ErrorCode::ConfigError, "the ASSETS binding is missing"),
                 &[],
             )
         }
@@ -124,8 +127,7 @@ async fn serve_asset(call: &Call, asset_path: &str, request_path: &str) -> Respo
         Ok(r) => respond::rewrap(r, &[]),
         Err(e) => respond::error(
             &ApiError::new(
-                502,
-                "assets_unavailable",
+                ErrorCode::AssetsUnavailable,
                 format!("static assets for {request_path}: {e}"),
             ),
             &[],
@@ -157,8 +159,7 @@ async fn api_request(call: &Call, req: &mut Request, api: Api) -> Response {
     if !session.tier.allows_action(&action) {
         return respond::error(
             &ApiError::new(
-                403,
-                "tier_required",
+                ErrorCode::UpgradeRequired,
                 format!(
                     "action {action:?} needs the pro tier (this key is {})",
                     session.tier
@@ -190,8 +191,7 @@ async fn api_request(call: &Call, req: &mut Request, api: Api) -> Response {
 async fn read_body(req: &mut Request) -> Result<Vec<u8>, ApiError> {
     let too_large = || {
         ApiError::new(
-            413,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             format!(
                 "request bodies are limited to {} bytes",
                 conductor::MAX_BODY_BYTES

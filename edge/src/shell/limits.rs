@@ -8,8 +8,8 @@ use crate::defense::{
     self, BanRecord, Flush, Session, WriteSlot, BAN_CACHE_MS, MIN_KV_WRITE_INTERVAL_MS,
     SESSION_CACHE_MS,
 };
-use crate::error::ApiError;
 use heady_shared::limiter::{BanPolicy, LimitOutcome, SubjectPolicy, SubjectState};
+use heady_shared::{ApiError, ErrorCode, Subject};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -31,7 +31,7 @@ struct Local {
 }
 
 thread_local! {
-    static LOCAL: RefCell<HashMap<String, Local>> = RefCell::new(HashMap::new());
+    static LOCAL: RefCell<HashMap<Subject, Local>> = RefCell::new(HashMap::new());
     /// Session-cache key -> (read at ms, session): KV is read at most every
     /// SESSION_CACHE_MS per key per isolate.
     static SESSIONS: RefCell<HashMap<String, (u64, Session)>> = RefCell::new(HashMap::new());
@@ -40,8 +40,7 @@ thread_local! {
 fn kv(call: &Call) -> Result<KvStore, ApiError> {
     call.env.kv(KV_BINDING).map_err(|_| {
         ApiError::new(
-            500,
-            "config_error",
+            ErrorCode::ConfigError,
             format!("the {KV_BINDING} KV binding is missing"),
         )
     })
@@ -50,7 +49,7 @@ fn kv(call: &Call) -> Result<KvStore, ApiError> {
 /// The session of the request: from its API key (KV cache, else the origin), else anonymous.
 pub async fn identify(call: &Call, authorization: Option<&str>) -> Result<Session, ApiError> {
     let Some(key) = defense::parse_authorization(authorization)? else {
-        return Ok(Session::anonymous(&call.client_ip));
+        return Ok(Session::anonymous(call.client_ip));
     };
     let kv = kv(call)?;
     let cache_key = key.session_key();
@@ -93,22 +92,21 @@ pub async fn identify(call: &Call, authorization: Option<&str>) -> Result<Sessio
             Ok(session)
         }
         Ok(None) => Err(ApiError::new(
-            401,
-            "invalid_api_key",
+            ErrorCode::InvalidApiKey,
             "the API key is unknown or revoked",
         )),
         // Origin unreachable: the key cannot be checked, so the request counts as anonymous
         // (edge work still answers; tunnelled work gets the 503 anyway).
         Err(e) => {
             console_error!("identity lookup failed: {}", e.message);
-            Ok(Session::anonymous(&call.client_ip))
+            Ok(Session::anonymous(call.client_ip))
         }
     }
 }
 
 /// `Some(403)` when the subject is on the ban list. KV is read at most every
 /// [`BAN_CACHE_MS`] per subject per isolate.
-pub async fn banned(call: &Call, subject: &str) -> Option<ApiError> {
+pub async fn banned(call: &Call, subject: &Subject) -> Option<ApiError> {
     let now = call.now_ms;
     let cached = LOCAL.with(|l| {
         l.borrow()
@@ -132,8 +130,7 @@ pub async fn banned(call: &Call, subject: &str) -> Option<ApiError> {
                 Err(_) => None,
             };
             LOCAL.with(|l| {
-                l.borrow_mut().entry(subject.to_owned()).or_default().ban =
-                    Some((now, read.clone()))
+                l.borrow_mut().entry(subject.clone()).or_default().ban = Some((now, read.clone()))
             });
             read
         }
@@ -142,8 +139,7 @@ pub async fn banned(call: &Call, subject: &str) -> Option<ApiError> {
     let secs = ban.retry_after_secs(now)?;
     Some(
         ApiError::new(
-            403,
-            "banned",
+            ErrorCode::Banned,
             format!("this client is banned for {secs} more seconds after too many requests"),
         )
         .with_retry_after(secs),
@@ -157,7 +153,7 @@ pub async fn admit(
     session: &Session,
 ) -> Result<Vec<(&'static str, String)>, Response> {
     let policy = SubjectPolicy::new(session.tier.limits(), BanPolicy::default())
-        .map_err(|e| respond::error(&ApiError::new(500, "config_error", e.to_string()), &[]))?;
+        .map_err(|e| respond::error(&ApiError::new(ErrorCode::ConfigError, e.to_string()), &[]))?;
     let kv = kv(call).map_err(|e| respond::error(&e, &[]))?;
     let subject = session.subject.clone();
     let key = defense::limit_key(&subject);
@@ -229,8 +225,7 @@ pub async fn admit(
         LimitOutcome::Allowed { .. } | LimitOutcome::Metered { .. } => Ok(headers),
         LimitOutcome::Limited { retry_after_ms, .. } => {
             let mut err = ApiError::new(
-                429,
-                "rate_limited",
+                ErrorCode::RateLimited,
                 format!(
                     "the {} tier allows {} requests per {} s",
                     session.tier,
@@ -276,8 +271,7 @@ pub async fn admit(
                 });
             }
             let err = ApiError::new(
-                403,
-                "banned",
+                ErrorCode::Banned,
                 format!("too many requests: this client is banned for {secs} seconds"),
             )
             .with_retry_after(secs);

@@ -1,7 +1,7 @@
 //! Building responses: JSON errors, pages, and the headers every edge answer carries.
 
-use crate::error::ApiError;
 use crate::site::{self, SECURITY_HEADERS};
+use heady_shared::{ApiError, ErrorCode};
 use worker::{Headers, Response, ResponseBuilder};
 
 /// Headers every answer gets, plus `extra` (RateLimit fields, `x-heady-*`).
@@ -19,29 +19,31 @@ pub fn headers(content_type: Option<&str>, extra: &[(&str, String)]) -> Headers 
     headers
 }
 
-pub fn json(status: u16, body: &serde_json::Value, extra: &[(&str, String)]) -> Response {
+pub fn json(status: u16, body: &impl serde::Serialize, extra: &[(&str, String)]) -> Response {
     let mut extra = extra.to_vec();
     extra.push(("cache-control", "no-store".to_owned()));
+    // Values and plain structs of strings and numbers: serialising them cannot fail.
+    let text = serde_json::to_vec(body).unwrap_or_default();
     ResponseBuilder::new()
         .with_status(status)
         .with_headers(headers(Some("application/json"), &extra))
-        .fixed(body.to_string().into_bytes())
+        .fixed(text)
 }
 
+/// The error's status and `{"error":{...}}` body (heady-shared's `ErrorBody`).
 pub fn error(err: &ApiError, extra: &[(&str, String)]) -> Response {
     let mut extra = extra.to_vec();
     if let Some(secs) = err.retry_after {
         extra.push(("retry-after", secs.to_string()));
     }
-    json(err.status, &err.body(), &extra)
+    json(err.status(), &err.body(), &extra)
 }
 
 pub fn not_found(host: &str, json_wanted: bool) -> Response {
     if json_wanted {
         error(
             &ApiError::new(
-                404,
-                "not_found",
+                ErrorCode::NotFound,
                 format!("nothing is served at this path on host {host:?}"),
             ),
             &[],

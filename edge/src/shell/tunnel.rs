@@ -4,9 +4,9 @@
 use super::entry::Call;
 use super::respond;
 use crate::defense::{self, ApiKey, Session};
-use crate::error::ApiError;
+use heady_shared::api_paths;
 use heady_shared::wire::{self, Envelope, HmacSha256, RequestLine};
-use heady_shared::{Classification, Tier};
+use heady_shared::{ApiError, ErrorCode};
 use wasm_bindgen::prelude::*;
 use worker::{
     console_error, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response,
@@ -48,8 +48,7 @@ fn origin(call: &Call) -> Result<Origin, ApiError> {
         .filter(|v| v.starts_with("http://") || v.starts_with("https://"))
         .ok_or_else(|| {
             ApiError::new(
-                500,
-                "config_error",
+                ErrorCode::ConfigError,
                 "ORIGIN_URL must be the origin's http(s) URL (\"{host}\" stands for the property host)",
             )
         })?;
@@ -60,8 +59,7 @@ fn origin(call: &Call) -> Result<Origin, ApiError> {
         .unwrap_or_default();
     let auth = HmacSha256::new(secret.as_bytes()).map_err(|e| {
         ApiError::new(
-            500,
-            "config_error",
+            ErrorCode::ConfigError,
             format!("HEADY_TUNNEL_KEY (wrangler secret put HEADY_TUNNEL_KEY): {e}"),
         )
     })?;
@@ -74,8 +72,7 @@ fn origin(call: &Call) -> Result<Origin, ApiError> {
 fn unavailable(detail: &str) -> ApiError {
     console_error!("origin unavailable: {detail}");
     ApiError::new(
-        503,
-        "origin_unavailable",
+        ErrorCode::OriginUnavailable,
         "the origin cannot be reached; retry shortly",
     )
     .with_retry_after(ORIGIN_RETRY_AFTER_SECS)
@@ -107,10 +104,10 @@ async fn send(
     } = out;
     let envelope = Envelope {
         host: call.host.clone(),
-        subject: session.subject.clone(),
+        subject: session.subject.to_string(),
         tier: session.tier,
         clearance: session.clearance,
-        client_ip: call.client_ip.clone(),
+        client_ip: call.client_ip.to_string(),
         timestamp: call.now_ms / 1000,
         nonce: random_uuid(),
     };
@@ -138,8 +135,7 @@ async fn send(
     }
     let request = Request::new_with_init(&url, &init).map_err(|e| {
         ApiError::new(
-            500,
-            "tunnel_error",
+            ErrorCode::TunnelError,
             format!("building the origin request: {e}"),
         )
     })?;
@@ -219,14 +215,10 @@ pub async fn identity(call: &Call, key: &ApiKey) -> Result<Option<(Session, u64)
     let _ = headers.set("authorization", &format!("Bearer {}", key.as_str()));
     let _ = headers.set("accept", "application/json");
     // Until the origin has answered, the request is vouched for as the anonymous client.
-    let asking = Session {
-        subject: format!("ip:{}", call.client_ip),
-        tier: Tier::Free,
-        clearance: Classification::Public,
-    };
+    let asking = Session::anonymous(call.client_ip);
     let out = Outgoing {
         method: "GET",
-        path: "/api/identity",
+        path: api_paths::IDENTITY,
         query: "",
         headers,
         body: Vec::new(),
@@ -240,7 +232,7 @@ pub async fn identity(call: &Call, key: &ApiKey) -> Result<Option<(Session, u64)
                 .map_err(|e| unavailable(&format!("identity body: {e}")))?;
             defense::parse_identity(&text)
                 .map(Some)
-                .map_err(|e| unavailable(&e))
+                .map_err(|e| unavailable(&e.to_string()))
         }
         401 | 403 => Ok(None),
         other => Err(unavailable(&format!("identity lookup answered {other}"))),

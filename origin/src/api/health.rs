@@ -3,6 +3,7 @@
 use crate::error::{Error, ErrorCode};
 use super::{Ctx, Reply};
 use crate::app::App;
+use heady_shared::IdentityAnswer;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -10,19 +11,18 @@ pub async fn health(_s: Arc<App>, _c: Ctx) -> Result<Reply, Error> {
     Reply::ok(&json!({"status": "ok"}))
 }
 
-/// Who the origin takes the caller to be: the edge asks this on a session-cache miss.
+/// Who the origin takes the caller to be (heady-shared's `IdentityAnswer`): the edge asks
+/// this on a session-cache miss.
 pub async fn identity(_s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     let who = &c.identity;
-    Reply::ok(&json!({
-            "subject": who.subject,
-            "tier": who.tier,
-            "clearance": who.clearance.as_str().to_ascii_lowercase(),
-            "key_id": who.key_id,
-            "anonymous": who.anonymous,
-            "limits": who.tier.limits(),
-            "features": who.tier.features(),
-            "ttl_secs": SESSION_TTL_SECS,
-        }))
+    let answer = IdentityAnswer::new(
+        who.subject.clone(),
+        who.tier,
+        who.clearance,
+        who.key_id.clone(),
+        SESSION_TTL_SECS,
+    );
+    Reply::ok(&answer)
 }
 
 /// How long the edge may cache an identity answer in its KV session cache. The origin still

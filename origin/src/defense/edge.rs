@@ -1,6 +1,7 @@
 //! Verifying requests the edge Worker tunnelled to us (`heady_shared::wire`): signature over
 //! the canonical request, freshness, and a nonce never seen before. Only a verified request's
-//! subject, tier, clearance and client IP are believed.
+//! subject, tier, clearance and client IP are believed, and the subject only once it parses as
+//! a `heady_shared::Subject` (re-normalised: an IPv6 address counts as its /64).
 //!
 //! The scheme is the `TunnelAuthenticator` the verifier holds (HMAC-SHA256 with the shared
 //! Worker secret today), so a post-quantum session can replace it here without touching the
@@ -9,6 +10,7 @@
 
 use crate::redis::Redis;
 use heady_shared::wire::{self, Envelope, RequestLine, TunnelAuthenticator, WireError};
+use heady_shared::{Subject, SubjectError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +30,17 @@ pub enum EdgeRefusal {
     Replay(String),
     #[error("x-heady-client-ip {0:?} is not an IP address")]
     ClientIp(String),
+    #[error("x-heady-subject: {0}")]
+    Subject(#[from] SubjectError),
+}
+
+/// What a verified request vouches for.
+#[derive(Debug)]
+pub struct Vouched {
+    pub envelope: Envelope,
+    pub client_ip: std::net::IpAddr,
+    /// `envelope.subject`, parsed and normalised.
+    pub subject: Subject,
 }
 
 impl EdgeVerifier {
@@ -57,7 +70,7 @@ impl EdgeVerifier {
         headers: &http::HeaderMap,
         body: &[u8],
         now_secs: u64,
-    ) -> Result<(Envelope, std::net::IpAddr), EdgeRefusal> {
+    ) -> Result<Vouched, EdgeRefusal> {
         let line = RequestLine {
             method,
             path: uri.path(),
@@ -71,14 +84,19 @@ impl EdgeVerifier {
             now_secs,
             self.max_skew_secs,
         )?;
-        let ip = envelope
+        let client_ip = envelope
             .client_ip
             .parse()
             .map_err(|_| EdgeRefusal::ClientIp(envelope.client_ip.clone()))?;
+        let subject = envelope.subject.parse::<Subject>()?;
         if !self.first_use(&envelope.nonce, now_secs).await {
             return Err(EdgeRefusal::Replay(envelope.nonce));
         }
-        Ok((envelope, ip))
+        Ok(Vouched {
+            envelope,
+            client_ip,
+            subject,
+        })
     }
 
     /// Records the nonce; `false` if it was seen before.

@@ -11,13 +11,13 @@ pub mod keys;
 pub mod limiter;
 
 use crate::config::DefenseConfig;
-use crate::error::{Error, ErrorCode};
+use crate::error::Error;
 use crate::metrics::{DefenseLabels, Metrics};
-use edge::{EdgeRefusal, EdgeVerifier};
+use edge::{EdgeRefusal, EdgeVerifier, Vouched};
 use heady_shared::limiter::{rate_limit_headers, LimitOutcome};
 use heady_shared::sliding_log::LogPolicy;
 use heady_shared::wire;
-use heady_shared::{Classification, Feature, Tier};
+use heady_shared::{api_paths, Classification, ErrorCode, Feature, Subject, Tier};
 use http::HeaderMap;
 use ipnet::IpNet;
 use keys::{KeyRefusal, KeyStore};
@@ -30,7 +30,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Identity {
     /// The rate-limit subject: `user:<name>` for a key, `ip:<addr>` (IPv6: its /64) otherwise.
-    pub subject: String,
+    pub subject: Subject,
     pub tier: Tier,
     pub clearance: Classification,
     /// The API key's public id, when a key was presented.
@@ -68,9 +68,9 @@ impl RoutePolicy {
     }
 }
 
-/// Paths whose requests pass the rate limiter.
+/// Paths whose requests pass the rate limiter: the API paths (`heady_shared::api_paths`).
 pub fn is_limited_path(path: &str) -> bool {
-    path.starts_with("/api/") || path.starts_with("/v1/") || path == "/api" || path == "/v1"
+    api_paths::is_api_path(path)
 }
 
 pub struct Defense {
@@ -192,20 +192,25 @@ impl Defense {
                 .verify(req.method.as_str(), req.uri, headers, req.body, now)
                 .await
             {
-                Ok((env, ip)) => {
+                Ok(Vouched {
+                    envelope,
+                    client_ip,
+                    subject,
+                }) => {
                     vouched = Some(Identity {
-                        anonymous: env.subject.starts_with("ip:"),
-                        subject: env.subject,
-                        tier: env.tier,
-                        clearance: env.clearance,
+                        anonymous: subject.is_anonymous(),
+                        subject,
+                        tier: envelope.tier,
+                        clearance: envelope.clearance,
                         key_id: None,
-                        client_ip: ip,
+                        client_ip,
                     })
                 }
                 Err(e) => {
                     self.count("unauthenticated", Tier::Free);
                     let code = match e {
                         EdgeRefusal::Replay(_) => ErrorCode::ReplayedRequest,
+                        EdgeRefusal::Subject(_) => ErrorCode::InvalidEdgeSubject,
                         _ => ErrorCode::InvalidEdgeSignature,
                     };
                     return Err(Error::unauthorized(code, e.to_string()));
@@ -250,7 +255,9 @@ impl Defense {
         };
         match verdict {
             Ok(rec) => Ok(Identity {
-                subject: format!("user:{}", rec.user),
+                // Names are checked by the same rule when a key is created.
+                subject: Subject::user(&rec.user)
+                    .map_err(|e| Error::internal(format!("API key {}: stored {e}", rec.id)))?,
                 tier: rec.tier,
                 clearance: rec.clearance,
                 key_id: Some(rec.id),
@@ -265,7 +272,9 @@ impl Defense {
                         "the API key is malformed: expected hk_ followed by 64 lowercase hex digits",
                     ),
                     KeyRefusal::Unknown => (ErrorCode::InvalidApiKey, "the API key is not known"),
-                    KeyRefusal::Revoked => (ErrorCode::RevokedApiKey, "the API key has been revoked"),
+                    KeyRefusal::Revoked => {
+                        (ErrorCode::RevokedApiKey, "the API key has been revoked")
+                    }
                 };
                 Err(Error::unauthorized(code, msg))
             }
@@ -275,7 +284,7 @@ impl Defense {
     /// The exact limiter and the ban list. `Ok`: admitted, with the RateLimit fields to add.
     pub async fn limit(&self, who: &Identity) -> Result<Vec<(&'static str, String)>, Error> {
         let policy = self.policy(who.tier);
-        let outcome = self.limiter.decide(&who.subject, policy).await;
+        let outcome = self.limiter.decide(&who.subject.to_string(), policy).await;
         let headers = rate_limit_headers(who.tier.as_str(), policy.quota(), &outcome);
         match outcome {
             LimitOutcome::Allowed { .. } => {
@@ -294,8 +303,10 @@ impl Defense {
                     policy.limit().unwrap_or(0),
                     policy.window_ms() / 1000
                 );
-                let mut e = Error::new(ErrorCode::RateLimited, msg)
-                    .with_headers(headers);
+                let mut e = Error::new(ErrorCode::RateLimited,
+                    msg,
+                )
+                .with_headers(headers);
                 if let Some(ms) = retry_after_ms {
                     e = e.with_retry_after(ms.div_ceil(1000));
                 }
@@ -385,18 +396,11 @@ impl Defense {
 }
 
 /// An anonymous caller: Free, PUBLIC, limited by address (an IPv6 client by its /64, which
-/// one host usually owns whole).
+/// one host usually owns whole: `Subject::anonymous`).
 pub fn anonymous(client_ip: IpAddr) -> Identity {
     let ip = client_ip.to_canonical();
-    let subject = match ip {
-        IpAddr::V4(v4) => format!("ip:{v4}"),
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-    };
     Identity {
-        subject,
+        subject: Subject::anonymous(ip),
         tier: Tier::Free,
         clearance: Classification::Public,
         key_id: None,
@@ -414,9 +418,11 @@ mod tests {
         let a = anonymous("2001:db8:1:2:aaaa::1".parse().unwrap());
         let b = anonymous("2001:db8:1:2:bbbb::9".parse().unwrap());
         assert_eq!(a.subject, b.subject);
-        assert_eq!(a.subject, "ip:2001:db8:1:2::/64");
+        assert_eq!(a.subject.to_string(), "ip:2001:db8:1:2::/64");
         assert_eq!(
-            anonymous("::ffff:10.1.2.3".parse().unwrap()).subject,
+            anonymous("::ffff:10.1.2.3".parse().unwrap())
+                .subject
+                .to_string(),
             "ip:10.1.2.3"
         );
     }

@@ -292,7 +292,7 @@ struct CfEmbeddings {
 
 impl WorkersAiEmbedder {
     pub const API_ROOT: &'static str = "https://api.cloudflare.com/client/v4";
-    pub const DEFAULT_MODEL: &'static str = "@cf/baai/bge-small-en-v1.5";
+    pub const DEFAULT_MODEL: &'static str = heady_shared::embedding::DEFAULT_MODEL;
 
     pub fn new(
         root: String,

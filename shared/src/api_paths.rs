@@ -1,0 +1,73 @@
+//! API paths both sides route on: what counts as an API request (defended, rate limited,
+//! answered in JSON), and the origin routes the edge calls by name.
+
+/// Prefix of Heady's own API.
+pub const API: &str = "/api";
+/// Prefix of the OpenAI-compatible API.
+pub const OPENAI: &str = "/v1";
+/// `GET`: who the origin takes the caller to be ([`crate::identity::IdentityAnswer`]).
+pub const IDENTITY: &str = "/api/identity";
+/// `POST`: similarity search in the origin's vector memory; the edge's `search` action falls
+/// back to it with the same body.
+pub const MEMORY_SEARCH: &str = "/api/memory/search";
+
+/// `/api`, `/v1` and everything under them.
+pub fn is_api_path(path: &str) -> bool {
+    [API, OPENAI].into_iter().any(|prefix| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
+}
+
+/// The conductor action a path names: `/api/<one segment>` (`/api/analyze`, `/api/code`).
+pub fn action_of(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/")
+        .filter(|a| !a.is_empty() && !a.contains('/'))
+}
+
+/// The origin path of a conductor action: `/api/{action}`.
+pub fn action_path(action: &str) -> String {
+    format!("{API}/{action}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_paths_are_the_two_prefixes_and_below() {
+        for p in [
+            "/api",
+            "/api/",
+            "/api/chat",
+            "/api/memory/search",
+            "/v1",
+            "/v1/models",
+        ] {
+            assert!(is_api_path(p), "{p}");
+        }
+        for p in [
+            "/",
+            "/apix",
+            "/api.json",
+            "/v1beta/x",
+            "/v2/x",
+            "/health",
+            "",
+            "api/chat",
+        ] {
+            assert!(!is_api_path(p), "{p}");
+        }
+        assert!(is_api_path(IDENTITY) && is_api_path(MEMORY_SEARCH));
+    }
+
+    #[test]
+    fn actions_are_one_segment_under_api() {
+        assert_eq!(action_of("/api/code"), Some("code"));
+        assert_eq!(action_of("/api/memory/search"), None);
+        assert_eq!(action_of("/api/"), None);
+        assert_eq!(action_of("/v1/code"), None);
+        assert_eq!(action_path("pr_review"), "/api/pr_review");
+        assert_eq!(action_of(&action_path("pr_review")), Some("pr_review"));
+    }
+}
