@@ -124,7 +124,9 @@ pub enum BansCommand {
 }
 
 fn parse_user(s: &str) -> Result<String, String> {
-    crate::defense::keys::check_user(s).map(|_| s.to_string())
+    crate::defense::keys::check_user(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_tier(s: &str) -> Result<Tier, String> {

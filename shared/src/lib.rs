@@ -7,6 +7,8 @@
 //! [`ErrorCode`]s and JSON [`ErrorBody`], the [`IdentityAnswer`], the tunnel [`wire`] format,
 //! the [`api_paths`] and the default [`embedding`] model.
 
+#![forbid(unsafe_code)]
+
 pub mod api_paths;
 pub mod breaker;
 pub mod classification;

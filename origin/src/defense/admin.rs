@@ -137,7 +137,19 @@ pub async fn execute(defense: &Arc<Defense>, op: AdminOp) -> AdminReply {
                 message: format!("listing bans: {e}"),
             },
         },
-        AdminOp::LiftBan { subject } => match defense.limiter.lift(&subject).await {
+        // The operator may give any spelling of the subject (a full IPv6 address): the ban is
+        // on its normal form.
+        AdminOp::LiftBan { subject } => match subject.parse::<heady_shared::Subject>() {
+            Err(e) => AdminReply::Error {
+                message: format!("subject {subject:?}: {e}"),
+            },
+            Ok(parsed) => lift(defense, parsed.to_string()).await,
+        },
+    }
+}
+
+async fn lift(defense: &Defense, subject: String) -> AdminReply {
+    match defense.limiter.lift(&subject).await {
             Ok(was_banned) => {
                 tracing::info!(%subject, was_banned, "ban lifted by an operator");
                 AdminReply::Lifted {
@@ -145,9 +157,8 @@ pub async fn execute(defense: &Arc<Defense>, op: AdminOp) -> AdminReply {
                     was_banned,
                 }
             }
-            Err(e) => AdminReply::Error {
-                message: format!("lifting the ban: {e}"),
-            },
+        Err(e) => AdminReply::Error {
+            message: format!("lifting the ban: {e}"),
         },
     }
 }

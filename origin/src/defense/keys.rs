@@ -53,19 +53,8 @@ pub enum KeyRefusal {
 
 /// A user name: 1-128 of `A-Z a-z 0-9 . _ @ -`. It becomes the limiter subject `user:<name>`
 /// and a Redis key part, so braces, spaces and control characters are out.
-pub fn check_user(user: &str) -> Result<(), String> {
-    if user.is_empty() || user.len() > 128 {
-        return Err("must be 1 to 128 characters".into());
-    }
-    if let Some(c) = user
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-')))
-    {
-        return Err(format!(
-            "may contain only letters, digits, '.', '_', '@' and '-' (found {c:?})"
-        ));
-    }
-    Ok(())
+pub fn check_user(user: &str) -> Result<(), heady_shared::SubjectError> {
+    heady_shared::subject::UserName::new(user).map(|_| ())
 }
 
 /// Is `key` shaped like one of ours? (Checked before any hashing or lookup.)
