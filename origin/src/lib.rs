@@ -16,4 +16,3 @@ pub mod providers;
 pub mod server;
 pub mod state;
 pub mod sys;
-pub mod tunnel_config;

@@ -4,12 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-// The module is pure apart from its CLI shell, so it is compiled here on its own.
-#[allow(dead_code, unused_imports)]
-#[path = "../../src/tunnel_config/mod.rs"]
-mod tunnel_config;
-
-use tunnel_config::{match_rule, parse, validate, RequestUrl};
+use heady_tunnel_config::{match_rule, parse, validate, RequestUrl};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
