@@ -6,11 +6,12 @@
 //! The rules are re-stated from cloudflared's `ingress` and `config` packages (validation
 //! in `validateIngress`/`validateHostname`, matching in `FindMatchingRule`/`matchHost`,
 //! option types in `OriginRequestConfig`). Everything here but `commands` (which reads and
-//! writes files) is pure.
+//! writes files) is pure. `fuzz` is the entry point of the cargo-fuzz target in `origin/fuzz`.
 #![forbid(unsafe_code)]
 
 pub mod commands;
 mod config;
+pub mod fuzz;
 mod matching;
 mod render;
 mod validate;
