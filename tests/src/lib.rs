@@ -1,4 +1,2 @@
-//! Cross-component tests live in `tests/`; the library holds the edge file generator they
-//! and `heady-edge-config` share.
-
-pub mod edge_config;
+//! Cross-component tests live in `tests/`; the generators they check against are in
+//! heady-xtask (`deploy/xtask`).
