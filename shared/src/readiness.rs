@@ -23,7 +23,7 @@ impl SeededRng {
     }
     /// Uniform in 0..n (n > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 }
 
@@ -63,7 +63,7 @@ pub fn estimate(
             // One draw per trial: the high half decides success, the low half picks a latency.
             let r = rng.next_u64();
             if ((r >> 32) as f64) < p_success * 4_294_967_296.0
-                && ok_latencies[((r & 0xFFFF_FFFF) * k >> 32) as usize] <= deadline_ms
+                && ok_latencies[(((r & 0xFFFF_FFFF) * k) >> 32) as usize] <= deadline_ms
             {
                 hits += 1;
             }
