@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes the origin's cloudflared config parser/validator/matcher for a bounded time.
+# Fuzzes the origin's cloudflared config parser/validator/matcher/renderer for a bounded time
+# (the checks are heady_tunnel_config::fuzz::tunnel_config; its tests run them on the seeds).
 #   deploy/fuzz.sh            # 60 s
 #   FUZZ_SECONDS=600 deploy/fuzz.sh
 # cargo-fuzz needs a nightly compiler (for -Zsanitizer); without the nightly toolchain the

@@ -2,8 +2,9 @@
 //!
 //! `deploy/properties.toml` is compiled into the Worker, so routing never depends on a
 //! deploy-time upload being in step. The landing pages are rendered from the same entries by
-//! `heady-edge-config assets` into `edge/assets/<hostname>/index.html`, which Workers Static
-//! Assets serves; the Worker maps `Host` + path to that directory.
+//! `cargo run -p heady-xtask --bin heady-edge-config -- write` into
+//! `edge/assets/<hostname>/index.html`, which Workers Static Assets serves; the Worker maps
+//! `Host` + path to that directory.
 
 use heady_shared::properties::{Properties, PropertiesError, Property, Serve};
 use std::sync::OnceLock;

@@ -9,6 +9,8 @@ use heady_shared::{Classification, Tier};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod tunnel;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "heady-origin",
@@ -41,7 +43,7 @@ pub enum Command {
     },
     /// Cloudflare Tunnel config: render it from deploy/properties.toml, validate one, match a URL.
     #[command(subcommand)]
-    Tunnel(crate::tunnel_config::TunnelCommand),
+    Tunnel(tunnel::TunnelCommand),
     /// API keys: create (prints the key once), list, revoke.
     Keys {
         #[command(flatten)]
@@ -190,7 +192,7 @@ pub fn run(cli: Cli) -> i32 {
                 }
             }
         }
-        Command::Tunnel(cmd) => crate::tunnel_config::run(cmd),
+        Command::Tunnel(cmd) => tunnel::run(cmd),
         Command::Keys { target, command } => {
             let (op, json) = match command {
                 KeysCommand::Create {

@@ -31,4 +31,3 @@ pub mod rt;
 // Linux syscalls (thread priority, allocator tuning): the one module with `unsafe`.
 #[allow(unsafe_code)]
 pub mod sys;
-pub mod tunnel_config;

@@ -1,6 +1,4 @@
-//! Cross-component tests live in `tests/`; the library holds the edge file generator they
-//! and `heady-edge-config` share.
+//! Cross-component tests live in `tests/`; the generators they check against are in
+//! heady-xtask (`deploy/xtask`).
 
 #![forbid(unsafe_code)]
-
-pub mod edge_config;

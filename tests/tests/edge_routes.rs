@@ -5,7 +5,7 @@
 use heady_edge::router::{self, Plan, RequestFacts};
 use heady_shared::properties::Properties;
 use heady_shared::GroupTable;
-use heady_tests::edge_config::{derive, load_properties, repo_root};
+use heady_xtask::edge_config::{derive, load_properties, repo_root};
 use std::collections::BTreeSet;
 
 fn properties() -> Properties {
@@ -22,7 +22,7 @@ fn generated_routes_and_pages_are_up_to_date() {
         .collect();
     assert!(
         stale.is_empty() && extra.is_empty(),
-        "out of date: {stale:?}, not generated: {extra:?}; run `cargo run -p heady-tests --bin heady-edge-config -- write`"
+        "out of date: {stale:?}, not generated: {extra:?}; run `cargo run -p heady-xtask --bin heady-edge-config -- write`"
     );
 }
 

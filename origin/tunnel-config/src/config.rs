@@ -3,7 +3,7 @@
 //! an operator sees every mistake at once. Keys cloudflared does not know become `Warning`s,
 //! as cloudflared's own strict second decode reports them.
 
-use super::validate::{Problem, ProblemKind};
+use crate::validate::{Problem, ProblemKind};
 use heady_shared::properties::{parse_go_duration, DurationError};
 use serde_yaml_ng::{Mapping, Value};
 use std::time::Duration;

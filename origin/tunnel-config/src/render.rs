@@ -18,6 +18,13 @@ pub struct RenderSettings {
     pub catch_all: String,
 }
 
+impl RenderSettings {
+    /// The credentials path when the operator names none: `/etc/cloudflared/<tunnel-id>.json`.
+    pub fn default_credentials_file(tunnel_id: &str) -> String {
+        format!("/etc/cloudflared/{tunnel_id}.json")
+    }
+}
+
 /// Renders the config. It is YAML that `parse` reads back and `validate` accepts whenever
 /// `origin_url` and `catch_all` are valid services (the CLI checks them first).
 pub fn render(properties: &Properties, settings: &RenderSettings) -> String {
@@ -186,10 +193,10 @@ fn double_quoted(text: &str) -> String {
 
 #[cfg(test)]
 pub(super) mod tests {
-    use super::super::config::parse;
-    use super::super::matching::{match_rule, RequestUrl};
-    use super::super::validate::validate;
     use super::*;
+    use crate::config::parse;
+    use crate::matching::{match_rule, RequestUrl};
+    use crate::validate::validate;
     use std::collections::BTreeSet;
 
     const REAL_PROPERTIES: &str = include_str!("../../../deploy/properties.toml");

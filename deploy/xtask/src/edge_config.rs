@@ -1,6 +1,7 @@
 //! Files derived from `deploy/properties.toml` for the edge: the `wrangler.toml` routes and
 //! the static landing pages under `edge/assets`. `heady-edge-config write` regenerates them;
 //! `check` (and the heady-tests drift tests) fail when the committed copies differ.
+//! Run: `cargo run -p heady-xtask --bin heady-edge-config -- write|check`.
 
 use heady_edge::site;
 use heady_shared::properties::{Properties, Property};
@@ -11,12 +12,13 @@ use std::path::{Path, PathBuf};
 pub const BEGIN_ROUTES: &str = "# BEGIN generated routes";
 pub const END_ROUTES: &str = "# END generated routes";
 
-/// The repository root (this crate lives in `tests/`).
+/// The repository root (this crate lives in `deploy/xtask/`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(".."))
+        .unwrap_or_else(|| PathBuf::from("../.."))
 }
 
 pub fn load_properties(root: &Path) -> Result<Properties, String> {
@@ -132,5 +134,19 @@ fn collect_files(dir: &Path, into: &mut Vec<PathBuf>) {
         } else {
             into.push(path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_root_is_the_workspace_root() {
+        let root = repo_root();
+        let manifest = fs::read_to_string(root.join("Cargo.toml")).expect("root Cargo.toml");
+        assert!(manifest.contains("[workspace]"), "{}", root.display());
+        assert!(root.join("deploy/properties.toml").is_file());
+        assert!(root.join("wrangler.toml").is_file());
     }
 }

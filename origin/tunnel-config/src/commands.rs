@@ -1,92 +1,27 @@
-//! `heady-origin tunnel ...`: the I/O shell around render, parse, validate and match.
+//! The work behind `heady-origin tunnel render|validate|rule`: read the files, write the config
+//! or the report, and return the exit code. Argument parsing stays with the binary; these
+//! take the parsed values and the output streams, so tests capture what an operator sees.
 //! Exit codes: 0 success, 1 problems found or an input that cannot be read, 2 bad arguments.
+//! Messages name `heady-origin`, the program operators run them through.
 
-use super::config::{parse, Config, ParseError, Warning};
-use super::matching::{match_rule, RequestUrl};
-use super::render::{render, RenderSettings};
-use super::validate::{parse_service, validate, Problem};
+use crate::config::{parse, Config, ParseError, Warning};
+use crate::matching::{match_rule, RequestUrl};
+use crate::render::{render, RenderSettings};
+use crate::validate::{parse_service, validate, Problem};
 use heady_shared::properties::Properties;
 use serde_json::json;
 use std::fs;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const OK: i32 = 0;
 const FAILED: i32 = 1;
 const BAD_ARGUMENTS: i32 = 2;
 
-#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
-pub enum TunnelCommand {
-    /// Write cloudflared's config.yml: one ingress rule per property the origin serves.
-    Render {
-        /// The properties list.
-        #[arg(long, value_name = "FILE", default_value = "deploy/properties.toml")]
-        properties: PathBuf,
-        /// The tunnel's UUID, from `cloudflared tunnel create`.
-        #[arg(long, value_name = "UUID", env = "HEADY_TUNNEL_ID")]
-        tunnel_id: String,
-        /// The tunnel's credentials JSON [default: /etc/cloudflared/<tunnel-id>.json].
-        #[arg(long, value_name = "FILE")]
-        credentials_file: Option<String>,
-        /// Where the origin daemon listens, as cloudflared reaches it.
-        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
-        origin_url: String,
-        /// The service of the last, catch-all rule.
-        #[arg(long, value_name = "SERVICE", default_value = "http_status:404")]
-        catch_all: String,
-        /// Write here (atomically) instead of to standard output.
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-    },
-    /// Check a cloudflared config against cloudflared's ingress rules; print OK or every problem.
-    Validate {
-        /// The cloudflared config.yml.
-        file: PathBuf,
-        /// Print one JSON document instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show which ingress rule cloudflared would pick for a URL.
-    Rule {
-        /// The cloudflared config.yml.
-        file: PathBuf,
-        /// A full request URL, e.g. https://headyapi.com/v1/chat/completions.
-        url: String,
-    },
-}
-
-/// Runs a tunnel command on the process's standard output and error; returns the exit code.
-pub fn run(command: TunnelCommand) -> i32 {
-    run_with(command, &mut io::stdout().lock(), &mut io::stderr().lock())
-}
-
-/// `run` with the output streams as parameters, for tests.
-pub fn run_with(command: TunnelCommand, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    match command {
-        TunnelCommand::Render {
-            properties,
-            tunnel_id,
-            credentials_file,
-            origin_url,
-            catch_all,
-            out: target,
-        } => {
-            let settings = RenderSettings {
-                credentials_file: credentials_file
-                    .unwrap_or_else(|| format!("/etc/cloudflared/{tunnel_id}.json")),
-                tunnel_id,
-                origin_url,
-                catch_all,
-            };
-            render_command(&properties, &settings, target.as_deref(), out, err)
-        }
-        TunnelCommand::Validate { file, json: true } => validate_json(&file, out),
-        TunnelCommand::Validate { file, json: false } => validate_text(&file, out, err),
-        TunnelCommand::Rule { file, url } => rule_command(&file, &url, out, err),
-    }
-}
-
-fn render_command(
+/// `tunnel render`: renders `properties_path` with `settings` and writes the config to
+/// `target` (atomically) or, without one, to `out`. Refuses settings or a result that
+/// cloudflared would not accept.
+pub fn render_command(
     properties_path: &Path,
     settings: &RenderSettings,
     target: Option<&Path>,
@@ -266,6 +201,15 @@ fn load(path: &Path) -> Result<(Config, Vec<Warning>), LoadError> {
     })
 }
 
+/// `tunnel validate`: prints `OK` or every problem (as text, or one JSON document with `json`).
+pub fn validate_command(path: &Path, json: bool, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    if json {
+        validate_json(path, out)
+    } else {
+        validate_text(path, out, err)
+    }
+}
+
 fn validate_text(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let (config, warnings) = match load(path) {
         Ok(loaded) => loaded,
@@ -339,7 +283,8 @@ fn warning_json(warning: &Warning) -> serde_json::Value {
     })
 }
 
-fn rule_command(path: &Path, url: &str, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+/// `tunnel rule`: prints the rule cloudflared would pick for `url` in the config at `path`.
+pub fn rule_command(path: &Path, url: &str, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let request = match RequestUrl::parse(url) {
         Ok(request) => request,
         Err(e) => {
@@ -387,8 +332,9 @@ fn rule_command(path: &Path, url: &str, out: &mut dyn Write, err: &mut dyn Write
 
 #[cfg(test)]
 mod tests {
-    use super::super::render::tests::example_settings;
     use super::*;
+    use crate::render::tests::example_settings;
+    use std::path::PathBuf;
 
     const REAL_PROPERTIES: &str = include_str!("../../../deploy/properties.toml");
 
@@ -398,9 +344,9 @@ mod tests {
         err: String,
     }
 
-    fn run_captured(command: TunnelCommand) -> Outcome {
+    fn run_captured(command: impl FnOnce(&mut dyn Write, &mut dyn Write) -> i32) -> Outcome {
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = run_with(command, &mut out, &mut err);
+        let code = command(&mut out, &mut err);
         Outcome {
             code,
             out: String::from_utf8_lossy(&out).into(),
@@ -414,16 +360,22 @@ mod tests {
         path
     }
 
-    fn render_command_for(properties: PathBuf, out: Option<PathBuf>) -> TunnelCommand {
-        let settings = example_settings();
-        TunnelCommand::Render {
-            properties,
-            tunnel_id: settings.tunnel_id,
-            credentials_file: None,
-            origin_url: settings.origin_url,
-            catch_all: settings.catch_all,
-            out,
-        }
+    /// `tunnel render` with the example's settings and the default credentials path.
+    fn render_to(properties: &Path, target: Option<&Path>) -> Outcome {
+        let example = example_settings();
+        let settings = RenderSettings {
+            credentials_file: RenderSettings::default_credentials_file(&example.tunnel_id),
+            ..example
+        };
+        run_captured(|out, err| render_command(properties, &settings, target, out, err))
+    }
+
+    fn validate_file(file: &Path, json: bool) -> Outcome {
+        run_captured(|out, err| validate_command(file, json, out, err))
+    }
+
+    fn rule_for(file: &Path, url: &str) -> Outcome {
+        run_captured(|out, err| rule_command(file, url, out, err))
     }
 
     #[test]
@@ -432,7 +384,7 @@ mod tests {
         let properties = write(dir.path(), "properties.toml", REAL_PROPERTIES);
         let config = dir.path().join("config.yml");
 
-        let rendered = run_captured(render_command_for(properties.clone(), Some(config.clone())));
+        let rendered = render_to(&properties, Some(&config));
         assert_eq!(rendered.code, 0, "{}", rendered.err);
         assert!(rendered.out.is_empty());
         assert!(rendered.err.contains("4 ingress rules"), "{}", rendered.err);
@@ -446,16 +398,13 @@ mod tests {
             .collect();
         assert_eq!(leftovers.len(), 2, "no temporary file is left behind");
 
-        let to_stdout = run_captured(render_command_for(properties, None));
+        let to_stdout = render_to(&properties, None);
         assert_eq!(
             (to_stdout.code, to_stdout.out.as_str()),
             (0, written.as_str())
         );
 
-        let validated = run_captured(TunnelCommand::Validate {
-            file: config.clone(),
-            json: false,
-        });
+        let validated = validate_file(&config, false);
         assert_eq!(
             (
                 validated.code,
@@ -465,19 +414,13 @@ mod tests {
             (0, "OK\n", "")
         );
 
-        let matched = run_captured(TunnelCommand::Rule {
-            file: config.clone(),
-            url: "https://headymcp.com/sse".into(),
-        });
+        let matched = rule_for(&config, "https://headymcp.com/sse");
         assert_eq!(matched.code, 0, "{}", matched.err);
         assert_eq!(
             matched.out,
             "Matched rule #2 (index 1)\n\thostname: headymcp.com\n\tservice: http://127.0.0.1:8080\n"
         );
-        let fallback = run_captured(TunnelCommand::Rule {
-            file: config,
-            url: "https://headyweb.com/".into(),
-        });
+        let fallback = rule_for(&config, "https://headyweb.com/");
         assert!(
             fallback
                 .out
@@ -495,10 +438,7 @@ mod tests {
             "config.yml",
             "ingress:\n  - hostname: a.example.com:443\n    service: http://x\n    servce: typo\n  - hostname: b.example.com\n    service: http://x/\n",
         );
-        let result = run_captured(TunnelCommand::Validate {
-            file: file.clone(),
-            json: false,
-        });
+        let result = validate_file(&file, false);
         assert_eq!(result.code, 1);
         assert!(result.out.contains(": 3 problems\n"), "{}", result.out);
         assert!(
@@ -530,7 +470,7 @@ mod tests {
             result.err
         );
 
-        let result = run_captured(TunnelCommand::Validate { file, json: true });
+        let result = validate_file(&file, true);
         assert_eq!(result.code, 1);
         let report: serde_json::Value =
             serde_json::from_str(&result.out).expect("one JSON document");
@@ -551,17 +491,14 @@ mod tests {
             "config.yml",
             "tunnel: t\nIngress: x\ningress:\n  - service: http_status:404\n",
         );
-        let result = run_captured(TunnelCommand::Validate {
-            file: file.clone(),
-            json: false,
-        });
+        let result = validate_file(&file, false);
         assert_eq!((result.code, result.out.as_str()), (0, "OK\n"));
         assert!(
             result.err.contains("\"Ingress\" looks like \"ingress\""),
             "{}",
             result.err
         );
-        let result = run_captured(TunnelCommand::Validate { file, json: true });
+        let result = validate_file(&file, true);
         let report: serde_json::Value = serde_json::from_str(&result.out).expect("JSON");
         assert_eq!(
             (result.code, &report["ok"]),
@@ -574,10 +511,7 @@ mod tests {
     fn unreadable_files_and_syntax_errors_exit_1_with_a_clear_message() {
         let dir = tempfile::tempdir().expect("temp dir");
         let missing = dir.path().join("missing.yml");
-        let result = run_captured(TunnelCommand::Validate {
-            file: missing.clone(),
-            json: false,
-        });
+        let result = validate_file(&missing, false);
         assert_eq!(result.code, 1);
         assert!(
             result.err.starts_with("heady-origin: cannot read ")
@@ -591,20 +525,14 @@ mod tests {
             "broken.yml",
             "ingress:\n  - hostname: a\n   service: b\n",
         );
-        let result = run_captured(TunnelCommand::Validate {
-            file: broken.clone(),
-            json: false,
-        });
+        let result = validate_file(&broken, false);
         assert_eq!(result.code, 1);
         assert!(
             result.err.contains("YAML syntax error at line 3, column"),
             "{}",
             result.err
         );
-        let result = run_captured(TunnelCommand::Validate {
-            file: broken.clone(),
-            json: true,
-        });
+        let result = validate_file(&broken, true);
         let report: serde_json::Value =
             serde_json::from_str(&result.out).expect("JSON even for errors");
         assert_eq!(
@@ -616,20 +544,14 @@ mod tests {
             (1, &json!("yaml_syntax"), &json!(3))
         );
 
-        let result = run_captured(TunnelCommand::Validate {
-            file: dir.path().to_path_buf(),
-            json: true,
-        });
+        let result = validate_file(dir.path(), true);
         let report: serde_json::Value = serde_json::from_str(&result.out).expect("JSON");
         assert_eq!(
             (result.code, &report["error"]["code"]),
             (1, &json!("unreadable"))
         );
 
-        let result = run_captured(TunnelCommand::Rule {
-            file: broken,
-            url: "https://a.example.com/".into(),
-        });
+        let result = rule_for(&broken, "https://a.example.com/");
         assert_eq!(result.code, 1);
     }
 
@@ -641,20 +563,14 @@ mod tests {
             "invalid.yml",
             "ingress:\n  - hostname: a.example.com\n    service: http://x\n",
         );
-        let result = run_captured(TunnelCommand::Rule {
-            file: invalid.clone(),
-            url: "not a url".into(),
-        });
+        let result = rule_for(&invalid, "not a url");
         assert_eq!(result.code, 2, "a bad URL is a bad argument");
         assert!(
             result.err.contains("doesn't have a hostname"),
             "{}",
             result.err
         );
-        let result = run_captured(TunnelCommand::Rule {
-            file: invalid,
-            url: "https://a.example.com/".into(),
-        });
+        let result = rule_for(&invalid, "https://a.example.com/");
         assert_eq!(result.code, 1, "cloudflared would refuse the config");
         assert!(
             result
@@ -669,13 +585,11 @@ mod tests {
     fn render_rejects_bad_arguments_with_2_and_bad_properties_with_1() {
         let dir = tempfile::tempdir().expect("temp dir");
         let properties = write(dir.path(), "properties.toml", REAL_PROPERTIES);
-        let command = |tunnel_id: &str, origin_url: &str, catch_all: &str| TunnelCommand::Render {
-            properties: properties.clone(),
+        let command = |tunnel_id: &str, origin_url: &str, catch_all: &str| RenderSettings {
             tunnel_id: tunnel_id.into(),
-            credentials_file: None,
+            credentials_file: RenderSettings::default_credentials_file(tunnel_id),
             origin_url: origin_url.into(),
             catch_all: catch_all.into(),
-            out: None,
         };
         for (bad, flag) in [
             (
@@ -699,7 +613,7 @@ mod tests {
                 "--catch-all",
             ),
         ] {
-            let result = run_captured(bad);
+            let result = run_captured(|out, err| render_command(&properties, &bad, None, out, err));
             assert_eq!(result.code, 2, "{}", result.err);
             assert!(result.err.contains(flag), "{}", result.err);
             assert!(result.out.is_empty());
@@ -711,14 +625,14 @@ mod tests {
             "[[property]]\nname = \"a\"\nhostname = \"api.example.com\"\nkind = \"api\"\n\
              [[property]]\nname = \"b\"\nhostname = \"API.example.com\"\nkind = \"api\"\n",
         );
-        let result = run_captured(render_command_for(duplicated, None));
+        let result = render_to(&duplicated, None);
         assert_eq!(result.code, 1);
         assert!(
             result.err.contains("property #2 (b) has the same hostname"),
             "{}",
             result.err
         );
-        let result = run_captured(render_command_for(dir.path().join("none.toml"), None));
+        let result = render_to(&dir.path().join("none.toml"), None);
         assert_eq!(result.code, 1);
         assert!(result.err.contains("cannot read"), "{}", result.err);
     }
@@ -730,7 +644,7 @@ mod tests {
         let properties = write(dir.path(), "properties.toml", REAL_PROPERTIES);
         let config = write(dir.path(), "config.yml", "old contents\n");
         fs::set_permissions(&config, fs::Permissions::from_mode(0o640)).expect("chmod");
-        let result = run_captured(render_command_for(properties, Some(config.clone())));
+        let result = render_to(&properties, Some(&config));
         assert_eq!(result.code, 0, "{}", result.err);
         assert!(fs::read_to_string(&config)
             .expect("read")
@@ -740,59 +654,11 @@ mod tests {
             0o640
         );
 
-        let result = run_captured(render_command_for(
-            dir.path().join("properties.toml"),
-            Some(dir.path().join("no-such-dir").join("config.yml")),
-        ));
+        let result = render_to(
+            &dir.path().join("properties.toml"),
+            Some(&dir.path().join("no-such-dir").join("config.yml")),
+        );
         assert_eq!(result.code, 1);
         assert!(result.err.contains("cannot write"), "{}", result.err);
-    }
-
-    #[test]
-    fn the_subcommand_parses_with_clap() {
-        use clap::Parser;
-        #[derive(Debug, Parser)]
-        struct Cli {
-            #[command(subcommand)]
-            tunnel: TunnelCommand,
-        }
-        let cli = Cli::try_parse_from(["heady-origin", "render", "--tunnel-id", "abc"])
-            .expect("defaults fill the rest");
-        let TunnelCommand::Render {
-            properties,
-            origin_url,
-            catch_all,
-            out,
-            ..
-        } = cli.tunnel
-        else {
-            panic!("render expected")
-        };
-        assert_eq!(properties, PathBuf::from("deploy/properties.toml"));
-        assert_eq!(
-            (origin_url.as_str(), catch_all.as_str(), out),
-            ("http://127.0.0.1:8080", "http_status:404", None)
-        );
-        let cli =
-            Cli::try_parse_from(["heady-origin", "validate", "c.yml", "--json"]).expect("parses");
-        assert_eq!(
-            cli.tunnel,
-            TunnelCommand::Validate {
-                file: "c.yml".into(),
-                json: true
-            }
-        );
-        let cli = Cli::try_parse_from(["heady-origin", "rule", "c.yml", "https://a.example.com/"])
-            .expect("parses");
-        assert_eq!(
-            cli.tunnel,
-            TunnelCommand::Rule {
-                file: "c.yml".into(),
-                url: "https://a.example.com/".into()
-            }
-        );
-        let missing =
-            Cli::try_parse_from(["heady-origin", "rule", "c.yml"]).expect_err("URL is required");
-        assert_eq!(missing.exit_code(), 2);
     }
 }

@@ -1,7 +1,7 @@
 //! `heady-edge-config write|check`: regenerate (or check) the wrangler.toml routes and the
 //! edge landing pages from deploy/properties.toml.
 
-use heady_tests::edge_config::{derive, repo_root};
+use heady_xtask::edge_config::{derive, repo_root};
 use std::fs;
 use std::process::ExitCode;
 
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
             println!("OK: wrangler.toml routes and edge/assets match deploy/properties.toml");
             return ExitCode::SUCCESS;
         }
-        eprintln!("run: cargo run -p heady-tests --bin heady-edge-config -- write");
+        eprintln!("run: cargo run -p heady-xtask --bin heady-edge-config -- write");
         return ExitCode::from(1);
     }
     for f in stale {

@@ -1,7 +1,7 @@
 //! cloudflared's ingress rules, re-stated: what `cloudflared tunnel ingress validate` refuses.
 //! Unlike cloudflared, which stops at the first error, every problem is reported.
 
-use super::config::{Config, IngressRule, IpRule, OriginRequest};
+use crate::config::{Config, IngressRule, IpRule, OriginRequest};
 use heady_shared::properties::DurationError;
 use std::net::IpAddr;
 
@@ -366,8 +366,8 @@ fn check_ip_rule(rule: &IpRule) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::config::parse;
     use super::*;
+    use crate::config::parse;
 
     const CATCH_ALL: &str = "  - service: http_status:404\n";
 

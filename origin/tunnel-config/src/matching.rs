@@ -1,8 +1,8 @@
 //! Which ingress rule cloudflared would pick for a request: the first rule whose hostname
 //! and path both match, in file order.
 
-use super::config::{Config, IngressRule};
-use super::validate::{authority_host, compile_path};
+use crate::config::{Config, IngressRule};
+use crate::validate::{authority_host, compile_path};
 
 /// The parts of a request URL that ingress matching looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,8 +120,8 @@ fn punycode(rule_host: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::config::parse;
     use super::*;
+    use crate::config::parse;
 
     const RULES: &str = "\
 ingress:
