@@ -11,9 +11,9 @@
 mod common;
 
 use common::arg;
+use heady_origin::app::App;
 use heady_origin::config::{Config, Overrides};
 use heady_origin::memory::MemoryStore;
-use heady_origin::app::App;
 use heady_shared::zone::splitmix64;
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -1,8 +1,8 @@
 //! The `heady-origin` command line.
 
+use crate::app::App;
 use crate::config::{Config, Overrides};
 use crate::defense::admin::{AdminOp, AdminReply};
-use crate::app::App;
 use crate::http;
 use clap::{Parser, Subcommand};
 use heady_shared::{Classification, Tier};
@@ -324,17 +324,19 @@ fn open_defense(cfg: &Config) -> anyhow::Result<std::sync::Arc<crate::defense::D
         conn,
         Duration::from_secs(cfg.defense.key_cache_secs),
     )?;
-    let redis = cfg
-        .redis_url
-        .as_deref()
-        .map(redis::Client::open)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("redis_url: {e}"))?;
+    let redis = match cfg.redis_url.as_deref() {
+        Some(url) => Some(std::sync::Arc::new(crate::redis::Redis::open(
+            url,
+            Duration::from_millis(cfg.defense.redis_timeout_ms),
+        )?)),
+        None => None,
+    };
     Ok(std::sync::Arc::new(crate::defense::Defense::new(
         &cfg.defense,
         keys,
         redis,
         std::sync::Arc::new(crate::metrics::Metrics::default()),
+        crate::lifecycle::Background::new(),
     )?))
 }
 

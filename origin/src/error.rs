@@ -140,8 +140,14 @@ mod tests {
         struct T {
             a: u32,
         }
-        assert_eq!(parse_json::<T>(b"").unwrap_err().code, ErrorCode::InvalidJson);
-        assert_eq!(parse_json::<T>(b"{").unwrap_err().code, ErrorCode::InvalidJson);
+        assert_eq!(
+            parse_json::<T>(b"").unwrap_err().code,
+            ErrorCode::InvalidJson
+        );
+        assert_eq!(
+            parse_json::<T>(b"{").unwrap_err().code,
+            ErrorCode::InvalidJson
+        );
         let e = parse_json::<T>(br#"{"a":"x"}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidRequest);
         assert!(e.message.contains("invalid type"), "{}", e.message);

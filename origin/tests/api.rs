@@ -515,10 +515,7 @@ async fn a_restart_keeps_rows_and_reloads_the_persisted_index() {
     let mut cfg = heady_origin::config::Config::default();
     cfg.data_dir = dir.path().to_path_buf();
     cfg.memory.dim = 32;
-    let err = heady_origin::app::App::open(cfg)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = heady_origin::app::App::open(cfg).err().unwrap().to_string();
     assert!(err.contains("memory.dim"), "{err}");
 }
 

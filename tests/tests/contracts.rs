@@ -1,11 +1,11 @@
 //! The contracts edge and origin share are heady-shared types; the edge uses them directly.
-//! What cannot (the docs, the origin's string error codes while its `ApiError` keeps
-//! `&'static str`, the Node harness, deploy config) is checked against them here, so a copy
-//! that drifts fails a test.
+//! So does the origin, whose one error type takes an `ErrorCode`. What cannot (the docs, the
+//! Node harness, deploy config) is checked against them here, so a copy that drifts fails a
+//! test.
 
 use heady_shared::embedding::{DEFAULT_DIMENSIONS, DEFAULT_MODEL};
 use heady_shared::ErrorCode;
-use heady_tests::edge_config::repo_root;
+use heady_xtask::edge_config::repo_root;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -106,44 +106,40 @@ fn the_api_docs_error_table_is_exactly_error_code() {
     );
 }
 
-/// The string literal at the start of `args` (after whitespace), if there is one.
-fn leading_literal(args: &str) -> Option<&str> {
-    let rest = args.trim_start().strip_prefix('"')?;
-    rest.split('"').next()
-}
-
-/// Literal codes passed to the origin's `ApiError` constructors: `new(status, "code", ..)`,
-/// `unauthorized("code", ..)`, `forbidden("code", ..)`.
-fn origin_literal_codes(dir: &Path, out: &mut BTreeSet<(String, String)>) {
+/// Calls of the origin's error constructors whose code is a string literal instead of an
+/// `ErrorCode` (`Error::new("banned", ..)`): the type forbids it, this says where if it returns.
+fn origin_string_codes(dir: &Path, out: &mut Vec<String>, calls: &mut usize) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
-            origin_literal_codes(&path, out);
+            origin_string_codes(&path, out, calls);
             continue;
         }
         if path.extension().is_none_or(|e| e != "rs") {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        let file = path
-            .strip_prefix(repo_root())
-            .unwrap_or(&path)
-            .display()
-            .to_string();
-        for call in ["ApiError::new(", "Self::new("] {
+        for call in ["Error::new(", "Error::unauthorized(", "Error::forbidden("] {
             for (i, _) in text.match_indices(call) {
-                let args = &text[i + call.len()..];
-                let after_status = args.split_once(',').map(|(_, rest)| rest).unwrap_or("");
-                if let Some(code) = leading_literal(after_status).filter(|c| is_code(c)) {
-                    out.insert((code.to_owned(), file.clone()));
+                // `Error::new(` itself, not `ProviderError::new(` or `io::Error::new(`.
+                let before = text[..i].chars().next_back();
+                if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+                    continue;
                 }
-            }
-        }
-        for call in ["ApiError::unauthorized(", "ApiError::forbidden("] {
-            for (i, _) in text.match_indices(call) {
-                if let Some(code) = leading_literal(&text[i + call.len()..]).filter(|c| is_code(c))
-                {
-                    out.insert((code.to_owned(), file.clone()));
+                *calls += 1;
+                let args = text[i + call.len()..].trim_start();
+                if args.starts_with('"') {
+                    out.push(format!(
+                        "{}: {}",
+                        path.display(),
+                        &args[..args.len().min(40)]
+                    ));
+                } else if !args.starts_with("ErrorCode::") && !args.starts_with("code") {
+                    out.push(format!(
+                        "{}: {}",
+                        path.display(),
+                        &args[..args.len().min(40)]
+                    ));
                 }
             }
         }
@@ -151,20 +147,16 @@ fn origin_literal_codes(dir: &Path, out: &mut BTreeSet<(String, String)>) {
 }
 
 #[test]
-fn every_literal_error_code_the_origin_sends_is_an_error_code() {
-    let mut found = BTreeSet::new();
-    origin_literal_codes(&repo_root().join("origin/src"), &mut found);
+fn the_origin_names_every_error_code_through_the_shared_enum() {
+    let (mut found, mut calls) = (Vec::new(), 0);
+    origin_string_codes(&repo_root().join("origin/src"), &mut found, &mut calls);
     assert!(
-        found.len() >= 15,
-        "found only {found:?}: did the origin's constructors change?"
+        calls >= 30,
+        "found only {calls} constructor calls: did they change?"
     );
-    let unknown: Vec<_> = found
-        .iter()
-        .filter(|(code, _)| code.parse::<ErrorCode>().is_err())
-        .collect();
     assert!(
-        unknown.is_empty(),
-        "the origin sends codes heady_shared::ErrorCode lacks (add them there, once): {unknown:?}"
+        found.is_empty(),
+        "error codes not given as heady_shared::ErrorCode: {found:?}"
     );
 }
 

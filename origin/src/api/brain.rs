@@ -1,10 +1,10 @@
 //! `/api/brain/*` and `/api/{action}`: chat through the HCFP pipeline, and what the brain
 //! router knows about its providers.
 
-use crate::error::{Error, ErrorCode};
-use crate::pipeline::{Inbound, Surface};
 use super::{pipeline_reply, Ctx, Reply};
 use crate::app::App;
+use crate::error::{Error, ErrorCode};
+use crate::pipeline::{Inbound, Surface};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -65,8 +65,8 @@ pub async fn providers(s: Arc<App>, _c: Ctx) -> Result<Reply, Error> {
         })
         .collect();
     Reply::ok(&json!({
-            "providers": providers,
-            "patterns": p.patterns.snapshot(),
-            "concurrency": {"max": p.config.max_concurrency, "in_use": p.admission.in_use(), "waiting": p.admission.waiting()},
-        }))
+        "providers": providers,
+        "patterns": p.patterns.snapshot(),
+        "concurrency": {"max": p.config.max_concurrency, "in_use": p.admission.in_use(), "waiting": p.admission.waiting()},
+    }))
 }

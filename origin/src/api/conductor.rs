@@ -1,9 +1,9 @@
 //! `/api/conductor/*`: the service-group table and routing decisions.
 
 use super::require_json;
-use crate::error::{parse_json, Error, ErrorCode};
 use super::{Ctx, Reply};
 use crate::app::App;
+use crate::error::{parse_json, Error, ErrorCode};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -38,9 +38,7 @@ pub async fn route(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
                 .embedder
                 .embed(std::slice::from_ref(&t.to_string()))
                 .await
-                .map_err(|e| {
-                    Error::new(ErrorCode::EmbedderFailed, e.to_string())
-                })?;
+                .map_err(|e| Error::new(ErrorCode::EmbedderFailed, e.to_string()))?;
             v.into_iter().next()
         }
         Some(_) => return Err(Error::bad_request("text must not be empty when given")),

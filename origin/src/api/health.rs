@@ -1,8 +1,8 @@
 //! Liveness, readiness and metrics.
 
-use crate::error::{Error, ErrorCode};
 use super::{Ctx, Reply};
 use crate::app::App;
+use crate::error::Error;
 use heady_shared::IdentityAnswer;
 use serde_json::json;
 use std::sync::Arc;

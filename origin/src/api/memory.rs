@@ -1,12 +1,12 @@
 //! `/api/memory/*`: insertVector (single and batch), similaritySearch, getZoneForQuery, getStats.
 
 use super::require_json;
-use crate::rt::blocking;
+use super::{Ctx, Reply};
+use crate::app::App;
 use crate::error::{parse_json, Error, ErrorCode};
 use crate::memory::embedder::EmbedError;
 use crate::memory::{id_of, new_key, NewRow};
-use super::{Ctx, Reply};
-use crate::app::App;
+use crate::rt::blocking;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
@@ -164,10 +164,13 @@ pub fn embedding_from_input(
 /// Checks an embedding: right length, every value finite, not all zero.
 pub fn check_embedding(field: &str, v: Vec<f32>, dim: usize) -> Result<Vec<f32>, Error> {
     if v.len() != dim {
-        return Err(Error::new(ErrorCode::WrongDimension, format!(
+        return Err(Error::new(
+            ErrorCode::WrongDimension,
+            format!(
                 "{field} has {} values; this database stores {dim}-dimensional embeddings",
                 v.len()
-            )));
+            ),
+        ));
     }
     if let Some(i) = v.iter().position(|x| !x.is_finite()) {
         return Err(invalid_embedding(format!(
@@ -285,10 +288,13 @@ fn parse_insert(body: &[u8], dim: usize, max_batch: usize) -> Result<ParsedInser
                 return Err(Error::bad_request("items must not be empty"));
             }
             if items.len() > max_batch {
-                return Err(Error::new(ErrorCode::BatchTooLarge, format!(
+                return Err(Error::new(
+                    ErrorCode::BatchTooLarge,
+                    format!(
                         "items has {} entries; the limit is {max_batch} (memory.max_batch)",
                         items.len(),
-                    )));
+                    ),
+                ));
             }
             let n = items.len();
             (items, (0..n).map(|i| format!("items[{i}].")).collect())
@@ -352,10 +358,13 @@ pub async fn insert(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
                 } else {
                     String::new()
                 };
-                return Err(Error::new(ErrorCode::InvalidEmbedding, format!(
+                return Err(Error::new(
+                    ErrorCode::InvalidEmbedding,
+                    format!(
                         "{prefix}content has nothing the {} embedder can embed; send an embedding",
                         s.embedder.name()
-                    )));
+                    ),
+                ));
             }
             rows[i].embedding = v;
         }
@@ -399,7 +408,10 @@ pub async fn search(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
                 .map_err(embed_error)?;
             let v = v.into_iter().next().unwrap_or_default();
             if v.iter().all(|x| *x == 0.0) {
-                return Err(Error::new(ErrorCode::InvalidEmbedding, "text has nothing to embed"));
+                return Err(Error::new(
+                    ErrorCode::InvalidEmbedding,
+                    "text has nothing to embed",
+                ));
             }
             v
         }

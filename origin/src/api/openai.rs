@@ -2,17 +2,21 @@
 //! embeddings through the configured embedder, and the model list.
 
 use super::require_json;
-use crate::error::{Error, ErrorCode};
-use crate::pipeline::Surface;
 use super::{pipeline_reply, Ctx, Reply};
 use crate::app::App;
+use crate::error::{Error, ErrorCode};
+use crate::pipeline::Surface;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
 pub async fn chat_completions(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
-    pipeline_reply(s.pipeline.run(super::brain::inbound(Surface::OpenAi, "chat", c)).await)
+    pipeline_reply(
+        s.pipeline
+            .run(super::brain::inbound(Surface::OpenAi, "chat", c))
+            .await,
+    )
 }
 
 pub async fn models(s: Arc<App>, _c: Ctx) -> Result<Reply, Error> {
@@ -74,9 +78,7 @@ pub async fn embeddings(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
         )));
     }
     if let Some(i) = texts.iter().position(|t| t.is_empty()) {
-        return Err(Error::bad_request(format!(
-            "input[{i}]: must not be empty"
-        )));
+        return Err(Error::bad_request(format!("input[{i}]: must not be empty")));
     }
     let dim = s.embedder.dim();
     if let Some(d) = req.dimensions {
@@ -95,10 +97,11 @@ pub async fn embeddings(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
             )))
         }
     };
-    let vectors =
-        s.embedder.embed(&texts).await.map_err(|e| {
-            Error::new(ErrorCode::EmbedderFailed, e.to_string())
-        })?;
+    let vectors = s
+        .embedder
+        .embed(&texts)
+        .await
+        .map_err(|e| Error::new(ErrorCode::EmbedderFailed, e.to_string()))?;
     let tokens: usize = texts
         .iter()
         .map(|t| t.split_whitespace().count().max(1))
@@ -117,5 +120,7 @@ pub async fn embeddings(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
         })
         .collect();
     let model = req.model.unwrap_or_else(|| s.embedder.name().to_string());
-    Reply::ok(&json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
+    Reply::ok(
+        &json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
+    )
 }

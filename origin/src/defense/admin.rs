@@ -150,13 +150,13 @@ pub async fn execute(defense: &Arc<Defense>, op: AdminOp) -> AdminReply {
 
 async fn lift(defense: &Defense, subject: String) -> AdminReply {
     match defense.limiter.lift(&subject).await {
-            Ok(was_banned) => {
-                tracing::info!(%subject, was_banned, "ban lifted by an operator");
-                AdminReply::Lifted {
-                    subject,
-                    was_banned,
-                }
+        Ok(was_banned) => {
+            tracing::info!(%subject, was_banned, "ban lifted by an operator");
+            AdminReply::Lifted {
+                subject,
+                was_banned,
             }
+        }
         Err(e) => AdminReply::Error {
             message: format!("lifting the ban: {e}"),
         },

@@ -122,7 +122,9 @@ impl EdgeVerifier {
                     self.first_use_local(nonce, now_secs);
                     return first.is_some();
                 }
-                Err(e) => tracing::warn!(error = %e, "nonce check in Redis failed; checking in-process"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "nonce check in Redis failed; checking in-process")
+                }
             }
         }
         self.first_use_local(nonce, now_secs)

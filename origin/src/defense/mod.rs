@@ -24,7 +24,6 @@ use keys::{KeyRefusal, KeyStore};
 use limiter::RateLimiter;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Who is asking, as far as the origin can tell.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -218,7 +217,8 @@ impl Defense {
             }
         } else if self.require_edge && self.enabled && is_limited_path(req.uri.path()) {
             self.count("unauthenticated", Tier::Free);
-            return Err(Error::unauthorized(ErrorCode::EdgeRequired,
+            return Err(Error::unauthorized(
+                ErrorCode::EdgeRequired,
                 "this origin serves /api and /v1 only through the Heady edge",
             ));
         }
@@ -238,7 +238,8 @@ impl Defense {
             })
             .ok_or_else(|| {
                 self.count("unauthenticated", Tier::Free);
-                Error::unauthorized(ErrorCode::InvalidAuthorization,
+                Error::unauthorized(
+                    ErrorCode::InvalidAuthorization,
                     "Authorization must be \"Bearer hk_<64 hex digits>\"",
                 )
             })?;
@@ -303,10 +304,7 @@ impl Defense {
                     policy.limit().unwrap_or(0),
                     policy.window_ms() / 1000
                 );
-                let mut e = Error::new(ErrorCode::RateLimited,
-                    msg,
-                )
-                .with_headers(headers);
+                let mut e = Error::new(ErrorCode::RateLimited, msg).with_headers(headers);
                 if let Some(ms) = retry_after_ms {
                     e = e.with_retry_after(ms.div_ceil(1000));
                 }
@@ -322,7 +320,8 @@ impl Defense {
                     self.metrics.bans_imposed.inc();
                     tracing::warn!(subject = %who.subject, secs = retry_after_ms / 1000, "subject banned for abuse");
                 }
-                Err(Error::forbidden(ErrorCode::Banned,
+                Err(Error::forbidden(
+                    ErrorCode::Banned,
                     "too many requests over the limit: banned for a while",
                 )
                 .with_retry_after(retry_after_ms.div_ceil(1000))
@@ -337,7 +336,8 @@ impl Defense {
         if !who.clearance.permits(route.class) {
             if who.anonymous {
                 self.count("unauthenticated", who.tier);
-                return Err(Error::unauthorized(ErrorCode::AuthenticationRequired,
+                return Err(Error::unauthorized(
+                    ErrorCode::AuthenticationRequired,
                     format!(
                         "this route is {}: send an API key (Authorization: Bearer hk_...)",
                         route.class
@@ -345,7 +345,8 @@ impl Defense {
                 ));
             }
             self.count("forbidden", who.tier);
-            return Err(Error::forbidden(ErrorCode::InsufficientClearance,
+            return Err(Error::forbidden(
+                ErrorCode::InsufficientClearance,
                 format!(
                     "this route is {}; the key's clearance is {}",
                     route.class, who.clearance

@@ -4,12 +4,12 @@
 
 use super::stages::{critique, finalize, monitor, optimize, recover, Opened, Stage};
 use super::{Inbound, Ledger, Pipeline};
+use crate::lifecycle::Background;
 use crate::providers::ProviderError;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
-use crate::lifecycle::Background;
 
 /// How a stream ended.
 #[derive(Debug, Default)]

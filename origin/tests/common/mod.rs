@@ -3,8 +3,8 @@
 
 pub mod fake_provider;
 
-use heady_origin::config::{Config, Overrides};
 use heady_origin::app::App;
+use heady_origin::config::{Config, Overrides};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -53,13 +53,7 @@ pub async fn remember(
             return;
         }
     };
-    let row = turn_row(
-        "assistant",
-        &text,
-        embedding,
-        &session,
-        &inbound.request_id,
-    );
+    let row = turn_row("assistant", &text, embedding, &session, &inbound.request_id);
     let id = crate::memory::id_of(row.key);
     let memory = p.memory.clone();
     match blocking(move || memory.insert_blocking(&[row])).await {

@@ -302,7 +302,13 @@ pub async fn run(
             }
         }
         if p.config.memory.store && !req.last_user_text.trim().is_empty() {
-            let row = turn_row("user", &req.last_user_text, q.clone(), s, &inbound.request_id);
+            let row = turn_row(
+                "user",
+                &req.last_user_text,
+                q.clone(),
+                s,
+                &inbound.request_id,
+            );
             let id = id_of(row.key);
             let memory = p.memory.clone();
             blocking(move || memory.insert_blocking(&[row]))

@@ -220,9 +220,9 @@ pub(super) async fn run(
             (critique::Verdict::Accept, None) => return Err(Error::internal("no answer to keep")),
         }
     };
-    ledger
-        .trace
-        .time(Stage::Optimize, |_| optimize::learn(p, inbound, &ledger.attempts));
+    ledger.trace.time(Stage::Optimize, |_| {
+        optimize::learn(p, inbound, &ledger.attempts)
+    });
     let t = Instant::now();
     let answered = finalize::run(p, inbound, &ingested, best, ledger).await;
     ledger.trace.add(Stage::Finalize, t);
@@ -237,7 +237,7 @@ pub(super) async fn fail(p: &Pipeline, inbound: &Inbound, ledger: &mut Ledger, _
     let t = Instant::now();
     recover::compensate(p, inbound, ledger).await;
     ledger.trace.add(Stage::Recover, t);
-    ledger
-        .trace
-        .time(Stage::Optimize, |_| optimize::learn(p, inbound, &ledger.attempts));
+    ledger.trace.time(Stage::Optimize, |_| {
+        optimize::learn(p, inbound, &ledger.attempts)
+    });
 }

@@ -46,10 +46,7 @@ pub fn run(
 ) -> Result<Planned, Error> {
     if p.providers.is_empty() {
         p.metrics.refused("no_provider");
-        return Err(Error::new(
-            ErrorCode::NoProvider,
-            NO_PROVIDER,
-        ));
+        return Err(Error::new(ErrorCode::NoProvider, NO_PROVIDER));
     }
     let group = ingested.route.group.clone();
     let model = ingested.chat.model.clone().filter(|m| m != "heady");
@@ -87,8 +84,7 @@ pub fn run(
                 ));
             }
         } else {
-            let rest: Vec<usize> =
-                order.into_iter().filter(|i| !pinned.contains(i)).collect();
+            let rest: Vec<usize> = order.into_iter().filter(|i| !pinned.contains(i)).collect();
             order = pinned;
             order.extend(rest);
         }
@@ -109,9 +105,7 @@ pub fn run(
         let h = p.lock_health(*i);
         let open = !h.breaker.would_admit(now);
         if open {
-            if let heady_shared::breaker::Admit::No { retry_in_ms } =
-                h.breaker.clone().admit(now)
-            {
+            if let heady_shared::breaker::Admit::No { retry_in_ms } = h.breaker.clone().admit(now) {
                 retry_in = retry_in.min(retry_in_ms);
             }
         }
