@@ -97,7 +97,7 @@ fn main() {
     let mut after = Vec::new();
     for i in 0..during.len().clamp(100, 2000) {
         let t = Instant::now();
-        index.search(&all[(i * 7) % n].1, 10).expect("search");
+        index.search(all[(i * 7) % n].1, 10).expect("search");
         after.push(t.elapsed());
     }
     let pct = |v: &mut Vec<Duration>, p: f64| {

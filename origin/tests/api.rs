@@ -512,8 +512,10 @@ async fn a_restart_keeps_rows_and_reloads_the_persisted_index() {
     assert_eq!(body["results"][0]["content"], "r42");
     let dir = s.stop().await;
     // Reopening with another dimension is refused with a message naming the key.
-    let mut cfg = heady_origin::config::Config::default();
-    cfg.data_dir = dir.path().to_path_buf();
+    let mut cfg = heady_origin::config::Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
     cfg.memory.dim = 32;
     let err = heady_origin::app::App::open(cfg).err().unwrap().to_string();
     assert!(err.contains("memory.dim"), "{err}");

@@ -78,7 +78,7 @@ async fn acknowledged_inserts_survive_kill_9() {
             let mut acked: Vec<(String, u64, u64)> = Vec::new();
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let body = if i % 5 == 0 {
+                let body = if i.is_multiple_of(5) {
                     let items: Vec<Value> = (0..20).map(|j| json!({"content": format!("w{w}-{i}-{j}"), "embedding": clustered(16, w, i * 100 + j), "session_id": format!("w{w}")})).collect();
                     json!({ "items": items })
                 } else {

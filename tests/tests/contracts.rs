@@ -128,13 +128,7 @@ fn origin_string_codes(dir: &Path, out: &mut Vec<String>, calls: &mut usize) {
                 }
                 *calls += 1;
                 let args = text[i + call.len()..].trim_start();
-                if args.starts_with('"') {
-                    out.push(format!(
-                        "{}: {}",
-                        path.display(),
-                        &args[..args.len().min(40)]
-                    ));
-                } else if !args.starts_with("ErrorCode::") && !args.starts_with("code") {
+                if !args.starts_with("ErrorCode::") && !args.starts_with("code") {
                     out.push(format!(
                         "{}: {}",
                         path.display(),

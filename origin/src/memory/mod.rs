@@ -988,7 +988,7 @@ impl MemoryStore {
             let lit = vector_literal(query);
             let map = |r: &duckdb::Row<'_>| -> duckdb::Result<SearchHit> {
                 let d: Option<f32> = r.get(6)?;
-                Ok(hit_from_row(r, 1.0 - d.unwrap_or(1.0))?)
+                hit_from_row(r, 1.0 - d.unwrap_or(1.0))
             };
             let rows: Vec<SearchHit> = match session_id {
                 Some(s) => stmt

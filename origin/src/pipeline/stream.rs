@@ -42,7 +42,7 @@ pub fn start(
     background: &Background,
     inbound: Inbound,
     ledger: Ledger,
-    opened: Opened,
+    opened: Box<Opened>,
 ) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     background.spawn_to_end(pump(p, inbound, ledger, opened, tx));
@@ -53,7 +53,7 @@ async fn pump(
     p: Arc<Pipeline>,
     inbound: Inbound,
     mut ledger: Ledger,
-    opened: Opened,
+    opened: Box<Opened>,
     tx: mpsc::Sender<Bytes>,
 ) {
     let started = Instant::now();
@@ -62,7 +62,7 @@ async fn pump(
         permit,
         ingested,
         ..
-    } = opened;
+    } = *opened;
     let mut end = StreamEnd::default();
     loop {
         match source.next().await {

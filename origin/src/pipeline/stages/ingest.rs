@@ -398,7 +398,7 @@ mod tests {
         assert!(err(Surface::Brain, r#"{"message":5}"#).starts_with("message:"));
         let many = format!(
             r#"{{"model":"m","messages":[{}]}}"#,
-            vec![r#"{"role":"user","content":"x"}"#; 9].join(",")
+            [r#"{"role":"user","content":"x"}"#; 9].join(",")
         );
         assert!(err(Surface::OpenAi, &many).starts_with("messages:"));
     }

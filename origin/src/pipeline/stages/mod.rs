@@ -125,7 +125,7 @@ pub enum Answered {
         provider: String,
         group: String,
     },
-    Stream(Opened),
+    Stream(Box<Opened>),
 }
 
 /// Runs stages 0-8 for one request.
@@ -198,7 +198,7 @@ pub(super) async fn run(
                     ingested,
                 });
                 ledger.trace.time(Stage::Monitor, |_| ());
-                return Ok(Answered::Stream(opened));
+                return Ok(Answered::Stream(Box::new(opened)));
             }
             recover::Recovered::Reply(reply) => reply,
         };
