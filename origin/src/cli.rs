@@ -1,6 +1,6 @@
 //! The `heady-origin` command line.
 
-use crate::config::{Config, Overrides};
+use crate::config::{heady_env, Config, LogFormat, Overrides};
 use crate::defense::admin::{AdminOp, AdminReply};
 use crate::server;
 use crate::state::AppState;
@@ -29,7 +29,7 @@ pub enum Command {
         config: Option<PathBuf>,
         /// Listen address, e.g. 127.0.0.1:8080.
         #[arg(long, value_name = "ADDR")]
-        listen: Option<String>,
+        listen: Option<std::net::SocketAddr>,
         /// Data directory (DuckDB file, HNSW index).
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -148,10 +148,6 @@ fn init_tracing(json: bool) {
     }
 }
 
-fn env_var(k: &str) -> Option<String> {
-    std::env::var(k).ok()
-}
-
 /// Runs the CLI; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
@@ -160,15 +156,18 @@ pub fn run(cli: Cli) -> i32 {
             listen,
             data_dir,
         } => {
-            let cfg =
-                match Config::load(config.as_deref(), env_var, &Overrides { listen, data_dir }) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("heady-origin: invalid configuration: {e}");
-                        return 2;
-                    }
-                };
-            init_tracing(cfg.log_format == "json");
+            let cfg = match Config::load(
+                config.as_deref(),
+                &heady_env(),
+                &Overrides { listen, data_dir },
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("heady-origin: invalid configuration: {e}");
+                    return 2;
+                }
+            };
+            init_tracing(cfg.log_format == LogFormat::Json);
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -230,7 +229,7 @@ pub fn run(cli: Cli) -> i32 {
             admin(target, op, json)
         }
         Command::CheckConfig { config } => {
-            match Config::load(config.as_deref(), env_var, &Overrides::default()) {
+            match Config::load(config.as_deref(), &heady_env(), &Overrides::default()) {
                 Ok(c) => {
                     println!("{c:#?}");
                     println!("OK");
@@ -246,7 +245,7 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
-    let addr = cfg.listen_addr()?;
+    let addr = cfg.listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("listen {addr}: {e}"))?;
@@ -265,7 +264,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 fn admin(target: AdminTarget, op: AdminOp, json: bool) -> i32 {
     let cfg = match Config::load(
         target.config.as_deref(),
-        env_var,
+        &heady_env(),
         &Overrides {
             listen: None,
             data_dir: target.data_dir,
@@ -322,8 +321,8 @@ fn open_defense(cfg: &Config) -> anyhow::Result<std::sync::Arc<crate::defense::D
     )?;
     let redis = cfg
         .redis_url
-        .as_deref()
-        .map(redis::Client::open)
+        .as_ref()
+        .map(|url| url.client())
         .transpose()
         .map_err(|e| anyhow::anyhow!("redis_url: {e}"))?;
     Ok(std::sync::Arc::new(crate::defense::Defense::new(

@@ -8,7 +8,6 @@ use crate::memory::embedder::{self, Embedder};
 use crate::memory::MemoryStore;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
-use heady_shared::GroupTable;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
@@ -28,10 +27,7 @@ impl AppState {
     /// Opens the database and starts loading the index. Fails on bad config or an unusable
     /// data directory, with a message that says which.
     pub fn open(config: Config) -> anyhow::Result<Arc<AppState>> {
-        let mut table = GroupTable::default();
-        table
-            .extend(config.conductor.groups.clone())
-            .map_err(|e| anyhow::anyhow!("conductor.groups: {e}"))?;
+        let table = config.conductor.group_table()?;
         let memory = MemoryStore::open(&config.data_dir, &config.memory)?;
         memory.start_index();
         let embedder = embedder::from_config(&config.embedder, config.memory.dim);
@@ -44,12 +40,12 @@ impl AppState {
             embedder.clone(),
             &mut metrics.registry,
         );
-        let redis = match &config.redis_url {
-            Some(url) => Some(
-                redis::Client::open(url.as_str()).map_err(|e| anyhow::anyhow!("redis_url: {e}"))?,
-            ),
-            None => None,
-        };
+        let redis = config
+            .redis_url
+            .as_ref()
+            .map(|url| url.client())
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("redis_url: {e}"))?;
         let metrics = Arc::new(metrics);
         let keys = KeyStore::open(
             memory.connection()?,
