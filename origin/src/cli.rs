@@ -39,6 +39,13 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Print the configuration reference (markdown: every key, its variable, default and
+    /// meaning), generated from the code.
+    ConfigReference {
+        /// Instead, replace the generated part of this file (e.g. docs/config.md).
+        #[arg(long, value_name = "FILE")]
+        write: Option<PathBuf>,
+    },
     /// Cloudflare Tunnel config: render it from deploy/properties.toml, validate one, match a URL.
     #[command(subcommand)]
     Tunnel(crate::tunnel_config::TunnelCommand),
@@ -228,6 +235,7 @@ pub fn run(cli: Cli) -> i32 {
             };
             admin(target, op, json)
         }
+        Command::ConfigReference { write } => config_reference(write.as_deref()),
         Command::CheckConfig { config } => {
             match Config::load(config.as_deref(), &heady_env(), &Overrides::default()) {
                 Ok(c) => {
@@ -240,6 +248,33 @@ pub fn run(cli: Cli) -> i32 {
                     1
                 }
             }
+        }
+    }
+}
+
+fn config_reference(write: Option<&std::path::Path>) -> i32 {
+    let generated = crate::config::reference_markdown();
+    let Some(path) = write else {
+        print!("{generated}");
+        return 0;
+    };
+    let result = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|doc| {
+            crate::config::splice(&doc, &generated).ok_or_else(|| {
+                format!(
+                    "has no generated part (a line {} ... a line {})",
+                    crate::config::DOC_BEGIN,
+                    crate::config::DOC_END
+                )
+            })
+        })
+        .and_then(|doc| std::fs::write(path, doc).map_err(|e| e.to_string()));
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("heady-origin: {}: {e}", path.display());
+            1
         }
     }
 }

@@ -4,7 +4,7 @@
 //! `defense/config.rs`, `conductor/config.rs`, `providers/config.rs`, `pipeline/config.rs`) and
 //! the reference rows of its keys. This module composes them with the top-level keys, loads
 //! them (one deserialisation of the file's table with the environment merged in, see
-//! [`env`]), validates once, and renders the reference.
+//! [`env`]), validates once, and renders the reference (`heady-origin config-reference`).
 //! Values are parsed into their types at load (addresses, networks, header names, enums), so
 //! constructors take them as they are. Every error names the key (or the variable) it is about.
 
@@ -18,7 +18,7 @@ pub use crate::memory::embedder_config::{EmbedderConfig, EmbedderKind};
 use crate::pipeline::config::PipelineConfig;
 use crate::providers::config::ProviderConfig;
 pub use env::{heady_env, NOT_CONFIG};
-pub use reference::{reference_markdown, KeyDoc, Ty};
+pub use reference::{generated_part, reference_markdown, splice, KeyDoc, Ty, DOC_BEGIN, DOC_END};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

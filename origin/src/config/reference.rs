@@ -1,5 +1,6 @@
 //! The configuration reference, generated from the code: each section's module lists its keys
-//! ([`KeyDoc`]); defaults come from serializing `Config::default()`.
+//! ([`KeyDoc`]); defaults come from serializing `Config::default()`. `heady-origin
+//! config-reference` prints it; `docs/config.md` holds a copy that a test keeps current.
 
 use super::Config;
 use serde_json::Value;
@@ -72,6 +73,9 @@ impl KeyDoc {
         self.key.rsplit_once('.').map_or("", |(s, _)| s)
     }
 }
+
+pub const DOC_BEGIN: &str = "<!-- BEGIN generated: heady-origin config-reference -->";
+pub const DOC_END: &str = "<!-- END generated -->";
 
 /// `Config::default()` as JSON (`null` for unset options), with one sample entry in each array
 /// of tables so that the entries' fields have a place.
@@ -186,6 +190,26 @@ pub fn reference_markdown() -> String {
     out.join("\n")
 }
 
+/// The generated part of a document (between the markers), if it has the markers.
+pub fn generated_part(doc: &str) -> Option<&str> {
+    let start = doc.find(DOC_BEGIN)? + DOC_BEGIN.len();
+    let start = start + doc[start..].find('\n')? + 1;
+    let end = start + doc[start..].find(DOC_END)?;
+    Some(&doc[start..end])
+}
+
+/// `doc` with its generated part replaced by `generated`.
+pub fn splice(doc: &str, generated: &str) -> Option<String> {
+    let part = generated_part(doc)?;
+    let start = part.as_ptr() as usize - doc.as_ptr() as usize;
+    Some(format!(
+        "{}{}{}",
+        &doc[..start],
+        generated,
+        &doc[start + part.len()..]
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,5 +276,29 @@ mod tests {
         assert!(md.contains("| `redis_url` | `HEADY_REDIS_URL` | (none) |"));
         assert!(md.contains("| `providers[].name` | — | (required) |"));
         assert!(md.contains("`HEADY_OPENAI_BASE_URL`"));
+    }
+
+    #[test]
+    fn docs_config_md_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config.md");
+        let doc = std::fs::read_to_string(&path).expect("docs/config.md");
+        let part = generated_part(&doc).expect("docs/config.md has the generated markers");
+        assert!(
+            part == reference_markdown(),
+            "docs/config.md is out of date; regenerate it with:\n    \
+             cargo run --release -p heady-origin -- config-reference --write docs/config.md"
+        );
+    }
+
+    #[test]
+    fn splice_replaces_only_the_generated_part() {
+        let doc = format!("# T\n\nprose\n\n{DOC_BEGIN}\nold\n{DOC_END}\n\nmore\n");
+        let new = splice(&doc, "new\n").unwrap();
+        assert_eq!(
+            new,
+            format!("# T\n\nprose\n\n{DOC_BEGIN}\nnew\n{DOC_END}\n\nmore\n")
+        );
+        assert_eq!(generated_part(&new), Some("new\n"));
+        assert!(splice("no markers", "x").is_none());
     }
 }
