@@ -7,7 +7,7 @@
 mod common;
 
 use common::arg;
-use heady_origin::memory::index::HnswIndex;
+use heady_origin::memory::index::{HnswIndex, Quantization};
 use heady_shared::zone::splitmix64;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -59,7 +59,7 @@ fn main() {
     let bare_rate = n as f64 / t.elapsed().as_secs_f64();
     println!("bare usearch, {threads} threads:        {bare_rate:>8.0} vectors/s");
 
-    let index = HnswIndex::new(dim, 16, 128, 64, "f16").expect("index");
+    let index = HnswIndex::new(dim, 16, 128, 64, Quantization::F16).expect("index");
     let t = Instant::now();
     for chunk in all.chunks(4096) {
         index.add_missing(chunk.iter().copied()).expect("add");
@@ -71,7 +71,7 @@ fn main() {
     );
 
     // Searches from one thread while another build runs: the wait for a slice to end.
-    let index = HnswIndex::new(dim, 16, 128, 64, "f16").expect("index");
+    let index = HnswIndex::new(dim, 16, 128, 64, Quantization::F16).expect("index");
     index
         .add_missing(all[..1000].iter().copied())
         .expect("seed");

@@ -12,7 +12,7 @@ mod common;
 
 use common::arg;
 use heady_origin::app::App;
-use heady_origin::config::{Config, Overrides};
+use heady_origin::config::{heady_env, Config, Overrides};
 use heady_origin::memory::MemoryStore;
 use heady_shared::zone::splitmix64;
 use std::collections::HashSet;
@@ -129,7 +129,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
 
     // 1. Bulk insert through the HTTP batch API (bodies serialised before the clock starts).
-    let mut cfg = Config::load(None, |k| std::env::var(k).ok(), &Overrides::default())?;
+    let mut cfg = Config::load(None, &heady_env(), &Overrides::default())?;
     cfg.data_dir = dir.path().to_path_buf();
     // This measures the memory path; deploy/bench-http.sh measures the defense stage.
     cfg.defense.enabled = false;

@@ -16,7 +16,6 @@ use crate::memory::MemoryStore;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::redis::{Redis, RedisError};
-use heady_shared::GroupTable;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,10 +36,7 @@ impl App {
     /// data directory, with a message that says which. Blocking.
     pub fn open(config: Config) -> anyhow::Result<Arc<App>> {
         let background = Background::new();
-        let mut table = GroupTable::default();
-        table
-            .extend(config.conductor.groups.clone())
-            .map_err(|e| anyhow::anyhow!("conductor.groups: {e}"))?;
+        let table = config.conductor.group_table()?;
         let memory = MemoryStore::open(&config.data_dir, &config.memory)?;
         memory.start_index();
         let embedder = embedder::from_config(&config.embedder, config.memory.dim);

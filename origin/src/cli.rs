@@ -1,7 +1,7 @@
 //! The `heady-origin` command line.
 
 use crate::app::App;
-use crate::config::{Config, Overrides};
+use crate::config::{heady_env, Config, LogFormat, Overrides};
 use crate::defense::admin::{AdminOp, AdminReply};
 use crate::http;
 use clap::{Parser, Subcommand};
@@ -31,7 +31,7 @@ pub enum Command {
         config: Option<PathBuf>,
         /// Listen address, e.g. 127.0.0.1:8080.
         #[arg(long, value_name = "ADDR")]
-        listen: Option<String>,
+        listen: Option<std::net::SocketAddr>,
         /// Data directory (DuckDB file, HNSW index).
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -40,6 +40,13 @@ pub enum Command {
     CheckConfig {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+    },
+    /// Print the configuration reference (markdown: every key, its variable, default and
+    /// meaning), generated from the code.
+    ConfigReference {
+        /// Instead, replace the generated part of this file (e.g. docs/config.md).
+        #[arg(long, value_name = "FILE")]
+        write: Option<PathBuf>,
     },
     /// Cloudflare Tunnel config: render it from deploy/properties.toml, validate one, match a URL.
     #[command(subcommand)]
@@ -152,10 +159,6 @@ fn init_tracing(json: bool) {
     }
 }
 
-fn env_var(k: &str) -> Option<String> {
-    std::env::var(k).ok()
-}
-
 /// Runs the CLI; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
@@ -164,15 +167,18 @@ pub fn run(cli: Cli) -> i32 {
             listen,
             data_dir,
         } => {
-            let cfg =
-                match Config::load(config.as_deref(), env_var, &Overrides { listen, data_dir }) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("heady-origin: invalid configuration: {e}");
-                        return 2;
-                    }
-                };
-            init_tracing(cfg.log_format == "json");
+            let cfg = match Config::load(
+                config.as_deref(),
+                &heady_env(),
+                &Overrides { listen, data_dir },
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("heady-origin: invalid configuration: {e}");
+                    return 2;
+                }
+            };
+            init_tracing(cfg.log_format == LogFormat::Json);
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -233,8 +239,9 @@ pub fn run(cli: Cli) -> i32 {
             };
             admin(target, op, json)
         }
+        Command::ConfigReference { write } => config_reference(write.as_deref()),
         Command::CheckConfig { config } => {
-            match Config::load(config.as_deref(), env_var, &Overrides::default()) {
+            match Config::load(config.as_deref(), &heady_env(), &Overrides::default()) {
                 Ok(c) => {
                     println!("{c:#?}");
                     println!("OK");
@@ -249,8 +256,35 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
+fn config_reference(write: Option<&std::path::Path>) -> i32 {
+    let generated = crate::config::reference_markdown();
+    let Some(path) = write else {
+        print!("{generated}");
+        return 0;
+    };
+    let result = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|doc| {
+            crate::config::splice(&doc, &generated).ok_or_else(|| {
+                format!(
+                    "has no generated part (a line {} ... a line {})",
+                    crate::config::DOC_BEGIN,
+                    crate::config::DOC_END
+                )
+            })
+        })
+        .and_then(|doc| std::fs::write(path, doc).map_err(|e| e.to_string()));
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("heady-origin: {}: {e}", path.display());
+            1
+        }
+    }
+}
+
 async fn serve(cfg: Config) -> anyhow::Result<()> {
-    let addr = cfg.listen_addr()?;
+    let addr = cfg.listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("listen {addr}: {e}"))?;
@@ -269,7 +303,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 fn admin(target: AdminTarget, op: AdminOp, json: bool) -> i32 {
     let cfg = match Config::load(
         target.config.as_deref(),
-        env_var,
+        &heady_env(),
         &Overrides {
             listen: None,
             data_dir: target.data_dir,
@@ -324,9 +358,9 @@ fn open_defense(cfg: &Config) -> anyhow::Result<std::sync::Arc<crate::defense::D
         conn,
         Duration::from_secs(cfg.defense.key_cache_secs),
     )?;
-    let redis = match cfg.redis_url.as_deref() {
+    let redis = match &cfg.redis_url {
         Some(url) => Some(std::sync::Arc::new(crate::redis::Redis::open(
-            url,
+            url.as_str(),
             Duration::from_millis(cfg.defense.redis_timeout_ms),
         )?)),
         None => None,

@@ -1,8 +1,25 @@
 //! Daemon configuration: TOML file, then `HEADY_*` environment overrides, then flags.
-//! Validated once at start; every error names the key it is about.
+//!
+//! Each subsystem owns the type of its section (`memory/config.rs`, `memory/embedder_config.rs`,
+//! `defense/config.rs`, `conductor/config.rs`, `providers/config.rs`, `pipeline/config.rs`) and
+//! the reference rows of its keys. This module composes them with the top-level keys, loads
+//! them (one deserialisation of the file's table with the environment merged in, see
+//! [`env`]), validates once, and renders the reference (`heady-origin config-reference`).
+//! Values are parsed into their types at load (addresses, networks, header names, enums), so
+//! constructors take them as they are. Every error names the key (or the variable) it is about.
 
-use heady_shared::groups::ServiceGroup;
-use serde::Deserialize;
+mod env;
+mod reference;
+
+pub use crate::conductor::config::ConductorConfig;
+pub use crate::defense::config::{DefenseConfig, Secret};
+pub use crate::memory::config::{MemoryConfig, Quantization};
+pub use crate::memory::embedder_config::{EmbedderConfig, EmbedderKind};
+use crate::pipeline::config::PipelineConfig;
+use crate::providers::config::ProviderConfig;
+pub use env::{heady_env, NOT_CONFIG};
+pub use reference::{generated_part, reference_markdown, splice, KeyDoc, Ty, DOC_BEGIN, DOC_END};
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -19,349 +36,223 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
-fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
         message: message.into(),
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address the HTTP API listens on.
-    pub listen: String,
+    #[serde(with = "socket_addr")]
+    pub listen: SocketAddr,
     /// Directory for the DuckDB file and the persisted HNSW index.
     pub data_dir: PathBuf,
     /// Optional Redis (exact limiter, bans); `/ready` checks it when set.
-    pub redis_url: Option<String>,
+    pub redis_url: Option<RedisUrl>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
-    /// Log format: "text" or "json".
-    pub log_format: String,
+    pub log_format: LogFormat,
     pub memory: MemoryConfig,
     pub embedder: EmbedderConfig,
     pub conductor: ConductorConfig,
     pub defense: DefenseConfig,
     /// `[[providers]]`: the brain router's inference endpoints.
-    pub providers: Vec<crate::providers::config::ProviderConfig>,
-    pub pipeline: crate::pipeline::config::PipelineConfig,
-}
-
-/// The defense stage: keys, limits, bans, client addresses, the operator socket.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DefenseConfig {
-    /// Off: no rate limits, bans or classification checks (benchmarks, trusted networks only).
-    pub enabled: bool,
-    /// Peers (addresses or CIDR networks) whose `client_ip_header` is believed.
-    pub trusted_proxies: Vec<String>,
-    /// Header a trusted proxy puts the client address in (comma lists: right-most untrusted).
-    pub client_ip_header: String,
-    /// How long a key lookup (or a miss) is cached; a revocation takes effect within it.
-    pub key_cache_secs: u64,
-    /// Longest wait for one Redis limiter call before deciding in-process.
-    pub redis_timeout_ms: u64,
-    /// Auto-ban: threshold_factor x limit attempts in a window -> ban for base_ttl_secs,
-    /// doubling per remembered offence up to max_ttl_secs.
-    pub ban: heady_shared::limiter::BanPolicy,
-    /// Unix socket for `heady-origin keys` / `bans` while the daemon runs (default
-    /// `<data_dir>/admin.sock`; mode 0600).
-    pub admin_socket: Option<PathBuf>,
-    /// The secret the edge Worker signs tunnelled requests with (its `HEADY_TUNNEL_KEY`), at
-    /// least 32 bytes. Without it, a request carrying an edge signature is refused.
-    pub edge_key: Option<Secret>,
-    /// How far an edge timestamp may be from our clock; nonces are kept for twice this.
-    pub edge_max_skew_secs: u64,
-    /// Refuse `/api` and `/v1` requests that did not come through the edge (production).
-    pub require_edge: bool,
-}
-
-/// A configuration value that must not be printed (`check-config` prints the config).
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "<secret, {} bytes>", self.0.len())
-    }
-}
-
-impl Default for DefenseConfig {
-    fn default() -> Self {
-        DefenseConfig {
-            enabled: true,
-            trusted_proxies: Vec::new(),
-            client_ip_header: "cf-connecting-ip".into(),
-            key_cache_secs: 5,
-            redis_timeout_ms: 250,
-            ban: heady_shared::limiter::BanPolicy::default(),
-            admin_socket: None,
-            edge_key: None,
-            edge_max_skew_secs: heady_shared::wire::DEFAULT_MAX_SKEW_SECS,
-            require_edge: false,
-        }
-    }
-}
-
-impl DefenseConfig {
-    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, String> {
-        self.trusted_proxies
-            .iter()
-            .map(|s| {
-                s.parse::<ipnet::IpNet>()
-                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| format!("not an address or CIDR network: {s:?}"))
-            })
-            .collect()
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MemoryConfig {
-    /// Embedding dimension, fixed per database.
-    pub dim: usize,
-    /// HNSW graph degree (usearch "connectivity", M).
-    pub hnsw_connectivity: usize,
-    /// Candidate list size while building (efConstruction).
-    pub hnsw_ef_construction: usize,
-    /// Candidate list size while searching (efSearch).
-    pub hnsw_ef_search: usize,
-    /// How the HNSW graph stores vectors: f16 (default: half the memory traffic of f32, the
-    /// same recall in the benchmark, ~1.6x faster), f32, or i8 (fastest, but recall@10 fell
-    /// to 0.82 on clustered data). DuckDB keeps the full FLOAT[dim] either way.
-    pub hnsw_quantization: String,
-    /// Largest `top_k` a search may ask for.
-    pub max_top_k: usize,
-    /// Largest number of items in one batch insert.
-    pub max_batch: usize,
-    /// Read connections for concurrent searches.
-    pub read_connections: usize,
-    /// Stored rows that may wait for the HNSW indexer before inserts are slowed down.
-    pub max_pending: usize,
-    /// WAL size (MiB) at which a write checkpoints DuckDB (its `checkpoint_threshold`). A
-    /// checkpoint rewrites the table's last, partly filled row group (up to 122,880 rows), so
-    /// DuckDB's 16 MiB default turns a bulk load quadratic; a larger WAL costs restart time
-    /// after a crash (replay measured at ~50,000 rows/s).
-    pub wal_limit_mb: u64,
-    /// WAL size (MiB) past which a background checkpoint runs once writes pause for 2 s.
-    pub idle_checkpoint_mb: u64,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum EmbedderKind {
-    /// Built-in, offline: hashed word and character n-grams.
-    Lexical,
-    /// Any OpenAI-compatible `/v1/embeddings` endpoint.
-    Openai,
-    /// Cloudflare Workers AI REST API.
-    WorkersAi,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EmbedderConfig {
-    pub kind: EmbedderKind,
-    /// Base URL: for openai e.g. `http://127.0.0.1:11434/v1`; for workers-ai the API root.
-    pub base_url: Option<String>,
-    pub api_key: Option<String>,
-    pub model: Option<String>,
-    /// Workers AI account id.
-    pub account_id: Option<String>,
-    pub timeout_ms: u64,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct ConductorConfig {
-    /// Extra service groups (or extra actions for existing ones).
-    pub groups: Vec<ServiceGroup>,
+    pub providers: Vec<ProviderConfig>,
+    pub pipeline: PipelineConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: "127.0.0.1:8080".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
             redis_url: None,
             max_body_bytes: 1024 * 1024,
-            log_format: "text".into(),
+            log_format: LogFormat::Text,
             memory: MemoryConfig::default(),
             embedder: EmbedderConfig::default(),
             conductor: ConductorConfig::default(),
             defense: DefenseConfig::default(),
             providers: Vec::new(),
-            pipeline: Default::default(),
+            pipeline: PipelineConfig::default(),
         }
     }
 }
 
-impl Default for MemoryConfig {
-    fn default() -> Self {
-        MemoryConfig {
-            dim: heady_shared::embedding::DEFAULT_DIMENSIONS,
-            hnsw_connectivity: 16,
-            hnsw_ef_construction: 128,
-            hnsw_ef_search: 64,
-            hnsw_quantization: "f16".into(),
-            max_top_k: 100,
-            max_batch: 10_000,
-            read_connections: 4,
-            max_pending: 200_000,
-            wal_limit_mb: 256,
-            idle_checkpoint_mb: 16,
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A Redis URL (`redis://`, `rediss://` or `unix://`), checked at load. `Debug`, `Display` and
+/// errors hide its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    pub fn parse(s: &str) -> Result<RedisUrl, String> {
+        let url = RedisUrl(s.to_string());
+        if !(s.starts_with("redis://") || s.starts_with("rediss://") || s.starts_with("unix://")) {
+            return Err(format!(
+                "must start with redis://, rediss:// or unix:// (got {:?})",
+                url.redacted()
+            ));
+        }
+        redis::Client::open(s).map_err(|_| format!("not a Redis URL: {:?}", url.redacted()))?;
+        Ok(url)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A client for it (no connection is made).
+    pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        redis::Client::open(self.0.as_str())
+    }
+
+    fn redacted(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("redacted"));
+                u.to_string()
+            }
+            _ => self.0.clone(),
         }
     }
 }
 
-impl Default for EmbedderConfig {
-    fn default() -> Self {
-        EmbedderConfig {
-            kind: EmbedderKind::Lexical,
-            base_url: None,
-            api_key: None,
-            model: None,
-            account_id: None,
-            timeout_ms: 10_000,
-        }
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl std::fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl<'de> Deserialize<'de> for RedisUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RedisUrl::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for RedisUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
+mod socket_addr {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::net::SocketAddr;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        let s = String::deserialize(d)?;
+        s.trim().parse().map_err(|_| {
+            serde::de::Error::custom(format!("not an address like 127.0.0.1:8080: {s:?}"))
+        })
+    }
+
+    pub fn serialize<S: Serializer>(v: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
     }
 }
 
 /// Values given on the command line; they win over the file and the environment.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
-    pub listen: Option<String>,
+    pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
 }
 
+/// The top-level keys (the sections document their own, see [`Config::keys`]).
+const KEYS: &[KeyDoc] = &[
+    KeyDoc::new("listen", Ty::Str, "HTTP listen address (`--listen` overrides)"),
+    KeyDoc::new("data_dir", Ty::Str, "directory of the DuckDB file `heady.duckdb` and the persisted index `hnsw.usearch` (`--data-dir` overrides)"),
+    KeyDoc::new("redis_url", Ty::Str, "Redis (`redis://`, `rediss://` or `unix://`) for the exact limiter, bans and edge nonces, shared by every origin; `/ready` checks it; unset: they live in this process"),
+    KeyDoc::new("max_body_bytes", Ty::Int, "larger request bodies get 413 (1 KiB - 64 MiB)"),
+    KeyDoc::new("log_format", Ty::Str, "`text` or `json` (the level is `HEADY_LOG`, e.g. `info,heady_origin=debug`)"),
+];
+
 impl Config {
-    /// File (if any) -> environment -> flags -> validation.
+    /// Every key, section by section, in the order of the reference.
+    pub fn keys() -> impl Iterator<Item = &'static KeyDoc> {
+        [
+            KEYS,
+            crate::memory::config::KEYS,
+            crate::memory::embedder_config::KEYS,
+            crate::conductor::config::KEYS,
+            crate::defense::config::KEYS,
+            crate::providers::config::KEYS,
+            crate::pipeline::config::KEYS,
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// File (if any) -> `HEADY_*` variables (`env`: name, value pairs, e.g. [`heady_env`]) ->
+    /// flags -> validation. The file's table and the variables' values are merged first and
+    /// deserialised once. An error starts with where the bad value came from: the variable
+    /// (then the key in parentheses) for env input, else the dotted key.
     pub fn load(
         file: Option<&Path>,
-        env: impl Fn(&str) -> Option<String>,
+        env: &[(String, String)],
         flags: &Overrides,
     ) -> Result<Config, ConfigError> {
-        let mut cfg = match file {
+        let mut table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_path_buf(),
                     source,
                 })?;
-                toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                })?
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse {
+                        path: path.to_path_buf(),
+                        message: e.to_string().trim_end().to_string(),
+                    })?
             }
-            None => Config::default(),
+            None => toml::Table::new(),
         };
-        cfg.apply_env(env)?;
-        if let Some(l) = &flags.listen {
-            cfg.listen = l.clone();
+        let sources = env::merge(&mut table, env)?;
+        let mut cfg: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                let message = e.inner().message().to_string();
+                match (sources.var_for(&key), file) {
+                    (Some(var), _) => invalid(var, format!("{message} ({key})")),
+                    (None, Some(path)) if key == "." || key.is_empty() => ConfigError::Parse {
+                        path: path.to_path_buf(),
+                        message,
+                    },
+                    (None, _) => invalid(&key, message),
+                }
+            })?;
+        if let Some(l) = flags.listen {
+            cfg.listen = l;
         }
         if let Some(d) = &flags.data_dir {
             cfg.data_dir = d.clone();
         }
-        cfg.validate()?;
+        cfg.validate().map_err(|e| match e {
+            ConfigError::Invalid { key, message } => match sources.var_for(&key) {
+                Some(var) => invalid(var, format!("{message} ({key})")),
+                None => ConfigError::Invalid { key, message },
+            },
+            other => other,
+        })?;
         Ok(cfg)
-    }
-
-    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        fn num<T: std::str::FromStr>(key: &str, v: String) -> Result<T, ConfigError> {
-            v.trim()
-                .parse()
-                .map_err(|_| invalid(key, format!("not a whole number: {v:?}")))
-        }
-        let non_empty = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-        if let Some(v) = non_empty("HEADY_LISTEN") {
-            self.listen = v;
-        }
-        if let Some(v) = non_empty("HEADY_DATA_DIR") {
-            self.data_dir = PathBuf::from(v);
-        }
-        if let Some(v) = non_empty("HEADY_REDIS_URL") {
-            self.redis_url = Some(v);
-        }
-        if let Some(v) = non_empty("HEADY_MAX_BODY_BYTES") {
-            self.max_body_bytes = num("HEADY_MAX_BODY_BYTES", v)?;
-        }
-        if let Some(v) = non_empty("HEADY_LOG_FORMAT") {
-            self.log_format = v;
-        }
-        if let Some(v) = non_empty("HEADY_HNSW_QUANTIZATION") {
-            self.memory.hnsw_quantization = v;
-        }
-        if let Some(v) = non_empty("HEADY_MEMORY_DIM") {
-            self.memory.dim = num("HEADY_MEMORY_DIM", v)?;
-        }
-        if let Some(v) = non_empty("HEADY_EMBEDDER") {
-            self.embedder.kind = match v.as_str() {
-                "lexical" => EmbedderKind::Lexical,
-                "openai" => EmbedderKind::Openai,
-                "workers-ai" => EmbedderKind::WorkersAi,
-                other => {
-                    return Err(invalid(
-                        "HEADY_EMBEDDER",
-                        format!(
-                            "unknown embedder {other:?} (expected lexical, openai or workers-ai)"
-                        ),
-                    ))
-                }
-            };
-        }
-        if let Some(v) = non_empty("HEADY_EMBEDDER_BASE_URL") {
-            self.embedder.base_url = Some(v);
-        }
-        if let Some(v) = non_empty("HEADY_EMBEDDER_API_KEY") {
-            self.embedder.api_key = Some(v);
-        }
-        if let Some(v) = non_empty("HEADY_EMBEDDER_MODEL") {
-            self.embedder.model = Some(v);
-        }
-        if let Some(v) = non_empty("HEADY_EMBEDDER_ACCOUNT_ID") {
-            self.embedder.account_id = Some(v);
-        }
-        crate::providers::config::apply_env(&mut self.providers, &env);
-        if let Some(v) = non_empty("HEADY_DEFENSE") {
-            self.defense.enabled = match v.trim() {
-                "on" | "true" | "1" => true,
-                "off" | "false" | "0" => false,
-                other => {
-                    return Err(invalid(
-                        "HEADY_DEFENSE",
-                        format!("expected on or off (got {other:?})"),
-                    ))
-                }
-            };
-        }
-        if let Some(v) = non_empty("HEADY_TRUSTED_PROXIES") {
-            self.defense.trusted_proxies = v
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect();
-        }
-        if let Some(v) = non_empty("HEADY_TUNNEL_KEY") {
-            self.defense.edge_key = Some(Secret(v));
-        }
-        if let Some(v) = non_empty("HEADY_REQUIRE_EDGE") {
-            self.defense.require_edge = match v.trim() {
-                "on" | "true" | "1" => true,
-                "off" | "false" | "0" => false,
-                other => {
-                    return Err(invalid(
-                        "HEADY_REQUIRE_EDGE",
-                        format!("expected on or off (got {other:?})"),
-                    ))
-                }
-            };
-        }
-        if let Some(v) = non_empty("HEADY_ADMIN_SOCKET") {
-            self.defense.admin_socket = Some(PathBuf::from(v));
-        }
-        Ok(())
     }
 
     /// Where the operator socket lives (`None`: disabled by an empty `admin_socket`).
@@ -373,30 +264,10 @@ impl Config {
         }
     }
 
-    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen.parse().map_err(|_| {
-            invalid(
-                "listen",
-                format!("not an address like 127.0.0.1:8080: {:?}", self.listen),
-            )
-        })
-    }
-
+    /// The checks types cannot make: ranges, and keys that depend on each other.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.listen_addr()?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
-        }
-        if let Some(url) = &self.redis_url {
-            if !(url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("unix://"))
-            {
-                return Err(invalid(
-                    "redis_url",
-                    format!("must start with redis://, rediss:// or unix:// (got {url:?})"),
-                ));
-            }
         }
         in_range(
             "max_body_bytes",
@@ -404,128 +275,17 @@ impl Config {
             1024,
             64 * 1024 * 1024,
         )?;
-        if !matches!(self.log_format.as_str(), "text" | "json") {
-            return Err(invalid(
-                "log_format",
-                format!("must be \"text\" or \"json\" (got {:?})", self.log_format),
-            ));
-        }
-        let m = &self.memory;
-        in_range("memory.dim", m.dim as u64, 2, 4096)?;
-        in_range(
-            "memory.hnsw_connectivity",
-            m.hnsw_connectivity as u64,
-            2,
-            128,
-        )?;
-        in_range(
-            "memory.hnsw_ef_construction",
-            m.hnsw_ef_construction as u64,
-            8,
-            4096,
-        )?;
-        in_range("memory.hnsw_ef_search", m.hnsw_ef_search as u64, 8, 4096)?;
-        if !matches!(m.hnsw_quantization.as_str(), "f32" | "f16" | "i8") {
-            return Err(invalid(
-                "memory.hnsw_quantization",
-                format!("must be f32, f16 or i8 (got {:?})", m.hnsw_quantization),
-            ));
-        }
-        in_range("memory.max_top_k", m.max_top_k as u64, 1, 10_000)?;
-        // An appender auto-flushes past ~200k rows; a batch must stay one transaction.
-        in_range("memory.max_batch", m.max_batch as u64, 1, 100_000)?;
-        in_range("memory.read_connections", m.read_connections as u64, 1, 64)?;
-        in_range(
-            "memory.max_pending",
-            m.max_pending as u64,
-            1_000,
-            10_000_000,
-        )?;
-        in_range("memory.wal_limit_mb", m.wal_limit_mb, 1, 65_536)?;
-        in_range(
-            "memory.idle_checkpoint_mb",
-            m.idle_checkpoint_mb,
-            1,
-            m.wal_limit_mb,
-        )?;
-        let d = &self.defense;
-        d.trusted_proxy_nets()
-            .map_err(|e| invalid("defense.trusted_proxies", e))?;
-        http::HeaderName::from_bytes(d.client_ip_header.as_bytes()).map_err(|_| {
-            invalid(
-                "defense.client_ip_header",
-                format!("not a header name: {:?}", d.client_ip_header),
-            )
-        })?;
-        in_range("defense.key_cache_secs", d.key_cache_secs, 0, 3600)?;
-        in_range("defense.redis_timeout_ms", d.redis_timeout_ms, 10, 10_000)?;
-        d.ban
-            .validate()
-            .map_err(|e| invalid("defense.ban", e.to_string()))?;
-        if let Some(k) = &d.edge_key {
-            if k.0.len() < heady_shared::wire::MIN_KEY_BYTES {
-                return Err(invalid(
-                    "defense.edge_key",
-                    format!(
-                        "must be at least {} bytes (got {}); e.g. `openssl rand -hex 32`",
-                        heady_shared::wire::MIN_KEY_BYTES,
-                        k.0.len()
-                    ),
-                ));
-            }
-        }
-        in_range("defense.edge_max_skew_secs", d.edge_max_skew_secs, 1, 3600)?;
-        if d.require_edge && d.edge_key.is_none() {
-            return Err(invalid(
-                "defense.require_edge",
-                "needs defense.edge_key (HEADY_TUNNEL_KEY) to verify the edge",
-            ));
-        }
-        let e = &self.embedder;
-        in_range("embedder.timeout_ms", e.timeout_ms, 1, 600_000)?;
-        match e.kind {
-            EmbedderKind::Lexical => {}
-            EmbedderKind::Openai => {
-                let url = e.base_url.as_deref().ok_or_else(|| {
-                    invalid(
-                        "embedder.base_url",
-                        "required for kind = \"openai\" (e.g. http://127.0.0.1:11434/v1)",
-                    )
-                })?;
-                check_http_url("embedder.base_url", url)?;
-                if e.model.as_deref().unwrap_or("").is_empty() {
-                    return Err(invalid("embedder.model", "required for kind = \"openai\""));
-                }
-            }
-            EmbedderKind::WorkersAi => {
-                if let Some(url) = &e.base_url {
-                    check_http_url("embedder.base_url", url)?;
-                }
-                if e.account_id.as_deref().unwrap_or("").is_empty() {
-                    return Err(invalid(
-                        "embedder.account_id",
-                        "required for kind = \"workers-ai\"",
-                    ));
-                }
-                if e.api_key.as_deref().unwrap_or("").is_empty() {
-                    return Err(invalid(
-                        "embedder.api_key",
-                        "required for kind = \"workers-ai\"",
-                    ));
-                }
-            }
-        }
-        let mut groups = heady_shared::GroupTable::default();
-        groups
-            .extend(self.conductor.groups.clone())
-            .map_err(|e| invalid("conductor.groups", e.to_string()))?;
+        self.memory.validate()?;
+        self.defense.validate()?;
+        self.embedder.validate()?;
+        let groups = self.conductor.group_table()?;
         crate::providers::config::validate(&self.providers, &groups)?;
         self.pipeline.validate()?;
         Ok(())
     }
 }
 
-fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+pub(crate) fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     if (min..=max).contains(&value) {
         Ok(())
     } else {
@@ -536,7 +296,7 @@ fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError
     }
 }
 
-fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
     match reqwest::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
         _ => Err(invalid(
@@ -549,14 +309,21 @@ fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
 
     #[test]
     fn the_example_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/heady-origin.toml");
-        let cfg = Config::load(Some(&path), |_| None, &Overrides::default()).unwrap();
+        let cfg = Config::load(Some(&path), &no_env(), &Overrides::default()).unwrap();
         assert!(cfg.defense.enabled);
         assert_eq!(cfg.defense.ban.threshold_factor, 3);
+        assert_eq!(cfg.log_format, LogFormat::Json);
+        assert_eq!(cfg.data_dir, PathBuf::from("/var/lib/heady"));
+        assert_eq!(cfg.memory.hnsw_quantization, Quantization::F16);
+        assert_eq!(cfg.pipeline.drift.quality.lambda, 2.0);
     }
 
     #[test]
@@ -591,7 +358,14 @@ mod tests {
         )
         .unwrap();
         assert!(!c.defense.enabled);
-        assert_eq!(c.defense.trusted_proxy_nets().unwrap().len(), 2);
+        assert_eq!(
+            c.defense.trusted_proxies,
+            vec![
+                "127.0.0.1/32".parse::<ipnet::IpNet>().unwrap(),
+                "10.0.0.0/8".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.defense.client_ip_header.as_str(), "cf-connecting-ip");
     }
 
     fn load_with(
@@ -604,25 +378,22 @@ mod tests {
         if let Some(t) = toml_text {
             std::fs::write(&path, t).unwrap();
         }
-        let env: HashMap<String, String> = env
+        let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Config::load(
-            toml_text.map(|_| path.as_path()),
-            |k| env.get(k).cloned(),
-            &flags,
-        )
+        Config::load(toml_text.map(|_| path.as_path()), &env, &flags)
     }
 
     #[test]
     fn defaults_run_with_nothing_installed() {
         let c = load_with(None, &[], Overrides::default()).unwrap();
-        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.memory.dim, 384);
         assert_eq!(c.embedder.kind, EmbedderKind::Lexical);
         assert!(c.redis_url.is_none());
+        assert_eq!(c.log_format, LogFormat::Text);
     }
 
     #[test]
@@ -630,7 +401,10 @@ mod tests {
         let file =
             "listen = \"127.0.0.1:9000\"\ndata_dir = \"/var/lib/heady\"\n[memory]\ndim = 16\n";
         let c = load_with(Some(file), &[], Overrides::default()).unwrap();
-        assert_eq!((c.listen.as_str(), c.memory.dim), ("127.0.0.1:9000", 16));
+        assert_eq!(
+            (c.listen.to_string().as_str(), c.memory.dim),
+            ("127.0.0.1:9000", 16)
+        );
         let c = load_with(
             Some(file),
             &[
@@ -640,14 +414,17 @@ mod tests {
             Overrides::default(),
         )
         .unwrap();
-        assert_eq!(c.listen, "127.0.0.1:9100");
-        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9100");
+        assert_eq!(
+            c.redis_url.as_ref().map(RedisUrl::as_str),
+            Some("redis://127.0.0.1:6379")
+        );
         let flags = Overrides {
-            listen: Some("127.0.0.1:9200".into()),
+            listen: Some("127.0.0.1:9200".parse().unwrap()),
             data_dir: Some("/tmp/x".into()),
         };
         let c = load_with(Some(file), &[("HEADY_LISTEN", "127.0.0.1:9100")], flags).unwrap();
-        assert_eq!(c.listen, "127.0.0.1:9200");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9200");
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
     }
 
@@ -662,7 +439,9 @@ mod tests {
         assert!(err_of(Some("listen = \"nowhere\""), &[]).starts_with("listen:"));
         assert!(err_of(Some("[memory]\ndim = 0"), &[]).starts_with("memory.dim:"));
         assert!(err_of(None, &[("HEADY_MEMORY_DIM", "big")]).starts_with("HEADY_MEMORY_DIM:"));
-        assert!(err_of(None, &[("HEADY_REDIS_URL", "http://x")]).starts_with("redis_url:"));
+        // Env input names the variable; the same value from the file names the key.
+        assert!(err_of(None, &[("HEADY_REDIS_URL", "http://x")]).starts_with("HEADY_REDIS_URL:"));
+        assert!(err_of(Some("redis_url = \"http://x\""), &[]).starts_with("redis_url:"));
         assert!(err_of(None, &[("HEADY_EMBEDDER", "magic")]).starts_with("HEADY_EMBEDDER:"));
         assert!(
             err_of(Some("[embedder]\nkind = \"openai\""), &[]).starts_with("embedder.base_url:")
@@ -684,5 +463,83 @@ mod tests {
         );
         assert!(wal.starts_with("memory.idle_checkpoint_mb:"), "{wal}");
         assert!(err_of(Some("[memory]\nwal_limit_mb = 0"), &[]).starts_with("memory.wal_limit_mb:"));
+    }
+
+    #[test]
+    fn enumerations_are_types() {
+        let e = err_of(Some("log_format = \"xml\""), &[]);
+        assert!(e.starts_with("log_format:") && e.contains("json"), "{e}");
+        let e = err_of(Some("[memory]\nhnsw_quantization = \"f64\""), &[]);
+        assert!(
+            e.starts_with("memory.hnsw_quantization:") && e.contains("i8"),
+            "{e}"
+        );
+        let e = err_of(None, &[("HEADY_HNSW_QUANTIZATION", "f64")]);
+        assert!(e.starts_with("HEADY_HNSW_QUANTIZATION:"), "{e}");
+        let e = err_of(Some("[[providers]]\nname = \"a\"\nkind = \"grpc\""), &[]);
+        assert!(e.starts_with("providers[0].kind:"), "{e}");
+        let c = load_with(
+            None,
+            &[
+                ("HEADY_LOG_FORMAT", "json"),
+                ("HEADY_HNSW_QUANTIZATION", "i8"),
+            ],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.memory.hnsw_quantization, Quantization::I8);
+    }
+
+    #[test]
+    fn an_error_about_an_env_value_names_the_variable_first() {
+        let e = err_of(None, &[("HEADY_MEMORY__DIM", "1")]);
+        assert_eq!(
+            e,
+            "HEADY_MEMORY__DIM: must be between 2 and 4096 (got 1) (memory.dim)"
+        );
+        let e = err_of(None, &[("HEADY_DEFENSE__BAN__BASE_TTL_SECS", "0")]);
+        assert!(e.starts_with("HEADY_DEFENSE__BAN__BASE_TTL_SECS: "), "{e}");
+        assert!(e.ends_with("(defense.ban)"), "{e}");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_and_errors() {
+        let key = "s3cr3t-0123456789abcdef0123456789abcdef";
+        let c = load_with(
+            Some("redis_url = \"redis://:hunter2-pw@127.0.0.1:6379\"\n[embedder]\nkind = \"workers-ai\"\naccount_id = \"a\"\n"),
+            &[
+                ("HEADY_TUNNEL_KEY", key),
+                ("HEADY_EMBEDDER_API_KEY", key),
+                ("HEADY_OPENAI_BASE_URL", "http://127.0.0.1:1/v1"),
+                ("HEADY_OPENAI_API_KEY", key),
+            ],
+            Overrides::default(),
+        )
+        .unwrap();
+        let shown = format!("{c:?} {c:#?}");
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert_eq!(c.defense.edge_key.as_ref().map(Secret::expose), Some(key));
+        assert_eq!(
+            c.redis_url.as_ref().unwrap().as_str(),
+            "redis://:hunter2-pw@127.0.0.1:6379"
+        );
+        // A short key is refused without being shown.
+        let e = err_of(None, &[("HEADY_TUNNEL_KEY", "s3cr3t")]);
+        assert!(
+            e.starts_with("HEADY_TUNNEL_KEY:") && !e.contains("s3cr3t"),
+            "{e}"
+        );
+        // A secret of the wrong type in the file is not echoed either.
+        let e = err_of(Some("[defense]\nedge_key = 123456789"), &[]);
+        assert!(
+            e.starts_with("defense.edge_key:") && !e.contains("1234"),
+            "{e}"
+        );
+        let e = err_of(None, &[("HEADY_REDIS_URL", "http://:hunter2-pw@x")]);
+        assert!(!e.contains("hunter2"), "{e}");
     }
 }

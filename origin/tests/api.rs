@@ -69,7 +69,10 @@ async fn health_ready_and_metrics() {
 
 #[tokio::test]
 async fn ready_reports_an_unreachable_redis() {
-    let s = TestServer::start(|c| c.redis_url = Some("redis://127.0.0.1:1".into())).await;
+    let s = TestServer::start(|c| {
+        c.redis_url = Some(heady_origin::config::RedisUrl::parse("redis://127.0.0.1:1").unwrap())
+    })
+    .await;
     let (st, body) = get(&s.url("/ready")).await;
     assert_eq!(st, 503, "{body}");
     assert_eq!(body["checks"]["duckdb"], "ok");
@@ -80,7 +83,10 @@ async fn ready_reports_an_unreachable_redis() {
 #[tokio::test]
 async fn ready_follows_a_real_redis_going_down_and_up() {
     let redis = common::RedisServer::start();
-    let s = TestServer::start(|c| c.redis_url = Some(redis.url())).await;
+    let s = TestServer::start(|c| {
+        c.redis_url = Some(heady_origin::config::RedisUrl::parse(&redis.url()).unwrap())
+    })
+    .await;
     let (st, body) = get(&s.url("/ready")).await;
     assert_eq!(
         (st, body["checks"]["redis"].as_str()),

@@ -22,6 +22,10 @@ async fn defended(tweak: impl FnOnce(&mut heady_origin::config::Config)) -> Test
     .await
 }
 
+fn redis_url_of(url: &str) -> heady_origin::config::RedisUrl {
+    heady_origin::config::RedisUrl::parse(url).unwrap()
+}
+
 fn key(s: &TestServer, user: &str, tier: Tier, clearance: Classification) -> String {
     s.state
         .defense
@@ -234,7 +238,7 @@ async fn abuse_is_banned_in_redis_and_an_operator_lifts_it_with_the_cli() {
 }
 
 async fn abuse_case(redis_url: Option<String>) {
-    let s = defended(|c| c.redis_url = redis_url).await;
+    let s = defended(|c| c.redis_url = redis_url.map(|u| redis_url_of(&u))).await;
     let url = s.url("/api/conductor/groups");
     let mut statuses = Vec::new();
     for _ in 0..90 {
@@ -357,7 +361,7 @@ async fn a_spoofed_client_address_is_ignored_unless_the_peer_is_trusted() {
     };
     assert_eq!(who(&s, "203.0.113.9").await["subject"], "ip:127.0.0.1");
     s.stop().await;
-    let s = defended(|c| c.defense.trusted_proxies = vec!["127.0.0.0/8".into()]).await;
+    let s = defended(|c| c.defense.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()]).await;
     assert_eq!(who(&s, "203.0.113.9").await["subject"], "ip:203.0.113.9");
     assert_eq!(who(&s, "not an address").await["subject"], "ip:127.0.0.1");
     s.stop().await;
@@ -501,7 +505,7 @@ async fn metric(s: &TestServer, name: &str) -> Option<f64> {
 async fn redis_going_away_degrades_to_in_process_and_recovers() {
     let redis = RedisServer::start();
     let port = redis.port;
-    let s = defended(|c| c.redis_url = Some(redis.url())).await;
+    let s = defended(|c| c.redis_url = Some(redis_url_of(&redis.url()))).await;
     let k = key(&s, "dana", Tier::Pro, Classification::Public);
     let url = s.url("/api/conductor/route");
     let body = Some(json!({"action": "code"}));

@@ -6,7 +6,7 @@
 //! `HEADY_STRESS_SECS` seconds (default 40), whichever ends first. Run it under `--release`:
 //! `cargo test --release -p heady-origin --test hnsw_stress -- --nocapture`.
 
-use heady_origin::memory::index::HnswIndex;
+use heady_origin::memory::index::{HnswIndex, Quantization};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -38,7 +38,7 @@ struct Round {
     searches: AtomicUsize,
 }
 
-fn run_round(quantization: &str, round: u64, dir: &std::path::Path) -> usize {
+fn run_round(quantization: Quantization, round: u64, dir: &std::path::Path) -> usize {
     let index = Arc::new(HnswIndex::new(DIM, 8, 32, 16, quantization).expect("index"));
     // Keys are unique per round and adder; the remover takes some of them back out.
     let added: Vec<Vec<u64>> = (0..ADDERS)
@@ -144,7 +144,7 @@ fn searches_survive_concurrent_mutation_for_every_quantization() {
     let rounds = env_or("HEADY_STRESS_ROUNDS", 1500);
     let budget = Duration::from_secs(env_or("HEADY_STRESS_SECS", 40));
     let dir = tempfile::tempdir().expect("tempdir");
-    for quantization in ["f32", "f16", "i8"] {
+    for quantization in Quantization::ALL {
         let t = Instant::now();
         let mut done = 0;
         let mut searches = 0;

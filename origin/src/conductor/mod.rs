@@ -1,6 +1,8 @@
 //! The conductor: Task Router (heady-shared's group table) and Vector Zone. Brain Router and
 //! Pattern Engine arrive with the pipeline; `layers` in a decision says which were consulted.
 
+pub mod config;
+
 use heady_shared::zone::zone_of;
 use heady_shared::{GroupTable, Route, RouteError, Zone};
 use serde::Serialize;

@@ -6,13 +6,14 @@
 //! does the I/O around them: DuckDB for keys, Redis for the limiter, headers for the client.
 
 pub mod admin;
+pub mod config;
 pub mod edge;
 pub mod keys;
 pub mod limiter;
 
-use crate::config::DefenseConfig;
 use crate::error::Error;
 use crate::metrics::{DefenseLabels, Metrics};
+use config::DefenseConfig;
 use edge::{EdgeRefusal, EdgeVerifier, Vouched};
 use heady_shared::limiter::{rate_limit_headers, LimitOutcome};
 use heady_shared::sliding_log::LogPolicy;
@@ -94,6 +95,9 @@ pub struct Presented<'a> {
 }
 
 impl Defense {
+    /// Builds the stage from a loaded configuration: addresses, header and ban policy were
+    /// parsed and checked by `Config::load`; what can still fail here is deriving the per-tier
+    /// limiter policies and the edge key's MAC.
     pub fn new(
         cfg: &DefenseConfig,
         keys: KeyStore,
@@ -101,18 +105,13 @@ impl Defense {
         metrics: Arc<Metrics>,
         background: crate::lifecycle::Background,
     ) -> anyhow::Result<Defense> {
-        let trusted = cfg
-            .trusted_proxy_nets()
-            .map_err(|e| anyhow::anyhow!("defense.trusted_proxies: {e}"))?;
-        let ip_header = http::HeaderName::from_bytes(cfg.client_ip_header.as_bytes())
-            .map_err(|e| anyhow::anyhow!("defense.client_ip_header: {e}"))?;
         let policy = |t: Tier| {
             LogPolicy::new(t.limits(), cfg.ban).map_err(|e| anyhow::anyhow!("defense.ban: {e}"))
         };
         let edge = match &cfg.edge_key {
             Some(k) => Some(EdgeVerifier::new(
                 Box::new(
-                    wire::HmacSha256::new(k.0.as_bytes())
+                    wire::HmacSha256::new(k.expose().as_bytes())
                         .map_err(|e| anyhow::anyhow!("defense.edge_key: {e}"))?,
                 ),
                 cfg.edge_max_skew_secs,
@@ -126,8 +125,8 @@ impl Defense {
             edge,
             require_edge: cfg.require_edge,
             limiter: Arc::new(RateLimiter::new(redis, metrics.clone(), background)),
-            trusted,
-            ip_header,
+            trusted: cfg.trusted_proxies.clone(),
+            ip_header: cfg.client_ip_header.clone(),
             policies: [
                 policy(Tier::Free)?,
                 policy(Tier::Pro)?,

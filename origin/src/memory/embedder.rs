@@ -2,7 +2,7 @@
 //! `LexicalEmbedder` (built in, offline, deterministic), `OpenAiEmbedder` (any OpenAI-compatible
 //! `/embeddings` endpoint: Ollama, TEI, vLLM, OpenAI) and `WorkersAiEmbedder` (Cloudflare's REST API).
 
-use crate::config::{EmbedderConfig, EmbedderKind};
+use super::embedder_config::{EmbedderConfig, EmbedderKind};
 use crate::providers::error_message;
 use heady_shared::zone::splitmix64;
 use serde::Deserialize;
@@ -55,7 +55,7 @@ pub fn from_config(cfg: &EmbedderConfig, dim: usize) -> Arc<dyn Embedder> {
         EmbedderKind::Lexical => Arc::new(LexicalEmbedder::new(dim)),
         EmbedderKind::Openai => Arc::new(OpenAiEmbedder::new(
             cfg.base_url.clone().unwrap_or_default(),
-            cfg.api_key.clone(),
+            cfg.api_key.as_ref().map(|k| k.expose().to_string()),
             cfg.model.clone().unwrap_or_default(),
             dim,
             timeout,
@@ -65,7 +65,10 @@ pub fn from_config(cfg: &EmbedderConfig, dim: usize) -> Arc<dyn Embedder> {
                 .clone()
                 .unwrap_or_else(|| WorkersAiEmbedder::API_ROOT.to_string()),
             cfg.account_id.clone().unwrap_or_default(),
-            cfg.api_key.clone().unwrap_or_default(),
+            cfg.api_key
+                .as_ref()
+                .map(|k| k.expose().to_string())
+                .unwrap_or_default(),
             cfg.model
                 .clone()
                 .unwrap_or_else(|| WorkersAiEmbedder::DEFAULT_MODEL.to_string()),

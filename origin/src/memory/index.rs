@@ -29,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+pub use super::config::Quantization;
 use crate::sys;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,11 +58,11 @@ fn err(e: impl std::fmt::Display) -> IndexError {
 }
 
 /// The HNSW graph quantization (`memory.hnsw_quantization`).
-fn scalar_kind(name: &str) -> ScalarKind {
-    match name {
-        "f16" => ScalarKind::F16,
-        "i8" => ScalarKind::I8,
-        _ => ScalarKind::F32,
+fn scalar_kind(q: Quantization) -> ScalarKind {
+    match q {
+        Quantization::F32 => ScalarKind::F32,
+        Quantization::F16 => ScalarKind::F16,
+        Quantization::I8 => ScalarKind::I8,
     }
 }
 
@@ -274,7 +275,7 @@ impl HnswIndex {
         connectivity: usize,
         ef_construction: usize,
         ef_search: usize,
-        quantization: &str,
+        quantization: Quantization,
     ) -> Result<Self, IndexError> {
         let quantization = scalar_kind(quantization);
         let options = IndexOptions {

@@ -4,11 +4,13 @@
 //! Writes go through one writer connection; searches use a pool of read connections; all of
 //! it runs on blocking threads so the async runtime never waits on DuckDB or the index.
 
+pub mod config;
 pub mod embedder;
+pub mod embedder_config;
 pub mod index;
 
-use crate::config::MemoryConfig;
 use crate::sys;
+use config::MemoryConfig;
 use duckdb::arrow::array::{
     Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, Int64Array, StringArray,
 };
@@ -314,7 +316,7 @@ impl MemoryStore {
             cfg.hnsw_connectivity,
             cfg.hnsw_ef_construction,
             cfg.hnsw_ef_search,
-            &cfg.hnsw_quantization,
+            cfg.hnsw_quantization,
         )?;
         Ok(Arc::new(MemoryStore {
             dim,

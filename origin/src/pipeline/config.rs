@@ -1,11 +1,11 @@
 //! `[pipeline]`: limits and policies of the nine HCFP stages.
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, KeyDoc, Ty};
 use heady_shared::breaker::BreakerPolicy;
 use heady_shared::drift::DriftPolicy;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
     /// Concurrent provider calls (stage 3, execute).
@@ -28,7 +28,7 @@ pub struct PipelineConfig {
     pub memory: RecallConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReadinessConfig {
     /// Monte Carlo trials per estimate.
@@ -44,7 +44,7 @@ pub struct ReadinessConfig {
     pub seed: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CritiqueConfig {
     /// Answers scoring below this are retried once on another provider.
@@ -52,7 +52,7 @@ pub struct CritiqueConfig {
     pub retry: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PatternConfig {
     /// EWMA smoothing of latency and quality per (action, provider).
@@ -67,7 +67,7 @@ pub struct PatternConfig {
     pub flush_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DriftConfig {
     /// Page-Hinkley on ln(latency in ms) per provider.
@@ -76,7 +76,7 @@ pub struct DriftConfig {
     pub quality: DriftPolicy,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecallConfig {
     /// Store user and assistant turns of requests that carry a session id.
@@ -256,3 +256,39 @@ impl PipelineConfig {
         Ok(())
     }
 }
+
+pub const KEYS: &[KeyDoc] = &[
+    KeyDoc::new("pipeline.max_concurrency", Ty::Int, "provider calls at once (stage 3, execute)"),
+    KeyDoc::new("pipeline.queue_max_wait_ms", Ty::Int, "longest a request waits for a slot, then 503 `overloaded` with Retry-After"),
+    KeyDoc::new("pipeline.queue_max_len", Ty::Int, "requests waiting at most; more are refused at once"),
+    KeyDoc::new("pipeline.deadline_ms", Ty::Int, "deadline the plan stage estimates against (`X-Heady-Deadline-Ms` overrides per request)"),
+    KeyDoc::new("pipeline.max_attempts", Ty::Int, "provider calls per request at most (fallbacks plus the critique retry)"),
+    KeyDoc::new("pipeline.max_messages", Ty::Int, "messages per request at most"),
+    KeyDoc::new("pipeline.readiness.trials", Ty::Int, "stage 2: Monte Carlo trials per estimate of P(answer within the deadline)"),
+    KeyDoc::new("pipeline.readiness.threshold", Ty::Float, "below this probability a provider is passed over"),
+    KeyDoc::new("pipeline.readiness.min_observations", Ty::Int, "outcomes a provider needs before its estimate counts"),
+    KeyDoc::new("pipeline.readiness.window", Ty::Int, "recent outcomes kept per provider"),
+    KeyDoc::new("pipeline.readiness.max_age_ms", Ty::Int, "older outcomes no longer count"),
+    KeyDoc::new("pipeline.readiness.seed", Ty::Int, "seed of the sampler (estimates are reproducible)"),
+    KeyDoc::new("pipeline.breaker.consecutive_failures", Ty::Int, "stage 4, per provider: this many failures in a row open the breaker"),
+    KeyDoc::new("pipeline.breaker.failure_rate", Ty::Float, "so does this failure rate over the window"),
+    KeyDoc::new("pipeline.breaker.min_calls", Ty::Int, "calls in the window before the rate counts"),
+    KeyDoc::new("pipeline.breaker.window", Ty::Int, "recent calls the rate is measured over"),
+    KeyDoc::new("pipeline.breaker.cooldown_ms", Ty::Int, "an open breaker skips the provider this long, then lets one probe call through"),
+    KeyDoc::new("pipeline.critique.threshold", Ty::Float, "stage 5: answers scoring below this are retried once on another provider"),
+    KeyDoc::new("pipeline.critique.retry", Ty::Bool, "whether that retry happens"),
+    KeyDoc::new("pipeline.patterns.alpha", Ty::Float, "stage 6: EWMA smoothing of latency and quality per (action, provider)"),
+    KeyDoc::new("pipeline.patterns.min_samples", Ty::Int, "outcomes a path needs before the pattern engine prefers it"),
+    KeyDoc::new("pipeline.patterns.margin", Ty::Float, "how much better (score) a path must be to take the lead"),
+    KeyDoc::new("pipeline.patterns.latency_scale_ms", Ty::Float, "latency that costs as much as a perfect answer is worth (score = quality - ms/scale)"),
+    KeyDoc::new("pipeline.patterns.flush_ms", Ty::Int, "how often learned paths are written to DuckDB"),
+    KeyDoc::new("pipeline.drift.latency.delta", Ty::Float, "stage 8, Page-Hinkley on ln(latency in ms) per provider: changes smaller than this are tolerated"),
+    KeyDoc::new("pipeline.drift.latency.lambda", Ty::Float, "alarm threshold on the cumulative deviation"),
+    KeyDoc::new("pipeline.drift.latency.min_samples", Ty::Int, "observations before any alarm"),
+    KeyDoc::new("pipeline.drift.quality.delta", Ty::Float, "the same on the critique score: tolerated change"),
+    KeyDoc::new("pipeline.drift.quality.lambda", Ty::Float, "alarm threshold"),
+    KeyDoc::new("pipeline.drift.quality.min_samples", Ty::Int, "observations before any alarm"),
+    KeyDoc::new("pipeline.memory.store", Ty::Bool, "store user and assistant turns of requests that carry a session id"),
+    KeyDoc::new("pipeline.memory.recall_top_k", Ty::Int, "earlier turns of the session added to the prompt on `/api/brain/chat` and `/api/{action}`"),
+    KeyDoc::new("pipeline.memory.v1_recall_top_k", Ty::Int, "the same for `/v1/chat/completions` (0: OpenAI clients send their own history)"),
+];

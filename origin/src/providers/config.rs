@@ -1,10 +1,11 @@
 //! `[[providers]]`: the inference providers the brain router may call, and the
 //! `HEADY_OPENAI_*` shortcut for the one-provider case.
 
-use crate::config::ConfigError;
-use serde::Deserialize;
+use crate::config::{ConfigError, KeyDoc, Ty};
+use crate::defense::config::Secret;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProviderKind {
     /// Any OpenAI-compatible `/chat/completions` endpoint: OpenAI, Ollama, vLLM, llama.cpp.
@@ -14,7 +15,8 @@ pub enum ProviderKind {
     WorkersAi,
 }
 
-#[derive(Clone, Deserialize, PartialEq)]
+/// `Debug` (what `check-config` prints) shows the key as `<secret, N bytes>`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     /// Unique name, shown in responses, metrics and logs.
@@ -23,7 +25,7 @@ pub struct ProviderConfig {
     pub kind: ProviderKind,
     /// openai: e.g. `http://127.0.0.1:11434/v1`; workers-ai: the API root (optional).
     pub base_url: Option<String>,
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     /// Workers AI account id.
     pub account_id: Option<String>,
     /// Model sent upstream. Unset (openai only): the client's `model` is forwarded, or the
@@ -43,21 +45,21 @@ pub struct ProviderConfig {
     pub timeout_ms: u64,
 }
 
-/// `check-config` prints the configuration: keys never appear in it.
-impl std::fmt::Debug for ProviderConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProviderConfig")
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("account_id", &self.account_id)
-            .field("model", &self.model)
-            .field("groups", &self.groups)
-            .field("weight", &self.weight)
-            .field("priority", &self.priority)
-            .field("timeout_ms", &self.timeout_ms)
-            .finish()
+impl ProviderConfig {
+    /// An entry with every default, as the reference documents it (`name` is required).
+    pub fn sample() -> ProviderConfig {
+        ProviderConfig {
+            name: "ollama".into(),
+            kind: ProviderKind::default(),
+            base_url: None,
+            api_key: None,
+            account_id: None,
+            model: None,
+            groups: Vec::new(),
+            weight: default_weight(),
+            priority: 0,
+            timeout_ms: default_timeout_ms(),
+        }
     }
 }
 
@@ -78,28 +80,42 @@ fn invalid(key: String, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The shortcut's variables; only `HEADY_OPENAI_BASE_URL` turns it on.
+pub const ENV_SHORTCUT: [&str; 3] = [
+    "HEADY_OPENAI_BASE_URL",
+    "HEADY_OPENAI_API_KEY",
+    "HEADY_OPENAI_MODEL",
+];
+
 /// `HEADY_OPENAI_BASE_URL` (+ `HEADY_OPENAI_API_KEY`, `HEADY_OPENAI_MODEL`) adds a provider
-/// named `openai` serving every group, ahead of those in the file.
-pub fn apply_env(providers: &mut Vec<ProviderConfig>, env: &dyn Fn(&str) -> Option<String>) {
+/// named `openai` serving every group, ahead of those in the file (replacing one of that name).
+/// Works on the configuration table before it is deserialized; returns whether it did.
+pub fn apply_env(root: &mut toml::Table, env: &dyn Fn(&str) -> Option<String>) -> bool {
     let get = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-    if let Some(base_url) = get("HEADY_OPENAI_BASE_URL") {
-        providers.retain(|p| p.name != "openai");
-        providers.insert(
-            0,
-            ProviderConfig {
-                name: "openai".into(),
-                kind: ProviderKind::Openai,
-                base_url: Some(base_url),
-                api_key: get("HEADY_OPENAI_API_KEY"),
-                account_id: None,
-                model: get("HEADY_OPENAI_MODEL"),
-                groups: Vec::new(),
-                weight: 1.0,
-                priority: 0,
-                timeout_ms: default_timeout_ms(),
-            },
-        );
+    let Some(base_url) = get("HEADY_OPENAI_BASE_URL") else {
+        return false;
+    };
+    let mut entry = toml::Table::new();
+    entry.insert("name".into(), "openai".into());
+    entry.insert("kind".into(), "openai".into());
+    entry.insert("base_url".into(), base_url.into());
+    if let Some(k) = get("HEADY_OPENAI_API_KEY") {
+        entry.insert("api_key".into(), k.into());
     }
+    if let Some(m) = get("HEADY_OPENAI_MODEL") {
+        entry.insert("model".into(), m.into());
+    }
+    let list = root
+        .entry("providers")
+        .or_insert_with(|| toml::Value::Array(Vec::new()));
+    if !list.is_array() {
+        *list = toml::Value::Array(Vec::new());
+    }
+    if let toml::Value::Array(list) = list {
+        list.retain(|p| p.get("name").and_then(toml::Value::as_str) != Some("openai"));
+        list.insert(0, toml::Value::Table(entry));
+    }
+    true
 }
 
 pub fn validate(
@@ -175,7 +191,7 @@ pub fn validate(
                         "required for kind = \"workers-ai\"",
                     ));
                 }
-                if p.api_key.as_deref().unwrap_or("").is_empty() {
+                if p.api_key.as_ref().is_none_or(|k| k.expose().is_empty()) {
                     return Err(invalid(
                         key("api_key"),
                         "required for kind = \"workers-ai\"",
@@ -202,6 +218,21 @@ fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
         )),
     }
 }
+
+pub const KEYS: &[KeyDoc] = &[
+    KeyDoc::new("providers", Ty::Table, "inference providers for the brain router: `[[providers]]` entries (below); env: a TOML array of inline tables. `HEADY_OPENAI_BASE_URL` (+ `_API_KEY`, `_MODEL`) adds one named `openai` serving every group, ahead of the others")
+        .env_extra(&ENV_SHORTCUT),
+    KeyDoc::new("providers[].name", Ty::Str, "unique name, shown in responses, metrics and logs").required(),
+    KeyDoc::new("providers[].kind", Ty::Str, "`openai` (OpenAI, Ollama, vLLM, llama.cpp) or `workers-ai`"),
+    KeyDoc::new("providers[].base_url", Ty::Str, "openai: e.g. `http://127.0.0.1:11434/v1` (required); workers-ai: the API root (optional)"),
+    KeyDoc::new("providers[].api_key", Ty::Str, "bearer token (required for `workers-ai`); never printed"),
+    KeyDoc::new("providers[].account_id", Ty::Str, "Cloudflare account id (required for `workers-ai`)"),
+    KeyDoc::new("providers[].model", Ty::Str, "model sent upstream (required for `workers-ai`); unset: the client's model, or the endpoint's first for `heady`"),
+    KeyDoc::new("providers[].groups", Ty::List, "service groups served; empty: all"),
+    KeyDoc::new("providers[].weight", Ty::Float, "share of first picks among providers of the same priority"),
+    KeyDoc::new("providers[].priority", Ty::Int, "fallback order: lower first"),
+    KeyDoc::new("providers[].timeout_ms", Ty::Int, "per-call timeout (streams: to the response head, and between chunks)"),
+];
 
 #[cfg(test)]
 mod tests {
@@ -241,16 +272,29 @@ mod tests {
 
     #[test]
     fn env_shortcut_adds_one_provider_first() {
-        let mut ps = vec![];
+        let mut root: toml::Table = toml::from_str(
+            "[[providers]]\nname = \"openai\"\nbase_url = \"http://a\"\n[[providers]]\nname = \"b\"\nbase_url = \"http://b\"\n",
+        )
+        .unwrap();
         let env = |k: &str| match k {
             "HEADY_OPENAI_BASE_URL" => Some("http://127.0.0.1:11434/v1".to_string()),
             "HEADY_OPENAI_API_KEY" => Some("sk-x".to_string()),
             _ => None,
         };
-        apply_env(&mut ps, &env);
-        assert_eq!(ps.len(), 1);
+        assert!(apply_env(&mut root, &env));
+        #[derive(Deserialize)]
+        struct F {
+            providers: Vec<ProviderConfig>,
+        }
+        let ps = toml::Value::Table(root).try_into::<F>().unwrap().providers;
+        assert_eq!(ps.len(), 2);
         assert_eq!(ps[0].name, "openai");
-        assert_eq!(ps[0].api_key.as_deref(), Some("sk-x"));
+        assert_eq!(ps[0].base_url.as_deref(), Some("http://127.0.0.1:11434/v1"));
+        assert_eq!(ps[0].api_key.as_ref().map(Secret::expose), Some("sk-x"));
         assert!(ps[0].model.is_none());
+        assert_eq!(ps[1].name, "b");
+        let mut empty = toml::Table::new();
+        assert!(!apply_env(&mut empty, &|_| None));
+        assert!(empty.is_empty());
     }
 }

@@ -126,7 +126,7 @@ pub fn build(configs: &[ProviderConfig]) -> Vec<ProviderEntry> {
                 ProviderKind::Openai => Arc::new(openai::OpenAiProvider::new(
                     c.name.clone(),
                     c.base_url.clone().unwrap_or_default(),
-                    c.api_key.clone(),
+                    c.api_key.as_ref().map(|k| k.expose().to_string()),
                     c.model.clone(),
                     timeout,
                 )),
@@ -136,7 +136,10 @@ pub fn build(configs: &[ProviderConfig]) -> Vec<ProviderEntry> {
                         .clone()
                         .unwrap_or_else(|| config::WORKERS_AI_ROOT.to_string()),
                     c.account_id.clone().unwrap_or_default(),
-                    c.api_key.clone().unwrap_or_default(),
+                    c.api_key
+                        .as_ref()
+                        .map(|k| k.expose().to_string())
+                        .unwrap_or_default(),
                     c.model.clone().unwrap_or_default(),
                     timeout,
                 )),

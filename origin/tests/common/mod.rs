@@ -25,9 +25,9 @@ impl TestServer {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> TestServer {
-        let mut cfg = Config::load(None, |_| None, &Overrides::default()).unwrap();
+        let mut cfg = Config::load(None, &[], &Overrides::default()).unwrap();
         cfg.data_dir = dir.path().to_path_buf();
-        cfg.listen = "127.0.0.1:0".into();
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
         // Memory and conductor tests are about those; tests/defense.rs turns defense on.
         cfg.defense.enabled = false;
         tweak(&mut cfg);

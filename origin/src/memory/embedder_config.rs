@@ -1,0 +1,96 @@
+//! `[embedder]`: which embedder turns text into vectors, and how to reach it.
+
+use crate::config::{check_http_url, in_range, invalid, ConfigError, KeyDoc, Ty};
+use crate::defense::config::Secret;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmbedderKind {
+    /// Built-in, offline: hashed word and character n-grams.
+    Lexical,
+    /// Any OpenAI-compatible `/v1/embeddings` endpoint.
+    Openai,
+    /// Cloudflare Workers AI REST API.
+    WorkersAi,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbedderConfig {
+    pub kind: EmbedderKind,
+    /// Base URL: for openai e.g. `http://127.0.0.1:11434/v1`; for workers-ai the API root.
+    pub base_url: Option<String>,
+    pub api_key: Option<Secret>,
+    pub model: Option<String>,
+    /// Workers AI account id.
+    pub account_id: Option<String>,
+    pub timeout_ms: u64,
+}
+
+impl Default for EmbedderConfig {
+    fn default() -> Self {
+        EmbedderConfig {
+            kind: EmbedderKind::Lexical,
+            base_url: None,
+            api_key: None,
+            model: None,
+            account_id: None,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+impl EmbedderConfig {
+    /// What each kind needs (checked here, so `embedder::from_config` cannot fail).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        in_range("embedder.timeout_ms", self.timeout_ms, 1, 600_000)?;
+        match self.kind {
+            EmbedderKind::Lexical => {}
+            EmbedderKind::Openai => {
+                let url = self.base_url.as_deref().ok_or_else(|| {
+                    invalid(
+                        "embedder.base_url",
+                        "required for kind = \"openai\" (e.g. http://127.0.0.1:11434/v1)",
+                    )
+                })?;
+                check_http_url("embedder.base_url", url)?;
+                if self.model.as_deref().unwrap_or("").is_empty() {
+                    return Err(invalid("embedder.model", "required for kind = \"openai\""));
+                }
+            }
+            EmbedderKind::WorkersAi => {
+                if let Some(url) = &self.base_url {
+                    check_http_url("embedder.base_url", url)?;
+                }
+                if self.account_id.as_deref().unwrap_or("").is_empty() {
+                    return Err(invalid(
+                        "embedder.account_id",
+                        "required for kind = \"workers-ai\"",
+                    ));
+                }
+                if self.api_key.as_ref().is_none_or(|k| k.expose().is_empty()) {
+                    return Err(invalid(
+                        "embedder.api_key",
+                        "required for kind = \"workers-ai\"",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub const KEYS: &[KeyDoc] = &[
+    KeyDoc::new("embedder.kind", Ty::Str, "`lexical` (built in, offline), `openai` (any OpenAI-compatible `/embeddings`) or `workers-ai`")
+        .aliases(&["HEADY_EMBEDDER"]),
+    KeyDoc::new("embedder.base_url", Ty::Str, "OpenAI-compatible base, e.g. `http://127.0.0.1:11434/v1` (required for `openai`); the Workers AI API root (optional)")
+        .aliases(&["HEADY_EMBEDDER_BASE_URL"]),
+    KeyDoc::new("embedder.api_key", Ty::Str, "bearer token (required for `workers-ai`: a Cloudflare API token with Workers AI access); never printed")
+        .aliases(&["HEADY_EMBEDDER_API_KEY"]),
+    KeyDoc::new("embedder.model", Ty::Str, "model name: required for `openai`; Workers AI default `@cf/baai/bge-small-en-v1.5` (384 dimensions)")
+        .aliases(&["HEADY_EMBEDDER_MODEL"]),
+    KeyDoc::new("embedder.account_id", Ty::Str, "Cloudflare account id (required for `workers-ai`)")
+        .aliases(&["HEADY_EMBEDDER_ACCOUNT_ID"]),
+    KeyDoc::new("embedder.timeout_ms", Ty::Int, "per-call timeout"),
+];
