@@ -11,6 +11,9 @@
 mod env;
 mod reference;
 
+pub use crate::settings::ConfigError;
+pub(crate) use crate::settings::{in_range, invalid};
+
 pub use crate::conductor::config::ConductorConfig;
 pub use crate::defense::config::{DefenseConfig, Secret};
 pub use crate::memory::config::{MemoryConfig, Quantization};
@@ -22,26 +25,6 @@ pub use reference::{generated_part, reference_markdown, splice, KeyDoc, Ty, DOC_
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{key}: {message}")]
-    Invalid { key: String, message: String },
-}
-
-pub(crate) fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_string(),
-        message: message.into(),
-    }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -282,27 +265,6 @@ impl Config {
         crate::providers::config::validate(&self.providers, &groups)?;
         self.pipeline.validate()?;
         Ok(())
-    }
-}
-
-pub(crate) fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
-    if (min..=max).contains(&value) {
-        Ok(())
-    } else {
-        Err(invalid(
-            key,
-            format!("must be between {min} and {max} (got {value})"),
-        ))
-    }
-}
-
-pub(crate) fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
-    match reqwest::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
-        _ => Err(invalid(
-            key,
-            format!("must be an http(s) URL with a host (got {url:?})"),
-        )),
     }
 }
 

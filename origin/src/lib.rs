@@ -28,6 +28,7 @@ pub mod pipeline;
 pub mod providers;
 pub mod redis;
 pub mod rt;
+pub mod settings;
 // Linux syscalls (thread priority, allocator tuning): the one module with `unsafe`.
 #[allow(unsafe_code)]
 pub mod sys;

@@ -1,6 +1,6 @@
 //! `[conductor]`: the Task Router's table is the seed's 12 service groups plus these.
 
-use crate::config::{invalid, ConfigError, KeyDoc, Ty};
+use crate::settings::{invalid, ConfigError, KeyDoc, Ty};
 use heady_shared::groups::ServiceGroup;
 use heady_shared::GroupTable;
 use serde::{Deserialize, Serialize};

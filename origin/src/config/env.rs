@@ -57,11 +57,6 @@ pub fn heady_env() -> Vec<(String, String)> {
         .collect()
 }
 
-/// The variable the rule gives a dotted key.
-pub fn rule_var(key: &str) -> String {
-    format!("HEADY_{}", key.to_ascii_uppercase().replace('.', "__"))
-}
-
 /// Which variable set which path (dotted, as errors name keys).
 #[derive(Debug, Default)]
 pub(super) struct Sources(Vec<(String, String)>);
@@ -237,6 +232,7 @@ fn set(table: &mut toml::Table, key: &str, value: toml::Value) {
 mod tests {
     use super::super::Overrides;
     use super::*;
+    use crate::settings::rule_var;
 
     fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();

@@ -5,74 +5,7 @@
 use super::Config;
 use serde_json::Value;
 
-/// How a key's value is read from an environment variable (the file's TOML is typed already).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ty {
-    /// Taken as it is (enumerations too: their type checks them).
-    Str,
-    Int,
-    Float,
-    /// `true`/`false`, `on`/`off`, `1`/`0`.
-    Bool,
-    /// A TOML array, or a comma list.
-    List,
-    /// An array of tables, as a TOML array of inline tables.
-    Table,
-}
-
-/// One key of the reference.
-#[derive(Debug, Clone, Copy)]
-pub struct KeyDoc {
-    /// The dotted TOML path; `a[].b` is field `b` of each `[[a]]` entry.
-    pub key: &'static str,
-    pub ty: Ty,
-    /// One short sentence.
-    pub meaning: &'static str,
-    /// Variables of earlier releases that set this key too.
-    pub aliases: &'static [&'static str],
-    /// Variables that affect the key through its section's own code (`HEADY_OPENAI_*`).
-    pub env_extra: &'static [&'static str],
-    /// No default: an entry must give it.
-    pub required: bool,
-}
-
-impl KeyDoc {
-    pub const fn new(key: &'static str, ty: Ty, meaning: &'static str) -> KeyDoc {
-        KeyDoc {
-            key,
-            ty,
-            meaning,
-            aliases: &[],
-            env_extra: &[],
-            required: false,
-        }
-    }
-
-    pub const fn aliases(self, aliases: &'static [&'static str]) -> KeyDoc {
-        KeyDoc { aliases, ..self }
-    }
-
-    pub const fn env_extra(self, env_extra: &'static [&'static str]) -> KeyDoc {
-        KeyDoc { env_extra, ..self }
-    }
-
-    pub const fn required(self) -> KeyDoc {
-        KeyDoc {
-            required: true,
-            ..self
-        }
-    }
-
-    /// The variable the rule gives the key; none for a field of an array entry.
-    pub fn env_var(&self) -> Option<String> {
-        (!self.key.contains("[]")).then(|| super::env::rule_var(self.key))
-    }
-
-    /// The table the key is in (`""` for the top level).
-    pub fn section(&self) -> &'static str {
-        self.key.rsplit_once('.').map_or("", |(s, _)| s)
-    }
-}
+pub use crate::settings::{KeyDoc, Ty};
 
 pub const DOC_BEGIN: &str = "<!-- BEGIN generated: heady-origin config-reference -->";
 pub const DOC_END: &str = "<!-- END generated -->";

@@ -1,7 +1,7 @@
 //! `[defense]`: keys, limits, bans, client addresses, the operator socket, the edge key.
 //! Addresses and the header name are parsed here, at load; `Defense::new` takes them as they are.
 
-use crate::config::{in_range, invalid, ConfigError, KeyDoc, Ty};
+use crate::settings::{in_range, invalid, ConfigError, KeyDoc, Ty};
 pub use heady_shared::limiter::BanPolicy;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};

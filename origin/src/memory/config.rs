@@ -1,6 +1,6 @@
 //! `[memory]`: the DuckDB table, the HNSW index and the request limits of the vector memory.
 
-use crate::config::{in_range, ConfigError, KeyDoc, Ty};
+use crate::settings::{in_range, ConfigError, KeyDoc, Ty};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! `[embedder]`: which embedder turns text into vectors, and how to reach it.
 
-use crate::config::{check_http_url, in_range, invalid, ConfigError, KeyDoc, Ty};
 use crate::defense::config::Secret;
+use crate::settings::{check_http_url, in_range, invalid, ConfigError, KeyDoc, Ty};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

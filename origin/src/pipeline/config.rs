@@ -1,6 +1,6 @@
 //! `[pipeline]`: limits and policies of the nine HCFP stages.
 
-use crate::config::{ConfigError, KeyDoc, Ty};
+use crate::settings::{ConfigError, KeyDoc, Ty};
 use heady_shared::breaker::BreakerPolicy;
 use heady_shared::drift::DriftPolicy;
 use serde::{Deserialize, Serialize};

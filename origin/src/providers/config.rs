@@ -1,8 +1,8 @@
 //! `[[providers]]`: the inference providers the brain router may call, and the
 //! `HEADY_OPENAI_*` shortcut for the one-provider case.
 
-use crate::config::{ConfigError, KeyDoc, Ty};
 use crate::defense::config::Secret;
+use crate::settings::{ConfigError, KeyDoc, Ty};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
