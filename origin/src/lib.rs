@@ -7,6 +7,7 @@ pub mod api;
 pub mod cli;
 pub mod conductor;
 pub mod config;
+pub mod db;
 pub mod defense;
 pub mod error;
 pub mod memory;
