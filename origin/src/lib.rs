@@ -1,7 +1,8 @@
 //! heady-origin: the bare-metal daemon behind the Heady edge.
 //!
 //! Layering: `server` -> `defense` -> `api` -> `pipeline` -> `conductor` / `providers` /
-//! `memory`; nothing below calls back up.
+//! `memory`; nothing below calls back up. `memory`, the API keys (`defense::keys`) and the
+//! pattern engine keep their tables in one `db::Database`.
 
 pub mod api;
 pub mod cli;

@@ -260,11 +260,7 @@ pub async fn serve(
         );
     }
     let st = state.clone();
-    tokio::task::spawn_blocking(move || {
-        st.pipeline.flush_blocking();
-        st.memory.close_blocking()
-    })
-    .await??;
+    tokio::task::spawn_blocking(move || st.close_blocking()).await??;
     tracing::info!("checkpointed; bye");
     Ok(())
 }

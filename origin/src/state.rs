@@ -2,6 +2,7 @@
 
 use crate::conductor::Conductor;
 use crate::config::Config;
+use crate::db::{Database, DbConfig};
 use crate::defense::keys::KeyStore;
 use crate::defense::Defense;
 use crate::memory::embedder::{self, Embedder};
@@ -11,9 +12,12 @@ use crate::pipeline::Pipeline;
 use heady_shared::GroupTable;
 use std::sync::Arc;
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 pub struct AppState {
     pub config: Config,
+    /// The DuckDB file every store below keeps its tables in.
+    pub db: Database,
     pub memory: Arc<MemoryStore>,
     pub embedder: Arc<dyn Embedder>,
     pub conductor: Conductor,
@@ -22,18 +26,35 @@ pub struct AppState {
     pub pipeline: Arc<Pipeline>,
     redis: Option<redis::Client>,
     redis_conn: Mutex<Option<redis::aio::ConnectionManager>>,
+    /// Stops the background threads (indexer, checkpointer); cancelled by `close_blocking`.
+    cancel: CancellationToken,
 }
 
 impl AppState {
     /// Opens the database and starts loading the index. Fails on bad config or an unusable
     /// data directory, with a message that says which.
     pub fn open(config: Config) -> anyhow::Result<Arc<AppState>> {
+        Self::open_with(config, CancellationToken::new())
+    }
+
+    /// As `open`; the background threads also stop when `cancel` is cancelled.
+    pub fn open_with(config: Config, cancel: CancellationToken) -> anyhow::Result<Arc<AppState>> {
+        let cancel = cancel.child_token();
         let mut table = GroupTable::default();
         table
             .extend(config.conductor.groups.clone())
             .map_err(|e| anyhow::anyhow!("conductor.groups: {e}"))?;
-        let memory = MemoryStore::open(&config.data_dir, &config.memory)?;
-        memory.start_index();
+        let db = Database::open(
+            &config.data_dir,
+            &DbConfig::from(&config.memory),
+            cancel.child_token(),
+        )?;
+        let memory = Arc::new(MemoryStore::open(
+            db.clone(),
+            &config.memory,
+            cancel.child_token(),
+        )?);
+        memory.start_indexer()?;
         let embedder = embedder::from_config(&config.embedder, config.memory.dim);
         let mut metrics = Metrics::default();
         let pipeline = Pipeline::new(
@@ -41,6 +62,7 @@ impl AppState {
             &config.providers,
             table.clone(),
             memory.clone(),
+            db.clone(),
             embedder.clone(),
             &mut metrics.registry,
         );
@@ -52,7 +74,7 @@ impl AppState {
         };
         let metrics = Arc::new(metrics);
         let keys = KeyStore::open(
-            memory.connection()?,
+            db.clone(),
             std::time::Duration::from_secs(config.defense.key_cache_secs),
         )?;
         let defense = Arc::new(Defense::new(
@@ -63,6 +85,7 @@ impl AppState {
         )?);
         Ok(Arc::new(AppState {
             config,
+            db,
             memory,
             embedder,
             conductor: Conductor::new(table),
@@ -71,7 +94,19 @@ impl AppState {
             pipeline,
             redis,
             redis_conn: Mutex::new(None),
+            cancel,
         }))
+    }
+
+    /// Shutdown, in order, once no request is in flight: what the pattern engine learned is
+    /// written, the memory's indexer stops and the index is persisted, then the database
+    /// folds its WAL into the file (after every user of it). Blocking.
+    pub fn close_blocking(&self) -> anyhow::Result<()> {
+        self.pipeline.flush_blocking();
+        self.memory.close_blocking()?;
+        self.cancel.cancel();
+        self.db.close()?;
+        Ok(())
     }
 
     /// PING Redis if configured. `Ok(None)` when no Redis is configured.

@@ -23,6 +23,7 @@ pub mod recover;
 pub mod stream;
 
 use crate::conductor::Conductor;
+use crate::db::Database;
 use crate::error::ApiError;
 use crate::memory::embedder::Embedder;
 use crate::memory::MemoryStore;
@@ -307,6 +308,7 @@ impl Pipeline {
         provider_configs: &[providers::config::ProviderConfig],
         table: GroupTable,
         memory: Arc<MemoryStore>,
+        db: Database,
         embedder: Arc<dyn Embedder>,
         registry: &mut prometheus_client::registry::Registry,
     ) -> Arc<Pipeline> {
@@ -315,7 +317,7 @@ impl Pipeline {
             .iter()
             .map(|_| Mutex::new(ProviderHealth::new(&config)))
             .collect();
-        let patterns = PatternEngine::new(config.patterns.clone(), memory.clone());
+        let patterns = PatternEngine::new(config.patterns.clone(), db);
         let p = Arc::new(Pipeline {
             admission: Arc::new(Admission::new(config.max_concurrency, config.queue_max_len)),
             metrics: PipelineMetrics::register(registry),
