@@ -3,6 +3,10 @@
 //! Layering: `server` -> `defense` -> `api` -> `pipeline` -> `conductor` / `providers` /
 //! `memory`; nothing below calls back up. `memory`, the API keys (`defense::keys`) and the
 //! pattern engine keep their tables in one `db::Database`.
+//!
+//! Unsafe code is confined to `sys` (the Linux syscalls).
+
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod cli;
@@ -17,5 +21,6 @@ pub mod pipeline;
 pub mod providers;
 pub mod server;
 pub mod state;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod tunnel_config;
