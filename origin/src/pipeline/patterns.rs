@@ -179,7 +179,7 @@ impl PatternEngine {
                 })
             })
             .collect();
-        v.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
+        v.sort_by_key(|a| a.to_string());
         v
     }
 
