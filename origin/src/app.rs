@@ -4,10 +4,12 @@
 //! `App::start` spawns the background tasks through one [`Background`]; `App::shutdown` runs
 //! after the HTTP server has stopped accepting and drained its connections, in this order:
 //! cancel background loops and wait for every task (response streams finish), flush what
-//! the pipeline learned, close memory (persist the index), checkpoint the database.
+//! the pipeline learned, close memory (stop the indexer, persist the index), then close the
+//! database (stop the checkpointer, fold the WAL into the file).
 
 use crate::conductor::Conductor;
 use crate::config::Config;
+use crate::db::{Database, DbConfig};
 use crate::defense::keys::KeyStore;
 use crate::defense::Defense;
 use crate::lifecycle::Background;
@@ -18,9 +20,12 @@ use crate::pipeline::Pipeline;
 use crate::redis::{Redis, RedisError};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 pub struct App {
     pub config: Config,
+    /// The DuckDB file memory, keys and the pattern engine keep their tables in.
+    pub db: Database,
     pub memory: Arc<MemoryStore>,
     pub embedder: Arc<dyn Embedder>,
     pub conductor: Conductor,
@@ -29,6 +34,8 @@ pub struct App {
     pub pipeline: Arc<Pipeline>,
     pub redis: Option<Arc<Redis>>,
     pub background: Background,
+    /// Stops the storage threads (indexer, checkpointer); cancelled after memory has closed.
+    storage: CancellationToken,
 }
 
 impl App {
@@ -37,17 +44,30 @@ impl App {
     pub fn open(config: Config) -> anyhow::Result<Arc<App>> {
         let background = Background::new();
         let table = config.conductor.group_table()?;
-        let memory = MemoryStore::open(&config.data_dir, &config.memory)?;
-        memory.start_index();
+        let storage = CancellationToken::new();
+        let db = Database::open(
+            &config.data_dir,
+            &DbConfig::from(&config.memory),
+            storage.child_token(),
+        )?;
+        let memory = Arc::new(MemoryStore::open(
+            db.clone(),
+            &config.memory,
+            storage.child_token(),
+        )?);
+        memory.start_indexer()?;
         let embedder = embedder::from_config(&config.embedder, config.memory.dim);
         let mut metrics = Metrics::default();
         let pipeline = Pipeline::new(
             config.pipeline.clone(),
-            &config.providers,
-            table.clone(),
-            memory.clone(),
-            embedder.clone(),
-            background.clone(),
+            crate::pipeline::Parts {
+                providers: &config.providers,
+                groups: table.clone(),
+                memory: memory.clone(),
+                db: db.clone(),
+                embedder: embedder.clone(),
+                background: background.clone(),
+            },
             &mut metrics.registry,
         );
         let redis = match &config.redis_url {
@@ -59,7 +79,7 @@ impl App {
         };
         let metrics = Arc::new(metrics);
         let keys = KeyStore::open(
-            memory.connection()?,
+            db.clone(),
             Duration::from_secs(config.defense.key_cache_secs),
         )?;
         let defense = Arc::new(Defense::new(
@@ -71,6 +91,7 @@ impl App {
         )?);
         Ok(Arc::new(App {
             config,
+            db,
             memory,
             embedder,
             conductor: Conductor::new(table),
@@ -79,6 +100,7 @@ impl App {
             pipeline,
             redis,
             background,
+            storage,
         }))
     }
 
@@ -104,16 +126,23 @@ impl App {
         }
     }
 
+    /// What the pattern engine learned is written, the indexer stops and the index is
+    /// persisted, then the database folds its WAL into the file, after every user of it.
+    /// Blocking.
+    pub fn close_storage(&self) -> anyhow::Result<()> {
+        self.pipeline.flush_blocking();
+        self.memory.close_blocking()?;
+        self.storage.cancel();
+        self.db.close()?;
+        Ok(())
+    }
+
     /// The end of the daemon, after the HTTP server has drained (see the module doc).
     pub async fn shutdown(self: &Arc<Self>) -> anyhow::Result<()> {
         tracing::info!("shutting down: stopping background tasks");
         self.background.shutdown().await;
         let app = self.clone();
-        tokio::task::spawn_blocking(move || {
-            app.pipeline.flush_blocking();
-            app.memory.close_blocking()
-        })
-        .await??;
+        tokio::task::spawn_blocking(move || app.close_storage()).await??;
         tracing::info!("index persisted and database checkpointed; bye");
         Ok(())
     }

@@ -345,19 +345,20 @@ fn admin(target: AdminTarget, op: AdminOp, json: bool) -> i32 {
 
 /// The defense pieces of a stopped daemon: its database's key table and its Redis.
 fn open_defense(cfg: &Config) -> anyhow::Result<std::sync::Arc<crate::defense::Defense>> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .map_err(|e| anyhow::anyhow!("data_dir {}: {e}", cfg.data_dir.display()))?;
-    let path = cfg.data_dir.join("heady.duckdb");
-    let conn = duckdb::Connection::open(&path).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: {e} (a running heady-origin holds this file; reach it through its admin socket)",
-            path.display()
-        )
+    use crate::db::{Database, DbConfig, DbError};
+    let db = Database::open(
+        &cfg.data_dir,
+        &DbConfig::from(&cfg.memory),
+        Default::default(),
+    )
+    .map_err(|e| match e {
+        e @ DbError::Open { .. } => anyhow::anyhow!(
+            "{e} (a running heady-origin holds this file; reach it through its admin socket)"
+        ),
+        e => e.into(),
     })?;
-    let keys = crate::defense::keys::KeyStore::open(
-        conn,
-        Duration::from_secs(cfg.defense.key_cache_secs),
-    )?;
+    let keys =
+        crate::defense::keys::KeyStore::open(db, Duration::from_secs(cfg.defense.key_cache_secs))?;
     let redis = match &cfg.redis_url {
         Some(url) => Some(std::sync::Arc::new(crate::redis::Redis::open(
             url.as_str(),

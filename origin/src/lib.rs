@@ -18,6 +18,7 @@ pub mod app;
 pub mod cli;
 pub mod conductor;
 pub mod config;
+pub mod db;
 pub mod defense;
 pub mod error;
 pub mod http;

@@ -3,6 +3,7 @@
 //! with. `config` composes the sections and loads them; the sections import only this, so no
 //! module depends on `config` and `config` on it back.
 
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// What is wrong with the configuration, naming the key (or the file) it is about.
@@ -119,5 +120,49 @@ impl KeyDoc {
     /// The table the key is in (`""` for the top level).
     pub fn section(&self) -> &'static str {
         self.key.rsplit_once('.').map_or("", |(s, _)| s)
+    }
+}
+
+/// A configuration value that must not be printed: its `Debug` shows only its length, it
+/// serializes as `"<redacted>"`, and a value of the wrong type is refused without echoing it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<secret, {} bytes>", self.0.len())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // serde's own "invalid type" message would quote the value.
+        String::deserialize(d)
+            .map(Secret)
+            .map_err(|_| serde::de::Error::custom("must be a string (the value is not shown)"))
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
     }
 }

@@ -1,7 +1,17 @@
 //! The store directly: a batch is all or nothing even when DuckDB itself refuses a row.
 
 use heady_origin::config::MemoryConfig;
+use heady_origin::db::{Database, DbConfig};
 use heady_origin::memory::{new_key, MemoryStore, NewRow};
+use tokio_util::sync::CancellationToken;
+
+/// A database in `dir` and the memory store over it.
+fn open(dir: &std::path::Path, cfg: &MemoryConfig) -> (Database, MemoryStore) {
+    let cancel = CancellationToken::new();
+    let db = Database::open(dir, &DbConfig::from(cfg), cancel.child_token()).unwrap();
+    let m = MemoryStore::open(db.clone(), cfg, cancel.child_token()).unwrap();
+    (db, m)
+}
 
 fn row(key: u64, content: &str) -> NewRow {
     NewRow {
@@ -23,7 +33,7 @@ fn a_batch_with_a_duplicate_id_stores_nothing() {
         dim: 4,
         ..MemoryConfig::default()
     };
-    let m = MemoryStore::open(dir.path(), &cfg).unwrap();
+    let (_db, m) = open(dir.path(), &cfg);
     let first = new_key();
     m.insert_blocking(&[row(first, "first")]).unwrap();
     let batch: Vec<NewRow> = (0..50)
@@ -57,7 +67,7 @@ fn concurrent_batches_commit_together_and_fail_alone() {
         dim: 4,
         ..MemoryConfig::default()
     };
-    let m = MemoryStore::open(dir.path(), &cfg).unwrap();
+    let (_db, m) = open(dir.path(), &cfg);
     let existing = new_key();
     m.insert_blocking(&[row(existing, "existing")]).unwrap();
     let results: Vec<(usize, bool)> = std::thread::scope(|s| {
@@ -104,8 +114,8 @@ fn the_wal_is_checkpointed_when_writes_pause() {
         idle_checkpoint_mb: 1,
         ..MemoryConfig::default()
     };
-    let m = MemoryStore::open(dir.path(), &cfg).unwrap();
-    m.start_index();
+    let (db, m) = open(dir.path(), &cfg);
+    m.start_indexer().unwrap();
     for b in 0..10 {
         let batch: Vec<NewRow> = (0..500)
             .map(|i| NewRow {
@@ -117,17 +127,96 @@ fn the_wal_is_checkpointed_when_writes_pause() {
             .collect();
         m.insert_blocking(&batch).unwrap();
     }
-    let before = m.wal_bytes();
+    let before = db.wal_bytes();
     assert!(
         before > 1 << 20,
         "the WAL holds the inserts ({before} bytes)"
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while m.checkpoints() == 0 && std::time::Instant::now() < deadline {
+    while db.checkpoints() == 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert_eq!(m.checkpoints(), 1);
-    assert!(m.wal_bytes() < before / 10, "WAL {} bytes", m.wal_bytes());
+    assert_eq!(db.checkpoints(), 1);
+    assert!(db.wal_bytes() < before / 10, "WAL {} bytes", db.wal_bytes());
     assert_eq!(m.stats_blocking().unwrap().total_vectors, 5000);
     m.close_blocking().unwrap();
+    db.close().unwrap();
+}
+
+/// A vector of its own for each `i` (no two alike).
+fn unit(dim: usize, i: usize) -> Vec<f32> {
+    (0..dim)
+        .map(|d| ((i as f32 + 1.0) * (d as f32 + 1.0) * 0.37).sin())
+        .collect()
+}
+
+/// Shutdown in order: the store stops its indexer and persists the index, then the database
+/// folds its WAL into the file; a reopen finds every row already in the persisted index.
+#[test]
+fn closing_persists_the_index_and_checkpoints_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = MemoryConfig {
+        dim: 16,
+        ..MemoryConfig::default()
+    };
+    let (db, m) = open(dir.path(), &cfg);
+    m.start_indexer().unwrap();
+    let batch: Vec<NewRow> = (0..300)
+        .map(|i| NewRow {
+            embedding: unit(16, i),
+            ..row(new_key(), &format!("r{i}"))
+        })
+        .collect();
+    m.insert_blocking(&batch).unwrap();
+    assert!(m.wait_indexed(std::time::Duration::from_secs(60)));
+    m.close_blocking().unwrap();
+    assert!(dir.path().join("hnsw.usearch").exists());
+    assert!(db.wal_bytes() > 0);
+    db.close().unwrap();
+    assert_eq!(db.wal_bytes(), 0, "the WAL is folded into the file");
+    drop((m, db));
+
+    let (_db, m) = open(dir.path(), &cfg);
+    m.start_indexer().unwrap();
+    assert!(m.wait_indexed(std::time::Duration::from_secs(60)));
+    let stats = m.index_stats();
+    assert_eq!((stats.size, stats.pending), (300, 0));
+    assert_eq!(stats.build_progress, None, "loaded, not rebuilt");
+    let (hits, _) = m.search_blocking(&unit(16, 42), 1, None).unwrap();
+    assert_eq!(hits[0].content, "r42");
+}
+
+/// Once its token is cancelled the indexer stops, and rows inserted after that are still
+/// found by a search (the exact pass over the queue), so shutdown loses nothing.
+#[test]
+fn after_cancellation_new_rows_are_still_searchable() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = MemoryConfig {
+        dim: 16,
+        ..MemoryConfig::default()
+    };
+    let cancel = CancellationToken::new();
+    let db = Database::open(dir.path(), &DbConfig::from(&cfg), cancel.child_token()).unwrap();
+    let m = MemoryStore::open(db.clone(), &cfg, cancel.child_token()).unwrap();
+    m.start_indexer().unwrap();
+    assert!(m.wait_indexed(std::time::Duration::from_secs(60)));
+    cancel.cancel();
+    let t = std::time::Instant::now();
+    m.close_blocking().unwrap();
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        t.elapsed()
+    );
+    let key = new_key();
+    m.insert_blocking(&[NewRow {
+        embedding: unit(16, 7),
+        ..row(key, "late")
+    }])
+    .unwrap();
+    assert_eq!(m.pending_len(), 1, "nothing indexes it any more");
+    let (hits, path) = m.search_blocking(&unit(16, 7), 1, None).unwrap();
+    assert_eq!(path, heady_origin::memory::SearchPath::Hnsw);
+    assert_eq!(hits[0].content, "late");
+    db.close().unwrap();
 }

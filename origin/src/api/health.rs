@@ -56,7 +56,7 @@ pub async fn metrics(s: Arc<App>, _c: Ctx) -> Result<Reply, Error> {
     m.memory_vectors.set(s.memory.len() as i64);
     let idx = s.memory.index_stats();
     m.index_vectors.set(idx.size as i64);
-    m.wal_bytes.set(s.memory.wal_bytes() as i64);
+    m.wal_bytes.set(s.db.wal_bytes() as i64);
     m.index_bytes.set(idx.memory_bytes as i64);
     m.index_ready.set(i64::from(s.memory.index_ready()));
     m.resident_bytes.set(crate::metrics::resident_bytes());

@@ -4,11 +4,12 @@
 //! Lookups are cached for `cache_ttl` (a revocation takes effect within it); unknown keys are
 //! cached too, so a flood of random keys costs one query per key per TTL at most.
 
-use duckdb::{params, Connection, OptionalExt};
+use crate::db::{Database, DbError};
+use duckdb::{params, OptionalExt};
 use heady_shared::{Classification, Tier};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 pub const KEY_PREFIX: &str = "hk_";
@@ -17,11 +18,17 @@ const CACHE_MAX: usize = 100_000;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("database: {0}")]
-    Db(#[from] duckdb::Error),
+    Db(#[from] DbError),
     #[error("{0}")]
     Invalid(String),
     #[error("stored key {id} is damaged: {what}")]
     Damaged { id: String, what: String },
+}
+
+impl From<duckdb::Error> for KeyError {
+    fn from(e: duckdb::Error) -> Self {
+        KeyError::Db(DbError::Duck(e))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -75,34 +82,33 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 pub struct KeyStore {
-    conn: Mutex<Connection>,
+    db: Database,
     cache: RwLock<HashMap<String, (Option<KeyRecord>, Instant)>>,
     cache_ttl: Duration,
 }
 
 impl KeyStore {
-    /// Creates the table when missing. `conn` is a connection to the daemon's database.
-    pub fn open(conn: Connection, cache_ttl: Duration) -> Result<KeyStore, KeyError> {
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS api_keys (
-                id VARCHAR PRIMARY KEY,
-                hash VARCHAR NOT NULL UNIQUE,
-                user_id VARCHAR NOT NULL,
-                tier VARCHAR NOT NULL,
-                clearance VARCHAR NOT NULL,
-                created_at BIGINT NOT NULL,
-                revoked_at BIGINT
-            );",
-        )?;
+    /// Creates the table in `db` when missing.
+    pub fn open(db: Database, cache_ttl: Duration) -> Result<KeyStore, KeyError> {
+        db.with_writer(|conn| {
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS api_keys (
+                    id VARCHAR PRIMARY KEY,
+                    hash VARCHAR NOT NULL UNIQUE,
+                    user_id VARCHAR NOT NULL,
+                    tier VARCHAR NOT NULL,
+                    clearance VARCHAR NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    revoked_at BIGINT
+                );",
+            )
+            .map_err(KeyError::from)
+        })?;
         Ok(KeyStore {
-            conn: Mutex::new(conn),
+            db,
             cache: RwLock::new(HashMap::new()),
             cache_ttl,
         })
-    }
-
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Mints a key, stores its hash, and returns the secret (the only time it exists).
@@ -148,8 +154,8 @@ impl KeyStore {
             created_at: now_secs,
             revoked_at: None,
         };
-        self.conn()
-            .execute(
+        self.db.with_writer(|conn| {
+            conn.execute(
                 "INSERT INTO api_keys (id, hash, user_id, tier, clearance, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                 params![record.id, hash, record.user, tier.as_str(), clearance.as_str(), now_secs],
             )
@@ -157,8 +163,9 @@ impl KeyStore {
                 duckdb::Error::DuckDBFailure(_, Some(ref m)) if m.contains("onstraint") => {
                     KeyError::Invalid(format!("key {} is already stored", record.id))
                 }
-                e => KeyError::Db(e),
-            })?;
+                e => KeyError::from(e),
+            })
+        })?;
         self.cache
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -170,29 +177,30 @@ impl KeyStore {
     }
 
     pub fn list(&self) -> Result<Vec<KeyRecord>, KeyError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, user_id, tier, clearance, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
-        )?;
-        let rows = stmt.query_map([], row_tuple)?;
-        rows.map(|r| record_of(r?)).collect()
+        self.db.with_reader(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id, user_id, tier, clearance, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
+            )?;
+            let rows = stmt.query_map([], row_tuple)?;
+            rows.map(|r| record_of(r?)).collect()
+        })
     }
 
     /// Revokes by id. `Ok(None)`: no such key; revoking twice keeps the first time.
     pub fn revoke(&self, id: &str, now_secs: i64) -> Result<Option<KeyRecord>, KeyError> {
-        let conn = self.conn();
-        conn.execute(
-            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-            params![now_secs, id],
-        )?;
-        let row = conn
-            .query_row(
-                "SELECT id, user_id, tier, clearance, created_at, revoked_at FROM api_keys WHERE id = ?",
-                params![id],
-                row_tuple,
-            )
-            .optional()?;
-        drop(conn);
+        let row = self.db.with_writer(|conn| -> Result<_, KeyError> {
+            conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                params![now_secs, id],
+            )?;
+            Ok(conn
+                .query_row(
+                    "SELECT id, user_id, tier, clearance, created_at, revoked_at FROM api_keys WHERE id = ?",
+                    params![id],
+                    row_tuple,
+                )
+                .optional()?)
+        })?;
         self.cache
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -219,14 +227,15 @@ impl KeyStore {
             return Ok(Err(KeyRefusal::Malformed));
         }
         let hash = hash_of(key);
-        let row = self
-            .conn()
-            .query_row(
-                "SELECT id, user_id, tier, clearance, created_at, revoked_at FROM api_keys WHERE hash = ?",
-                params![hash],
-                row_tuple,
-            )
-            .optional()?;
+        let row = self.db.with_reader(|conn| -> Result<_, KeyError> {
+            Ok(conn
+                .query_row(
+                    "SELECT id, user_id, tier, clearance, created_at, revoked_at FROM api_keys WHERE hash = ?",
+                    params![hash],
+                    row_tuple,
+                )
+                .optional()?)
+        })?;
         let rec = row.map(record_of).transpose()?;
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_MAX {
@@ -283,17 +292,17 @@ fn record_of(
 mod tests {
     use super::*;
 
-    fn store() -> KeyStore {
-        KeyStore::open(
-            Connection::open_in_memory().unwrap(),
-            Duration::from_secs(5),
-        )
-        .unwrap()
+    /// A store over a database in a fresh directory (kept as long as the store).
+    fn store() -> (KeyStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::db::DbConfig::from(&crate::memory::config::MemoryConfig::default());
+        let db = Database::open(dir.path(), &cfg, Default::default()).unwrap();
+        (KeyStore::open(db, Duration::from_secs(5)).unwrap(), dir)
     }
 
     #[test]
     fn create_lookup_revoke() {
-        let s = store();
+        let (s, _dir) = store();
         let k = s
             .create("alice", Tier::Pro, Classification::Internal, 100)
             .unwrap();
@@ -303,9 +312,10 @@ mod tests {
         assert_eq!(got.tier, Tier::Pro);
         assert_eq!(s.cached(&k.key), Some(Ok(got.clone())));
         // Only the hash is stored.
-        let stored: String = s
-            .conn()
-            .query_row("SELECT hash FROM api_keys", [], |r| r.get(0))
+        let stored: String =
+            s.db.with_reader(|c| -> Result<_, KeyError> {
+                Ok(c.query_row("SELECT hash FROM api_keys", [], |r| r.get(0))?)
+            })
             .unwrap();
         assert_eq!(stored, hash_of(&k.key));
         assert_ne!(stored, k.key);
@@ -323,7 +333,7 @@ mod tests {
 
     #[test]
     fn malformed_and_unknown_keys() {
-        let s = store();
+        let (s, _dir) = store();
         for bad in [
             "",
             "hk_",
@@ -347,7 +357,7 @@ mod tests {
 
     #[test]
     fn user_names_are_checked() {
-        let s = store();
+        let (s, _dir) = store();
         for bad in ["", "a b", "x{y}", &"u".repeat(129)] {
             assert!(
                 s.create(bad, Tier::Free, Classification::Public, 1)

@@ -137,3 +137,14 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc::new("memory.wal_limit_mb", Ty::Int, "WAL size (MiB) at which DuckDB checkpoints inside a write (its `checkpoint_threshold`; its 16 MiB default made bulk loads quadratic); after a crash the WAL is replayed on start (~50,000 rows/s)"),
     KeyDoc::new("memory.idle_checkpoint_mb", Ty::Int, "past this WAL size (MiB, at most `wal_limit_mb`), a background checkpoint runs once inserts pause for 2 s"),
 ];
+
+// The database keeps its settings under `[memory]`, where they have always been.
+impl From<&MemoryConfig> for crate::db::DbConfig {
+    fn from(m: &MemoryConfig) -> Self {
+        crate::db::DbConfig {
+            read_connections: m.read_connections,
+            wal_limit_mb: m.wal_limit_mb,
+            idle_checkpoint_mb: m.idle_checkpoint_mb,
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! `[embedder]`: which embedder turns text into vectors, and how to reach it.
 
-use crate::defense::config::Secret;
+use crate::settings::Secret;
 use crate::settings::{check_http_url, in_range, invalid, ConfigError, KeyDoc, Ty};
 use serde::{Deserialize, Serialize};
 

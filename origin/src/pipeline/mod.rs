@@ -19,6 +19,7 @@ pub mod stream;
 pub mod trace;
 
 use crate::conductor::Conductor;
+use crate::db::Database;
 use crate::error::Error;
 use crate::lifecycle::Background;
 use crate::memory::embedder::Embedder;
@@ -117,22 +118,38 @@ pub struct Pipeline {
     epoch: Instant,
 }
 
+/// What the pipeline is built on besides its own configuration.
+pub struct Parts<'a> {
+    pub providers: &'a [providers::config::ProviderConfig],
+    pub groups: GroupTable,
+    pub memory: Arc<MemoryStore>,
+    /// Where the pattern engine keeps what it learned.
+    pub db: Database,
+    pub embedder: Arc<dyn Embedder>,
+    /// Where stream pumps run.
+    pub background: Background,
+}
+
 impl Pipeline {
     pub fn new(
         config: PipelineConfig,
-        provider_configs: &[providers::config::ProviderConfig],
-        table: GroupTable,
-        memory: Arc<MemoryStore>,
-        embedder: Arc<dyn Embedder>,
-        background: Background,
+        parts: Parts<'_>,
         registry: &mut prometheus_client::registry::Registry,
     ) -> Arc<Pipeline> {
+        let Parts {
+            providers: provider_configs,
+            groups: table,
+            memory,
+            db,
+            embedder,
+            background,
+        } = parts;
         let providers = providers::build(provider_configs);
         let health = providers
             .iter()
             .map(|_| Mutex::new(ProviderHealth::new(&config)))
             .collect();
-        let patterns = PatternEngine::new(config.patterns.clone(), memory.clone());
+        let patterns = PatternEngine::new(config.patterns.clone(), db);
         Arc::new(Pipeline {
             admission: Arc::new(Admission::new(config.max_concurrency, config.queue_max_len)),
             metrics: PipelineMetrics::register(registry),

@@ -1,10 +1,10 @@
 //! Pattern engine (conductor layer 4): per (action, provider), EWMA latency and quality of
 //! the outcomes seen; the plan stage asks it for the best known path. What it learns is kept
-//! in DuckDB (`heady_patterns`, in the memory database) and written behind, every `flush_ms`.
+//! in DuckDB (`heady_patterns`, in the daemon's database) and written behind, every `flush_ms`.
 
 use super::config::PatternConfig;
 use super::Pipeline;
-use crate::memory::{MemoryError, MemoryStore};
+use crate::db::{Database, DbError};
 use heady_shared::drift::Ewma;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -44,7 +44,7 @@ pub struct PatternEngine {
     cfg: PatternConfig,
     paths: Mutex<HashMap<Key, PathStats>>,
     dirty: Mutex<HashSet<Key>>,
-    memory: Arc<MemoryStore>,
+    db: Database,
 }
 
 const TABLE: &str = "CREATE TABLE IF NOT EXISTS heady_patterns (
@@ -58,12 +58,13 @@ const TABLE: &str = "CREATE TABLE IF NOT EXISTS heady_patterns (
     PRIMARY KEY (action, provider))";
 
 impl PatternEngine {
-    pub fn new(cfg: PatternConfig, memory: Arc<MemoryStore>) -> Self {
+    /// Creates its table in `db` when missing and loads what was learned before.
+    pub fn new(cfg: PatternConfig, db: Database) -> Self {
         let engine = PatternEngine {
             cfg,
             paths: Mutex::new(HashMap::new()),
             dirty: Mutex::new(HashSet::new()),
-            memory,
+            db,
         };
         if let Err(e) = engine.load_blocking() {
             tracing::warn!(error = %e, "could not load learned paths; starting afresh");
@@ -71,8 +72,8 @@ impl PatternEngine {
         engine
     }
 
-    fn load_blocking(&self) -> Result<(), MemoryError> {
-        let rows = self.memory.with_writer(|c| {
+    fn load_blocking(&self) -> Result<(), DbError> {
+        let rows = self.db.with_writer(|c| -> Result<_, DbError> {
             c.execute_batch(TABLE)?;
             let mut st = c.prepare("SELECT action, provider, latency_ms, quality, samples, failures FROM heady_patterns")?;
             let rows = st
@@ -184,7 +185,7 @@ impl PatternEngine {
     }
 
     /// Upserts the paths that changed since the last flush. Blocking.
-    pub fn flush_blocking(&self) -> Result<usize, MemoryError> {
+    pub fn flush_blocking(&self) -> Result<usize, DbError> {
         let keys: Vec<Key> = self
             .dirty
             .lock()
@@ -204,7 +205,7 @@ impl PatternEngine {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        let result = self.memory.with_writer(|c| {
+        let result = self.db.with_writer(|c| -> Result<(), DbError> {
             c.execute_batch("BEGIN TRANSACTION")?;
             let r: duckdb::Result<()> = (|| {
                 let mut st = c.prepare_cached(
@@ -224,10 +225,10 @@ impl PatternEngine {
                 Ok(())
             })();
             match r {
-                Ok(()) => c.execute_batch("COMMIT"),
+                Ok(()) => Ok(c.execute_batch("COMMIT")?),
                 Err(e) => {
                     let _ = c.execute_batch("ROLLBACK");
-                    Err(e)
+                    Err(e.into())
                 }
             }
         });

@@ -1,7 +1,7 @@
 //! `[[providers]]`: the inference providers the brain router may call, and the
 //! `HEADY_OPENAI_*` shortcut for the one-provider case.
 
-use crate::defense::config::Secret;
+use crate::settings::Secret;
 use crate::settings::{ConfigError, KeyDoc, Ty};
 use serde::{Deserialize, Serialize};
 
