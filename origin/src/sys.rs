@@ -104,7 +104,10 @@ pub fn boost(tid: Tid) {
 ///
 /// jemalloc and mimalloc as the global allocator (malloc overridden, so DuckDB's and usearch's
 /// C++ too) were not faster on `bench_memory --insert-only --clients 4`: medians of three
-/// alternating runs 9,143 and 8,984 vectors/s against 10,578 and 10,292 with this tuning.
+/// alternating runs 9,143 and 8,984 vectors/s against 10,578 and 10,292 with this tuning. On
+/// the CPU-bound pipeline (`deploy/bench-pipeline.sh`, instant fake provider) mimalloc gave
+/// 11,456 req/s against 10,231 (medians of three alternating runs): within the run-to-run
+/// spread, and the opposite way to bulk insert, so this tuning stays.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
