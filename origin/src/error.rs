@@ -94,6 +94,22 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// A body sent with a Content-Type must say JSON (`application/json`, any parameters); none
+/// is taken as JSON.
+pub fn require_json_content_type(headers: &http::HeaderMap) -> Result<()> {
+    if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(Error::new(
+                ErrorCode::UnsupportedMediaType,
+                format!("Content-Type must be application/json (got {ct:?})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Parses a JSON body into `T`, mapping serde's message (which names the field, line and
 /// column) into a 400 the client can act on.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {

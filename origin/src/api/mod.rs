@@ -10,7 +10,7 @@ pub mod openai;
 
 use crate::app::App;
 use crate::defense::Identity;
-use crate::error::{Error, ErrorCode};
+use crate::error::Error;
 use crate::pipeline::{Answer, Failure, Outcome};
 use bytes::Bytes;
 use http::Method;
@@ -82,17 +82,7 @@ pub type Handler = fn(Arc<App>, Ctx) -> HandlerFuture;
 
 /// POST bodies must be JSON when the client says what they are.
 pub fn require_json(c: &Ctx) -> Result<(), Error> {
-    if let Some(ct) = c.headers.get(http::header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("");
-        let essence = ct.split(';').next().unwrap_or("").trim();
-        if !essence.eq_ignore_ascii_case("application/json") {
-            return Err(Error::new(
-                ErrorCode::UnsupportedMediaType,
-                format!("Content-Type must be application/json (got {ct:?})"),
-            ));
-        }
-    }
-    Ok(())
+    crate::error::require_json_content_type(&c.headers)
 }
 
 /// The pipeline's answer as a reply: JSON, or an SSE stream, with `Server-Timing` and the

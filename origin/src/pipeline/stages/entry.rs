@@ -1,6 +1,6 @@
 //! Stage 0, channel entry: what the request is (JSON), its deadline, its seed.
 
-use crate::error::{Error, ErrorCode};
+use crate::error::Error;
 use crate::pipeline::{Inbound, Pipeline};
 use std::time::Instant;
 
@@ -18,16 +18,7 @@ pub struct Entered {
 
 pub fn run(p: &Pipeline, inbound: &Inbound) -> Result<Entered, Error> {
     let started = Instant::now();
-    if let Some(ct) = inbound.headers.get(http::header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("");
-        let essence = ct.split(';').next().unwrap_or("").trim();
-        if !essence.eq_ignore_ascii_case("application/json") {
-            return Err(Error::new(
-                ErrorCode::UnsupportedMediaType,
-                format!("Content-Type must be application/json (got {ct:?})"),
-            ));
-        }
-    }
+    crate::error::require_json_content_type(&inbound.headers)?;
     let deadline_ms = match inbound.headers.get(DEADLINE_HEADER) {
         None => p.config.deadline_ms,
         Some(v) => v
