@@ -210,17 +210,27 @@ pub fn validate_command(path: &Path, json: bool, out: &mut dyn Write, err: &mut 
     }
 }
 
-fn validate_text(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let (config, warnings) = match load(path) {
-        Ok(loaded) => loaded,
+/// Loads the file for a text command: its warnings and any error go to `err`.
+fn load_reporting(path: &Path, err: &mut dyn Write) -> Option<Config> {
+    match load(path) {
+        Ok((config, warnings)) => {
+            for warning in &warnings {
+                let _ = writeln!(err, "warning: {warning}");
+            }
+            Some(config)
+        }
         Err(e) => {
             let _ = writeln!(err, "heady-origin: {e}");
-            return FAILED;
+            None
         }
-    };
-    for warning in &warnings {
-        let _ = writeln!(err, "warning: {warning}");
     }
+}
+
+fn validate_text(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let config = match load_reporting(path, err) {
+        Some(config) => config,
+        None => return FAILED,
+    };
     let problems = validate(&config);
     if problems.is_empty() {
         let _ = writeln!(out, "OK");
@@ -292,16 +302,10 @@ pub fn rule_command(path: &Path, url: &str, out: &mut dyn Write, err: &mut dyn W
             return BAD_ARGUMENTS;
         }
     };
-    let (config, warnings) = match load(path) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            let _ = writeln!(err, "heady-origin: {e}");
-            return FAILED;
-        }
+    let config = match load_reporting(path, err) {
+        Some(config) => config,
+        None => return FAILED,
     };
-    for warning in &warnings {
-        let _ = writeln!(err, "warning: {warning}");
-    }
     // cloudflared matches only against a config it accepts.
     let problems = validate(&config);
     if !problems.is_empty() {

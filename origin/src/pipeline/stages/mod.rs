@@ -153,7 +153,7 @@ pub(super) async fn run(
         ledger.trace.add(Stage::Execute, t);
         let Some(executed) = executed? else {
             // Every remaining candidate is behind an open breaker.
-            ledger.trace.time(Stage::Recover, |_| ());
+            ledger.trace.pass(Stage::Recover);
             match best {
                 Some(b) => break b,
                 None => return Err(execute::all_failed(&ledger.attempts)),
@@ -171,20 +171,20 @@ pub(super) async fn run(
         ledger.trace.add(Stage::Recover, t);
         let reply = match recovered? {
             recover::Recovered::Fallback => {
-                ledger.trace.time(Stage::Critique, |_| ());
+                ledger.trace.pass(Stage::Critique);
                 continue;
             }
             recover::Recovered::KeepBest => {
-                ledger.trace.time(Stage::Critique, |_| ());
+                ledger.trace.pass(Stage::Critique);
                 match best {
                     Some(b) => break b,
                     None => return Err(execute::all_failed(&ledger.attempts)),
                 }
             }
             recover::Recovered::Stream(source, permit) => {
-                ledger.trace.time(Stage::Critique, |_| ());
+                ledger.trace.pass(Stage::Critique);
                 // Optimize and monitor learn from a stream when it ends.
-                ledger.trace.time(Stage::Optimize, |_| ());
+                ledger.trace.pass(Stage::Optimize);
                 let provider = ledger
                     .attempts
                     .last()
@@ -197,7 +197,7 @@ pub(super) async fn run(
                     group: ingested.route.group.clone(),
                     ingested,
                 });
-                ledger.trace.time(Stage::Monitor, |_| ());
+                ledger.trace.pass(Stage::Monitor);
                 return Ok(Answered::Stream(Box::new(opened)));
             }
             recover::Recovered::Reply(reply) => reply,
