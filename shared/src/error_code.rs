@@ -55,6 +55,10 @@ error_codes! {
     /// The API key is malformed or unknown.
     InvalidApiKey = "invalid_api_key", 401;
     RevokedApiKey = "revoked_api_key", 401;
+    /// The API key's expiry has passed.
+    KeyExpired = "key_expired", 401;
+    /// The key's account is disabled.
+    AccountDisabled = "account_disabled", 401;
     /// The origin serves `/api` and `/v1` only through the edge.
     EdgeRequired = "edge_required", 401;
     /// A request carries an edge signature but this origin has no tunnel key.
@@ -71,6 +75,12 @@ error_codes! {
     UpgradeRequired = "upgrade_required", 403;
     /// The subject is banned for abuse (`retry_after` says for how long).
     Banned = "banned", 403;
+    /// The model is outside the API key's allowlist.
+    ModelNotAllowed = "model_not_allowed", 403;
+    /// The account's tier allows no more stored memory rows.
+    QuotaExceeded = "quota_exceeded", 403;
+    /// Anonymous callers have no memory: sign in with an API key.
+    MemoryUnavailable = "memory_unavailable", 403;
     // 404
     NotFound = "not_found", 404;
     UnknownAction = "unknown_action", 404;
@@ -85,6 +95,8 @@ error_codes! {
     /// An embedding of the wrong dimension.
     WrongDimension = "wrong_dimension", 422;
     RateLimited = "rate_limited", 429;
+    /// Too many failed authentications from this client address (its /64 for IPv6).
+    TooManyFailedAuth = "too_many_failed_auth", 429;
     // 500
     Internal = "internal", 500;
     /// A binding, secret or variable the deployment needs is missing or wrong.

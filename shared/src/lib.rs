@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod account;
 pub mod api_paths;
 pub mod breaker;
 pub mod classification;
@@ -27,6 +28,7 @@ pub mod tiers;
 pub mod wire;
 pub mod zone;
 
+pub use account::{AccountId, AccountStatus};
 pub use api_paths::is_api_path;
 pub use classification::Classification;
 pub use error_code::{ApiError, ErrorBody, ErrorCode};

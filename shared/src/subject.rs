@@ -103,6 +103,12 @@ impl UserName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A name already known to pass [`UserName::new`] (an account id).
+    pub(crate) fn trusted(name: String) -> UserName {
+        debug_assert!(UserName::new(&name).is_ok(), "{name}");
+        UserName(name)
+    }
 }
 
 impl fmt::Display for UserName {

@@ -41,6 +41,17 @@ pub struct Identity {
     pub anonymous: bool,
 }
 
+impl Identity {
+    /// The account the caller acts for: `None` for anonymous callers, who own nothing.
+    pub fn account(&self) -> Option<heady_shared::AccountId> {
+        if self.anonymous {
+            None
+        } else {
+            self.subject.account_id()
+        }
+    }
+}
+
 /// What a route demands, declared beside it in the route table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoutePolicy {
