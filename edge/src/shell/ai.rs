@@ -37,7 +37,8 @@ async fn embed(call: &Call, texts: &[String]) -> Result<Vec<Vec<f64>>, ApiError>
     conductor::embedding_output(&answer, texts.len()).map_err(|e| ai_failed(EMBEDDING_MODEL, e))
 }
 
-async fn execute(call: &Call, job: EdgeJob) -> Result<Value, ApiError> {
+/// `owner`: the account whose Vectorize namespace a search reads (`defense::memory_owner`).
+async fn execute(call: &Call, job: EdgeJob, owner: Option<&str>) -> Result<Value, ApiError> {
     match job {
         EdgeJob::Chat {
             messages,
@@ -92,9 +93,15 @@ async fn execute(call: &Call, job: EdgeJob) -> Result<Value, ApiError> {
                     .collect(),
                 (None, None) => return Err(ApiError::bad_request("nothing to search for")),
             };
+            let namespace = owner.ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::MemoryUnavailable,
+                    "anonymous callers have no memory: send an API key",
+                )
+            })?;
             let index = vectorize::binding(&call.env)
                 .ok_or_else(|| ai_failed("Vectorize", "the VECTORIZE binding is missing"))?;
-            let answer = vectorize::query_index(&index, &vector, top_k)
+            let answer = vectorize::query_index(&index, &vector, top_k, namespace)
                 .await
                 .map_err(|e| ai_failed("Vectorize query", e))?;
             let matches = conductor::vectorize_output(&answer)
@@ -109,13 +116,14 @@ pub async fn run(
     call: &Call,
     action: &str,
     job: EdgeJob,
+    owner: Option<&str>,
     rate: &[(&'static str, String)],
 ) -> Response {
     let group = GroupTable::default()
         .route(action)
         .map(|r| r.group)
         .unwrap_or_default();
-    match execute(call, job).await {
+    match execute(call, job, owner).await {
         Ok(mut result) => {
             result["action"] = json!(action);
             result["group"] = json!(group);
