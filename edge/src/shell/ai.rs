@@ -7,7 +7,7 @@ use heady_shared::embedding::{DEFAULT_DIMENSIONS, DEFAULT_MODEL as EMBEDDING_MOD
 use heady_shared::{ApiError, ErrorCode, GroupTable};
 use serde::Serialize;
 use serde_json::{json, Value};
-use worker::Response;
+use worker::{console_error, Response};
 
 #[derive(Serialize)]
 struct ChatInput<'a> {
@@ -21,8 +21,14 @@ struct EmbedInput<'a> {
     text: &'a [String],
 }
 
+/// The platform's own error text goes to the Worker's log; the client learns which service
+/// failed.
 fn ai_failed(what: &str, detail: impl std::fmt::Display) -> ApiError {
-    ApiError::new(ErrorCode::EdgeAiFailed, format!("{what}: {detail}"))
+    console_error!("{what} failed: {detail}");
+    ApiError::new(
+        ErrorCode::EdgeAiFailed,
+        format!("{what} failed at the edge; retry shortly"),
+    )
 }
 
 async fn embed(call: &Call, texts: &[String]) -> Result<Vec<Vec<f64>>, ApiError> {
