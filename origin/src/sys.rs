@@ -146,6 +146,8 @@ pub fn raise_fd_limit() -> Option<u64> {
                 }
             }
         }
+        // rlim_t is u64 on 64-bit Linux, narrower elsewhere.
+        #[allow(clippy::unnecessary_cast)]
         Some(lim.rlim_cur as u64)
     }
     #[cfg(not(unix))]
