@@ -453,3 +453,39 @@ async fn a_client_error_keeps_its_message_and_carries_the_request_id() {
     assert!(v["error"]["message"].as_str().unwrap().contains('7'), "{v}");
     s.stop().await;
 }
+
+#[test]
+fn check_config_prints_no_secret_even_from_a_credentials_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(
+        creds.join("HEADY_TUNNEL_KEY"),
+        "tunnel-secret-0123456789abcdef0123456789\n",
+    )
+    .unwrap();
+    std::fs::write(
+        creds.join("HEADY_REDIS_URL"),
+        "redis://:redis-pw-42@127.0.0.1:6379\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_heady-origin"))
+        .arg("check-config")
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("HEADY_EMBEDDER_API_KEY", "embedder-secret-xyz")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("OK") && text.contains("edge_key: Some("),
+        "{text}"
+    );
+    for secret in ["tunnel-secret", "redis-pw-42", "embedder-secret"] {
+        assert!(!text.contains(secret), "{secret} printed:\n{text}");
+    }
+}
