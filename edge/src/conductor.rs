@@ -94,6 +94,12 @@ struct SearchBody {
     session_id: Option<String>,
 }
 
+/// Whether `action` reads the caller's memory (search: Vectorize at the edge, DuckDB at the
+/// origin).
+pub fn uses_memory(action: &str) -> bool {
+    matches!(action, "search" | "query")
+}
+
 /// Decides where `action` runs. Bodies of the edge actions are validated here whichever side
 /// runs them, so a bad request is a 400 at the edge, never a wasted round trip.
 pub fn dispatch(

@@ -6,7 +6,7 @@
 //! eventual consistency, TTLs of at least 60 seconds.
 
 use heady_shared::identity::{IdentityError, MIN_SESSION_TTL_SECS};
-use heady_shared::limiter::{SubjectState, WindowState};
+use heady_shared::limiter::{SlidingWindow, SubjectState, WindowState};
 use heady_shared::wire::{body_sha256, hex_encode};
 use heady_shared::{ApiError, Classification, ErrorCode, IdentityAnswer, Subject, Tier};
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,79 @@ pub const BAN_CACHE_MS: u64 = 5_000;
 /// How long an isolate trusts a session it read from KV (a tier change reaches the edge
 /// within this plus KV's propagation delay).
 pub const SESSION_CACHE_MS: u64 = 5_000;
+
+/// Failed authentications (unknown, revoked or malformed keys) one client address (an IPv6
+/// client: its /64) may make per [`FAILED_AUTH_WINDOW_MS`] before further keys it sends are
+/// refused with 429 `too_many_failed_auth`, as at the origin. `FAILED_AUTH_LIMIT` (a Worker
+/// variable) changes it.
+pub const DEFAULT_FAILED_AUTH_LIMIT: u32 = 20;
+pub const FAILED_AUTH_WINDOW_MS: u64 = 60_000;
+/// How long a key the origin refused is remembered (isolate and KV): a flood of bad keys
+/// costs one origin round trip per key, not per request.
+pub const REFUSED_KEY_CACHE_SECS: u64 = 60;
+
+/// The failed-authentication counter: a sliding window of `limit` per minute.
+pub fn failed_auth_window(limit: u32) -> SlidingWindow {
+    // A minute and a limit below u32::MAX are always a valid window.
+    SlidingWindow::new(limit, FAILED_AUTH_WINDOW_MS)
+        .unwrap_or_else(|_| failed_auth_window(DEFAULT_FAILED_AUTH_LIMIT))
+}
+
+/// The KV key of a client address's failed-authentication count.
+pub fn failed_auth_key(client: &Subject) -> String {
+    format!("af:{client}")
+}
+
+/// 429 for a client address over the failed-authentication limit.
+pub fn too_many_failed_auth(limit: u32, retry_after_secs: u64) -> ApiError {
+    ApiError::new(
+        ErrorCode::TooManyFailedAuth,
+        format!("more than {limit} failed API keys from this address in a minute: try again later"),
+    )
+    .with_retry_after(retry_after_secs.max(1))
+}
+
+/// What the session cache holds for an API key: whom it identifies, or the origin's refusal
+/// (kept [`REFUSED_KEY_CACHE_SECS`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CachedKey {
+    Known(Session),
+    Refused { refused: ApiError },
+}
+
+/// The account whose memory a caller may use: `Err(401)` for an anonymous caller and 403
+/// for a key below INTERNAL clearance (the origin classes memory search INTERNAL), 403
+/// `memory_unavailable` for a key without an account. The account id is the Vectorize
+/// namespace of the caller's rows.
+pub fn memory_owner(session: &Session) -> Result<String, ApiError> {
+    let class = Classification::Internal;
+    if session.subject.is_anonymous() {
+        return Err(ApiError::new(
+            ErrorCode::AuthenticationRequired,
+            format!("memory is {class}: anonymous callers have no memory; send an API key (Authorization: Bearer hk_...)"),
+        ));
+    }
+    if !session.clearance.permits(class) {
+        return Err(ApiError::new(
+            ErrorCode::InsufficientClearance,
+            format!(
+                "memory is {class}; the key's clearance is {}",
+                session.clearance
+            ),
+        ));
+    }
+    session
+        .subject
+        .account_id()
+        .map(|a| a.to_string())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::MemoryUnavailable,
+                "this key belongs to no account, so it has no memory",
+            )
+        })
+}
 
 /// An API key from `Authorization: Bearer hk_...`. Never logged or stored: KV keys use its
 /// SHA-256.
@@ -159,24 +232,35 @@ pub fn merge(
     window_ms: u64,
     now_ms: u64,
 ) -> SubjectState {
-    let roll = |w: &WindowState| {
-        let mut w = *w;
-        w.roll(window_ms, now_ms);
-        w
-    };
-    let (a, b) = (roll(&local.window), roll(&stored.window));
     SubjectState {
-        window: WindowState {
-            window_start_ms: a.window_start_ms.max(b.window_start_ms),
-            prev: a.prev.max(b.prev),
-            curr: a.curr.max(b.curr),
-            attempts: a.attempts.max(b.attempts),
-        },
+        window: merge_window(&local.window, &stored.window, window_ms, now_ms),
         banned_until_ms: local.banned_until_ms.max(stored.banned_until_ms),
         offences: local.offences.max(stored.offences),
         offences_expire_at_ms: local
             .offences_expire_at_ms
             .max(stored.offences_expire_at_ms),
+    }
+}
+
+/// [`merge`] for a bare window (the failed-authentication count): both moved to `now`'s
+/// window, then each counter the larger.
+pub fn merge_window(
+    local: &WindowState,
+    stored: &WindowState,
+    window_ms: u64,
+    now_ms: u64,
+) -> WindowState {
+    let roll = |w: &WindowState| {
+        let mut w = *w;
+        w.roll(window_ms, now_ms);
+        w
+    };
+    let (a, b) = (roll(local), roll(stored));
+    WindowState {
+        window_start_ms: a.window_start_ms.max(b.window_start_ms),
+        prev: a.prev.max(b.prev),
+        curr: a.curr.max(b.curr),
+        attempts: a.attempts.max(b.attempts),
     }
 }
 
@@ -465,6 +549,79 @@ mod tests {
         assert!(writes
             .windows(2)
             .all(|w| w[1] - w[0] >= MIN_KV_WRITE_INTERVAL_MS));
+    }
+
+    #[test]
+    fn twenty_failed_keys_a_minute_then_429() {
+        let w = failed_auth_window(DEFAULT_FAILED_AUTH_LIMIT);
+        let mut state = WindowState::default();
+        let t0 = 1_000_000;
+        for i in 0..20 {
+            assert!(w.fits(&mut state, t0 + i, 1), "failure {i}");
+            w.decide(&mut state, t0 + i, 1);
+        }
+        assert!(!w.fits(&mut state, t0 + 100, 1));
+        // Two windows later the address may try again.
+        assert!(w.fits(&mut state, t0 + 2 * FAILED_AUTH_WINDOW_MS, 1));
+        let e = too_many_failed_auth(20, 0);
+        assert_eq!((e.status(), e.code), (429, ErrorCode::TooManyFailedAuth));
+        assert_eq!(e.retry_after, Some(1));
+        // Counted per address, an IPv6 client by its /64.
+        let a = Session::anonymous(client_ip(Some("2001:db8:5:6:1::1")));
+        let b = Session::anonymous(client_ip(Some("2001:db8:5:6:2::2")));
+        assert_eq!(failed_auth_key(&a.subject), failed_auth_key(&b.subject));
+        assert_eq!(failed_auth_key(&a.subject), "af:ip:2001:db8:5:6::/64");
+    }
+
+    #[test]
+    fn the_session_cache_holds_sessions_and_refusals() {
+        let known = CachedKey::Known(Session::anonymous(client_ip(Some("192.0.2.1"))));
+        let text = serde_json::to_string(&known).unwrap();
+        // A session reads back as before (entries written earlier stay valid).
+        assert_eq!(
+            serde_json::from_str::<Session>(&text).ok(),
+            match &known {
+                CachedKey::Known(s) => Some(s.clone()),
+                _ => None,
+            }
+        );
+        assert_eq!(serde_json::from_str::<CachedKey>(&text).unwrap(), known);
+        let refused = CachedKey::Refused {
+            refused: ApiError::new(ErrorCode::KeyExpired, "the API key expired"),
+        };
+        let text = serde_json::to_string(&refused).unwrap();
+        assert_eq!(serde_json::from_str::<CachedKey>(&text).unwrap(), refused);
+    }
+
+    #[test]
+    fn memory_belongs_to_an_account_and_anonymous_callers_have_none() {
+        let account = heady_shared::AccountId::from_random([7; 15]);
+        let keyed = Session {
+            subject: Subject::account(&account),
+            tier: Tier::Pro,
+            clearance: Classification::Internal,
+        };
+        assert_eq!(memory_owner(&keyed).unwrap(), account.to_string());
+        let anonymous = Session::anonymous(client_ip(Some("2001:db8::1")));
+        let e = memory_owner(&anonymous).unwrap_err();
+        assert_eq!(
+            (e.status(), e.code),
+            (401, ErrorCode::AuthenticationRequired)
+        );
+        let public = Session {
+            clearance: Classification::Public,
+            ..keyed.clone()
+        };
+        assert_eq!(
+            memory_owner(&public).unwrap_err().code,
+            ErrorCode::InsufficientClearance
+        );
+        let no_account = Session {
+            subject: Subject::user("legacy-name").unwrap(),
+            ..keyed
+        };
+        let e = memory_owner(&no_account).unwrap_err();
+        assert_eq!((e.status(), e.code), (403, ErrorCode::MemoryUnavailable));
     }
 
     #[test]

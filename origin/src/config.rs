@@ -25,6 +25,7 @@ pub use reference::{generated_part, reference_markdown, splice, KeyDoc, Ty, DOC_
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -39,6 +40,7 @@ pub struct Config {
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     pub log_format: LogFormat,
+    pub http: HttpConfig,
     pub memory: MemoryConfig,
     pub embedder: EmbedderConfig,
     pub conductor: ConductorConfig,
@@ -56,6 +58,7 @@ impl Default for Config {
             redis_url: None,
             max_body_bytes: 1024 * 1024,
             log_format: LogFormat::Text,
+            http: HttpConfig::default(),
             memory: MemoryConfig::default(),
             embedder: EmbedderConfig::default(),
             conductor: ConductorConfig::default(),
@@ -65,6 +68,66 @@ impl Default for Config {
         }
     }
 }
+
+/// `[http]`: how long the server waits for a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// A request head begun must be complete within this, or the connection is closed.
+    pub header_timeout_secs: u64,
+    /// A request body must arrive whole within this, or the request gets 408.
+    pub body_timeout_secs: u64,
+    /// A kept-alive connection with no request in flight is closed after this.
+    pub idle_timeout_secs: u64,
+    /// HTTP/2 connections are PINGed this often and closed when a PING goes unanswered as
+    /// long; 0: never.
+    pub h2_keepalive_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            // Longer than cloudflared's 90 s idle pool: the proxy closes first, so it never
+            // sends a request on a connection we are closing.
+            idle_timeout_secs: 120,
+            h2_keepalive_secs: 30,
+        }
+    }
+}
+
+impl HttpConfig {
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_secs)
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    pub fn h2_keepalive(&self) -> Option<Duration> {
+        (self.h2_keepalive_secs > 0).then(|| Duration::from_secs(self.h2_keepalive_secs))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        in_range("http.header_timeout_secs", self.header_timeout_secs, 1, 300)?;
+        in_range("http.body_timeout_secs", self.body_timeout_secs, 1, 3600)?;
+        in_range("http.idle_timeout_secs", self.idle_timeout_secs, 1, 3600)?;
+        in_range("http.h2_keepalive_secs", self.h2_keepalive_secs, 0, 3600)
+    }
+}
+
+const HTTP_KEYS: &[KeyDoc] = &[
+    KeyDoc::new("http.header_timeout_secs", Ty::Int, "a connection that began a request head and has not finished it within this is closed (1-300)"),
+    KeyDoc::new("http.body_timeout_secs", Ty::Int, "a request body not received whole within this gets 408 `request_timeout` (1-3600)"),
+    KeyDoc::new("http.idle_timeout_secs", Ty::Int, "a kept-alive connection with no request in flight for this long is closed (1-3600; keep it above the idle timeout of a proxy in front)"),
+    KeyDoc::new("http.h2_keepalive_secs", Ty::Int, "HTTP/2 connections are PINGed this often and closed when a PING goes unanswered as long (0: off)"),
+];
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -174,6 +237,7 @@ impl Config {
     pub fn keys() -> impl Iterator<Item = &'static KeyDoc> {
         [
             KEYS,
+            HTTP_KEYS,
             crate::memory::config::KEYS,
             crate::memory::embedder_config::KEYS,
             crate::conductor::config::KEYS,
@@ -258,6 +322,7 @@ impl Config {
             1024,
             64 * 1024 * 1024,
         )?;
+        self.http.validate()?;
         self.memory.validate()?;
         self.defense.validate()?;
         self.embedder.validate()?;

@@ -74,15 +74,31 @@ impl Error {
         self.status() >= 500
     }
 
-    /// `{"error":{"code":..,"message":..,"retry_after"?:..}}`, as heady-shared defines it.
-    pub fn body(&self) -> heady_shared::ErrorBody {
-        heady_shared::ErrorBody {
-            error: heady_shared::ApiError {
-                code: self.code,
-                message: self.message.clone(),
-                retry_after: self.retry_after,
-            },
+    /// What the client is told. An internal failure's message holds what only the log may
+    /// see (DuckDB or Redis error text, a worker thread's panic, an embedder's URL or answer):
+    /// the client gets a plain sentence and the request id to quote instead.
+    pub fn public_message(&self) -> &str {
+        match self.code {
+            ErrorCode::Internal => {
+                "internal error: the server's log has the details under this request_id"
+            }
+            ErrorCode::Unavailable => {
+                "a service this request needs is unavailable: the server's log has the details under this request_id"
+            }
+            ErrorCode::EmbedderFailed => {
+                "the embedder failed: the server's log has the details under this request_id"
+            }
+            _ => self.message.as_str(),
         }
+    }
+
+    /// `{"error":{"code":..,"message":..,"retry_after"?:..,"request_id"?:..}}`, as heady-shared
+    /// defines it, with the public message.
+    pub fn body(&self, request_id: Option<&str>) -> heady_shared::ErrorBody {
+        let mut error = heady_shared::ApiError::new(self.code, self.public_message());
+        error.retry_after = self.retry_after;
+        error.request_id = request_id.map(str::to_string);
+        heady_shared::ErrorBody { error }
     }
 }
 
@@ -142,11 +158,32 @@ mod tests {
         );
         assert!(Error::internal("x").is_server_error());
         let e = Error::new(ErrorCode::Overloaded, "busy").with_retry_after(5);
-        let body = serde_json::to_value(e.body()).unwrap();
+        let body = serde_json::to_value(e.body(None)).unwrap();
         assert_eq!(
             body,
             serde_json::json!({"error": {"code": "overloaded", "message": "busy", "retry_after": 5}})
         );
+    }
+
+    #[test]
+    fn internal_text_stays_out_of_the_body() {
+        let e = Error::internal("IO Error: could not open /var/lib/heady/heady.duckdb");
+        let body = serde_json::to_value(e.body(Some("req-1"))).unwrap();
+        assert_eq!(body["error"]["code"], "internal");
+        assert_eq!(body["error"]["request_id"], "req-1");
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(
+            !msg.contains("duckdb") && msg.contains("request_id"),
+            "{msg}"
+        );
+        let e = Error::new(
+            ErrorCode::EmbedderFailed,
+            "embedder openai could not be reached: error sending request for url (http://10.0.0.7:11434/v1/embeddings)",
+        );
+        assert!(!e.public_message().contains("10.0.0.7"));
+        // What a client can act on stays.
+        let e = Error::bad_request("\"top_k\" must be 1 to 100");
+        assert_eq!(e.public_message(), e.message);
     }
 
     #[test]

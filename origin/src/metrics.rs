@@ -41,6 +41,7 @@ pub struct Metrics {
     pub index_ready: Gauge,
     pub resident_bytes: Gauge,
     pub limiter_degraded: Gauge,
+    pub nonces_degraded: Gauge,
     pub defense: Family<DefenseLabels, Counter>,
     pub bans_imposed: Counter,
 }
@@ -107,6 +108,12 @@ impl Default for Metrics {
             "1 while Redis is unreachable and the rate limiter decides in-process",
             limiter_degraded.clone(),
         );
+        let nonces_degraded = Gauge::default();
+        registry.register(
+            "heady_nonces_degraded",
+            "1 while Redis is unreachable and edge nonces are checked in-process",
+            nonces_degraded.clone(),
+        );
         let defense = Family::<DefenseLabels, Counter>::default();
         registry.register(
             "heady_defense_decisions",
@@ -122,6 +129,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             limiter_degraded,
+            nonces_degraded,
             defense,
             bans_imposed,
             requests,

@@ -5,6 +5,9 @@
 //! limiter decides in-process, the nonce check remembers locally), never a stuck request.
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use prometheus_client::metrics::gauge::Gauge;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::RwLock;
 
@@ -114,6 +117,64 @@ impl Redis {
             *self.conn.write().await = None;
         }
         r.map(|_| ())
+    }
+}
+
+/// One Redis user's view of an outage (the edge-nonce check; the limiter keeps its own):
+/// after a failed call it stops asking Redis, so no request waits for a Redis already known
+/// to be down; a gauge says so, one line is logged each way, and one background probe PINGs
+/// Redis until it answers again.
+pub struct Outage {
+    what: &'static str,
+    down: AtomicBool,
+    probing: AtomicBool,
+    gauge: Gauge,
+}
+
+impl Outage {
+    /// `what` names the user in the log lines ("edge nonce check").
+    pub fn new(what: &'static str, gauge: Gauge) -> Arc<Outage> {
+        Arc::new(Outage {
+            what,
+            down: AtomicBool::new(false),
+            probing: AtomicBool::new(false),
+            gauge,
+        })
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
+
+    /// A call failed: mark Redis down (logging once) and start the probe unless one runs.
+    pub fn failed(
+        self: &Arc<Self>,
+        redis: &Arc<Redis>,
+        error: &RedisError,
+        background: &crate::lifecycle::Background,
+    ) {
+        if !self.down.swap(true, Ordering::AcqRel) {
+            tracing::warn!(%error, "{} degraded: Redis unreachable, working in-process until it answers again", self.what);
+            self.gauge.set(1);
+        }
+        if !self.probing.swap(true, Ordering::AcqRel) {
+            let me = self.clone();
+            let redis = redis.clone();
+            background.spawn("redis recovery probe", async move {
+                let mut delay = Duration::from_millis(100);
+                loop {
+                    tokio::time::sleep(delay).await;
+                    if redis.ping().await.is_ok() {
+                        me.down.store(false, Ordering::Release);
+                        me.probing.store(false, Ordering::Release);
+                        me.gauge.set(0);
+                        tracing::info!("{} recovered: using Redis again", me.what);
+                        return;
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            });
+        }
     }
 }
 

@@ -119,3 +119,39 @@ pub fn tune_allocator() {
         });
     }
 }
+
+/// Raises this process's open-file limit (RLIMIT_NOFILE) from its soft value to its hard
+/// one: every client connection is a descriptor, and the soft default (often 1024) would turn
+/// a burst of slow clients into accept errors. Returns the limit now in force (`None` where
+/// there is none to read).
+pub fn raise_fd_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return None;
+            }
+            if lim.rlim_cur < lim.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: lim.rlim_max,
+                    rlim_max: lim.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    lim.rlim_cur = lim.rlim_max;
+                }
+            }
+        }
+        // rlim_t is u64 on 64-bit Linux, narrower elsewhere.
+        #[allow(clippy::unnecessary_cast)]
+        Some(lim.rlim_cur as u64)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}

@@ -85,8 +85,10 @@ error_codes! {
     NotFound = "not_found", 404;
     UnknownAction = "unknown_action", 404;
     ModelNotFound = "model_not_found", 404;
-    // 405, 413, 415, 422, 429
+    // 405, 408, 413, 415, 422, 429
     MethodNotAllowed = "method_not_allowed", 405;
+    /// The request body did not arrive within the body read timeout.
+    RequestTimeout = "request_timeout", 408;
     BodyTooLarge = "body_too_large", 413;
     BatchTooLarge = "batch_too_large", 413;
     UnsupportedMediaType = "unsupported_media_type", 415;
@@ -157,6 +159,9 @@ pub struct ApiError {
     /// Seconds until a retry can succeed; also sent as `Retry-After`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// The request's id, the one its log lines carry: what to quote when reporting a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl ApiError {
@@ -165,6 +170,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            request_id: None,
         }
     }
 
@@ -199,7 +205,7 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-/// `{"error":{"code":..,"message":..,"retry_after"?:..}}`.
+/// `{"error":{"code":..,"message":..,"retry_after"?:..,"request_id"?:..}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: ApiError,
@@ -242,6 +248,7 @@ mod tests {
             (Banned, 403),
             (NotFound, 404),
             (UnknownAction, 404),
+            (RequestTimeout, 408),
             (BodyTooLarge, 413),
             (UnsupportedMediaType, 415),
             (WrongDimension, 422),

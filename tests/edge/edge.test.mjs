@@ -8,6 +8,8 @@ import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { after, before, describe, test } from "node:test";
 import {
+  ACCOUNT_A,
+  ACCOUNT_B,
   CHAT_MODEL,
   EMBED_DIMS,
   FakePlatform,
@@ -74,6 +76,24 @@ function call(mf, url, { method = "GET", headers = {}, body, ip = freshIp() } = 
     body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
     redirect: "manual",
   });
+}
+
+/**
+ * A key the edge knows from its KV session cache, for `subject` (an account's keys are
+ * `user:<account id>`); returns the Authorization header.
+ */
+async function cachedKey(mf, subject, tier = "pro", clearance = "INTERNAL") {
+  const key = `hk_${createHash("sha256").update(randomUUID()).digest("hex")}`;
+  const kv = await mf.getKVNamespace("HEADY_KV");
+  const id = createHash("sha256").update(key).digest("hex");
+  await kv.put(`sess:${id}`, JSON.stringify({ subject, tier, clearance }), { expirationTtl: 300 });
+  return { authorization: `Bearer ${key}` };
+}
+
+/** Stays clear of a fixed window's end, so counts are not split across two windows. */
+async function awayFromMinuteEnd(margin = 10_000) {
+  const intoMinute = Date.now() % 60_000;
+  if (intoMinute > 60_000 - margin) await new Promise((r) => setTimeout(r, 60_500 - intoMinute));
 }
 
 function post(mf, path, body, opts = {}) {
@@ -302,6 +322,21 @@ describe("defense", () => {
     assert.equal(await kv.get(`rl:ip:${ips[0]}`), null, "no state per address");
   });
 
+  test("an IPv6 client's /64 is one entry of the ban list", async () => {
+    const net = freshNet64();
+    const kv = await edge.getKVNamespace("HEADY_KV");
+    await kv.put(`ban:ip:${net}::/64`, JSON.stringify({ until_ms: Date.now() + 600_000, reason: "test" }), {
+      expirationTtl: 600,
+    });
+    for (const ip of [`${net}::1`, `${net}:ffff:1:2:3`]) {
+      const res = await post(edge, "/api/chat", { prompt: "hi" }, { ip });
+      assert.equal(res.status, 403, ip);
+      assert.equal((await res.json()).error.code, "banned");
+    }
+    const other = await post(edge, "/api/chat", { prompt: "hi" }, { ip: `${freshNet64()}::1` });
+    assert.equal(other.status, 200, await other.clone().text());
+  });
+
   test("bad bodies are 400 JSON naming the problem", async () => {
     const notJson = await post(edge, "/api/chat", "{nope");
     assert.equal(notJson.status, 400);
@@ -309,7 +344,7 @@ describe("defense", () => {
     const noPrompt = await post(edge, "/api/chat", {});
     assert.equal(noPrompt.status, 400);
     assert.match((await noPrompt.json()).error.message, /messages/);
-    const wrongDims = await post(edge, "/api/search", { embedding: [1, 2, 3] });
+    const wrongDims = await post(edge, "/api/search", { embedding: [1, 2, 3] }, { headers: await cachedKey(edge, `user:${ACCOUNT_A}`) });
     assert.equal(wrongDims.status, 400);
     assert.match((await wrongDims.json()).error.message, /3 dimensions/);
   });
@@ -361,9 +396,10 @@ describe("conductor at the edge", () => {
     assert.deepEqual(body.embeddings[0].map((x) => Math.round(x * 1e5)), fakeEmbedding("cats").map((x) => Math.round(x * 1e5)));
   });
 
-  test("search queries Vectorize with a given vector", async () => {
+  test("search queries Vectorize with a given vector, in the caller's account's namespace", async () => {
     const before = platform.calls.length;
-    const res = await post(edge, "/api/search", { embedding: fakeEmbedding("dogs"), top_k: 2 });
+    const headers = await cachedKey(edge, `user:${ACCOUNT_A}`);
+    const res = await post(edge, "/api/search", { embedding: fakeEmbedding("dogs"), top_k: 2 }, { headers });
     assert.equal(res.status, 200);
     const body = await res.json();
     assert.equal(body.served_by, "edge");
@@ -372,16 +408,40 @@ describe("conductor at the edge", () => {
     assert.deepEqual(body.matches[0].metadata, { title: "Dogs" });
     const q = platform.calls.slice(before).find((c) => c.kind === "/vectorize/query");
     assert.equal(q.vector.length, EMBED_DIMS);
-    assert.deepEqual(q.options, { topK: 2, returnMetadata: "all" });
+    assert.deepEqual(q.options, { topK: 2, returnMetadata: "all", namespace: ACCOUNT_A });
   });
 
   test("search by text embeds at the edge, then queries Vectorize", async () => {
     const before = platform.calls.length;
-    const res = await post(edge, "/api/search", { text: "fish" });
+    const headers = await cachedKey(edge, `user:${ACCOUNT_A}`);
+    const res = await post(edge, "/api/search", { text: "fish" }, { headers });
     assert.equal(res.status, 200);
     assert.equal((await res.json()).matches[0].id, "doc-fish");
     const kinds = platform.calls.slice(before).map((c) => c.kind);
     assert.deepEqual(kinds, ["/ai/run", "/vectorize/query"]);
+  });
+
+  test("two accounts searching for the same thing never see each other's vectors", async () => {
+    const a = await (await post(edge, "/api/search", { text: "cats", top_k: 5 }, { headers: await cachedKey(edge, `user:${ACCOUNT_A}`) })).json();
+    const b = await (await post(edge, "/api/search", { text: "cats", top_k: 5 }, { headers: await cachedKey(edge, `user:${ACCOUNT_B}`) })).json();
+    assert.deepEqual(a.matches.map((m) => m.id).sort(), ["doc-cats", "doc-dogs", "doc-fish"]);
+    assert.deepEqual(b.matches.map((m) => m.id), ["b-cats"]);
+  });
+
+  test("anonymous callers get no memory at the edge; keys below INTERNAL or without an account neither", async () => {
+    const before = platform.calls.length;
+    const anonymous = await post(edge, "/api/search", { text: "cats" });
+    assert.equal(anonymous.status, 401);
+    const body = await anonymous.json();
+    assert.equal(body.error.code, "authentication_required", "as the origin answers for its INTERNAL memory routes");
+    assert.match(body.error.message, /no memory/);
+    const publicKey = await post(edge, "/api/query", { text: "cats" }, { headers: await cachedKey(edge, `user:${ACCOUNT_A}`, "pro", "PUBLIC") });
+    assert.equal(publicKey.status, 403);
+    assert.equal((await publicKey.json()).error.code, "insufficient_clearance");
+    const noAccount = await post(edge, "/api/search", { text: "cats" }, { headers: await cachedKey(edge, "user:legacy-name") });
+    assert.equal(noAccount.status, 403);
+    assert.equal((await noAccount.json()).error.code, "memory_unavailable");
+    assert.equal(platform.calls.slice(before).length, 0, "nothing reached Workers AI or Vectorize");
   });
 });
 
@@ -617,6 +677,59 @@ describe("what the edge sends through the tunnel (a recording origin)", () => {
     assert.equal((await refused.json()).error.code, "invalid_api_key");
   });
 
+  test("a key the origin refused is remembered for 60 s: repeating it costs no origin round trip", async () => {
+    seen = [];
+    const ip = freshIp();
+    const bad = { authorization: `Bearer hk_${"7".repeat(64)}` };
+    for (let i = 0; i < 5; i++) {
+      const res = await post(viaEdge, "/api/chat", { prompt: "hi" }, { headers: bad, ip });
+      assert.equal(res.status, 401);
+      assert.equal((await res.json()).error.code, "invalid_api_key");
+    }
+    assert.equal(seen.filter((r) => r.path === "/api/identity").length, 1);
+    const kv = await viaEdge.getKVNamespace("HEADY_KV");
+    const cached = JSON.parse((await kv.get(`sess:${createHash("sha256").update(bad.authorization.slice(7)).digest("hex")}`)) ?? "null");
+    assert.equal(cached?.refused?.code, "invalid_api_key", JSON.stringify(cached));
+  });
+
+  test("more than 20 failed keys a minute from one /64 get 429 too_many_failed_auth", async () => {
+    await awayFromMinuteEnd(15_000);
+    seen = [];
+    const net = freshNet64();
+    const ips = [`${net}::1`, `${net}:1:2:3:4`];
+    for (let i = 0; i < 20; i++) {
+      const key = `hk_${createHash("sha256").update(`bad-${net}-${i}`).digest("hex")}`;
+      const res = await post(viaEdge, "/api/chat", { prompt: "hi" }, { headers: { authorization: `Bearer ${key}` }, ip: ips[i % 2] });
+      assert.equal(res.status, 401, `failure ${i + 1}`);
+      await res.arrayBuffer();
+    }
+    const lookups = seen.filter((r) => r.path === "/api/identity").length;
+    assert.equal(lookups, 20);
+    const over = await post(viaEdge, "/api/chat", { prompt: "hi" }, { headers: { authorization: `Bearer hk_${"6".repeat(64)}` }, ip: `${net}:9::9` });
+    assert.equal(over.status, 429);
+    assert.ok(Number(over.headers.get("retry-after")) >= 1);
+    assert.equal((await over.json()).error.code, "too_many_failed_auth");
+    assert.equal(seen.filter((r) => r.path === "/api/identity").length, lookups, "no origin round trip once limited");
+    const malformed = await post(viaEdge, "/api/chat", { prompt: "hi" }, { headers: { authorization: "Bearer sk-x" }, ip: ips[0] });
+    assert.equal(malformed.status, 429);
+    await malformed.arrayBuffer();
+    // A key already known to be valid, and anonymous requests, still pass; other /64s too.
+    const known = await post(viaEdge, "/api/chat", { prompt: "hi" }, { headers: await cachedKey(viaEdge, "user:known"), ip: ips[1] });
+    assert.equal(known.status, 200, await known.clone().text());
+    const anonymous = await post(viaEdge, "/api/chat", { prompt: "hi" }, { ip: ips[0] });
+    assert.equal(anonymous.status, 200);
+    const elsewhere = await post(viaEdge, "/api/chat", { prompt: "hi" }, { headers: { authorization: `Bearer hk_${"6".repeat(64)}` }, ip: `${freshNet64()}::1` });
+    assert.equal(elsewhere.status, 401);
+    // The count is in KV for the other isolates, under the /64.
+    const kv = await viaEdge.getKVNamespace("HEADY_KV");
+    let state;
+    for (let i = 0; i < 40 && !(state?.curr >= 20); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      state = JSON.parse((await kv.get(`af:ip:${net}::/64`)) ?? "null");
+    }
+    assert.ok(state?.curr >= 20, JSON.stringify(state));
+  });
+
   test("response bodies stream through: the first bytes arrive before the origin finishes", async () => {
     const t0 = Date.now();
     // identity: workerd's own gzip of the response (for clients that accept it) buffers
@@ -650,7 +763,7 @@ describe("origin down", () => {
     assert.ok(Number(res.headers.get("retry-after")) >= 1);
     assert.equal((await res.json()).error.code, "origin_unavailable");
     // Vectorize is not bound here, so search falls back to the origin: also 503.
-    const search = await post(down, "/api/search", { text: "cats" });
+    const search = await post(down, "/api/search", { text: "cats" }, { headers: await cachedKey(down, `user:${ACCOUNT_A}`) });
     assert.equal(search.status, 503);
     const page = await call(down, "https://admin.headysystems.com/");
     assert.equal(page.status, 503);

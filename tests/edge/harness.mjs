@@ -15,6 +15,9 @@ export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "
 export const TUNNEL_KEY = "edge-test-tunnel-key-0123456789abcdef-0123456789abcdef";
 export const EMBED_DIMS = 384;
 export const CHAT_MODEL = "@cf/meta/llama-3.1-8b-instruct";
+/** Accounts (`acct_` + 24 base32 characters) whose memory the fake Vectorize holds. */
+export const ACCOUNT_A = `acct_${"a".repeat(24)}`;
+export const ACCOUNT_B = `acct_${"b".repeat(24)}`;
 
 /** A TCP port nobody listens on right now. */
 export function freePort() {
@@ -108,10 +111,12 @@ export function fakeEmbedding(text) {
 export class FakePlatform {
   constructor() {
     this.calls = [];
+    // One namespace per account, as the edge queries them.
     this.vectors = [
-      { id: "doc-cats", metadata: { title: "Cats" }, values: fakeEmbedding("cats") },
-      { id: "doc-dogs", metadata: { title: "Dogs" }, values: fakeEmbedding("dogs") },
-      { id: "doc-fish", metadata: { title: "Fish" }, values: fakeEmbedding("fish") },
+      { id: "doc-cats", namespace: ACCOUNT_A, metadata: { title: "Cats" }, values: fakeEmbedding("cats") },
+      { id: "doc-dogs", namespace: ACCOUNT_A, metadata: { title: "Dogs" }, values: fakeEmbedding("dogs") },
+      { id: "doc-fish", namespace: ACCOUNT_A, metadata: { title: "Fish" }, values: fakeEmbedding("fish") },
+      { id: "b-cats", namespace: ACCOUNT_B, metadata: { title: "B's cats" }, values: fakeEmbedding("cats") },
     ];
   }
 
@@ -130,7 +135,9 @@ export class FakePlatform {
     }
     if (url.pathname === "/vectorize/query") {
       const { vector, options } = body;
+      // Vectorize: a query without a namespace reads the default one (vectors without one).
       const scored = this.vectors
+        .filter((v) => (v.namespace ?? "") === (options?.namespace ?? ""))
         .map((v) => ({
           id: v.id,
           score: v.values.reduce((s, x, i) => s + x * vector[i], 0),

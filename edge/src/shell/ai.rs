@@ -7,7 +7,7 @@ use heady_shared::embedding::{DEFAULT_DIMENSIONS, DEFAULT_MODEL as EMBEDDING_MOD
 use heady_shared::{ApiError, ErrorCode, GroupTable};
 use serde::Serialize;
 use serde_json::{json, Value};
-use worker::Response;
+use worker::{console_error, Response};
 
 #[derive(Serialize)]
 struct ChatInput<'a> {
@@ -21,8 +21,14 @@ struct EmbedInput<'a> {
     text: &'a [String],
 }
 
+/// The platform's own error text goes to the Worker's log; the client learns which service
+/// failed.
 fn ai_failed(what: &str, detail: impl std::fmt::Display) -> ApiError {
-    ApiError::new(ErrorCode::EdgeAiFailed, format!("{what}: {detail}"))
+    console_error!("{what} failed: {detail}");
+    ApiError::new(
+        ErrorCode::EdgeAiFailed,
+        format!("{what} failed at the edge; retry shortly"),
+    )
 }
 
 async fn embed(call: &Call, texts: &[String]) -> Result<Vec<Vec<f64>>, ApiError> {
@@ -37,7 +43,8 @@ async fn embed(call: &Call, texts: &[String]) -> Result<Vec<Vec<f64>>, ApiError>
     conductor::embedding_output(&answer, texts.len()).map_err(|e| ai_failed(EMBEDDING_MODEL, e))
 }
 
-async fn execute(call: &Call, job: EdgeJob) -> Result<Value, ApiError> {
+/// `owner`: the account whose Vectorize namespace a search reads (`defense::memory_owner`).
+async fn execute(call: &Call, job: EdgeJob, owner: Option<&str>) -> Result<Value, ApiError> {
     match job {
         EdgeJob::Chat {
             messages,
@@ -92,9 +99,15 @@ async fn execute(call: &Call, job: EdgeJob) -> Result<Value, ApiError> {
                     .collect(),
                 (None, None) => return Err(ApiError::bad_request("nothing to search for")),
             };
+            let namespace = owner.ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::MemoryUnavailable,
+                    "anonymous callers have no memory: send an API key",
+                )
+            })?;
             let index = vectorize::binding(&call.env)
                 .ok_or_else(|| ai_failed("Vectorize", "the VECTORIZE binding is missing"))?;
-            let answer = vectorize::query_index(&index, &vector, top_k)
+            let answer = vectorize::query_index(&index, &vector, top_k, namespace)
                 .await
                 .map_err(|e| ai_failed("Vectorize query", e))?;
             let matches = conductor::vectorize_output(&answer)
@@ -109,13 +122,14 @@ pub async fn run(
     call: &Call,
     action: &str,
     job: EdgeJob,
+    owner: Option<&str>,
     rate: &[(&'static str, String)],
 ) -> Response {
     let group = GroupTable::default()
         .route(action)
         .map(|r| r.group)
         .unwrap_or_default();
-    match execute(call, job).await {
+    match execute(call, job, owner).await {
         Ok(mut result) => {
             result["action"] = json!(action);
             result["group"] = json!(group);

@@ -168,6 +168,16 @@ async fn api_request(call: &Call, req: &mut Request, api: Api) -> Response {
             &rate,
         );
     }
+    // Memory is the caller's account's (one Vectorize namespace each); anonymous callers
+    // have none, and the origin classes memory INTERNAL: refused here as there.
+    let owner = if conductor::uses_memory(&action) {
+        match defense::memory_owner(&session) {
+            Ok(account) => Some(account),
+            Err(e) => return respond::error(&e, &rate),
+        }
+    } else {
+        None
+    };
     let bindings = Bindings {
         ai: call.env.ai("AI").is_ok(),
         vectorize: vectorize::binding(&call.env).is_some(),
@@ -183,7 +193,7 @@ async fn api_request(call: &Call, req: &mut Request, api: Api) -> Response {
         Ok(Dispatch::Origin { path }) => {
             tunnel::forward(call, req, &session, Some(path), body, &rate).await
         }
-        Ok(Dispatch::Edge(job)) => ai::run(call, &action, job, &rate).await,
+        Ok(Dispatch::Edge(job)) => ai::run(call, &action, job, owner.as_deref(), &rate).await,
     }
 }
 

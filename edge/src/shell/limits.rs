@@ -1,14 +1,15 @@
-//! Defense I/O against KV (binding `HEADY_KV`): session cache, ban list, and the
-//! sliding-window limiter with coalesced writes. The rules are in `crate::defense` and
+//! Defense I/O against KV (binding `HEADY_KV`): session cache (known and refused keys),
+//! failed-authentication counts per client address, ban list, and the sliding-window limiter
+//! with coalesced writes. The rules are in `crate::defense` and
 //! heady-shared's `SubjectPolicy`.
 
 use super::entry::Call;
 use super::{respond, tunnel};
 use crate::defense::{
-    self, BanRecord, Flush, Session, WriteSlot, BAN_CACHE_MS, MIN_KV_WRITE_INTERVAL_MS,
+    self, BanRecord, CachedKey, Flush, Session, WriteSlot, BAN_CACHE_MS, MIN_KV_WRITE_INTERVAL_MS,
     SESSION_CACHE_MS,
 };
-use heady_shared::limiter::{BanPolicy, LimitOutcome, SubjectPolicy, SubjectState};
+use heady_shared::limiter::{BanPolicy, LimitOutcome, SubjectPolicy, SubjectState, WindowState};
 use heady_shared::{ApiError, ErrorCode, Subject};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -32,9 +33,19 @@ struct Local {
 
 thread_local! {
     static LOCAL: RefCell<HashMap<Subject, Local>> = RefCell::new(HashMap::new());
-    /// Session-cache key -> (read at ms, session): KV is read at most every
-    /// SESSION_CACHE_MS per key per isolate.
-    static SESSIONS: RefCell<HashMap<String, (u64, Session)>> = RefCell::new(HashMap::new());
+    /// Session-cache key -> (trusted until ms, entry): KV is read at most every
+    /// SESSION_CACHE_MS per known key, and REFUSED_KEY_CACHE_SECS per refused one.
+    static SESSIONS: RefCell<HashMap<String, (u64, CachedKey)>> = RefCell::new(HashMap::new());
+    /// Client address -> its failed-authentication count.
+    static FAILED_AUTH: RefCell<HashMap<Subject, FailedAuth>> = RefCell::new(HashMap::new());
+}
+
+/// One address's failed authentications as this isolate knows them.
+#[derive(Default)]
+struct FailedAuth {
+    window: WindowState,
+    slot: WriteSlot,
+    last_read_ms: Option<u64>,
 }
 
 fn kv(call: &Call) -> Result<KvStore, ApiError> {
@@ -46,61 +57,194 @@ fn kv(call: &Call) -> Result<KvStore, ApiError> {
     })
 }
 
-/// The session of the request: from its API key (KV cache, else the origin), else anonymous.
+fn failed_auth_limit(call: &Call) -> u32 {
+    call.env
+        .var("FAILED_AUTH_LIMIT")
+        .ok()
+        .and_then(|v| v.to_string().parse().ok())
+        .unwrap_or(defense::DEFAULT_FAILED_AUTH_LIMIT)
+}
+
+/// The session of the request: from its API key (isolate cache, KV cache, else the origin),
+/// else anonymous. A key the origin refused is remembered for
+/// [`defense::REFUSED_KEY_CACHE_SECS`]; every refused or malformed key counts against the
+/// client's address, and past the limit its keys are refused with 429 unless already known
+/// to be valid.
 pub async fn identify(call: &Call, authorization: Option<&str>) -> Result<Session, ApiError> {
-    let Some(key) = defense::parse_authorization(authorization)? else {
-        return Ok(Session::anonymous(call.client_ip));
+    let client = Session::anonymous(call.client_ip).subject;
+    let key = match defense::parse_authorization(authorization) {
+        Ok(None) => return Ok(Session::anonymous(call.client_ip)),
+        Ok(Some(key)) => key,
+        Err(malformed) => {
+            if let Some(blocked) = failed_auth_blocked(call, &client).await {
+                return Err(blocked);
+            }
+            failed_auth(call, &client);
+            return Err(malformed);
+        }
     };
     let kv = kv(call)?;
     let cache_key = key.session_key();
     let now = call.now_ms;
-    let cached = SESSIONS.with(|s| {
-        s.borrow()
-            .get(&cache_key)
-            .filter(|(at, _)| now < at + SESSION_CACHE_MS)
-            .map(|(_, session)| session.clone())
-    });
-    if let Some(session) = cached {
-        return Ok(session);
-    }
-    let remember = |session: &Session| {
+    let remember = |entry: &CachedKey| {
+        let until = match entry {
+            CachedKey::Known(_) => now + SESSION_CACHE_MS,
+            CachedKey::Refused { .. } => now + defense::REFUSED_KEY_CACHE_SECS * 1000,
+        };
         SESSIONS.with(|s| {
             let mut map = s.borrow_mut();
-            map.retain(|_, (at, _)| now < *at + SESSION_CACHE_MS);
-            map.insert(cache_key.clone(), (now, session.clone()));
+            map.retain(|_, (until, _)| now < *until);
+            map.insert(cache_key.clone(), (until, entry.clone()));
         })
     };
-    match kv.get(&cache_key).json::<Session>().await {
-        Ok(Some(session)) => {
-            remember(&session);
-            return Ok(session);
-        }
-        Ok(None) => {}
-        Err(e) => console_error!("session cache read failed: {e}"),
-    }
-    match tunnel::identity(call, &key).await {
-        Ok(Some((session, ttl))) => {
-            match kv.put(&cache_key, json_text(&session)) {
-                Ok(put) => {
-                    if let Err(e) = put.expiration_ttl(ttl).execute().await {
-                        console_error!("session cache write failed: {e}");
-                    }
-                }
-                Err(e) => console_error!("session cache write failed: {e}"),
+    let mut cached = SESSIONS.with(|s| {
+        s.borrow()
+            .get(&cache_key)
+            .filter(|(until, _)| now < *until)
+            .map(|(_, entry)| entry.clone())
+    });
+    if cached.is_none() {
+        match kv.get(&cache_key).json::<CachedKey>().await {
+            Ok(Some(entry)) => {
+                remember(&entry);
+                cached = Some(entry);
             }
-            remember(&session);
-            Ok(session)
+            Ok(None) => {}
+            Err(e) => console_error!("session cache read failed: {e}"),
         }
-        Ok(None) => Err(ApiError::new(
-            ErrorCode::InvalidApiKey,
-            "the API key is unknown or revoked",
-        )),
+    }
+    if let Some(CachedKey::Known(session)) = cached {
+        return Ok(session);
+    }
+    if let Some(blocked) = failed_auth_blocked(call, &client).await {
+        return Err(blocked);
+    }
+    if let Some(CachedKey::Refused { refused }) = cached {
+        failed_auth(call, &client);
+        return Err(refused);
+    }
+    let entry = match tunnel::identity(call, &key).await {
+        Ok(Ok((session, ttl))) => (CachedKey::Known(session), ttl),
+        Ok(Err(refused)) if refused.status() == 429 => return Err(refused),
+        Ok(Err(refused)) => (
+            CachedKey::Refused { refused },
+            defense::REFUSED_KEY_CACHE_SECS,
+        ),
         // Origin unreachable: the key cannot be checked, so the request counts as anonymous
         // (edge work still answers; tunnelled work gets the 503 anyway).
         Err(e) => {
             console_error!("identity lookup failed: {}", e.message);
-            Ok(Session::anonymous(call.client_ip))
+            return Ok(Session::anonymous(call.client_ip));
         }
+    };
+    let (entry, ttl) = entry;
+    match kv.put(&cache_key, json_text(&entry)) {
+        Ok(put) => {
+            if let Err(e) = put.expiration_ttl(defense::kv_ttl(ttl)).execute().await {
+                console_error!("session cache write failed: {e}");
+            }
+        }
+        Err(e) => console_error!("session cache write failed: {e}"),
+    }
+    remember(&entry);
+    match entry {
+        CachedKey::Known(session) => Ok(session),
+        CachedKey::Refused { refused } => {
+            failed_auth(call, &client);
+            Err(refused)
+        }
+    }
+}
+
+/// `Some(429)` when `client` has used up its failed authentications. KV's count (other
+/// isolates') is merged in at most once a second per address.
+async fn failed_auth_blocked(call: &Call, client: &Subject) -> Option<ApiError> {
+    let now = call.now_ms;
+    let limit = failed_auth_limit(call);
+    let window = defense::failed_auth_window(limit);
+    let due = FAILED_AUTH.with(|f| {
+        f.borrow()
+            .get(client)
+            .and_then(|e| e.last_read_ms)
+            .is_none_or(|at| now >= at + MIN_KV_WRITE_INTERVAL_MS)
+    });
+    let stored = if due {
+        match kv(call) {
+            Ok(kv) => kv
+                .get(&defense::failed_auth_key(client))
+                .json::<WindowState>()
+                .await
+                .unwrap_or_else(|e| {
+                    console_error!("failed-auth count read failed: {e}");
+                    None
+                }),
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    FAILED_AUTH.with(|f| {
+        let mut map = f.borrow_mut();
+        if map.len() > MAX_LOCAL_SUBJECTS {
+            map.retain(|_, e| {
+                e.slot.scheduled
+                    || e.window.window_start_ms + 2 * defense::FAILED_AUTH_WINDOW_MS > now
+            });
+        }
+        let entry = map.entry(client.clone()).or_default();
+        if due {
+            entry.last_read_ms = Some(now);
+            if let Some(stored) = stored {
+                entry.window = defense::merge_window(
+                    &entry.window,
+                    &stored,
+                    defense::FAILED_AUTH_WINDOW_MS,
+                    now,
+                );
+            }
+        }
+        if window.fits(&mut entry.window, now, 1) {
+            None
+        } else {
+            let reset = entry.window.window_start_ms + defense::FAILED_AUTH_WINDOW_MS - now;
+            Some(defense::too_many_failed_auth(limit, reset.div_ceil(1000)))
+        }
+    })
+}
+
+/// Counts one failed authentication against `client` and schedules its KV write (at most
+/// one a second per address).
+fn failed_auth(call: &Call, client: &Subject) {
+    let now = call.now_ms;
+    let window = defense::failed_auth_window(failed_auth_limit(call));
+    let (state, flush) = FAILED_AUTH.with(|f| {
+        let mut map = f.borrow_mut();
+        let entry = map.entry(client.clone()).or_default();
+        window.decide(&mut entry.window, now, 1);
+        (entry.window, entry.slot.plan(now))
+    });
+    let Ok(kv) = kv(call) else { return };
+    let key = defense::failed_auth_key(client);
+    let ttl = defense::kv_ttl(2 * defense::FAILED_AUTH_WINDOW_MS / 1000);
+    match flush {
+        Flush::Now => {
+            call.ctx
+                .wait_until(write_json(kv, key, Some(state), ttl, "failed-auth count"))
+        }
+        Flush::After(ms) => {
+            let client = client.clone();
+            call.ctx.wait_until(async move {
+                Delay::from(Duration::from_millis(ms)).await;
+                let latest = FAILED_AUTH.with(|f| {
+                    f.borrow_mut().get_mut(&client).map(|e| {
+                        e.slot.delayed_write_done(Date::now().as_millis());
+                        e.window
+                    })
+                });
+                write_json(kv, key, latest, ttl, "failed-auth count").await;
+            });
+        }
+        Flush::Pending => {}
     }
 }
 
@@ -285,14 +429,24 @@ pub async fn admit(
 }
 
 async fn write_state(kv: KvStore, key: String, state: Option<SubjectState>, ttl: u64) {
-    let Some(state) = state else { return };
-    match kv.put(&key, json_text(&state)) {
+    write_json(kv, key, state, ttl, "limiter").await
+}
+
+async fn write_json<T: serde::Serialize>(
+    kv: KvStore,
+    key: String,
+    value: Option<T>,
+    ttl: u64,
+    what: &str,
+) {
+    let Some(value) = value else { return };
+    match kv.put(&key, json_text(&value)) {
         Ok(put) => {
             if let Err(e) = put.expiration_ttl(ttl).execute().await {
-                console_error!("limiter write failed: {e}");
+                console_error!("{what} write failed: {e}");
             }
         }
-        Err(e) => console_error!("limiter write failed: {e}"),
+        Err(e) => console_error!("{what} write failed: {e}"),
     }
 }
 

@@ -207,9 +207,13 @@ pub async fn forward(
     }
 }
 
-/// Asks the origin who owns `key`: `Ok(Some(session, ttl))`, `Ok(None)` for a key the origin
-/// refuses (401/403), `Err` when the origin cannot answer.
-pub async fn identity(call: &Call, key: &ApiKey) -> Result<Option<(Session, u64)>, ApiError> {
+/// Asks the origin who owns `key`: `Ok(Ok(session, ttl))`, `Ok(Err(refusal))` for a key the
+/// origin refuses (its error: unknown, revoked, expired, account disabled, or 429 when the
+/// address failed too often), `Err` when the origin cannot answer.
+pub async fn identity(
+    call: &Call,
+    key: &ApiKey,
+) -> Result<Result<(Session, u64), ApiError>, ApiError> {
     let origin = origin(call)?;
     let headers = Headers::new();
     let _ = headers.set("authorization", &format!("Bearer {}", key.as_str()));
@@ -231,10 +235,28 @@ pub async fn identity(call: &Call, key: &ApiKey) -> Result<Option<(Session, u64)
                 .await
                 .map_err(|e| unavailable(&format!("identity body: {e}")))?;
             defense::parse_identity(&text)
-                .map(Some)
+                .map(Ok)
                 .map_err(|e| unavailable(&e.to_string()))
         }
-        401 | 403 => Ok(None),
+        status @ (401 | 403 | 429) => {
+            let text = response.text().await.unwrap_or_default();
+            let refusal = serde_json::from_str::<heady_shared::ErrorBody>(&text)
+                .map(|b| {
+                    let mut e = b.error;
+                    // The origin's request id names its request, not this one.
+                    e.request_id = None;
+                    e
+                })
+                .ok()
+                .filter(|e| e.status() == status)
+                .unwrap_or_else(|| {
+                    ApiError::new(
+                        heady_shared::ErrorCode::InvalidApiKey,
+                        "the API key is unknown or revoked",
+                    )
+                });
+            Ok(Err(refusal))
+        }
         other => Err(unavailable(&format!("identity lookup answered {other}"))),
     }
 }

@@ -32,15 +32,22 @@ pub fn binding(env: &Env) -> Option<VectorizeIndex> {
     Some(value.unchecked_into())
 }
 
-/// `index.query(vector, {topK, returnMetadata: "all"})`, answered as JSON:
-/// `{"count": n, "matches": [{"id", "score", "metadata"}]}`.
+/// `index.query(vector, {topK, returnMetadata: "all", namespace})`, answered as JSON:
+/// `{"count": n, "matches": [{"id", "score", "metadata"}]}`. `namespace` is the caller's
+/// account id: one account's vectors are never another's matches.
 pub async fn query_index(
     index: &VectorizeIndex,
     vector: &[f32],
     top_k: usize,
+    namespace: &str,
 ) -> Result<Value, String> {
-    let options = JSON::parse(&format!(r#"{{"topK":{top_k},"returnMetadata":"all"}}"#))
-        .map_err(|e| format!("Vectorize options: {e:?}"))?;
+    let options = serde_json::json!({
+        "topK": top_k,
+        "returnMetadata": "all",
+        "namespace": namespace,
+    });
+    let options =
+        JSON::parse(&options.to_string()).map_err(|e| format!("Vectorize options: {e:?}"))?;
     let vector = Float32Array::from(vector);
     let promise = index.query(&vector, &options).map_err(js_text)?;
     let answer = JsFuture::from(promise).await.map_err(js_text)?;

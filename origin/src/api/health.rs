@@ -29,25 +29,30 @@ pub async fn identity(_s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
 /// checks the key on every tunnelled request, so a revocation is exact here.
 pub const SESSION_TTL_SECS: u64 = 60;
 
-/// Ready when DuckDB answers, and Redis too when one is configured.
-pub async fn ready(s: Arc<App>, _c: Ctx) -> Result<Reply, Error> {
+/// Ready when DuckDB answers, and Redis too when one is configured. The answer names what is
+/// down (`"down"`); the error text goes to the log only.
+pub async fn ready(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     let memory = s.memory.clone();
     let duck = crate::rt::blocking(move || memory.ping_blocking()).await?;
     let redis = s.redis_ping().await;
+    if let Err(e) = &duck {
+        tracing::warn!(request_id = %c.request_id, error = %e, "readiness: DuckDB is down");
+    }
+    if let Err(e) = &redis {
+        tracing::warn!(request_id = %c.request_id, error = %e, "readiness: Redis is down");
+    }
     let duck_ok = duck.is_ok();
     let redis_ok = redis.is_ok();
     let body = json!({
         "status": if duck_ok && redis_ok { "ready" } else { "not_ready" },
         "checks": {
-            "duckdb": match &duck { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
-            "redis": match &redis { Ok(Some(())) => "ok".to_string(), Ok(None) => "not configured".to_string(), Err(e) => e.to_string() },
+            "duckdb": if duck_ok { "ok" } else { "down" },
+            "redis": match &redis { Ok(Some(())) => "ok", Ok(None) => "not configured", Err(_) => "down" },
             "index": s.memory.index_stats().state,
             "limiter": if !s.defense.limiter.uses_redis() { "in-process" } else if s.defense.limiter.is_degraded() { "degraded (in-process)" } else { "redis" },
+            "nonces": s.defense.nonce_store(),
         }
     });
-    if !(duck_ok && redis_ok) {
-        tracing::warn!(checks = %body["checks"], "not ready");
-    }
     Reply::json(if duck_ok && redis_ok { 200 } else { 503 }, &body)
 }
 

@@ -48,13 +48,76 @@ pub const NOT_CONFIG: &[(&str, &str)] = &[
     ("HEADY_VENV", "deploy/setup.sh: where the Python venv goes"),
 ];
 
-/// The process's `HEADY_*` variables, for [`Config::load`] (others, and variables that are
-/// not UTF-8, are left out).
+/// The process's `HEADY_*` variables and `CREDENTIALS_DIRECTORY`, for [`Config::load`]
+/// (others, and variables that are not UTF-8, are left out).
 pub fn heady_env() -> Vec<(String, String)> {
     std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .filter(|(k, _)| k.starts_with("HEADY_"))
+        .filter(|(k, _)| k.starts_with("HEADY_") || k == CREDENTIALS_DIRECTORY)
         .collect()
+}
+
+/// Where systemd puts the files of `LoadCredential=` for the service.
+pub const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+/// `HEADY_X_FILE=path`: `HEADY_X` is the file's content.
+const FILE_SUFFIX: &str = "_FILE";
+
+/// Secrets kept in files instead of the environment (where `/proc/<pid>/environ`, `systemctl
+/// show` and crash reports see them): `HEADY_X_FILE=path` sets `HEADY_X` to the file's
+/// content, and so does a file named `HEADY_X` in `$CREDENTIALS_DIRECTORY` (systemd's
+/// `LoadCredential=HEADY_X:/etc/heady/credentials/x`). A trailing newline is dropped. A
+/// variable set directly wins; a file that cannot be read is an error naming its variable.
+pub(super) fn with_credentials(
+    env: &[(String, String)],
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let set = |name: &str, out: &[(String, String)]| {
+        out.iter().any(|(k, v)| k == name && !v.trim().is_empty())
+    };
+    let read = |var: &str, path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .map(|t| t.trim_end_matches(['\n', '\r']).to_string())
+            .map_err(|e| invalid(var, format!("cannot read {}: {e}", path.display())))
+    };
+    let mut out: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| !(k.starts_with("HEADY_") && k.ends_with(FILE_SUFFIX)))
+        .cloned()
+        .collect();
+    for (var, path) in env {
+        let Some(target) = var
+            .strip_suffix(FILE_SUFFIX)
+            .filter(|t| t.starts_with("HEADY_") && t.len() > "HEADY_".len())
+        else {
+            continue;
+        };
+        if path.trim().is_empty() || set(target, &out) {
+            continue;
+        }
+        let value = read(var, std::path::Path::new(path.trim()))?;
+        out.push((target.to_string(), value));
+    }
+    let dir = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == CREDENTIALS_DIRECTORY)
+        .map(|(_, v)| v.clone());
+    if let Some(dir) = dir.filter(|d| !d.trim().is_empty()) {
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| invalid(CREDENTIALS_DIRECTORY, format!("cannot list {dir}: {e}")))?;
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("HEADY_"))
+            .collect();
+        names.sort();
+        for name in names {
+            if set(&name, &out) {
+                continue;
+            }
+            let value = read(&name, &std::path::Path::new(&dir).join(&name))?;
+            out.push((name, value));
+        }
+    }
+    Ok(out)
 }
 
 /// Which variable set which path (dotted, as errors name keys).
@@ -83,6 +146,7 @@ pub(super) fn merge(
     table: &mut toml::Table,
     env: &[(String, String)],
 ) -> Result<Sources, ConfigError> {
+    let env = &with_credentials(env)?;
     let keys: Vec<&'static KeyDoc> = Config::keys().filter(|k| k.env_var().is_some()).collect();
     let mut vars: Vec<&(String, String)> = env
         .iter()
@@ -432,6 +496,62 @@ mod tests {
         assert!(
             e.starts_with("HEADY_PROVIDERS: ") && !e.contains("sk-abc"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_the_credentials_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = "tunnel-key-from-a-file-0123456789abcdef0123";
+        let tunnel = dir.path().join("tunnel-key");
+        std::fs::write(&tunnel, format!("{key}\n")).unwrap();
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        std::fs::write(
+            creds.join("HEADY_REDIS_URL"),
+            "redis://:pw-from-creds@127.0.0.1:6390\n",
+        )
+        .unwrap();
+        std::fs::write(creds.join("HEADY_EMBEDDER__API_KEY"), "embedder-secret").unwrap();
+        std::fs::write(creds.join("unrelated"), "x").unwrap();
+        let c = load(
+            None,
+            &[
+                ("HEADY_TUNNEL_KEY_FILE", tunnel.to_str().unwrap()),
+                (CREDENTIALS_DIRECTORY, creds.to_str().unwrap()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.defense.edge_key.as_ref().map(|k| k.expose()), Some(key));
+        assert_eq!(
+            c.redis_url.as_ref().map(|u| u.as_str()),
+            Some("redis://:pw-from-creds@127.0.0.1:6390")
+        );
+        assert_eq!(
+            c.embedder.api_key.as_ref().map(|k| k.expose()),
+            Some("embedder-secret")
+        );
+        // A variable set directly wins over its file.
+        let c = load(
+            None,
+            &[
+                ("HEADY_REDIS_URL", "redis://127.0.0.1:6391"),
+                (CREDENTIALS_DIRECTORY, creds.to_str().unwrap()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.redis_url.unwrap().as_str(), "redis://127.0.0.1:6391");
+        // An unreadable file names its variable and shows no secret.
+        let e = load(None, &[("HEADY_TUNNEL_KEY_FILE", "/nonexistent/heady-key")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("HEADY_TUNNEL_KEY_FILE: cannot read"), "{e}");
+        // What the credential files held stays out of Debug (check-config prints it).
+        let c = load(None, &[(CREDENTIALS_DIRECTORY, creds.to_str().unwrap())]).unwrap();
+        let shown = format!("{c:#?}");
+        assert!(
+            !shown.contains("pw-from-creds") && !shown.contains("embedder-secret"),
+            "{shown}"
         );
     }
 

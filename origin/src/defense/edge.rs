@@ -6,9 +6,13 @@
 //! The scheme is the `TunnelAuthenticator` the verifier holds (HMAC-SHA256 with the shared
 //! Worker secret today), so a post-quantum session can replace it here without touching the
 //! server. Nonces are remembered in Redis when configured (a replay sent to another origin is
-//! caught too), else in-process; when Redis fails the in-process set takes over.
+//! caught too), else in-process. When a Redis call fails the in-process set takes over at
+//! once and stays in charge until a background probe finds Redis back (`redis::Outage`:
+//! `heady_nonces_degraded`, one log line each way), so no request waits on a Redis already
+//! known to be down.
 
-use crate::redis::Redis;
+use crate::lifecycle::Background;
+use crate::redis::{Outage, Redis};
 use heady_shared::wire::{self, Envelope, RequestLine, TunnelAuthenticator, WireError};
 use heady_shared::{Subject, SubjectError};
 use std::collections::HashMap;
@@ -18,6 +22,8 @@ pub struct EdgeVerifier {
     auth: Box<dyn TunnelAuthenticator + Send + Sync>,
     max_skew_secs: u64,
     redis: Option<Arc<Redis>>,
+    outage: Arc<Outage>,
+    background: Background,
     seen: Mutex<HashMap<String, u64>>,
 }
 
@@ -48,12 +54,25 @@ impl EdgeVerifier {
         auth: Box<dyn TunnelAuthenticator + Send + Sync>,
         max_skew_secs: u64,
         redis: Option<Arc<Redis>>,
+        degraded: prometheus_client::metrics::gauge::Gauge,
+        background: Background,
     ) -> EdgeVerifier {
         EdgeVerifier {
             auth,
             max_skew_secs,
             redis,
+            outage: Outage::new("edge nonce check", degraded),
+            background,
             seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Where nonces are kept now: `redis`, `degraded (in-process)` or `in-process`.
+    pub fn store(&self) -> &'static str {
+        match &self.redis {
+            None => "in-process",
+            Some(_) if self.outage.is_down() => "degraded (in-process)",
+            Some(_) => "redis",
         }
     }
 
@@ -101,7 +120,7 @@ impl EdgeVerifier {
 
     /// Records the nonce; `false` if it was seen before.
     async fn first_use(&self, nonce: &str, now_secs: u64) -> bool {
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.redis.as_ref().filter(|_| !self.outage.is_down()) {
             let key = format!("heady:nonce:{nonce}");
             let ttl = self.nonce_ttl_secs();
             let set = redis
@@ -122,9 +141,7 @@ impl EdgeVerifier {
                     self.first_use_local(nonce, now_secs);
                     return first.is_some();
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "nonce check in Redis failed; checking in-process")
-                }
+                Err(e) => self.outage.failed(redis, &e, &self.background),
             }
         }
         self.first_use_local(nonce, now_secs)

@@ -127,6 +127,8 @@ impl Defense {
                 ),
                 cfg.edge_max_skew_secs,
                 redis.clone(),
+                metrics.nonces_degraded.clone(),
+                background.clone(),
             )),
             None => None,
         };
@@ -174,6 +176,12 @@ impl Defense {
             .or(hops.first())
             .copied()
             .unwrap_or(peer)
+    }
+
+    /// Where edge nonces are kept now (for `/ready`): `redis`, `degraded (in-process)`,
+    /// `in-process`, or `no edge key`.
+    pub fn nonce_store(&self) -> &'static str {
+        self.edge.as_ref().map_or("no edge key", |e| e.store())
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {

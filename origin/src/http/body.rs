@@ -48,8 +48,14 @@ impl hyper::body::Body for ChannelBody {
 }
 
 /// Reads the body up to `limit` bytes: 413 past it, before reading when Content-Length
-/// already says so.
-pub async fn read(body: Incoming, headers: &http::HeaderMap, limit: usize) -> Result<Bytes, Error> {
+/// already says so; 408 `request_timeout` when the whole body has not arrived within
+/// `timeout` (`http.body_timeout_secs`).
+pub async fn read(
+    body: Incoming,
+    headers: &http::HeaderMap,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, Error> {
     let too_large = || {
         Error::new(
             ErrorCode::BodyTooLarge,
@@ -66,7 +72,18 @@ pub async fn read(body: Incoming, headers: &http::HeaderMap, limit: usize) -> Re
             return Err(too_large());
         }
     }
-    match Limited::new(body, limit).collect().await {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| {
+            Error::new(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {} s (http.body_timeout_secs)",
+                    timeout.as_secs()
+                ),
+            )
+        })?;
+    match collected {
         Ok(c) => Ok(c.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()

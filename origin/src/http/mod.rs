@@ -3,6 +3,7 @@
 //! imports it.
 
 pub mod body;
+mod conn;
 pub mod respond;
 pub mod routes;
 mod server;

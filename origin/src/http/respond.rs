@@ -32,10 +32,10 @@ pub fn reply(r: Reply) -> Response<Body> {
     resp
 }
 
-/// `{"error":{...}}` with the code's status, its headers, and `Retry-After` whenever the body
-/// says `retry_after`.
-pub fn error(e: &Error) -> Response<Body> {
-    let bytes = serde_json::to_vec(&e.body())
+/// `{"error":{...}}` with the code's status, its headers, the request id, and `Retry-After`
+/// whenever the body says `retry_after`. The body carries the error's public message only.
+pub fn error(e: &Error, request_id: &str) -> Response<Body> {
+    let bytes = serde_json::to_vec(&e.body(Some(request_id)))
         .unwrap_or_else(|_| b"{\"error\":{\"code\":\"internal\",\"message\":\"\"}}".to_vec());
     let mut resp = Response::new(full(bytes));
     *resp.status_mut() = status(e.status());
@@ -62,7 +62,7 @@ mod tests {
         let e = Error::new(ErrorCode::Overloaded, "busy")
             .with_retry_after(7)
             .with_headers(vec![("server-timing", "entry;dur=0.010".into())]);
-        let resp = error(&e);
+        let resp = error(&e, "r1");
         assert_eq!(resp.status(), 503);
         assert_eq!(resp.headers()["retry-after"], "7");
         assert_eq!(resp.headers()["server-timing"], "entry;dur=0.010");
@@ -70,5 +70,6 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"]["retry_after"], 7);
         assert_eq!(v["error"]["code"], "overloaded");
+        assert_eq!(v["error"]["request_id"], "r1");
     }
 }

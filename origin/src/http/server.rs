@@ -1,16 +1,20 @@
-//! The HTTP server: hyper 1 over tokio, request ids, body limits, the defense checks every
-//! request passes, routing, metrics. `serve` stops accepting when told to and drains the
-//! connections it has; what comes after (flush, checkpoint, index) is `App::shutdown`.
+//! The HTTP server: hyper 1 over tokio, request ids, timeouts (`conn`), body limits, the
+//! defense checks every request passes, routing, metrics. A request without an edge
+//! signature is identified and refused on its head, before its body is read. `serve` stops
+//! accepting when told to and drains the connections it has; what comes after (flush,
+//! checkpoint, index) is `App::shutdown`.
 
+use super::conn::{ConnState, Expiry, Timeouts, Tracked, Watched};
 use super::{body, respond, routes};
 use crate::api::Ctx;
 use crate::app::App;
 use crate::defense::Presented;
 use bytes::Bytes;
+use heady_shared::wire;
 use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,6 +22,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 /// A client's `X-Request-Id` is kept when it is short and plain; otherwise we mint one.
@@ -33,11 +39,39 @@ fn request_id(headers: &http::HeaderMap) -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
+/// The body of a request that may have one, within `max_body_bytes` and the body timeout.
+async fn read_body(
+    app: &App,
+    method: &Method,
+    headers: &http::HeaderMap,
+    incoming: Option<Incoming>,
+) -> Result<Bytes, crate::error::Error> {
+    match incoming {
+        Some(b) if method != Method::GET && method != Method::HEAD => {
+            body::read(
+                b,
+                headers,
+                app.config.max_body_bytes,
+                app.config.http.body_timeout(),
+            )
+            .await
+        }
+        _ => Ok(Bytes::new()),
+    }
+}
+
 async fn handle(
     app: Arc<App>,
     peer: IpAddr,
+    conn: Arc<ConnState>,
     req: Request<Incoming>,
 ) -> Result<Response<body::Body>, Infallible> {
+    let busy = conn.begin();
+    let resp = answer(app, peer, req).await;
+    Ok(resp.map(|b| Tracked::boxed(b, busy)))
+}
+
+async fn answer(app: Arc<App>, peer: IpAddr, req: Request<Incoming>) -> Response<body::Body> {
     let start = Instant::now();
     let request_id = request_id(req.headers());
     let (parts, incoming) = req.into_parts();
@@ -47,11 +81,14 @@ async fn handle(
     let span = tracing::debug_span!("request", id = %request_id, %method, route = matched.name);
     let mut limit_headers = Vec::new();
     let result = async {
-        let body = if method == Method::GET || method == Method::HEAD {
-            Bytes::new()
-        } else {
-            body::read(incoming, &parts.headers, app.config.max_body_bytes).await?
-        };
+        // Only the edge's signature covers the body; any other request is identified,
+        // limited and authorized on its head, and a refusal is sent without reading the body.
+        let signed = parts.headers.contains_key(wire::header::SIGNATURE);
+        let mut incoming = Some(incoming);
+        let mut body = Bytes::new();
+        if signed {
+            body = read_body(&app, &method, &parts.headers, incoming.take()).await?;
+        }
         let defense = &app.defense;
         let identity = defense
             .identify(Presented {
@@ -67,6 +104,9 @@ async fn handle(
                 limit_headers = defense.limit(&identity).await?;
             }
             defense.authorize(&identity, matched.policy)?;
+        }
+        if !signed {
+            body = read_body(&app, &method, &parts.headers, incoming.take()).await?;
         }
         let ctx = Ctx {
             request_id: request_id.clone(),
@@ -88,7 +128,7 @@ async fn handle(
             } else {
                 tracing::info!(request_id = %request_id, %method, %path, %peer, status = e.status(), code = %e.code, message = %e.message, "request refused");
             }
-            respond::error(&e)
+            respond::error(&e, &request_id)
         }
     };
     if !limit_headers.is_empty() && !resp.headers().contains_key("ratelimit") {
@@ -101,21 +141,41 @@ async fn handle(
     app.metrics
         .observe(matched.name, &method, resp.status().as_u16(), secs);
     tracing::debug!(request_id = %request_id, %method, %path, status = resp.status().as_u16(), ms = secs * 1e3, "request");
-    Ok(resp)
+    resp
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and drains the open connections
-/// (waiting up to `drain`).
+/// (waiting up to `drain`). Every connection is held to the header and idle timeouts
+/// (`http.*`); HTTP/2 connections are PINGed.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> anyhow::Result<()> {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let connections = TaskTracker::new();
+    let draining = CancellationToken::new();
+    let timeouts = Timeouts {
+        header: app.config.http.header_timeout(),
+        idle: app.config.http.idle_timeout(),
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if let Some(every) = app.config.http.h2_keepalive() {
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(every)
+            .keep_alive_timeout(every);
+    }
     tokio::pin!(shutdown);
-    tracing::info!(addr = %listener.local_addr()?, "listening");
+    let fd_limit = crate::sys::raise_fd_limit();
+    tracing::info!(addr = %listener.local_addr()?, ?fd_limit, "listening");
+    if fd_limit.is_some_and(|n| n < 4096) {
+        tracing::warn!(
+            ?fd_limit,
+            "the open-file limit is low for a server: raise LimitNOFILE"
+        );
+    }
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -131,12 +191,38 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let app = app.clone();
                 let peer_ip = peer.ip();
-                let svc = service_fn(move |req| handle(app.clone(), peer_ip, req));
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                let state = ConnState::new();
+                let svc_state = state.clone();
+                let svc = service_fn(move |req| handle(app.clone(), peer_ip, svc_state.clone(), req));
+                let io = TokioIo::new(Watched::new(stream, state.clone()));
+                let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
+                let draining = draining.clone();
+                connections.spawn(async move {
+                    tokio::pin!(conn);
+                    let mut closing = false;
+                    loop {
+                        tokio::select! {
+                            ended = conn.as_mut() => {
+                                if let Err(e) = ended {
+                                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                                }
+                                break;
+                            }
+                            _ = draining.cancelled(), if !closing => {
+                                conn.as_mut().graceful_shutdown();
+                                closing = true;
+                            }
+                            expiry = state.expired(timeouts), if !closing => match expiry {
+                                Expiry::Header => {
+                                    tracing::debug!(%peer, "request head not complete within http.header_timeout_secs: closing");
+                                    break;
+                                }
+                                Expiry::Idle => {
+                                    conn.as_mut().graceful_shutdown();
+                                    closing = true;
+                                }
+                            },
+                        }
                     }
                 });
             }
@@ -145,7 +231,9 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: no longer accepting; draining in-flight requests");
-    if tokio::time::timeout(drain, graceful.shutdown())
+    draining.cancel();
+    connections.close();
+    if tokio::time::timeout(drain, connections.wait())
         .await
         .is_err()
     {

@@ -31,7 +31,8 @@ fn sse(data: &[u8]) -> Bytes {
 }
 
 fn error_event(e: &ProviderError) -> Bytes {
-    let v = serde_json::json!({"error": {"message": e.to_string(), "type": "upstream_error", "code": heady_shared::ErrorCode::UpstreamFailed.as_str()}});
+    // The provider's own text (URLs, account ids) goes to the log, not the client.
+    let v = serde_json::json!({"error": {"message": format!("the provider's stream broke off: {}", e.summary()), "type": "upstream_error", "code": heady_shared::ErrorCode::UpstreamFailed.as_str()}});
     sse(v.to_string().as_bytes())
 }
 

@@ -35,6 +35,19 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// What a client may be told: the kind of failure and the provider's status, never its
+    /// URL, its account or its own error text (those go to the log).
+    pub fn summary(&self) -> String {
+        match self {
+            ProviderError::Unreachable { .. } => "unreachable".into(),
+            ProviderError::Timeout { ms, .. } => format!("no answer within {ms} ms"),
+            ProviderError::Upstream { status, .. } => format!("answered {status}"),
+            ProviderError::BadResponse { .. } => {
+                "answered something that is not a chat completion".into()
+            }
+        }
+    }
+
     /// The provider refused the request itself (malformed, unknown model, too large): another
     /// provider would refuse it too, and it says nothing about the provider's health. 401/403
     /// (our credentials), 408, 429 and 5xx are the provider's trouble: fall back.

@@ -151,6 +151,68 @@ impl RedisServer {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
+
+    /// Freezes the server (SIGSTOP): connections stay open and nothing answers, the way a
+    /// hung Redis looks to a client.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} redis-server");
+    }
+}
+
+/// A request as the edge Worker sends it: the envelope headers and an HMAC over the request
+/// (`heady_shared::wire`), for `subject` on `tier`.
+pub fn edge_signed(
+    base: &str,
+    path: &str,
+    body: &[u8],
+    subject: &str,
+    tier: heady_shared::Tier,
+    key: &str,
+    nonce: &str,
+) -> reqwest::RequestBuilder {
+    use heady_shared::wire;
+    let auth = wire::HmacSha256::new(key.as_bytes()).unwrap();
+    let line = wire::RequestLine {
+        method: "POST",
+        path,
+        query: "",
+        body_sha256: wire::body_sha256(body),
+    };
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let envelope = wire::Envelope {
+        host: "headyapi.com".into(),
+        subject: subject.into(),
+        tier,
+        clearance: heady_shared::Classification::Public,
+        client_ip: "198.51.100.7".into(),
+        timestamp,
+        nonce: nonce.into(),
+    };
+    let mut req = client()
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    for (k, v) in wire::sign(&auth, &line, &envelope) {
+        req = req.header(k, v);
+    }
+    req
 }
 
 impl Drop for RedisServer {

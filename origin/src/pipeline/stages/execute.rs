@@ -104,7 +104,9 @@ pub async fn run(
     if let Call::Failed(e) = &result {
         attempt.ok = false;
         attempt.client_error = e.is_client_error();
-        attempt.outcome = format!("error: {e}");
+        // The client may see attempts (`heady.attempts`): a plain summary here, the provider's
+        // own error text (URLs, account ids) only in the log (`recover`).
+        attempt.outcome = format!("error: {}", e.summary());
     }
     Ok(Some(Executed {
         attempt,

@@ -102,6 +102,9 @@ pub fn run(
         attempt.client_error,
     );
     attempts.push(attempt);
+    if let Call::Failed(e) = &call {
+        tracing::warn!(request_id = %inbound.request_id, provider = %provider, error = %e, "provider call failed");
+    }
     match call {
         Call::Reply(reply) => Ok(Recovered::Reply(reply)),
         Call::Stream(source, permit) => Ok(Recovered::Stream(source, permit)),
@@ -125,7 +128,8 @@ pub fn run(
 
 /// The end of a stream: its outcome goes to the provider's breaker and history.
 pub fn record_stream_end(p: &Pipeline, attempts: &mut [Attempt], end: &StreamEnd) {
-    let error = end.error.as_ref().map(|e| e.to_string());
+    // Plain, as in `execute`: `/api/brain/providers` shows it (the stream logged the full text).
+    let error = end.error.as_ref().map(|e| e.summary());
     if let Some(a) = attempts.iter_mut().rev().find(|a| a.ok && !a.recorded) {
         a.recorded = true;
         a.ms = end.ms;
