@@ -4,7 +4,7 @@
 mod common;
 
 use common::fake_provider::{Behavior, FakeProvider};
-use common::{client, TestServer};
+use common::{client, owner_client, TestServer};
 use heady_origin::config::Config;
 use heady_origin::providers::config::{ProviderConfig, ProviderKind};
 use serde_json::{json, Value};
@@ -32,7 +32,7 @@ struct Reply {
 }
 
 async fn post_with(url: &str, body: Value, headers: &[(&str, &str)]) -> Reply {
-    let mut req = client().post(url).json(&body);
+    let mut req = owner_client().post(url).json(&body);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -52,7 +52,7 @@ async fn post(url: &str, body: Value) -> Reply {
 }
 
 async fn get(url: &str) -> Value {
-    client()
+    owner_client()
         .get(url)
         .send()
         .await

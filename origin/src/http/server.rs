@@ -73,6 +73,7 @@ async fn handle(
             identity,
             method: method.clone(),
             path: path.clone(),
+            query: parts.uri.query().map(str::to_string),
             headers: parts.headers,
             body,
         };
