@@ -154,7 +154,7 @@ fn main() -> anyhow::Result<()> {
     cfg.defense.enabled = false;
     // Row i belongs to the large owner (0) when i is even, else to small owner 1 + (i/2) % owners.
     let owner_of = |i: u64| {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             0
         } else {
             1 + (i as usize / 2) % owners

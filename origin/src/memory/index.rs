@@ -103,10 +103,7 @@ impl Graph {
         k: usize,
         keep: &dyn Fn(u64) -> bool,
     ) -> Result<Vec<Hit>, IndexError> {
-        let m = self
-            .index
-            .filtered_search(query, k, |key| keep(key))
-            .map_err(err)?;
+        let m = self.index.filtered_search(query, k, keep).map_err(err)?;
         Ok(m.keys
             .into_iter()
             .zip(m.distances)
