@@ -25,6 +25,8 @@ if ! redis-cli -u "$redis_url" ping >/dev/null 2>&1; then
   for _ in $(seq 100); do redis-cli -u "$redis_url" ping >/dev/null 2>&1 && break; sleep 0.05; done
 fi
 "$target/release/examples/bare_hyper" "127.0.0.1:$bare_port" 2>/dev/null & pids+=($!)
+# Memory belongs to accounts, with defense off too: one account's key for the memory routes.
+mkey=$("$target/release/heady-origin" keys create --user bench-memory --tier enterprise --clearance internal --data-dir "$work/data" 2>/dev/null)
 HEADY_DEFENSE=off HEADY_LOG=warn "$target/release/heady-origin" serve --listen "127.0.0.1:$origin_port" --data-dir "$work/data" & pids+=($!)
 origin_pid=$!
 key=$("$target/release/heady-origin" keys create --user bench --tier enterprise --data-dir "$work/defended" 2>/dev/null)
@@ -49,10 +51,10 @@ open(f"{work}/search.json", "w").write(json.dumps({"embedding": vec(), "top_k": 
 open(f"{work}/route.json", "w").write(json.dumps({"action": "analyze"}))
 PY
 for b in $(seq 0 99); do
-  curl -sf -H 'content-type: application/json' --data-binary "@$work/batch$b.json" "http://127.0.0.1:$origin_port/api/memory/vectors" >/dev/null
+  curl -sf -H "authorization: Bearer $mkey" -H 'content-type: application/json' --data-binary "@$work/batch$b.json" "http://127.0.0.1:$origin_port/api/memory/vectors" >/dev/null
 done
 for _ in $(seq 1200); do
-  curl -sf "http://127.0.0.1:$origin_port/api/memory/stats" | grep -q '"state":"ready","size":20000,"pending":0' && break; sleep 0.1
+  curl -sf -H "authorization: Bearer $mkey" "http://127.0.0.1:$origin_port/api/memory/stats" | grep -q '"state":"ready","size":20000,"pending":0' && break; sleep 0.1
 done
 
 run() { # name url [body]
@@ -76,14 +78,14 @@ run "bare hyper GET /" "http://127.0.0.1:$bare_port/" "" bare
 run "POST /api/conductor/route" "http://127.0.0.1:$origin_port/api/conductor/route" "$work/route.json" route
 AUTH="Bearer $key" run "POST /api/conductor/route +def" "http://127.0.0.1:$defended_port/api/conductor/route" "$work/route.json" defended
 run "GET /health" "http://127.0.0.1:$origin_port/health" "" health
-run "POST /api/memory/search" "http://127.0.0.1:$origin_port/api/memory/search" "$work/search.json" search
+AUTH="Bearer $mkey" run "POST /api/memory/search" "http://127.0.0.1:$origin_port/api/memory/search" "$work/search.json" search
 python3 - "$rps_bare" "$rps_route" "$rps_health" "$rps_search" "$rps_defended" <<'PY'
 import sys
 bare, route, health, search, defended = map(float, sys.argv[1:])
 print(f"ratio route/bare  = {route / bare:.2f}  (target >= 0.50)")
 print(f"ratio route with defense (Redis limiter) / without = {defended / route:.2f}")
 print(f"ratio health/bare = {health / bare:.2f}")
-print(f"ratio search/bare = {search / bare:.3f}  (search: 20k x 384-d, HNSW top-10)")
+print(f"ratio search/bare = {search / bare:.3f}  (search: one account's 20k x 384-d, filtered HNSW top-10)")
 PY
 rss=$(ps -o rss= -p "$origin_pid")
 echo "daemon RSS after the run: $((rss / 1024)) MiB"

@@ -7,14 +7,20 @@
 //! HEADY_VSS_EXTENSION to its file), and by the path `/api/memory/search` serves (usearch HNSW +
 //! row fetch from DuckDB): p50/p99, queries/s from 2 threads, recall@10 against exact; then the
 //! start-up time of the real binary on that data (`/ready`, and the index ready).
+//!
+//! Rows have owners: half belong to one large account, the other half to 100 accounts of
+//! equal size (`--owners`), each loaded with its own key. The per-owner part searches one
+//! small and the large owner by the served path (exact scan below `memory.exact_below`, the
+//! filtered graph above) and by the other path, against an exact scan of that owner's rows.
 
 mod common;
 
 use common::arg;
 use heady_origin::app::App;
 use heady_origin::config::{heady_env, Config, Overrides};
-use heady_origin::memory::MemoryStore;
+use heady_origin::memory::{MemoryStore, Scope, SearchPath};
 use heady_shared::zone::splitmix64;
+use heady_shared::{AccountId, Classification, Tier};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,8 +98,19 @@ fn qps(threads: usize, queries: &[Vec<f32>], f: impl Fn(&[f32]) + Sync) -> f64 {
     queries.len() as f64 / t.elapsed().as_secs_f64()
 }
 
+/// The account of owner `o`: 0 is the large one, 1..=owners the small ones.
+fn account(o: usize) -> AccountId {
+    let mut b = [0u8; 15];
+    b[..8].copy_from_slice(&(o as u64 + 1).to_le_bytes());
+    AccountId::from_random(b)
+}
+
 /// Sequential `POST /api/memory/search` requests while `go(i)` holds; latencies in ms.
-async fn http_searches(addr: std::net::SocketAddr, go: impl Fn(usize) -> bool) -> Vec<f64> {
+async fn http_searches(
+    addr: std::net::SocketAddr,
+    key: String,
+    go: impl Fn(usize) -> bool,
+) -> Vec<f64> {
     let client = reqwest::Client::new();
     let mut ms = Vec::new();
     let mut i = 0;
@@ -102,6 +119,7 @@ async fn http_searches(addr: std::net::SocketAddr, go: impl Fn(usize) -> bool) -
         let t = Instant::now();
         let r = client
             .post(format!("http://{addr}/api/memory/search"))
+            .bearer_auth(&key)
             .json(&body)
             .send()
             .await
@@ -119,6 +137,7 @@ fn main() -> anyhow::Result<()> {
     let nq = arg("--queries", 500);
     let batch = arg("--batch", 120);
     let clients = arg("--clients", 4);
+    let owners = arg("--owners", 100);
     // --base64: embeddings as base64 float32 (OpenAI's encoding_format "base64") instead of
     // JSON arrays of numbers.
     let base64 = std::env::args().any(|a| a == "--base64");
@@ -133,10 +152,25 @@ fn main() -> anyhow::Result<()> {
     cfg.data_dir = dir.path().to_path_buf();
     // This measures the memory path; deploy/bench-http.sh measures the defense stage.
     cfg.defense.enabled = false;
-    let bodies: Vec<Vec<u8>> = (0..n)
-        .step_by(batch)
-        .map(|start| {
-            let items: Vec<serde_json::Value> = (start..(start + batch as u64).min(n))
+    // Row i belongs to the large owner (0) when i is even, else to small owner 1 + (i/2) % owners.
+    let owner_of = |i: u64| {
+        if i.is_multiple_of(2) {
+            0
+        } else {
+            1 + (i as usize / 2) % owners
+        }
+    };
+    let mut rows_of: Vec<Vec<u64>> = vec![Vec::new(); owners + 1];
+    for i in 0..n {
+        rows_of[owner_of(i)].push(i);
+    }
+    let bodies: Vec<(usize, Vec<u8>)> = rows_of
+        .iter()
+        .enumerate()
+        .flat_map(|(o, rows)| rows.chunks(batch).map(move |c| (o, c.to_vec())))
+        .map(|(o, chunk)| {
+            let items: Vec<serde_json::Value> = chunk
+                .into_iter()
                 .map(|i| {
                     let v = vector(i, 0);
                     let embedding = if base64 {
@@ -149,13 +183,15 @@ fn main() -> anyhow::Result<()> {
                     serde_json::json!({"content": format!("row {i} in cluster {}", i % CLUSTERS), "embedding": embedding, "session_id": format!("s{}", i % 1000)})
                 })
                 .collect();
-            serde_json::to_vec(&serde_json::json!({ "items": items })).unwrap()
+            (o, serde_json::to_vec(&serde_json::json!({ "items": items })).unwrap())
         })
         .collect();
     println!(
-        "serialised {} batch bodies of {batch} (largest {} KiB)",
+        "serialised {} batch bodies of up to {batch} (largest {} KiB); owners: 1 of {} rows, {owners} of ~{} rows",
         bodies.len(),
-        bodies.iter().map(|b| b.len()).max().unwrap_or(0) / 1024
+        bodies.iter().map(|b| b.1.len()).max().unwrap_or(0) / 1024,
+        rows_of[0].len(),
+        rows_of.get(1).map_or(0, Vec::len)
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (state, addr, server) = rt.block_on(async {
@@ -176,6 +212,22 @@ fn main() -> anyhow::Result<()> {
         });
         anyhow::Ok((state, addr, server))
     })?;
+    // One Enterprise key per owner (no quota), named by the owner's account id.
+    let keys: Vec<String> = (0..=owners)
+        .map(|o| {
+            state
+                .defense
+                .keys
+                .create(
+                    account(o).as_str(),
+                    Tier::Enterprise,
+                    Classification::Internal,
+                    0,
+                )
+                .map(|k| k.key)
+        })
+        .collect::<Result<_, _>>()?;
+    let keys = Arc::new(keys);
     while !state.memory.index_ready() {
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -185,8 +237,12 @@ fn main() -> anyhow::Result<()> {
     let loading = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let searcher = search_during.then(|| {
         let loading = loading.clone();
+        let key = keys[0].clone();
         rt.spawn(async move {
-            http_searches(addr, |_| loading.load(std::sync::atomic::Ordering::Relaxed)).await
+            http_searches(addr, key, |_| {
+                loading.load(std::sync::atomic::Ordering::Relaxed)
+            })
+            .await
         })
     });
     let t = Instant::now();
@@ -196,13 +252,17 @@ fn main() -> anyhow::Result<()> {
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..clients {
-            let (client, next, bodies) = (client.clone(), next.clone(), bodies.clone());
+            let (client, next, bodies, keys) =
+                (client.clone(), next.clone(), bodies.clone(), keys.clone());
             tasks.push(tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(body) = bodies.get(i) else { break };
+                    let Some((owner, body)) = bodies.get(i) else {
+                        break;
+                    };
                     let r = client
                         .post(format!("http://{addr}/api/memory/vectors"))
+                        .bearer_auth(&keys[*owner])
                         .header("content-type", "application/json")
                         .body(body.clone())
                         .send()
@@ -232,7 +292,7 @@ fn main() -> anyhow::Result<()> {
             "indexer never caught up"
         );
         let count = during.len();
-        let after = rt.block_on(http_searches(addr, |i| i < count));
+        let after = rt.block_on(http_searches(addr, keys[0].clone(), |i| i < count));
         let (d, a) = (timing(during), timing(after));
         println!(
             "search over HTTP during the load: {count} searches, p50 {:.2} ms, p99 {:.2} ms; after it (index caught up): p50 {:.2} ms, p99 {:.2} ms; ratio p50 {:.2}x, p99 {:.2}x",
@@ -262,15 +322,17 @@ fn main() -> anyhow::Result<()> {
     let mut truth: Vec<Vec<String>> = Vec::new();
     for q in &queries[..n_exact] {
         let t = Instant::now();
-        let hits = memory.exact_search_blocking(q, 10, None)?;
+        let hits = memory.exact_search_blocking(&Scope::AllOwners, q, 10, None)?;
         exact_ms.push(t.elapsed().as_secs_f64() * 1e3);
         truth.push(hits.into_iter().map(|h| h.id).collect());
     }
     let exact_qps = qps(2, &queries[..n_exact.min(20)], |q| {
-        memory.exact_search_blocking(q, 10, None).unwrap();
+        memory
+            .exact_search_blocking(&Scope::AllOwners, q, 10, None)
+            .unwrap();
     });
     let exact = timing(exact_ms);
-    println!("exact DuckDB scan:   p50 {:>8.3} ms  p99 {:>8.3} ms  {:>8.1} q/s (2 threads)  recall@10 1.000", exact.p50_ms, exact.p99_ms, exact_qps);
+    println!("exact DuckDB scan (all owners):   p50 {:>8.3} ms  p99 {:>8.3} ms  {:>8.1} q/s (2 threads)  recall@10 1.000", exact.p50_ms, exact.p99_ms, exact_qps);
 
     // 3. DuckDB VSS (HNSW through SQL), in an in-memory copy: VSS persistence is experimental.
     let vss = (|| -> anyhow::Result<(Timing, f64, f64, f64)> {
@@ -328,29 +390,31 @@ fn main() -> anyhow::Result<()> {
         Err(e) => println!("DuckDB VSS via SQL:  not measured: the vss extension did not load ({e})"),
     }
 
-    // 4. The served path: usearch HNSW + row fetch, as /api/memory/search runs it.
+    // 4. The served path across owners (an operator's all_owners search): usearch HNSW + row
+    // fetch, as /api/memory/search runs it.
+    let all = Scope::AllOwners;
     for q in &queries[..20] {
-        memory.search_blocking(q, 10, None)?;
+        memory.search_blocking(&all, q, 10, None)?;
     }
     let mut ms = Vec::new();
     let mut hits = 0usize;
     for (qi, q) in queries.iter().enumerate() {
         let t = Instant::now();
-        let (res, path) = memory.search_blocking(q, 10, None)?;
+        let (res, path) = memory.search_blocking(&all, q, 10, None)?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
-        assert_eq!(path, heady_origin::memory::SearchPath::Hnsw);
+        assert_eq!(path, SearchPath::Hnsw);
         if qi < n_exact {
             let want: HashSet<&String> = truth[qi].iter().collect();
             hits += res.iter().filter(|h| want.contains(&h.id)).count();
         }
     }
     let served_qps = qps(2, &queries, |q| {
-        memory.search_blocking(q, 10, None).unwrap();
+        memory.search_blocking(&all, q, 10, None).unwrap();
     });
     let served = timing(ms);
     let recall = hits as f64 / (10 * n_exact) as f64;
     println!(
-        "served (HNSW + row): p50 {:>8.3} ms  p99 {:>8.3} ms  {:>8.1} q/s (2 threads)  recall@10 {recall:.3}",
+        "served (HNSW + row, all owners): p50 {:>8.3} ms  p99 {:>8.3} ms  {:>8.1} q/s (2 threads)  recall@10 {recall:.3}",
         served.p50_ms, served.p99_ms, served_qps
     );
     println!(
@@ -371,7 +435,7 @@ fn main() -> anyhow::Result<()> {
         let mut hits = 0usize;
         for (qi, q) in queries.iter().enumerate() {
             let t = Instant::now();
-            let (res, _) = memory.search_blocking(q, 10, None)?;
+            let (res, _) = memory.search_blocking(&all, q, 10, None)?;
             ms.push(t.elapsed().as_secs_f64() * 1e3);
             if qi < n_exact {
                 let want: HashSet<&String> = truth[qi].iter().collect();
@@ -388,6 +452,50 @@ fn main() -> anyhow::Result<()> {
         );
     }
     memory.set_ef_search(cfg.memory.hnsw_ef_search);
+
+    // 4b. One owner's search: a small owner and the large one, each by the exact scan of its
+    // rows and by the graph filtered to them, against the exact top 10 of that owner's rows.
+    for (label, o) in [("small owner", 1usize), ("large owner", 0)] {
+        let who = account(o);
+        let scope = Scope::Owner(&who);
+        let truth: Vec<HashSet<String>> = queries[..n_exact]
+            .iter()
+            .map(|q| {
+                memory
+                    .exact_search_blocking(&scope, q, 10, None)
+                    .map(|h| h.into_iter().map(|h| h.id).collect())
+            })
+            .collect::<Result<_, _>>()?;
+        for (path_label, below) in [("exact scan", u64::MAX), ("filtered HNSW", 0)] {
+            memory.set_exact_below(below);
+            let mut ms = Vec::new();
+            let mut hits = 0usize;
+            for (qi, q) in queries[..n_exact].iter().enumerate() {
+                let t = Instant::now();
+                let (res, _) = memory.search_blocking(&scope, q, 10, None)?;
+                ms.push(t.elapsed().as_secs_f64() * 1e3);
+                hits += res.iter().filter(|h| truth[qi].contains(&h.id)).count();
+            }
+            let q2 = qps(2, &queries[..n_exact], |q| {
+                memory.search_blocking(&scope, q, 10, None).unwrap();
+            });
+            let t = timing(ms);
+            let want = truth.iter().map(HashSet::len).sum::<usize>().max(1);
+            println!(
+                "{label} ({} rows), {path_label:<13}: p50 {:>7.3} ms  p99 {:>7.3} ms  {:>8.1} q/s (2 threads)  recall@10 {:.3}",
+                rows_of[o].len(),
+                t.p50_ms,
+                t.p99_ms,
+                q2,
+                hits as f64 / want as f64
+            );
+        }
+    }
+    memory.set_exact_below(cfg.memory.exact_below);
+    println!(
+        "served path per owner: exact scan below memory.exact_below = {} rows, filtered HNSW above",
+        cfg.memory.exact_below
+    );
     let idx = memory.index_stats();
     println!(
         "index: {} vectors, {:.1} MiB",
@@ -435,7 +543,7 @@ fn main() -> anyhow::Result<()> {
                                     ready = Some(t.elapsed().as_secs_f64());
                                 }
                             }
-                        } else if let Ok(r) = c.get(format!("http://127.0.0.1:{port}/api/memory/stats")).send().await {
+                        } else if let Ok(r) = c.get(format!("http://127.0.0.1:{port}/api/memory/stats")).bearer_auth(&keys[0]).send().await {
                             let v: serde_json::Value = r.json().await.unwrap_or_default();
                             if v["index"]["state"] == "ready" && loaded.is_none() {
                                 loaded = Some(t.elapsed().as_secs_f64());

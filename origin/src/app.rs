@@ -14,7 +14,8 @@ use crate::defense::keys::KeyStore;
 use crate::defense::Defense;
 use crate::lifecycle::Background;
 use crate::memory::embedder::{self, Embedder};
-use crate::memory::MemoryStore;
+use crate::memory::retention::TierOf;
+use crate::memory::{provisional_account, MemoryStore};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::redis::{Redis, RedisError};
@@ -53,6 +54,7 @@ impl App {
         let memory = Arc::new(MemoryStore::open(
             db.clone(),
             &config.memory,
+            &legacy_owner(),
             storage.child_token(),
         )?);
         memory.start_indexer()?;
@@ -104,7 +106,8 @@ impl App {
         }))
     }
 
-    /// Starts the background tasks: the pattern flusher and the operator socket.
+    /// Starts the background tasks: the pattern flusher, the memory retention sweeper and
+    /// the operator socket.
     pub async fn start(self: &Arc<Self>) -> anyhow::Result<()> {
         let pipeline = self.pipeline.clone();
         let token = self.background.token();
@@ -112,10 +115,42 @@ impl App {
             "pattern flusher",
             crate::pipeline::patterns::flush_every(pipeline, token),
         );
+        self.background.spawn(
+            "memory retention sweeper",
+            crate::memory::retention::sweep_every(
+                self.memory.clone(),
+                self.config.memory.retention_days,
+                Duration::from_secs(self.config.memory.sweep_interval_secs),
+                self.owner_tiers(),
+                self.background.token(),
+            ),
+        );
         if let Some(path) = self.config.admin_socket_path() {
             crate::defense::admin::serve(&path, self.defense.clone(), &self.background).await?;
         }
         Ok(())
+    }
+
+    /// The tier of a memory owner, for the retention sweeper: the best tier among the
+    /// unrevoked keys that act for it. The accounts store, which keeps each account's tier,
+    /// replaces this.
+    pub fn owner_tiers(self: &Arc<Self>) -> TierOf {
+        let app = Arc::downgrade(self);
+        Arc::new(move |owner| {
+            let app = app.upgrade()?;
+            let keys = match app.defense.keys.list() {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention: could not list keys; keeping rows");
+                    return None;
+                }
+            };
+            keys.iter()
+                .filter(|k| k.revoked_at.is_none())
+                .filter(|k| k.user == owner.as_str() || provisional_account(&k.user) == *owner)
+                .map(|k| k.tier)
+                .max()
+        })
     }
 
     /// PING Redis if configured. `Ok(None)` when no Redis is configured.
@@ -146,4 +181,11 @@ impl App {
         tracing::info!("index persisted and database checkpointed; bye");
         Ok(())
     }
+}
+
+/// The account that rows stored before memory had owners belong to (the account named
+/// `heady_shared::account::LEGACY_ACCOUNT_NAME`). Until the accounts store lands it is the
+/// provisional id of that name; the accounts store supplies the real account's id instead.
+pub fn legacy_owner() -> heady_shared::AccountId {
+    provisional_account(heady_shared::account::LEGACY_ACCOUNT_NAME)
 }

@@ -2,17 +2,17 @@
 
 mod common;
 
-use common::{client, clustered, TestServer};
+use common::{client, clustered, owner_client, TestServer};
 use serde_json::{json, Value};
 
 async fn post(url: &str, body: Value) -> (u16, Value) {
-    let r = client().post(url).json(&body).send().await.unwrap();
+    let r = owner_client().post(url).json(&body).send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
 async fn get(url: &str) -> (u16, Value) {
-    let r = client().get(url).send().await.unwrap();
+    let r = owner_client().get(url).send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }
@@ -133,7 +133,12 @@ async fn request_ids_are_echoed_or_minted() {
 
 #[tokio::test]
 async fn insert_search_stats_round_trip() {
-    let s = TestServer::start(|c| c.memory.dim = 32).await;
+    // exact_below 0: even this small account is searched through the graph.
+    let s = TestServer::start(|c| {
+        c.memory.dim = 32;
+        c.memory.exact_below = 0;
+    })
+    .await;
     s.wait_index().await;
     let mut ids = Vec::new();
     for i in 0..20u64 {
@@ -312,7 +317,7 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
     let url = s.url("/api/memory/vectors");
     let good = json!([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]);
     // Malformed JSON.
-    let r = client()
+    let r = owner_client()
         .post(&url)
         .header("content-type", "application/json")
         .body("{\"content\": ")
@@ -384,7 +389,7 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
     assert_eq!((st, code(&body)), (413, "body_too_large"));
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..10).map(|_| Ok(vec![b' '; 1000])).collect();
-    let r = client()
+    let r = owner_client()
         .post(&url)
         .body(reqwest::Body::wrap_stream(futures_util_stream(chunks)))
         .send()
@@ -392,7 +397,7 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
         .unwrap();
     assert_eq!(r.status(), 413);
     // Content type, method, path.
-    let r = client()
+    let r = owner_client()
         .post(&url)
         .header("content-type", "text/plain")
         .body("{}")
@@ -539,7 +544,10 @@ async fn stats_and_metrics_while_the_indexer_runs() {
         tokio::spawn(async move {
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                assert_eq!(client().get(&stats).send().await.unwrap().status(), 200);
+                assert_eq!(
+                    owner_client().get(&stats).send().await.unwrap().status(),
+                    200
+                );
                 assert_eq!(client().get(&metrics).send().await.unwrap().status(), 200);
                 n += 1;
             }

@@ -327,7 +327,16 @@ async fn keys_cli_through_the_socket_and_directly() {
     let out = run(&["keys", "list", "--json"]).await;
     assert!(out.status.success(), "{out:?}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let id = v["keys"][0]["id"].as_str().unwrap().to_string();
+    // ann's key (the test server also holds the memory tests' key).
+    let id = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["user"] == "ann")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains(&key),
         "list never shows secrets"

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{client, clustered};
+use common::{client, client_with, clustered};
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +47,32 @@ fn spawn(dir: &std::path::Path, port: u16) -> Daemon {
     )
 }
 
+/// A key for an account, made with the CLI in the daemon's data directory (memory belongs to
+/// accounts).
+fn create_key(dir: &std::path::Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_heady-origin"))
+        .args(["keys", "--data-dir"])
+        .arg(dir)
+        .args([
+            "create",
+            "--user",
+            "durability",
+            "--tier",
+            "enterprise",
+            "--clearance",
+            "internal",
+        ])
+        .env("HEADY_MEMORY_DIM", "16")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 async fn wait_ready(base: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -65,6 +91,7 @@ async fn acknowledged_inserts_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
+    let key = create_key(dir.path());
     let mut child = spawn(dir.path(), port);
     wait_ready(&base).await;
 
@@ -74,6 +101,7 @@ async fn acknowledged_inserts_survive_kill_9() {
     for w in 0..4u64 {
         let base = base.clone();
         let stop = stop.clone();
+        let key = key.clone();
         writers.push(tokio::spawn(async move {
             let mut acked: Vec<(String, u64, u64)> = Vec::new();
             let mut i = 0u64;
@@ -84,7 +112,7 @@ async fn acknowledged_inserts_survive_kill_9() {
                 } else {
                     json!({"content": format!("w{w}-{i}"), "embedding": clustered(16, w, i * 100), "session_id": format!("w{w}")})
                 };
-                match client().post(format!("{base}/api/memory/vectors")).json(&body).send().await {
+                match client_with(&key).post(format!("{base}/api/memory/vectors")).json(&body).send().await {
                     Ok(r) if r.status() == 200 => {
                         let v: Value = match r.json().await {
                             Ok(v) => v,
@@ -121,7 +149,7 @@ async fn acknowledged_inserts_survive_kill_9() {
 
     let _child = spawn(dir.path(), port);
     wait_ready(&base).await;
-    let stats: Value = client()
+    let stats: Value = client_with(&key)
         .get(format!("{base}/api/memory/stats"))
         .send()
         .await
@@ -137,7 +165,7 @@ async fn acknowledged_inserts_survive_kill_9() {
     );
     // Each acknowledged row is there: a session filter makes the search an exact scan.
     for (id, w, salt) in acked.iter().step_by(7) {
-        let body: Value = client()
+        let body: Value = client_with(&key)
             .post(format!("{base}/api/memory/search"))
             .json(&json!({"embedding": clustered(16, *w, *salt), "top_k": 1, "session_id": format!("w{w}")}))
             .send()

@@ -4,7 +4,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{client, TestServer};
+use common::{owner_client, TestServer};
 use heady_origin::config::EmbedderKind;
 use heady_origin::memory::embedder::{EmbedError, Embedder, OpenAiEmbedder, WorkersAiEmbedder};
 use http_body_util::{BodyExt, Full};
@@ -263,7 +263,7 @@ async fn the_daemon_uses_the_configured_embedder_and_reports_its_failures() {
         c.embedder.model = Some("nomic-embed-text".into());
     })
     .await;
-    let r = client()
+    let r = owner_client()
         .post(s.url("/api/memory/vectors"))
         .json(&json!({"content": "embedded remotely"}))
         .send()
@@ -272,7 +272,7 @@ async fn the_daemon_uses_the_configured_embedder_and_reports_its_failures() {
     assert_eq!(r.status(), 200);
     let (_, stats) = (
         0,
-        client()
+        owner_client()
             .get(s.url("/api/memory/stats"))
             .send()
             .await
@@ -293,7 +293,7 @@ async fn the_daemon_uses_the_configured_embedder_and_reports_its_failures() {
         c.embedder.model = Some("nomic-embed-text".into());
     })
     .await;
-    let r = client()
+    let r = owner_client()
         .post(s.url("/api/memory/vectors"))
         .json(&json!({"content": "x"}))
         .send()

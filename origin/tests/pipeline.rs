@@ -4,7 +4,7 @@
 mod common;
 
 use common::fake_provider::{Behavior, FakeProvider};
-use common::{client, TestServer};
+use common::{client, owner_client, TestServer};
 use heady_origin::config::Config;
 use heady_origin::providers::config::{ProviderConfig, ProviderKind};
 use serde_json::{json, Value};
@@ -32,7 +32,16 @@ struct Reply {
 }
 
 async fn post_with(url: &str, body: Value, headers: &[(&str, &str)]) -> Reply {
-    let mut req = client().post(url).json(&body);
+    send(owner_client(), url, body, headers).await
+}
+
+/// An anonymous caller's POST.
+async fn post_anonymous(url: &str, body: Value) -> Reply {
+    send(client(), url, body, &[]).await
+}
+
+async fn send(c: reqwest::Client, url: &str, body: Value, headers: &[(&str, &str)]) -> Reply {
+    let mut req = c.post(url).json(&body);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -52,7 +61,7 @@ async fn post(url: &str, body: Value) -> Reply {
 }
 
 async fn get(url: &str) -> Value {
-    client()
+    owner_client()
         .get(url)
         .send()
         .await
@@ -886,10 +895,10 @@ async fn a_stream_cut_off_upstream_ends_with_an_error_event_and_counts_as_a_fail
 async fn with_defense_on_free_callers_get_the_free_actions_only() {
     let s = TestServer::start(|c: &mut Config| c.defense.enabled = true).await;
     // Anonymous callers are Free: analyze passes defense (and finds no provider here) ...
-    let r = post(&s.url("/api/analyze"), json!({"input": "x"})).await;
+    let r = post_anonymous(&s.url("/api/analyze"), json!({"input": "x"})).await;
     assert_eq!((r.status, code(&r)), (503, "no_provider"), "{}", r.body);
     // ... code needs Pro.
-    let r = post(&s.url("/api/code"), json!({"input": "x"})).await;
+    let r = post_anonymous(&s.url("/api/code"), json!({"input": "x"})).await;
     assert_eq!(
         (r.status, code(&r)),
         (403, "upgrade_required"),

@@ -4,13 +4,13 @@
 use super::{pipeline_reply, Ctx, Reply};
 use crate::app::App;
 use crate::error::{Error, ErrorCode};
-use crate::pipeline::{Inbound, Surface};
+use crate::pipeline::{Inbound, MemoryAccess, Surface};
 use serde_json::json;
 use std::sync::Arc;
 
 /// `POST /api/brain/chat`: the seed's route; action `chat`.
 pub async fn chat(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
-    pipeline_reply(s.pipeline.run(inbound(Surface::Brain, "chat", c)).await)
+    pipeline_reply(s.pipeline.run(inbound(&s, Surface::Brain, "chat", c)).await)
 }
 
 /// `POST /api/{action}`: any action of the conductor's table, routed to its service group.
@@ -24,14 +24,26 @@ pub async fn action(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     if s.defense.enabled {
         s.defense.authorize_action(&c.identity, &action)?;
     }
-    pipeline_reply(s.pipeline.run(inbound(Surface::Action, &action, c)).await)
+    pipeline_reply(
+        s.pipeline
+            .run(inbound(&s, Surface::Action, &action, c))
+            .await,
+    )
 }
 
-pub(super) fn inbound(surface: Surface, action: &str, c: Ctx) -> Inbound {
+pub(super) fn inbound(s: &App, surface: Surface, action: &str, c: Ctx) -> Inbound {
+    let memory = match super::memory::memory_owner(&c.identity) {
+        Some(owner) => MemoryAccess::Account {
+            owner,
+            max_rows: s.config.memory.max_rows.of(c.identity.tier),
+        },
+        None => MemoryAccess::Anonymous,
+    };
     Inbound {
         surface,
         action: action.to_string(),
         request_id: c.request_id,
+        memory,
         headers: c.headers,
         body: c.body,
     }

@@ -1,13 +1,21 @@
-//! `/api/memory/*`: insertVector (single and batch), similaritySearch, getZoneForQuery, getStats.
+//! `/api/memory/*`: insertVector (single and batch), similaritySearch, getZoneForQuery,
+//! getStats, the caller's sessions, and deletion.
+//!
+//! Every route acts for the caller's account (`Identity::account`): an anonymous caller has
+//! no memory and gets 403 `memory_unavailable`. A RESTRICTED operator may search another
+//! owner's rows, or every owner's, only by asking (`owner`, `all_owners`), and each such
+//! search is logged.
 
 use super::require_json;
 use super::{Ctx, Reply};
 use crate::app::App;
+use crate::defense::Identity;
 use crate::error::{parse_json, Error, ErrorCode};
 use crate::memory::embedder::EmbedError;
-use crate::memory::{id_of, new_key, NewRow};
+use crate::memory::{id_of, new_key, provisional_account, Doomed, MemoryError, NewRow, Scope};
 use crate::rt::blocking;
 use base64::Engine as _;
+use heady_shared::{AccountId, Classification, Subject};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -106,6 +114,10 @@ struct SearchRequest {
     text: Option<String>,
     top_k: Option<usize>,
     session_id: Option<String>,
+    /// An operator's search across every owner's rows.
+    all_owners: Option<bool>,
+    /// An operator's search of one named owner's rows.
+    owner: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,6 +132,39 @@ fn embed_error(e: EmbedError) -> Error {
         _ => ErrorCode::EmbedderFailed,
     };
     Error::new(code, e.to_string())
+}
+
+/// The account whose memory a caller uses: `None` for anonymous callers, who have none.
+///
+/// Until the accounts store lands, a key whose user name is not an account id acts for the
+/// provisional account of that name (`memory::provisional_account`); once every keyed subject
+/// names its account, this is `identity.account()` alone.
+pub fn memory_owner(identity: &Identity) -> Option<AccountId> {
+    if identity.anonymous {
+        return None;
+    }
+    identity.account().or_else(|| match &identity.subject {
+        Subject::User(name) => Some(provisional_account(name.as_str())),
+        Subject::Ip(_) => None,
+    })
+}
+
+/// The account the caller acts for; anonymous callers have no memory.
+pub fn owner_of(c: &Ctx) -> Result<AccountId, Error> {
+    memory_owner(&c.identity).ok_or_else(|| {
+        Error::forbidden(
+            ErrorCode::MemoryUnavailable,
+            "memory belongs to accounts: send an account's API key (Authorization: Bearer hk_...); anonymous callers have no memory",
+        )
+    })
+}
+
+/// A store error as the client sees it: a quota is the caller's to act on, the rest is ours.
+fn store_error(what: &str, e: MemoryError) -> Error {
+    match e {
+        MemoryError::Quota { .. } => Error::forbidden(ErrorCode::QuotaExceeded, e.to_string()),
+        e => Error::internal(format!("{what}: {e}")),
+    }
 }
 
 fn invalid_embedding(message: String) -> Error {
@@ -201,6 +246,7 @@ fn validate_item(
     it: InsertRequest,
     dim: usize,
     now: i64,
+    owner: &AccountId,
 ) -> Result<(NewRow, bool), Error> {
     if it.content.trim().is_empty() {
         return Err(Error::bad_request(format!(
@@ -236,6 +282,7 @@ fn validate_item(
     };
     Ok((
         NewRow {
+            owner: owner.clone(),
             key: new_key(),
             ts: now,
             role,
@@ -268,7 +315,12 @@ struct ParsedInsert {
 
 /// Parses and validates an insert body. A bulk body is megabytes of numbers, so this runs on
 /// a blocking thread rather than stalling the async workers.
-fn parse_insert(body: &[u8], dim: usize, max_batch: usize) -> Result<ParsedInsert, Error> {
+fn parse_insert(
+    body: &[u8],
+    dim: usize,
+    max_batch: usize,
+    owner: &AccountId,
+) -> Result<ParsedInsert, Error> {
     let body: InsertBody = parse_json(body)?;
     let is_batch = body.items.is_some();
     let (items, prefixes): (Vec<InsertRequest>, Vec<String>) = match body.items {
@@ -318,7 +370,7 @@ fn parse_insert(body: &[u8], dim: usize, max_batch: usize) -> Result<ParsedInser
     let mut rows = Vec::with_capacity(items.len());
     let mut to_embed = Vec::new();
     for (i, (it, prefix)) in items.into_iter().zip(prefixes).enumerate() {
-        let (row, given) = validate_item(&prefix, it, dim, now)?;
+        let (row, given) = validate_item(&prefix, it, dim, now, owner)?;
         if !given {
             to_embed.push(i);
         }
@@ -334,14 +386,16 @@ fn parse_insert(body: &[u8], dim: usize, max_batch: usize) -> Result<ParsedInser
 /// `POST /api/memory/vectors`: one item -> `{id}`, or `{items:[...]}` -> `{ids:[...]}`.
 /// All-or-nothing: any invalid item rejects the whole request and nothing is stored.
 pub async fn insert(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
+    let owner = owner_of(&c)?;
     require_json(&c)?;
     let (dim, max_batch) = (s.memory.dim(), s.config.memory.max_batch);
     // A chat turn is parsed in place; only a bulk body is worth a trip to a blocking thread.
     let parsed = if c.body.len() <= INLINE_PARSE_BYTES {
-        parse_insert(&c.body, dim, max_batch)?
+        parse_insert(&c.body, dim, max_batch, &owner)?
     } else {
         let body = c.body.clone();
-        blocking(move || parse_insert(&body, dim, max_batch)).await??
+        let owner = owner.clone();
+        blocking(move || parse_insert(&body, dim, max_batch, &owner)).await??
     };
     let ParsedInsert {
         mut rows,
@@ -371,9 +425,10 @@ pub async fn insert(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     }
     let ids: Vec<String> = rows.iter().map(|r| id_of(r.key)).collect();
     let memory = s.memory.clone();
-    blocking(move || memory.insert_blocking(&rows))
+    let quota = s.config.memory.max_rows.of(c.identity.tier);
+    blocking(move || memory.insert_blocking(&rows, quota))
         .await?
-        .map_err(|e| Error::internal(format!("could not store: {e}")))?;
+        .map_err(|e| store_error("could not store", e))?;
     if is_batch {
         Reply::ok(&json!({ "ids": ids }))
     } else {
@@ -381,10 +436,44 @@ pub async fn insert(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     }
 }
 
-/// `POST /api/memory/search`: `{embedding | text, top_k, session_id?}` -> ranked results.
+/// Whose rows a search reads: the caller's, or (a RESTRICTED operator asking for it) one named
+/// owner's or everyone's.
+enum Searched {
+    Own(AccountId),
+    Named(AccountId),
+    All,
+}
+
+fn searched(c: &Ctx, all_owners: bool, owner: Option<String>) -> Result<Searched, Error> {
+    if !all_owners && owner.is_none() {
+        return Ok(Searched::Own(owner_of(c)?));
+    }
+    if !c.identity.clearance.permits(Classification::Restricted) {
+        return Err(Error::forbidden(
+            ErrorCode::InsufficientClearance,
+            format!(
+                "searching other accounts' memory (all_owners, owner) is RESTRICTED; the caller's clearance is {}",
+                c.identity.clearance
+            ),
+        ));
+    }
+    match (all_owners, owner) {
+        (true, Some(_)) => Err(Error::bad_request(
+            "give either all_owners or owner, not both",
+        )),
+        (_, Some(o)) => AccountId::parse(&o)
+            .map(Searched::Named)
+            .map_err(|e| Error::bad_request(format!("owner: {e}"))),
+        _ => Ok(Searched::All),
+    }
+}
+
+/// `POST /api/memory/search`: `{embedding | text, top_k, session_id?}` -> ranked results
+/// among the caller's rows (an operator: `owner` or `all_owners`).
 pub async fn search(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     require_json(&c)?;
     let req: SearchRequest = parse_json(&c.body)?;
+    let target = searched(&c, req.all_owners.unwrap_or(false), req.owner)?;
     let max = s.config.memory.max_top_k;
     let top_k = req.top_k.unwrap_or(10);
     if top_k == 0 || top_k > max {
@@ -422,16 +511,31 @@ pub async fn search(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
         }
         (None, None) => return Err(Error::bad_request("give embedding or text")),
     };
+    match &target {
+        Searched::Own(_) => {}
+        Searched::Named(o) => {
+            tracing::info!(request_id = %c.request_id, key_id = c.identity.key_id.as_deref().unwrap_or("-"), subject = %c.identity.subject, owner = %o, "operator memory search of another owner")
+        }
+        Searched::All => {
+            tracing::info!(request_id = %c.request_id, key_id = c.identity.key_id.as_deref().unwrap_or("-"), subject = %c.identity.subject, "operator memory search across all owners")
+        }
+    }
     let memory = s.memory.clone();
     let session = req.session_id;
-    let (results, path) =
-        blocking(move || memory.search_blocking(&query, top_k, session.as_deref()))
-            .await?
-            .map_err(|e| Error::internal(format!("search failed: {e}")))?;
+    let (results, path) = blocking(move || {
+        let scope = match &target {
+            Searched::Own(o) | Searched::Named(o) => Scope::Owner(o),
+            Searched::All => Scope::AllOwners,
+        };
+        memory.search_blocking(&scope, &query, top_k, session.as_deref())
+    })
+    .await?
+    .map_err(|e| Error::internal(format!("search failed: {e}")))?;
     Reply::ok(&json!({ "results": results, "search": path }))
 }
 
 /// `POST /api/memory/zone`: `{text}` -> `{zone, coordinates}`.
+/// Reads and stores no rows, so it needs no account.
 pub async fn zone(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     require_json(&c)?;
     let req: ZoneRequest = parse_json(&c.body)?;
@@ -448,13 +552,74 @@ pub async fn zone(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     Reply::ok(&z)
 }
 
-/// `GET /api/memory/stats`.
-pub async fn stats(s: Arc<App>, _c: Ctx) -> Result<Reply, Error> {
+/// `GET /api/memory/stats`: the caller's rows and sessions, and the index's state.
+pub async fn stats(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
+    let owner = owner_of(&c)?;
     let memory = s.memory.clone();
-    let stats = blocking(move || memory.stats_blocking())
+    let stats = blocking(move || memory.stats_blocking(&owner))
         .await?
         .map_err(|e| Error::internal(format!("stats failed: {e}")))?;
     let mut v = serde_json::to_value(&stats).map_err(|e| Error::internal(e.to_string()))?;
     v["embedder"] = json!(s.embedder.name());
     Reply::ok(&v)
 }
+
+/// `GET /api/memory/sessions`: the caller's sessions with row counts and first and last times.
+pub async fn sessions(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
+    let owner = owner_of(&c)?;
+    let memory = s.memory.clone();
+    let sessions = blocking(move || memory.sessions_blocking(&owner))
+        .await?
+        .map_err(|e| Error::internal(format!("listing sessions failed: {e}")))?;
+    Reply::ok(&json!({ "sessions": sessions }))
+}
+
+/// `DELETE /api/memory/sessions/{id}`: every row of one of the caller's sessions.
+pub async fn delete_session(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
+    let owner = owner_of(&c)?;
+    let raw = c
+        .path
+        .strip_prefix(SESSIONS_PREFIX)
+        .unwrap_or_default()
+        .to_string();
+    let session = percent_encoding::percent_decode_str(&raw)
+        .decode_utf8()
+        .map_err(|_| Error::bad_request("the session id in the path is not UTF-8"))?
+        .into_owned();
+    check_session("session id", &session)?;
+    let memory = s.memory.clone();
+    let sid = session.clone();
+    let deleted = blocking(move || memory.delete_blocking(&owner, Doomed::Session(&sid)))
+        .await?
+        .map_err(|e| store_error("deleting the session failed", e))?;
+    if deleted == 0 {
+        return Err(Error::not_found(format!(
+            "no session {session:?} in this account's memory"
+        )));
+    }
+    Reply::ok(&json!({ "session_id": session, "deleted": deleted }))
+}
+
+/// `DELETE /api/memory?confirm=true`: every row of the caller's account.
+pub async fn delete_all(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
+    let owner = owner_of(&c)?;
+    let confirmed = c
+        .query
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "confirm=true"));
+    if !confirmed {
+        return Err(Error::bad_request(
+            "deleting all of the account's memory needs ?confirm=true",
+        ));
+    }
+    let memory = s.memory.clone();
+    let o = owner.clone();
+    let deleted = blocking(move || memory.delete_blocking(&o, Doomed::All))
+        .await?
+        .map_err(|e| store_error("deleting memory failed", e))?;
+    tracing::info!(request_id = %c.request_id, owner = %owner, rows = deleted, "memory of an account deleted at its request");
+    Reply::ok(&json!({ "deleted": deleted }))
+}
+
+/// The path under which `DELETE /api/memory/sessions/{id}` names a session.
+pub const SESSIONS_PREFIX: &str = "/api/memory/sessions/";

@@ -27,6 +27,8 @@ pub struct Ctx {
     pub identity: Identity,
     pub method: Method,
     pub path: String,
+    /// The query string, without `?`.
+    pub query: Option<String>,
     pub headers: http::HeaderMap,
     pub body: Bytes,
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub async fn chat_completions(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     pipeline_reply(
         s.pipeline
-            .run(super::brain::inbound(Surface::OpenAi, "chat", c))
+            .run(super::brain::inbound(&s, Surface::OpenAi, "chat", c))
             .await,
     )
 }

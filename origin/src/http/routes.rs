@@ -1,5 +1,6 @@
 //! The routes: method, path, metrics label, policy (classification and tier feature, listed
-//! in docs/api.md) and handler. Unknown paths and wrong methods get 404 / 405.
+//! in docs/api.md) and handler. Unknown paths and wrong methods get 404 / 405. A path may end
+//! in one `{param}` segment, which matches any one non-empty segment (the handler reads it).
 
 use crate::api::{brain, conductor, health, memory, openai, Ctx, Handler, Reply};
 use crate::defense::RoutePolicy;
@@ -50,6 +51,9 @@ fn routes() -> &'static [RouteEntry] {
             route!(POST "/api/memory/search", internal.needs(Feature::Search), memory::search),
             route!(POST "/api/memory/zone", public, memory::zone),
             route!(GET "/api/memory/stats", internal, memory::stats),
+            route!(GET "/api/memory/sessions", internal, memory::sessions),
+            route!(DELETE "/api/memory/sessions/{id}", internal, memory::delete_session),
+            route!(DELETE "/api/memory", internal, memory::delete_all),
             route!(GET "/api/conductor/groups", public, conductor::groups),
             route!(POST "/api/conductor/route", public, conductor::route),
             route!(POST "/api/brain/chat", public.needs(Feature::BasicChat), brain::chat),
@@ -69,11 +73,21 @@ pub fn route_list() -> Vec<(Method, &'static str, RoutePolicy)> {
         .collect()
 }
 
+/// Does `path` match the route's `pattern` (exact, or a last `{param}` segment)?
+fn path_matches(pattern: &str, path: &str) -> bool {
+    match pattern.rfind("/{") {
+        Some(i) if pattern.ends_with('}') => path
+            .strip_prefix(&pattern[..=i])
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains('/')),
+        _ => pattern == path,
+    }
+}
+
 /// Finds the handler for a request.
 pub fn route(method: &Method, path: &str) -> Matched {
     let mut path_known = false;
     for r in routes() {
-        if r.path == path {
+        if path_matches(r.path, path) {
             if r.method == method || (method == Method::HEAD && r.method == Method::GET) {
                 return Matched {
                     name: r.path,
@@ -117,7 +131,7 @@ async fn not_found(c: Ctx) -> Result<Reply, Error> {
 async fn method_not_allowed(c: Ctx) -> Result<Reply, Error> {
     let allowed: Vec<&str> = routes()
         .iter()
-        .filter(|r| r.path == c.path)
+        .filter(|r| path_matches(r.path, &c.path))
         .map(|r| r.method.as_str())
         .collect();
     Err(Error::new(
@@ -130,4 +144,29 @@ async fn method_not_allowed(c: Ctx) -> Result<Reply, Error> {
         ),
     )
     .with_headers(vec![("allow", allowed.join(", "))]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_last_param_segment_matches_one_segment() {
+        let p = "/api/memory/sessions/{id}";
+        assert!(path_matches(p, "/api/memory/sessions/s1"));
+        assert!(path_matches(p, "/api/memory/sessions/a%20b"));
+        assert!(!path_matches(p, "/api/memory/sessions/"));
+        assert!(!path_matches(p, "/api/memory/sessions"));
+        assert!(!path_matches(p, "/api/memory/sessions/a/b"));
+        assert!(path_matches("/api/memory", "/api/memory"));
+        assert!(!path_matches("/api/memory", "/api/memory/x"));
+        assert_eq!(
+            route(&Method::DELETE, "/api/memory/sessions/s1").name,
+            "/api/memory/sessions/{id}"
+        );
+        assert_eq!(
+            route(&Method::GET, "/api/memory/sessions/s1").name,
+            "method_not_allowed"
+        );
+    }
 }

@@ -113,6 +113,7 @@ async fn answer(app: Arc<App>, peer: IpAddr, req: Request<Incoming>) -> Response
             identity,
             method: method.clone(),
             path: path.clone(),
+            query: parts.uri.query().map(str::to_string),
             headers: parts.headers,
             body,
         };

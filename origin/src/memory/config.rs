@@ -31,6 +31,36 @@ pub struct MemoryConfig {
     pub wal_limit_mb: u64,
     /// WAL size (MiB) past which a background checkpoint runs once writes pause for 2 s.
     pub idle_checkpoint_mb: u64,
+    /// An owner with fewer rows than this is searched by an exact scan of its rows; a larger
+    /// one by the HNSW graph, filtered to its rows.
+    pub exact_below: u64,
+    /// Most rows an owner may keep, by tier (0: no limit).
+    pub max_rows: PerTier,
+    /// Days a row is kept, by the owner's tier (0: for ever).
+    pub retention_days: PerTier,
+    /// How often the retention sweeper runs.
+    pub sweep_interval_secs: u64,
+}
+
+/// A limit per tier; 0 is no limit. A table in the file gives all three (TOML has no null).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerTier {
+    pub free: u64,
+    pub pro: u64,
+    pub enterprise: u64,
+}
+
+impl PerTier {
+    /// The tier's limit; `None` when it has none (0).
+    pub fn of(&self, tier: heady_shared::Tier) -> Option<u64> {
+        let v = match tier {
+            heady_shared::Tier::Free => self.free,
+            heady_shared::Tier::Pro => self.pro,
+            heady_shared::Tier::Enterprise => self.enterprise,
+        };
+        (v > 0).then_some(v)
+    }
 }
 
 /// How the HNSW graph stores vectors: f16 (default: half the memory traffic of f32, the same
@@ -76,6 +106,18 @@ impl Default for MemoryConfig {
             max_pending: 200_000,
             wal_limit_mb: 256,
             idle_checkpoint_mb: 16,
+            exact_below: 20_000,
+            max_rows: PerTier {
+                free: 10_000,
+                pro: 1_000_000,
+                enterprise: 0,
+            },
+            retention_days: PerTier {
+                free: 30,
+                pro: 365,
+                enterprise: 0,
+            },
+            sweep_interval_secs: 3600,
         }
     }
 }
@@ -118,6 +160,20 @@ impl MemoryConfig {
             1,
             self.wal_limit_mb,
         )?;
+        in_range("memory.exact_below", self.exact_below, 0, 100_000_000)?;
+        for (tier, days) in [
+            ("free", self.retention_days.free),
+            ("pro", self.retention_days.pro),
+            ("enterprise", self.retention_days.enterprise),
+        ] {
+            in_range(&format!("memory.retention_days.{tier}"), days, 0, 36_500)?;
+        }
+        in_range(
+            "memory.sweep_interval_secs",
+            self.sweep_interval_secs,
+            1,
+            86_400,
+        )?;
         Ok(())
     }
 }
@@ -136,6 +192,14 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc::new("memory.max_pending", Ty::Int, "rows waiting for the HNSW indexer before inserts are slowed"),
     KeyDoc::new("memory.wal_limit_mb", Ty::Int, "WAL size (MiB) at which DuckDB checkpoints inside a write (its `checkpoint_threshold`; its 16 MiB default made bulk loads quadratic); after a crash the WAL is replayed on start (~50,000 rows/s)"),
     KeyDoc::new("memory.idle_checkpoint_mb", Ty::Int, "past this WAL size (MiB, at most `wal_limit_mb`), a background checkpoint runs once inserts pause for 2 s"),
+    KeyDoc::new("memory.exact_below", Ty::Int, "an owner with fewer rows is searched by an exact scan of its rows, a larger one by the HNSW graph filtered to its rows"),
+    KeyDoc::new("memory.max_rows.free", Ty::Int, "most rows a Free account may keep (0: no limit); an insert past it is 403 `quota_exceeded` and stores nothing"),
+    KeyDoc::new("memory.max_rows.pro", Ty::Int, "most rows a Pro account may keep (0: no limit)"),
+    KeyDoc::new("memory.max_rows.enterprise", Ty::Int, "most rows an Enterprise account may keep (0: no limit)"),
+    KeyDoc::new("memory.retention_days.free", Ty::Int, "days a Free account's rows are kept (0: for ever); the sweeper deletes older rows"),
+    KeyDoc::new("memory.retention_days.pro", Ty::Int, "days a Pro account's rows are kept (0: for ever)"),
+    KeyDoc::new("memory.retention_days.enterprise", Ty::Int, "days an Enterprise account's rows are kept (0: for ever)"),
+    KeyDoc::new("memory.sweep_interval_secs", Ty::Int, "how often the retention sweeper deletes expired rows"),
 ];
 
 // The database keeps its settings under `[memory]`, where they have always been.

@@ -95,6 +95,22 @@ impl Graph {
             .collect())
     }
 
+    /// The best `k` among the keys `keep` accepts. usearch calls `keep` across its C++ frames,
+    /// so it must not panic.
+    fn filtered_search(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: &dyn Fn(u64) -> bool,
+    ) -> Result<Vec<Hit>, IndexError> {
+        let m = self.index.filtered_search(query, k, keep).map_err(err)?;
+        Ok(m.keys
+            .into_iter()
+            .zip(m.distances)
+            .map(|(key, distance)| Hit { key, distance })
+            .collect())
+    }
+
     /// usearch walks every node to measure its memory.
     fn memory_usage(&self) -> usize {
         self.index.memory_usage()
@@ -354,12 +370,17 @@ impl HnswIndex {
         self.write().load(path)
     }
 
-    /// Writes the index to `path` atomically (temp file, then rename).
+    /// Writes the index to `path` so that a crash at any point leaves either the old file or
+    /// the new one whole: a temporary file in the same directory, fsynced, renamed over `path`,
+    /// then the directory fsynced so the rename itself is durable.
     pub fn save(&self, path: &Path) -> Result<(), IndexError> {
         let tmp = path.with_extension("usearch.tmp");
         self.read()
             .save(tmp.to_str().ok_or_else(|| err("path is not UTF-8"))?)?;
-        std::fs::rename(&tmp, path).map_err(err)
+        durable_rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            IndexError(format!("saving {}: {e}", path.display()))
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -439,12 +460,42 @@ impl HnswIndex {
         self.write().remove(key)
     }
 
+    /// Removes the keys that are present, under one write guard; returns how many were.
+    pub fn remove_many(&self, keys: &[u64]) -> usize {
+        let mut g = self.write();
+        keys.iter()
+            .filter(|&&k| g.contains(k) && g.remove(k).is_ok())
+            .count()
+    }
+
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<Hit>, IndexError> {
         let _context = self.searches.enter();
         self.read().search(query, k)
     }
 
+    /// The best `k` among the keys `keep` accepts (one owner's rows).
+    pub fn filtered_search(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: &dyn Fn(u64) -> bool,
+    ) -> Result<Vec<Hit>, IndexError> {
+        let _context = self.searches.enter();
+        self.read().filtered_search(query, k, keep)
+    }
+
     pub fn set_ef_search(&self, ef: usize) {
         self.write().set_ef_search(ef);
     }
+}
+
+/// fsyncs `tmp`, renames it over `path`, and fsyncs the directory that holds both.
+fn durable_rename(tmp: &Path, path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(tmp)?.sync_all()?;
+    std::fs::rename(tmp, path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
 }

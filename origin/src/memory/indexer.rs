@@ -8,12 +8,12 @@
 use super::index::HnswIndex;
 use super::pending::{PendingChunk, PendingQueue};
 use super::row_cache::RowCache;
-use super::{table, MemoryError};
+use super::{table, MemoryError, Owners};
 use crate::db::Database;
 use crate::sys;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -47,6 +47,11 @@ impl Progress {
         self.state.load(Ordering::Acquire) == READY
     }
 
+    /// The index could not be loaded or built: searches use exact scans for good.
+    pub fn failed(&self) -> bool {
+        self.state.load(Ordering::Acquire) == FAILED
+    }
+
     /// "building", "ready" or "failed".
     pub fn state(&self) -> &'static str {
         match self.state.load(Ordering::Acquire) {
@@ -73,6 +78,9 @@ pub struct Indexer {
     pub pending: Arc<PendingQueue>,
     pub rows: Arc<RowCache>,
     pub progress: Arc<Progress>,
+    pub owners: Arc<Mutex<Owners>>,
+    /// Set by inserts that queued nothing because the queue was full during the load.
+    pub overflowed: Arc<AtomicBool>,
     pub index_path: PathBuf,
     pub cancel: CancellationToken,
 }
@@ -99,8 +107,22 @@ impl Indexer {
             }
             Err(e) => {
                 self.progress.state.store(FAILED, Ordering::Release);
+                // Nothing will take the queued rows into a graph, and exact scans read DuckDB,
+                // which holds them all: drop them rather than let inserts grow the queue.
+                self.pending.clear();
                 tracing::error!(error = %e, "hnsw index unavailable; searches use exact scans");
                 return;
+            }
+        }
+        if self.overflowed.swap(false, Ordering::AcqRel) {
+            match self.queue_missing() {
+                Ok(n) => tracing::info!(
+                    queued = n,
+                    "rows stored while the index loaded (the queue was full) queued"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not queue the rows stored while the index loaded")
+                }
             }
         }
         // Loading ran at normal priority (it holds the row cache's lock); building runs idle.
@@ -132,7 +154,7 @@ impl Indexer {
                 }
                 continue;
             }
-            let items: Vec<(u64, &[f32])> = chunks
+            let mut items: Vec<(u64, &[f32])> = chunks
                 .iter()
                 .flat_map(|c| {
                     c.keys
@@ -141,6 +163,8 @@ impl Indexer {
                         .map(|(k, v)| (*k, v))
                 })
                 .collect();
+            // Rows deleted while queued stay out of the graph.
+            sys::urgent(|| self.rows.retain_stored(&mut items));
             // Every core, in slices at background priority: inserts and searches come first.
             match self.index.add_missing(items.iter().copied()) {
                 Ok(n) => {
@@ -177,12 +201,18 @@ impl Indexer {
             0
         };
         let mut queued = 0;
-        table::scan(&self.db, self.dim, |rows| {
+        table::scan(&self.db, self.dim, |mut rows| {
+            {
+                let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+                for r in rows.iter_mut() {
+                    r.view.owner = owners.intern(&r.owner);
+                }
+            }
             let mut chunk = PendingChunk::with_capacity(rows.len(), self.dim);
             for r in &rows {
                 if let Some(v) = r.embedding {
                     if !self.index.contains(r.key) {
-                        chunk.push(r.key, v);
+                        chunk.push(r.key, r.view.owner, v);
                     }
                 }
             }
@@ -195,5 +225,31 @@ impl Indexer {
             .total
             .store(loaded + queued, Ordering::Relaxed);
         Ok((loaded, queued))
+    }
+
+    /// Queues every stored row (still in the row cache, so not deleted) that the graph and
+    /// the queue lack. Returns how many.
+    fn queue_missing(&self) -> Result<usize, MemoryError> {
+        let queued: std::collections::HashSet<u64> = self
+            .pending
+            .snapshot()
+            .iter()
+            .flat_map(|c| c.keys.clone())
+            .collect();
+        let mut n = 0;
+        table::scan(&self.db, self.dim, |rows| {
+            let mut chunk = PendingChunk::with_capacity(rows.len(), self.dim);
+            for r in &rows {
+                let (Some(v), Some(owner)) = (r.embedding, self.rows.owner_of(r.key)) else {
+                    continue;
+                };
+                if !queued.contains(&r.key) && !self.index.contains(r.key) {
+                    chunk.push(r.key, owner, v);
+                }
+            }
+            n += chunk.len();
+            self.pending.push(chunk);
+        })?;
+        Ok(n)
     }
 }

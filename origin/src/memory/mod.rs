@@ -8,6 +8,13 @@
 //! - `search`: the served search, graph hits merged with the pending rows;
 //! - `row_cache`: what a result shows of each row, so a search does not wait on DuckDB.
 //!
+//! Every row belongs to an owner (an account id). Every operation that reads, counts or
+//! deletes rows takes the owner ([`Scope`] for searches, where an operator may name
+//! `AllOwners` explicitly): two owners' rows, sessions and counts never meet. An owner with
+//! fewer than `memory.exact_below` rows is searched by an exact scan of its rows in DuckDB; a
+//! larger one by the HNSW graph filtered to its rows (usearch's filtered search), merged with
+//! its queued rows.
+//!
 //! Every method blocks: call them from blocking threads so the runtime never waits on DuckDB
 //! or the index.
 
@@ -19,19 +26,22 @@ pub mod embedder_config;
 pub mod index;
 mod indexer;
 mod pending;
+pub mod retention;
 mod row_cache;
 mod search;
 mod table;
 
 use crate::db::{CancelWatch, Database, DbError};
-use config::MemoryConfig;
+use config::{MemoryConfig, PerTier};
+use heady_shared::{AccountId, Tier};
 use index::HnswIndex;
 use indexer::{Indexer, Progress};
 use pending::{PendingChunk, PendingQueue};
 use row_cache::{RowCache, RowView};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -51,6 +61,20 @@ pub enum MemoryError {
     },
     #[error("could not start the indexer thread: {0}")]
     Thread(std::io::Error),
+    /// The insert would take the owner past its tier's row quota; nothing was stored.
+    #[error("the account keeps {have} memory rows; storing {adding} more would pass its quota of {limit} rows (memory.max_rows)")]
+    Quota { have: u64, adding: u64, limit: u64 },
+}
+
+pub use table::Doomed;
+
+/// Whose rows a search reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// One owner's rows: every caller's search.
+    Owner(&'a AccountId),
+    /// Every owner's rows: only an operator, asking for it explicitly.
+    AllOwners,
 }
 
 impl From<duckdb::Error> for MemoryError {
@@ -62,6 +86,8 @@ impl From<duckdb::Error> for MemoryError {
 /// One validated row, ready to store. Validation lives in the HTTP layer (`api::memory`).
 #[derive(Debug, Clone)]
 pub struct NewRow {
+    /// The account the row belongs to.
+    pub owner: AccountId,
     pub key: u64,
     pub ts: i64,
     pub role: String,
@@ -82,6 +108,45 @@ pub struct SearchHit {
     pub ts: i64,
     pub session_id: Option<String>,
     pub metadata: Option<serde_json::Value>,
+    /// The row's owner, shown only in an operator's search across owners.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// One of an owner's sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionInfo {
+    pub session_id: String,
+    pub rows: u64,
+    pub first_ts: i64,
+    pub last_ts: i64,
+}
+
+/// The owners seen, interned to small numbers (the row cache and the pending queue store
+/// those), with each one's row count (the quota check and the search path read it, so
+/// neither costs a query).
+#[derive(Default)]
+struct Owners {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+    rows: Vec<u64>,
+}
+
+impl Owners {
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&i) = self.ids.get(name) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.ids.insert(name.to_string(), i);
+        self.names.push(name.to_string());
+        self.rows.push(0);
+        i
+    }
+
+    fn get(&self, name: &str) -> Option<u32> {
+        self.ids.get(name).copied()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -125,6 +190,18 @@ pub fn key_of(id: &str) -> Option<u64> {
     }
 }
 
+/// The account id a name stands for until the accounts store supplies real ones: the first
+/// 15 bytes of SHA-256(name). The app gives the legacy account's rows to
+/// `provisional_account("legacy")`, and a key whose user name is not an account id acts for
+/// the provisional account of that name; the accounts store replaces both.
+pub fn provisional_account(name: &str) -> AccountId {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let mut bytes = [0u8; 15];
+    bytes.copy_from_slice(&digest[..15]);
+    AccountId::from_random(bytes)
+}
+
 pub fn new_key() -> u64 {
     // Never 0, so an id is always 16 non-trivial hex digits.
     rand::random::<u64>() | 1
@@ -138,9 +215,15 @@ pub struct MemoryStore {
     pending: Arc<PendingQueue>,
     rows: Arc<RowCache>,
     progress: Arc<Progress>,
+    owners: Arc<Mutex<Owners>>,
     count: AtomicU64,
     /// Stored rows that may wait for the indexer before inserts are slowed down.
     max_pending: usize,
+    /// Owners with fewer rows are searched exactly (`memory.exact_below`).
+    exact_below: AtomicU64,
+    /// Inserts that found the queue full while the index was loading queued nothing: the
+    /// indexer queues the rows the graph lacks once the load is done.
+    overflowed: Arc<AtomicBool>,
     cancel: CancellationToken,
     /// Wakes the indexer and waiting inserters when `cancel` is cancelled.
     _cancel_watch: CancelWatch,
@@ -148,19 +231,31 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// Creates the table in `db` when missing (and checks its dimension). The HNSW index is
-    /// loaded or built by the indexer thread (`start_indexer`); until it is ready, searches
-    /// use an exact scan. The indexer stops when `cancel` is cancelled, at `close_blocking`,
-    /// or when the store is dropped.
+    /// Creates the table in `db` when missing (and checks its dimension); in a database made
+    /// before rows had owners, gives every row to `legacy`. The HNSW index is loaded or built
+    /// by the indexer thread (`start_indexer`); until it is ready, searches use an exact scan.
+    /// The indexer stops when `cancel` is cancelled, at `close_blocking`, or when the store is
+    /// dropped.
     pub fn open(
         db: Database,
         cfg: &MemoryConfig,
+        legacy: &AccountId,
         cancel: CancellationToken,
     ) -> Result<MemoryStore, MemoryError> {
         // Our own child, so that closing the store stops only its own thread.
         let cancel = cancel.child_token();
         let dim = cfg.dim;
-        let count = table::create(&db, dim)?;
+        let opened = table::create(&db, dim, legacy.as_str())?;
+        if opened.migrated > 0 {
+            tracing::info!(rows = opened.migrated, owner = %legacy, "memory rows without an owner given to the legacy account");
+        }
+        let mut owners = Owners::default();
+        let mut count = 0;
+        for (name, n) in &opened.counts {
+            let i = owners.intern(name);
+            owners.rows[i as usize] = *n;
+            count += n;
+        }
         let index = HnswIndex::new(
             dim,
             cfg.hnsw_connectivity,
@@ -184,8 +279,11 @@ impl MemoryStore {
             pending,
             rows: Arc::new(RowCache::default()),
             progress: Arc::new(Progress::new(count as usize)),
+            owners: Arc::new(Mutex::new(owners)),
             count: AtomicU64::new(count),
             max_pending: cfg.max_pending,
+            exact_below: AtomicU64::new(cfg.exact_below),
+            overflowed: Arc::new(AtomicBool::new(false)),
             cancel,
             _cancel_watch: cancel_watch,
             indexer: Mutex::new(None),
@@ -205,6 +303,8 @@ impl MemoryStore {
             pending: self.pending.clone(),
             rows: self.rows.clone(),
             progress: self.progress.clone(),
+            owners: self.owners.clone(),
+            overflowed: self.overflowed.clone(),
             index_path: self.index_path.clone(),
             cancel: self.cancel.clone(),
         };
@@ -246,34 +346,91 @@ impl MemoryStore {
             })
     }
 
-    /// Stores rows atomically: all of them or none. Concurrent inserts share transactions
-    /// (group commit, see `Database::append`). Once this returns the rows are durable and
-    /// searchable.
-    pub fn insert_blocking(&self, rows: &[NewRow]) -> Result<(), MemoryError> {
+    fn owners(&self) -> std::sync::MutexGuard<'_, Owners> {
+        self.owners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rows `owner` keeps (from memory: no query).
+    pub fn owner_rows(&self, owner: &AccountId) -> u64 {
+        let o = self.owners();
+        o.get(owner.as_str())
+            .map(|i| o.rows[i as usize])
+            .unwrap_or(0)
+    }
+
+    /// Stores rows atomically: all of them or none. Each owner in the batch may keep at most
+    /// `max_rows` rows (its tier's quota; `None`: no limit): past it the whole batch is
+    /// refused ([`MemoryError::Quota`]) and nothing is written. Concurrent inserts share
+    /// transactions (group commit, see `Database::append`). Once this returns the rows are
+    /// durable and searchable.
+    pub fn insert_blocking(
+        &self,
+        rows: &[NewRow],
+        max_rows: Option<u64>,
+    ) -> Result<(), MemoryError> {
         if rows.is_empty() {
             return Ok(());
         }
-        self.db
-            .append(table::TABLE, table::record_batch(rows, self.dim)?)?;
-        self.count.fetch_add(rows.len() as u64, Ordering::Relaxed);
-        self.rows.insert(rows.iter().map(|r| {
-            (
-                r.key,
-                RowView {
-                    content: r.content.clone(),
-                    role: r.role.clone(),
-                    ts: r.ts,
-                    session_id: r.session_id.clone(),
-                    metadata: r.metadata.clone(),
-                },
-            )
-        }));
-        // Durable now. Queue for the indexer; searchable at once through the exact pass.
-        let mut chunk = PendingChunk::with_capacity(rows.len(), self.dim);
-        for r in rows {
-            chunk.push(r.key, &r.embedding);
+        // Reserve the rows against the quota first, so two concurrent inserts cannot both
+        // pass it; given back if the write fails.
+        let (interned, reserved) = {
+            let mut o = self.owners();
+            let interned: Vec<u32> = rows.iter().map(|r| o.intern(r.owner.as_str())).collect();
+            let mut per: Vec<(u32, u64)> = Vec::new();
+            for &i in &interned {
+                match per.iter_mut().find(|(j, _)| *j == i) {
+                    Some((_, n)) => *n += 1,
+                    None => per.push((i, 1)),
+                }
+            }
+            if let Some(limit) = max_rows {
+                for &(i, n) in &per {
+                    let have = o.rows[i as usize];
+                    if have + n > limit {
+                        return Err(MemoryError::Quota {
+                            have,
+                            adding: n,
+                            limit,
+                        });
+                    }
+                }
+            }
+            for &(i, n) in &per {
+                o.rows[i as usize] += n;
+            }
+            (interned, per)
+        };
+        let appended = match table::record_batch(rows, self.dim) {
+            Ok(batch) => self
+                .db
+                .append(table::TABLE, batch)
+                .map_err(MemoryError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = appended {
+            let mut o = self.owners();
+            for &(i, n) in &reserved {
+                o.rows[i as usize] = o.rows[i as usize].saturating_sub(n);
+            }
+            return Err(e);
         }
-        self.pending.push(chunk);
+        self.count.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        self.rows
+            .insert(rows.iter().zip(&interned).map(|(r, &owner)| {
+                (
+                    r.key,
+                    RowView {
+                        owner,
+                        content: r.content.clone(),
+                        role: r.role.clone(),
+                        ts: r.ts,
+                        session_id: r.session_id.clone(),
+                        metadata: r.metadata.clone(),
+                    },
+                )
+            }));
+        // Durable now. Queue for the indexer; searchable at once through the exact pass.
+        self.queue(rows, &interned);
         // Backpressure: a writer outrunning the indexer waits rather than growing the queue.
         if self.index_ready() && self.pending.len() > self.max_pending {
             self.pending
@@ -284,54 +441,170 @@ impl MemoryStore {
         Ok(())
     }
 
-    /// Deletes rows by id (compensation of a failed request).
-    pub fn delete_blocking(&self, ids: &[String]) -> Result<usize, MemoryError> {
-        let n = table::delete(&self.db, ids)?;
-        for id in ids {
-            if let Some(k) = key_of(id) {
-                let _ = self.index.remove(k);
-                self.rows.remove(k);
-            }
+    /// Queues stored rows for the indexer, unless the graph will not take them: when it
+    /// failed to load, searches use exact scans and nothing is queued; while it loads, the
+    /// queue stops at `max_pending` and the indexer picks up the rest from the table after.
+    fn queue(&self, rows: &[NewRow], owners: &[u32]) {
+        if self.progress.failed() {
+            return;
         }
-        self.count.fetch_sub(n as u64, Ordering::Relaxed);
-        Ok(n)
+        if !self.index_ready() && self.pending.len() > self.max_pending {
+            self.overflowed.store(true, Ordering::Release);
+            return;
+        }
+        let mut chunk = PendingChunk::with_capacity(rows.len(), self.dim);
+        for (r, &o) in rows.iter().zip(owners) {
+            chunk.push(r.key, o, &r.embedding);
+        }
+        self.pending.push(chunk);
+        // The load may have failed between the check and the push: what it cleared is gone.
+        if self.progress.failed() {
+            self.pending.clear();
+        }
     }
 
-    /// Cosine similarity search. HNSW (plus an exact pass over rows not yet in it) when the
-    /// index is ready and no session filter is given; otherwise an exact scan in DuckDB.
+    /// Deletes the rows of `owner` that `which` names (another owner's rows are never
+    /// touched). They leave DuckDB, the graph, the row cache (so the queue's copies match
+    /// nothing) and the owner's count at once. Returns how many were deleted.
+    pub fn delete_blocking(
+        &self,
+        owner: &AccountId,
+        which: Doomed<'_>,
+    ) -> Result<usize, MemoryError> {
+        let keys = table::delete(&self.db, owner.as_str(), which)?;
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        for &k in &keys {
+            self.rows.remove(k);
+        }
+        self.index.remove_many(&keys);
+        let n = keys.len() as u64;
+        {
+            let mut o = self.owners();
+            if let Some(i) = o.get(owner.as_str()) {
+                o.rows[i as usize] = o.rows[i as usize].saturating_sub(n);
+            }
+        }
+        self.count.fetch_sub(n, Ordering::Relaxed);
+        Ok(keys.len())
+    }
+
+    /// Deletes every owner's rows older than its tier's retention (`retention`, by the tier
+    /// `tier_of` gives the owner). An owner whose tier is unknown keeps its rows. Returns
+    /// the rows deleted.
+    pub fn sweep_blocking(
+        &self,
+        now_ms: i64,
+        retention: &PerTier,
+        tier_of: &dyn Fn(&AccountId) -> Option<Tier>,
+    ) -> Result<u64, MemoryError> {
+        let owners: Vec<String> = {
+            let o = self.owners();
+            o.names
+                .iter()
+                .zip(&o.rows)
+                .filter(|(_, n)| **n > 0)
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        let mut deleted = 0;
+        for name in owners {
+            let Ok(owner) = AccountId::parse(&name) else {
+                continue;
+            };
+            let Some(days) = tier_of(&owner).and_then(|t| retention.of(t)) else {
+                continue;
+            };
+            let cutoff = now_ms.saturating_sub(days as i64 * 86_400_000);
+            let n = self.delete_blocking(&owner, Doomed::Before(cutoff))?;
+            if n > 0 {
+                tracing::info!(owner = %owner, rows = n, days, "retention: deleted expired memory rows");
+            }
+            deleted += n as u64;
+        }
+        Ok(deleted)
+    }
+
+    /// Cosine similarity search within `scope`. An owner with `memory.exact_below` rows or
+    /// more is searched in the HNSW graph filtered to its rows (plus an exact pass over its
+    /// rows not yet in it), once the graph is ready and no session filter is given; otherwise
+    /// by an exact scan in DuckDB restricted to the owner (and session).
     pub fn search_blocking(
         &self,
+        scope: &Scope<'_>,
         query: &[f32],
         top_k: usize,
         session_id: Option<&str>,
     ) -> Result<(Vec<SearchHit>, SearchPath), MemoryError> {
-        if session_id.is_none() && self.index_ready() {
-            let mut hits = self.index.search(query, top_k)?;
-            search::merge_queued(query, top_k, &self.pending.snapshot(), &mut hits);
-            let results = match self.rows.results(&hits) {
-                Some(r) => r,
-                None => table::fetch(&self.db, &hits)?,
-            };
-            return Ok((results, SearchPath::Hnsw));
+        let owner = match scope {
+            Scope::Owner(o) => {
+                let (i, rows) = {
+                    let owners = self.owners();
+                    match owners.get(o.as_str()) {
+                        Some(i) => (i, owners.rows[i as usize]),
+                        None => return Ok((Vec::new(), SearchPath::Exact)),
+                    }
+                };
+                if rows == 0 {
+                    return Ok((Vec::new(), SearchPath::Exact));
+                }
+                if rows < self.exact_below.load(Ordering::Relaxed) {
+                    return Ok((
+                        self.exact_search_blocking(scope, query, top_k, session_id)?,
+                        SearchPath::Exact,
+                    ));
+                }
+                Some(i)
+            }
+            Scope::AllOwners => None,
+        };
+        if session_id.is_some() || !self.index_ready() {
+            return Ok((
+                self.exact_search_blocking(scope, query, top_k, session_id)?,
+                SearchPath::Exact,
+            ));
         }
-        Ok((
-            self.exact_search_blocking(query, top_k, session_id)?,
-            SearchPath::Exact,
-        ))
+        let mut hits = self
+            .rows
+            .with_owner_test(owner, |keep| self.index.filtered_search(query, top_k, keep))?;
+        search::merge_queued(
+            query,
+            top_k,
+            &self.pending.snapshot(),
+            owner,
+            &|k| self.rows.owner_of(k).is_some(),
+            &mut hits,
+        );
+        let mut results = match self.rows.results(&hits) {
+            Some(r) => r,
+            None => table::fetch(&self.db, &hits)?,
+        };
+        if owner.is_none() {
+            let o = self.owners();
+            for r in results.iter_mut() {
+                r.owner = key_of(&r.id)
+                    .and_then(|k| self.rows.owner_of(k))
+                    .and_then(|i| o.names.get(i as usize).cloned());
+            }
+        }
+        Ok((results, SearchPath::Hnsw))
     }
 
-    /// Exact cosine search in DuckDB (the ground truth).
+    /// Exact cosine search in DuckDB within `scope` (the ground truth).
     pub fn exact_search_blocking(
         &self,
+        scope: &Scope<'_>,
         query: &[f32],
         top_k: usize,
         session_id: Option<&str>,
     ) -> Result<Vec<SearchHit>, MemoryError> {
-        table::exact_search(&self.db, self.dim, query, top_k, session_id)
+        table::exact_search(&self.db, self.dim, query, top_k, scope, session_id)
     }
 
-    pub fn stats_blocking(&self) -> Result<Stats, MemoryError> {
-        let (total, sessions, first_ts, last_ts) = table::summary(&self.db)?;
+    /// `owner`'s rows, sessions and first and last times, and the index's state.
+    pub fn stats_blocking(&self, owner: &AccountId) -> Result<Stats, MemoryError> {
+        let (total, sessions, first_ts, last_ts) = table::summary(&self.db, owner.as_str())?;
         Ok(Stats {
             total_vectors: total,
             sessions,
@@ -340,6 +613,11 @@ impl MemoryStore {
             dim: self.dim,
             index: self.index_stats(),
         })
+    }
+
+    /// `owner`'s sessions, latest first.
+    pub fn sessions_blocking(&self, owner: &AccountId) -> Result<Vec<SessionInfo>, MemoryError> {
+        table::sessions(&self.db, owner.as_str())
     }
 
     pub fn index_stats(&self) -> IndexStats {
@@ -358,6 +636,11 @@ impl MemoryStore {
     /// Readiness: DuckDB answers a query.
     pub fn ping_blocking(&self) -> Result<(), MemoryError> {
         table::ping(&self.db)
+    }
+
+    /// Changes `memory.exact_below` (benchmarks compare the two paths on one owner).
+    pub fn set_exact_below(&self, rows: u64) {
+        self.exact_below.store(rows, Ordering::Relaxed);
     }
 
     pub fn set_ef_search(&self, ef: usize) {

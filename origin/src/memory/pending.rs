@@ -12,9 +12,11 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-/// One insert's rows: keys, vectors (flat, `dim` each) and their inverse norms.
+/// One insert's rows: keys, owners (interned), vectors (flat, `dim` each) and their inverse
+/// norms.
 pub struct PendingChunk {
     pub keys: Vec<u64>,
+    pub owners: Vec<u32>,
     pub inv_norms: Vec<f32>,
     pub vectors: Vec<f32>,
 }
@@ -23,15 +25,17 @@ impl PendingChunk {
     pub fn with_capacity(rows: usize, dim: usize) -> Self {
         PendingChunk {
             keys: Vec::with_capacity(rows),
+            owners: Vec::with_capacity(rows),
             inv_norms: Vec::with_capacity(rows),
             vectors: Vec::with_capacity(rows * dim),
         }
     }
 
     /// Adds a row; a zero vector gets inverse norm 0 (it then matches nothing).
-    pub fn push(&mut self, key: u64, v: &[f32]) {
+    pub fn push(&mut self, key: u64, owner: u32, v: &[f32]) {
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         self.keys.push(key);
+        self.owners.push(owner);
         self.inv_norms.push(if n > 0.0 { 1.0 / n } else { 0.0 });
         self.vectors.extend_from_slice(v);
     }
@@ -113,6 +117,16 @@ impl PendingQueue {
         self.notify_drained();
     }
 
+    /// Empties the queue (the graph will not take its rows: searches use exact scans).
+    pub fn clear(&self) {
+        {
+            let mut q = self.chunks.write().unwrap_or_else(|p| p.into_inner());
+            q.chunks.clear();
+            q.rows = 0;
+        }
+        self.notify_drained();
+    }
+
     /// Every queued chunk, for a scan.
     pub fn snapshot(&self) -> Vec<Arc<PendingChunk>> {
         self.chunks
@@ -167,7 +181,7 @@ mod tests {
     fn chunk(keys: std::ops::Range<u64>) -> PendingChunk {
         let mut c = PendingChunk::with_capacity(keys.clone().count(), 2);
         for k in keys {
-            c.push(k, &[k as f32, 1.0]);
+            c.push(k, 0, &[k as f32, 1.0]);
         }
         c
     }
@@ -213,8 +227,8 @@ mod tests {
     #[test]
     fn a_zero_vector_gets_no_norm() {
         let mut c = PendingChunk::with_capacity(2, 2);
-        c.push(1, &[3.0, 4.0]);
-        c.push(2, &[0.0, 0.0]);
+        c.push(1, 0, &[3.0, 4.0]);
+        c.push(2, 0, &[0.0, 0.0]);
         assert_eq!(c.inv_norms, vec![0.2, 0.0]);
     }
 

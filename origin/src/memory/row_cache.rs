@@ -1,6 +1,9 @@
 //! What a search result shows of each row, kept in RAM so the served path never waits on
 //! DuckDB for it (it costs about the size of the stored content). DuckDB stays the record: a
 //! hit the cache lacks is read from the table.
+//!
+//! It also knows each row's owner (interned, see `Owners`): a search filters the graph and
+//! the pending rows by it, and a row missing here (deleted) is found by no search.
 
 use super::index::Hit;
 use super::{id_of, SearchHit};
@@ -10,6 +13,8 @@ use std::sync::{Arc, RwLock};
 /// The columns a search result returns.
 #[derive(Debug)]
 pub struct RowView {
+    /// The owner, interned (`Owners::intern`).
+    pub owner: u32,
     pub content: String,
     pub role: String,
     pub ts: i64,
@@ -38,6 +43,35 @@ impl RowCache {
             .remove(&key);
     }
 
+    pub fn owner_of(&self, key: u64) -> Option<u32> {
+        self.rows
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .map(|v| v.owner)
+    }
+
+    /// Runs `f` with a test "is this key a stored row of `owner`" (of anyone: `None`), under
+    /// the cache's read lock, so `f` must not insert.
+    pub fn with_owner_test<T>(
+        &self,
+        owner: Option<u32>,
+        f: impl FnOnce(&dyn Fn(u64) -> bool) -> T,
+    ) -> T {
+        let rows = self.rows.read().unwrap_or_else(|p| p.into_inner());
+        let test = |key: u64| {
+            rows.get(&key)
+                .is_some_and(|v| owner.is_none_or(|o| v.owner == o))
+        };
+        f(&test)
+    }
+
+    /// Keeps the keys that are stored rows (not deleted since they were queued).
+    pub fn retain_stored(&self, keys: &mut Vec<(u64, &[f32])>) {
+        let rows = self.rows.read().unwrap_or_else(|p| p.into_inner());
+        keys.retain(|(k, _)| rows.contains_key(k));
+    }
+
     /// The hits as results, in order; `None` unless every one is cached.
     pub fn results(&self, hits: &[Hit]) -> Option<Vec<SearchHit>> {
         let views: Vec<(&Hit, Arc<RowView>)> = {
@@ -60,6 +94,7 @@ impl RowCache {
                         .metadata
                         .as_deref()
                         .and_then(|m| serde_json::from_str(m).ok()),
+                    owner: None,
                 })
                 .collect(),
         )

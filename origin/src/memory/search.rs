@@ -7,11 +7,15 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Merges the best matches among `queued` (exact cosine distance) into `hits`, which is sorted
-/// by distance, keeping the best `top_k`. A key already in `hits` is not added twice.
+/// by distance, keeping the best `top_k`. Only rows of `owner` count (all rows when `None`),
+/// and of those only the ones `alive` still knows (a row deleted while queued is skipped). A
+/// key already in `hits` is not added twice.
 pub fn merge_queued(
     query: &[f32],
     top_k: usize,
     queued: &[Arc<PendingChunk>],
+    owner: Option<u32>,
+    alive: &dyn Fn(u64) -> bool,
     hits: &mut Vec<Hit>,
 ) {
     if queued.is_empty() || top_k == 0 {
@@ -23,17 +27,22 @@ pub fn merge_queued(
     let q_inv = if qn > 0.0 { 1.0 / qn } else { 0.0 };
     let mut seen: HashSet<u64> = hits.iter().map(|h| h.key).collect();
     for c in queued {
-        for ((key, v), inv_norm) in c
+        for (((key, v), inv_norm), o) in c
             .keys
             .iter()
             .zip(c.vectors.chunks_exact(dim))
             .zip(&c.inv_norms)
+            .zip(&c.owners)
         {
+            if owner.is_some_and(|want| want != *o) {
+                continue;
+            }
             let distance = 1.0 - dot(v, query) * q_inv * inv_norm;
             if hits.len() < top_k || distance < hits[hits.len() - 1].distance {
-                if !seen.insert(*key) {
+                if seen.contains(key) || !alive(*key) {
                     continue;
                 }
+                seen.insert(*key);
                 let pos = hits.partition_point(|h| h.distance <= distance);
                 hits.insert(
                     pos,
@@ -86,7 +95,7 @@ mod tests {
             .map(|part| {
                 let mut c = PendingChunk::with_capacity(part.len(), part[0].1.len());
                 for (k, v) in part {
-                    c.push(*k, v);
+                    c.push(*k, (*k % 3) as u32, v);
                 }
                 Arc::new(c)
             })
@@ -125,7 +134,14 @@ mod tests {
                 .iter()
                 .map(|&(key, distance)| Hit { key, distance })
                 .collect();
-            merge_queued(&query, top_k, &queue(&rows[split..], 7), &mut hits);
+            merge_queued(
+                &query,
+                top_k,
+                &queue(&rows[split..], 7),
+                None,
+                &|_| true,
+                &mut hits,
+            );
             let want: Vec<u64> = all.iter().take(top_k).map(|(k, _)| *k).collect();
             assert_eq!(keys(&hits), want, "round {round}, split {split}");
             for (h, (_, d)) in hits.iter().zip(&all) {
@@ -141,7 +157,7 @@ mod tests {
             key: 1,
             distance: 0.0,
         }];
-        merge_queued(&[1.0, 0.0], 5, &queue(&rows, 1), &mut hits);
+        merge_queued(&[1.0, 0.0], 5, &queue(&rows, 1), None, &|_| true, &mut hits);
         assert_eq!(keys(&hits), vec![1, 2]);
     }
 
@@ -149,15 +165,38 @@ mod tests {
     fn a_zero_vector_matches_nothing_and_an_empty_queue_changes_nothing() {
         let rows = vec![(1, vec![0.0, 0.0]), (2, vec![1.0, 1.0])];
         let mut hits = Vec::new();
-        merge_queued(&[1.0, 1.0], 2, &queue(&rows, 2), &mut hits);
+        merge_queued(&[1.0, 1.0], 2, &queue(&rows, 2), None, &|_| true, &mut hits);
         assert_eq!(keys(&hits), vec![2, 1]);
         assert_eq!(hits[1].distance, 1.0);
         let mut hits = vec![Hit {
             key: 9,
             distance: 0.5,
         }];
-        merge_queued(&[1.0, 1.0], 3, &[], &mut hits);
+        merge_queued(&[1.0, 1.0], 3, &[], None, &|_| true, &mut hits);
         assert_eq!(keys(&hits), vec![9]);
+    }
+
+    /// Queued rows of other owners, and rows deleted while queued, are never merged in.
+    #[test]
+    fn the_merge_keeps_only_the_owners_live_rows() {
+        // Owners are key % 3 (see `queue`).
+        let rows: Vec<(u64, Vec<f32>)> = (0..30u64)
+            .map(|k| (k, vec![1.0, k as f32 * 0.01]))
+            .collect();
+        let q = queue(&rows, 4);
+        let mut hits = Vec::new();
+        merge_queued(&[1.0, 0.0], 30, &q, Some(1), &|k| k != 4, &mut hits);
+        let got = keys(&hits);
+        assert!(got.iter().all(|k| k % 3 == 1), "{got:?}");
+        assert!(!got.contains(&4), "a deleted row");
+        assert_eq!(got.len(), 9);
+        let mut hits = Vec::new();
+        merge_queued(&[1.0, 0.0], 3, &q, Some(2), &|_| true, &mut hits);
+        assert_eq!(
+            keys(&hits),
+            vec![2, 5, 8],
+            "the owner's top 3, not the global one"
+        );
     }
 
     #[test]

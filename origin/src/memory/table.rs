@@ -1,10 +1,15 @@
 //! The seed's `conversation_vectors` table: its schema, and rows in and out of DuckDB.
 //!
 //! The embedding column is `FLOAT[dim]`, not the seed's `DOUBLE[]`: DuckDB's vector functions
-//! and HNSW need a fixed-size float array.
+//! and HNSW need a fixed-size float array. `owner` (an account id) is the table's last column:
+//! a database made before rows had owners gets it by `ALTER TABLE`, so new tables put it last
+//! too and the appender's column order is the same for both.
+//!
+//! Every query that reads or deletes rows takes the owner (or, for an operator, the explicit
+//! [`Scope::AllOwners`]): there is no unscoped variant.
 
 use super::row_cache::RowView;
-use super::{id_of, key_of, MemoryError, NewRow, SearchHit};
+use super::{id_of, key_of, MemoryError, NewRow, Scope, SearchHit, SessionInfo};
 use crate::db::Database;
 use duckdb::arrow::array::{
     Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, Int64Array, StringArray,
@@ -17,9 +22,18 @@ use std::sync::Arc;
 
 pub const TABLE: &str = "conversation_vectors";
 
-/// Creates the table when missing and checks that it stores `dim`-dimensional embeddings.
-/// Returns the number of stored rows.
-pub fn create(db: &Database, dim: usize) -> Result<u64, MemoryError> {
+/// What opening the table found.
+pub struct Opened {
+    /// Rows per owner.
+    pub counts: Vec<(String, u64)>,
+    /// Rows that had no owner and were given to the legacy account.
+    pub migrated: u64,
+}
+
+/// Creates the table when missing, checks that it stores `dim`-dimensional embeddings, adds
+/// the `owner` column to a table made before it existed and gives every row without an owner
+/// to `legacy`.
+pub fn create(db: &Database, dim: usize, legacy: &str) -> Result<Opened, MemoryError> {
     db.with_writer(|conn| {
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS conversation_vectors (
@@ -30,10 +44,24 @@ pub fn create(db: &Database, dim: usize) -> Result<u64, MemoryError> {
                 embedding FLOAT[{dim}],
                 token_count INTEGER DEFAULT 0,
                 session_id VARCHAR,
-                metadata JSON
+                metadata JSON,
+                owner VARCHAR
             );
             CREATE INDEX IF NOT EXISTS idx_conversation_vectors_ts ON conversation_vectors (ts);"
         ))?;
+        let has_owner: i64 = conn.query_row(
+            "SELECT count(*) FROM information_schema.columns
+             WHERE table_name = 'conversation_vectors' AND column_name = 'owner'",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_owner == 0 {
+            conn.execute_batch("ALTER TABLE conversation_vectors ADD COLUMN owner VARCHAR")?;
+        }
+        let migrated = conn.execute(
+            "UPDATE conversation_vectors SET owner = ? WHERE owner IS NULL",
+            params![legacy],
+        )? as u64;
         let stored: String = conn.query_row(
             "SELECT data_type FROM information_schema.columns
              WHERE table_name = 'conversation_vectors' AND column_name = 'embedding'",
@@ -47,10 +75,14 @@ pub fn create(db: &Database, dim: usize) -> Result<u64, MemoryError> {
                 path: db.path().to_path_buf(),
             });
         }
-        let count: i64 = conn.query_row("SELECT count(*) FROM conversation_vectors", [], |r| {
-            r.get(0)
-        })?;
-        Ok(count.max(0) as u64)
+        let mut stmt =
+            conn.prepare("SELECT owner, count(*) FROM conversation_vectors GROUP BY owner")?;
+        let counts = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(Opened { counts, migrated })
     })
 }
 
@@ -71,6 +103,7 @@ pub fn record_batch(rows: &[NewRow], dim: usize) -> Result<RecordBatch, MemoryEr
     let tokens = Int32Array::from_iter_values(rows.iter().map(|r| r.token_count));
     let sessions: StringArray = rows.iter().map(|r| r.session_id.as_deref()).collect();
     let metas: StringArray = rows.iter().map(|r| r.metadata.as_deref()).collect();
+    let owners: StringArray = rows.iter().map(|r| Some(r.owner.as_str())).collect();
     let schema = Schema::new(vec![
         Field::new("id", DataType::Utf8, false),
         Field::new("ts", DataType::Int64, false),
@@ -84,6 +117,7 @@ pub fn record_batch(rows: &[NewRow], dim: usize) -> Result<RecordBatch, MemoryEr
         Field::new("token_count", DataType::Int32, false),
         Field::new("session_id", DataType::Utf8, true),
         Field::new("metadata", DataType::Utf8, true),
+        Field::new("owner", DataType::Utf8, true),
     ]);
     let columns: Vec<ArrayRef> = vec![
         Arc::new(ids),
@@ -94,6 +128,7 @@ pub fn record_batch(rows: &[NewRow], dim: usize) -> Result<RecordBatch, MemoryEr
         Arc::new(tokens),
         Arc::new(sessions),
         Arc::new(metas),
+        Arc::new(owners),
     ];
     RecordBatch::try_new(Arc::new(schema), columns).map_err(arrow_err)
 }
@@ -101,6 +136,7 @@ pub fn record_batch(rows: &[NewRow], dim: usize) -> Result<RecordBatch, MemoryEr
 /// A stored row as the index load reads it.
 pub struct StoredRow<'a> {
     pub key: u64,
+    pub owner: String,
     pub view: RowView,
     pub embedding: Option<&'a [f32]>,
 }
@@ -114,7 +150,7 @@ pub fn scan(
 ) -> Result<(), MemoryError> {
     db.with_reader(|conn| {
         let mut stmt = conn.prepare(
-            "SELECT id, embedding, content, role, ts, session_id, CAST(metadata AS VARCHAR) FROM conversation_vectors",
+            "SELECT id, embedding, content, role, ts, session_id, CAST(metadata AS VARCHAR), owner FROM conversation_vectors",
         )?;
         for batch in stmt.query_arrow([])? {
             let text = |c: usize| batch.column(c).as_any().downcast_ref::<StringArray>();
@@ -126,8 +162,8 @@ pub fn scan(
             let (Some(ids), Some(lists), Some(ts)) = (text(0), lists, ts) else {
                 continue;
             };
-            let (Some(contents), Some(roles), Some(sessions), Some(metas)) =
-                (text(2), text(3), text(5), text(6))
+            let (Some(contents), Some(roles), Some(sessions), Some(metas), Some(owners)) =
+                (text(2), text(3), text(5), text(6), text(7))
             else {
                 continue;
             };
@@ -142,7 +178,9 @@ pub fn scan(
                     let start = (lists.offset() + i) * dim;
                     Some(StoredRow {
                         key,
+                        owner: owners.value(i).to_string(),
                         view: RowView {
+                            owner: 0,
                             content: contents.value(i).to_string(),
                             role: roles.value(i).to_string(),
                             ts: ts.value(i),
@@ -183,22 +221,35 @@ fn hit_from_row(r: &duckdb::Row<'_>, score: f32) -> duckdb::Result<SearchHit> {
         ts: r.get(3)?,
         session_id: r.get(4)?,
         metadata: meta.and_then(|m| serde_json::from_str(&m).ok()),
+        owner: None,
     })
 }
 
-/// Exact cosine top k in DuckDB (`array_cosine_distance`), optionally within one session.
+/// Exact cosine top k in DuckDB (`array_cosine_distance`) within `scope`, optionally within
+/// one session.
 pub fn exact_search(
     db: &Database,
     dim: usize,
     query: &[f32],
     top_k: usize,
+    scope: &Scope,
     session_id: Option<&str>,
 ) -> Result<Vec<SearchHit>, MemoryError> {
     db.with_reader(|conn| {
-        let filter = if session_id.is_some() {
-            "WHERE session_id = ?"
+        let mut conds = Vec::new();
+        let mut args: Vec<String> = Vec::new();
+        if let Scope::Owner(o) = scope {
+            conds.push("owner = ?");
+            args.push(o.as_str().to_string());
+        }
+        if let Some(s) = session_id {
+            conds.push("session_id = ?");
+            args.push(s.to_string());
+        }
+        let filter = if conds.is_empty() {
+            String::new()
         } else {
-            ""
+            format!("WHERE {}", conds.join(" AND "))
         };
         // The query vector is cast once in a one-row CTE; a bare CAST(? ...) in the select
         // list would parse the literal again for every row.
@@ -207,29 +258,35 @@ pub fn exact_search(
             "WITH q AS MATERIALIZED (SELECT CAST(? AS FLOAT[{dim}]) AS v),
              top AS (SELECT id, array_cosine_distance(embedding, q.v) AS d
                      FROM conversation_vectors, q {filter} ORDER BY d ASC, id LIMIT ?)
-             SELECT c.id, c.content, c.role, c.ts, c.session_id, CAST(c.metadata AS VARCHAR), top.d
+             SELECT c.id, c.content, c.role, c.ts, c.session_id, CAST(c.metadata AS VARCHAR), top.d, c.owner
              FROM top JOIN conversation_vectors c ON c.id = top.id ORDER BY top.d ASC, c.id"
         );
         let mut stmt = conn.prepare_cached(&sql)?;
         let lit = vector_literal(query);
+        let all = matches!(scope, Scope::AllOwners);
         let map = |r: &duckdb::Row<'_>| -> duckdb::Result<SearchHit> {
             let d: Option<f32> = r.get(6)?;
-            hit_from_row(r, 1.0 - d.unwrap_or(1.0))
+            let mut hit = hit_from_row(r, 1.0 - d.unwrap_or(1.0))?;
+            if all {
+                hit.owner = r.get(7)?;
+            }
+            Ok(hit)
         };
-        let rows: Vec<SearchHit> = match session_id {
-            Some(s) => stmt
-                .query_map(params![lit, s, top_k as i64], map)?
-                .collect::<Result<_, _>>()?,
-            None => stmt
-                .query_map(params![lit, top_k as i64], map)?
-                .collect::<Result<_, _>>()?,
-        };
+        let mut params: Vec<&dyn duckdb::ToSql> = vec![&lit];
+        for a in &args {
+            params.push(a);
+        }
+        let k = top_k as i64;
+        params.push(&k);
+        let rows: Vec<SearchHit> = stmt
+            .query_map(params.as_slice(), map)?
+            .collect::<Result<_, _>>()?;
         Ok(rows)
     })
 }
 
 /// The rows of `hits` as results, in the order of `hits`, scored `1 - distance`. Keys no
-/// longer stored are left out.
+/// longer stored are left out. (The keys come from a search already scoped to the caller.)
 pub fn fetch(db: &Database, hits: &[super::index::Hit]) -> Result<Vec<SearchHit>, MemoryError> {
     if hits.is_empty() {
         return Ok(Vec::new());
@@ -259,26 +316,97 @@ pub fn fetch(db: &Database, hits: &[super::index::Hit]) -> Result<Vec<SearchHit>
     })
 }
 
-/// Deletes rows by id; returns how many there were.
-pub fn delete(db: &Database, ids: &[String]) -> Result<usize, MemoryError> {
+/// Which of an owner's rows a delete removes.
+pub enum Doomed<'a> {
+    /// These ids (rows of other owners are left alone).
+    Ids(&'a [String]),
+    /// Every row of one session.
+    Session(&'a str),
+    /// Rows older than this `ts` (milliseconds).
+    Before(i64),
+    /// Every row.
+    All,
+}
+
+/// Deletes `owner`'s rows that `which` names in one statement; returns the keys deleted.
+pub fn delete(db: &Database, owner: &str, which: Doomed<'_>) -> Result<Vec<u64>, MemoryError> {
+    fn collect(
+        rows: impl Iterator<Item = duckdb::Result<String>>,
+    ) -> Result<Vec<u64>, MemoryError> {
+        let ids: Vec<String> = rows.collect::<Result<_, duckdb::Error>>()?;
+        Ok(ids.iter().filter_map(|id| key_of(id)).collect())
+    }
     db.with_writer(|conn| {
-        let mut n = 0;
-        for id in ids {
-            n += conn.execute("DELETE FROM conversation_vectors WHERE id = ?", params![id])?;
+        let get = |r: &duckdb::Row<'_>| r.get::<_, String>(0);
+        match which {
+            Doomed::Ids(ids) => {
+                let mut keys = Vec::new();
+                let mut stmt = conn.prepare(
+                    "DELETE FROM conversation_vectors WHERE owner = ? AND id = ? RETURNING id",
+                )?;
+                for id in ids {
+                    keys.extend(collect(stmt.query_map(params![owner, id], get)?)?);
+                }
+                Ok(keys)
+            }
+            Doomed::Session(s) => {
+                let mut stmt = conn.prepare(
+                    "DELETE FROM conversation_vectors WHERE owner = ? AND session_id = ? RETURNING id",
+                )?;
+                let keys = collect(stmt.query_map(params![owner, s], get)?)?;
+                Ok(keys)
+            }
+            Doomed::Before(ts) => {
+                let mut stmt = conn.prepare(
+                    "DELETE FROM conversation_vectors WHERE owner = ? AND ts < ? RETURNING id",
+                )?;
+                let keys = collect(stmt.query_map(params![owner, ts], get)?)?;
+                Ok(keys)
+            }
+            Doomed::All => {
+                let mut stmt = conn
+                    .prepare("DELETE FROM conversation_vectors WHERE owner = ? RETURNING id")?;
+                let keys = collect(stmt.query_map(params![owner], get)?)?;
+                Ok(keys)
+            }
         }
-        Ok(n)
     })
 }
 
-/// Rows, distinct sessions, first and last `ts`.
-pub fn summary(db: &Database) -> Result<(u64, u64, Option<i64>, Option<i64>), MemoryError> {
+/// An owner's rows, distinct sessions, first and last `ts`.
+pub fn summary(
+    db: &Database,
+    owner: &str,
+) -> Result<(u64, u64, Option<i64>, Option<i64>), MemoryError> {
     db.with_reader(|conn| {
         let (total, sessions, first, last) = conn.query_row(
-            "SELECT count(*), count(DISTINCT session_id), min(ts), max(ts) FROM conversation_vectors",
-            [],
+            "SELECT count(*), count(DISTINCT session_id), min(ts), max(ts) FROM conversation_vectors WHERE owner = ?",
+            params![owner],
             |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<i64>>(2)?, r.get::<_, Option<i64>>(3)?)),
         )?;
         Ok((total as u64, sessions as u64, first, last))
+    })
+}
+
+/// An owner's sessions with their row counts and first and last `ts`, latest first.
+pub fn sessions(db: &Database, owner: &str) -> Result<Vec<SessionInfo>, MemoryError> {
+    db.with_reader(|conn| {
+        let mut stmt = conn.prepare(
+            "SELECT session_id, count(*), min(ts), max(ts) FROM conversation_vectors
+             WHERE owner = ? AND session_id IS NOT NULL
+             GROUP BY session_id ORDER BY max(ts) DESC, session_id",
+        )?;
+        let rows = stmt
+            .query_map(params![owner], |r| {
+                Ok(SessionInfo {
+                    session_id: r.get(0)?,
+                    rows: r.get::<_, i64>(1)?.max(0) as u64,
+                    first_ts: r.get(2)?,
+                    last_ts: r.get(3)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
     })
 }
 

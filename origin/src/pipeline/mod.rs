@@ -54,11 +54,24 @@ pub enum Surface {
     Action,
 }
 
+/// Whose memory a request may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemoryAccess {
+    /// The caller's account, and how many rows it may keep (`None`: no limit).
+    Account {
+        owner: heady_shared::AccountId,
+        max_rows: Option<u64>,
+    },
+    /// Anonymous callers have no memory: nothing is recalled or stored.
+    Anonymous,
+}
+
 /// What the API hands the pipeline: the request as received, not yet validated.
 pub struct Inbound {
     pub surface: Surface,
     pub action: String,
     pub request_id: String,
+    pub memory: MemoryAccess,
     pub headers: HeaderMap,
     pub body: Bytes,
 }

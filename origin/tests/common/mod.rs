@@ -38,6 +38,17 @@ impl TestServer {
             .await
             .unwrap()
             .unwrap();
+        // Memory belongs to accounts: every server knows the key `owner_client()` sends (a
+        // restart in the same directory finds it stored already).
+        if let Err(e) = state.defense.keys.add(
+            OWNER_KEY,
+            OWNER_ACCOUNT,
+            heady_shared::Tier::Enterprise,
+            heady_shared::Classification::Internal,
+            0,
+        ) {
+            assert!(e.to_string().contains("already stored"), "{e}");
+        }
         let (tx, rx) = oneshot::channel::<()>();
         let st = state.clone();
         let task = tokio::spawn(async move {
@@ -82,6 +93,29 @@ impl TestServer {
         }
         self.dir
     }
+}
+
+/// The account `owner_client()` acts for, and its key (added to every test server).
+pub const OWNER_ACCOUNT: &str = "acct_aaaaaaaaaaaaaaaaaaaaaaaa";
+pub const OWNER_KEY: &str = "hk_1111111111111111111111111111111111111111111111111111111111111111";
+
+/// A client that sends `key` with every request.
+pub fn client_with(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// A client acting for `OWNER_ACCOUNT` (Enterprise, INTERNAL): memory needs an account.
+pub fn owner_client() -> reqwest::Client {
+    client_with(OWNER_KEY)
 }
 
 pub fn client() -> reqwest::Client {

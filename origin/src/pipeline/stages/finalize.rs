@@ -4,7 +4,7 @@
 
 use super::ingest::{turn_row, Ingested};
 use super::{Answered, Best};
-use crate::pipeline::{Inbound, Ledger, Pipeline};
+use crate::pipeline::{Inbound, Ledger, MemoryAccess, Pipeline};
 use crate::rt::blocking;
 use serde_json::{json, Value};
 
@@ -24,7 +24,10 @@ pub fn heady_object(
         "provider": provider,
         "plan": ledger.trace.plan,
         "attempts": ledger.attempts,
-        "memory": {"session_id": ingested.session_id, "recalled": ingested.recalled, "stored": ledger.stored},
+        "memory": match inbound.memory {
+            MemoryAccess::Account { .. } => json!({"enabled": true, "session_id": ingested.session_id, "recalled": ingested.recalled, "stored": ledger.stored}),
+            MemoryAccess::Anonymous => json!({"enabled": false, "reason": "anonymous"}),
+        },
         "stage_ms": ledger.trace.stage_ms(),
     })
 }
@@ -40,6 +43,9 @@ pub async fn remember(
     let Some(session) = ingested.session_id.clone() else {
         return;
     };
+    let MemoryAccess::Account { owner, max_rows } = &inbound.memory else {
+        return;
+    };
     if !p.config.memory.store || text.trim().is_empty() {
         return;
     }
@@ -53,10 +59,18 @@ pub async fn remember(
             return;
         }
     };
-    let row = turn_row("assistant", &text, embedding, &session, &inbound.request_id);
+    let row = turn_row(
+        owner,
+        "assistant",
+        &text,
+        embedding,
+        &session,
+        &inbound.request_id,
+    );
     let id = crate::memory::id_of(row.key);
     let memory = p.memory.clone();
-    match blocking(move || memory.insert_blocking(&[row])).await {
+    let max_rows = *max_rows;
+    match blocking(move || memory.insert_blocking(&[row], max_rows)).await {
         Ok(Ok(())) => ledger.stored.push(id),
         Ok(Err(e)) => {
             tracing::warn!(request_id = %inbound.request_id, error = %e, "could not store the answer in memory")

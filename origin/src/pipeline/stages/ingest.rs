@@ -5,9 +5,10 @@
 use super::entry::Entered;
 use super::Compensation;
 use crate::error::{Error, ErrorCode};
-use crate::memory::{id_of, new_key, NewRow};
-use crate::pipeline::{Inbound, Ledger, Pipeline, Surface};
+use crate::memory::{id_of, new_key, MemoryError, NewRow, Scope};
+use crate::pipeline::{Inbound, Ledger, MemoryAccess, Pipeline, Surface};
 use crate::rt::blocking;
+use heady_shared::AccountId;
 use heady_shared::{Route, Zone};
 use serde_json::{json, Map, Value};
 
@@ -261,7 +262,13 @@ pub async fn run(
         Surface::OpenAi => p.config.memory.v1_recall_top_k,
         _ => p.config.memory.recall_top_k,
     };
-    let use_memory = session.is_some() && (p.config.memory.store || recall_k > 0);
+    // Anonymous callers have no memory: their session id is kept for the answer only.
+    let (owner, max_rows) = match &inbound.memory {
+        MemoryAccess::Account { owner, max_rows } => (Some(owner), *max_rows),
+        MemoryAccess::Anonymous => (None, None),
+    };
+    let use_memory =
+        owner.is_some() && session.is_some() && (p.config.memory.store || recall_k > 0);
     let local_embedder = p.embedder.name() == "lexical";
     let mut embedding = None;
     if (use_memory || local_embedder) && !req.last_user_text.trim().is_empty() {
@@ -279,13 +286,15 @@ pub async fn run(
         .decide(action, embedding.as_deref())
         .map_err(|e| Error::new(ErrorCode::UnknownAction, e.to_string()))?;
     let mut recalled = 0;
-    if let (Some(s), Some(q)) = (&session, &embedding) {
+    if let (Some(owner), Some(s), Some(q)) = (owner, &session, &embedding) {
         if recall_k > 0 {
-            let (memory, q, s2) = (p.memory.clone(), q.clone(), s.clone());
-            let hits = blocking(move || memory.search_blocking(&q, recall_k, Some(&s2)))
-                .await?
-                .map_err(|e| Error::internal(format!("memory recall: {e}")))?
-                .0;
+            let (memory, q, s2, o) = (p.memory.clone(), q.clone(), s.clone(), owner.clone());
+            let hits = blocking(move || {
+                memory.search_blocking(&Scope::Owner(&o), &q, recall_k, Some(&s2))
+            })
+            .await?
+            .map_err(|e| Error::internal(format!("memory recall: {e}")))?
+            .0;
             if !hits.is_empty() {
                 let lines: Vec<String> = hits
                     .iter()
@@ -303,6 +312,7 @@ pub async fn run(
         }
         if p.config.memory.store && !req.last_user_text.trim().is_empty() {
             let row = turn_row(
+                owner,
                 "user",
                 &req.last_user_text,
                 q.clone(),
@@ -311,12 +321,18 @@ pub async fn run(
             );
             let id = id_of(row.key);
             let memory = p.memory.clone();
-            blocking(move || memory.insert_blocking(&[row]))
+            blocking(move || memory.insert_blocking(&[row], max_rows))
                 .await?
-                .map_err(|e| Error::internal(format!("memory write: {e}")))?;
-            ledger
-                .compensations
-                .push(Compensation::DeleteMemoryRows(vec![id.clone()]));
+                .map_err(|e| match e {
+                    MemoryError::Quota { .. } => {
+                        Error::forbidden(ErrorCode::QuotaExceeded, e.to_string())
+                    }
+                    e => Error::internal(format!("memory write: {e}")),
+                })?;
+            ledger.compensations.push(Compensation::DeleteMemoryRows {
+                owner: owner.clone(),
+                ids: vec![id.clone()],
+            });
             ledger.stored.push(id);
         }
     }
@@ -330,8 +346,9 @@ pub async fn run(
     })
 }
 
-/// A conversation turn as a memory row.
+/// A conversation turn as a memory row of `owner`.
 pub fn turn_row(
+    owner: &AccountId,
     role: &str,
     content: &str,
     embedding: Vec<f32>,
@@ -343,6 +360,7 @@ pub fn turn_row(
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
     NewRow {
+        owner: owner.clone(),
         key: new_key(),
         ts,
         role: role.to_string(),

@@ -96,8 +96,11 @@ pub struct Attempt {
 /// Undo actions for side effects of a request that may still fail.
 #[derive(Debug, Clone)]
 pub enum Compensation {
-    /// Memory rows written for this request.
-    DeleteMemoryRows(Vec<String>),
+    /// Memory rows written for this request, in its caller's account.
+    DeleteMemoryRows {
+        owner: heady_shared::AccountId,
+        ids: Vec<String>,
+    },
 }
 
 /// The best whole answer so far: which attempt gave it, and its critique score.

@@ -6,6 +6,7 @@ use super::execute::{all_failed, Call, Executed};
 use super::plan::Planned;
 use super::{Attempt, Compensation};
 use crate::error::{Error, ErrorCode};
+use crate::memory::Doomed;
 use crate::pipeline::admission::Permit;
 use crate::pipeline::metrics::{CallLabels, ProviderLabels};
 use crate::pipeline::stream::StreamEnd;
@@ -146,10 +147,10 @@ pub fn record_stream_end(p: &Pipeline, attempts: &mut [Attempt], end: &StreamEnd
 pub async fn compensate(p: &Pipeline, inbound: &Inbound, ledger: &mut Ledger) {
     for c in std::mem::take(&mut ledger.compensations) {
         match c {
-            Compensation::DeleteMemoryRows(ids) => {
+            Compensation::DeleteMemoryRows { owner, ids } => {
                 let memory = p.memory.clone();
                 let n = ids.len();
-                let r = blocking(move || memory.delete_blocking(&ids)).await;
+                let r = blocking(move || memory.delete_blocking(&owner, Doomed::Ids(&ids))).await;
                 p.metrics.compensations.inc();
                 match r {
                     Ok(Ok(deleted)) => {
