@@ -159,3 +159,62 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
+
+/// A fresh database on the local PostgreSQL server (127.0.0.1:5432, user postgres, trust
+/// auth), dropped with everything in it on drop. A missing server fails the test: the machine
+/// has one.
+pub struct FreshPg {
+    pub name: String,
+}
+
+const PG_ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
+
+async fn pg_admin(sql: String) {
+    let (client, conn) = tokio_postgres::connect(PG_ADMIN, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth)");
+    let task = tokio::spawn(conn);
+    client.batch_execute(&sql).await.unwrap();
+    drop(client);
+    let _ = task.await;
+}
+
+impl FreshPg {
+    pub async fn create() -> FreshPg {
+        let name = format!("heady_test_{:012x}", rand::random::<u64>() >> 16);
+        pg_admin(format!("CREATE DATABASE {name}")).await;
+        FreshPg { name }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+
+    pub fn database_url(&self) -> heady_origin::config::DatabaseUrl {
+        heady_origin::config::DatabaseUrl::parse(&self.url()).unwrap()
+    }
+}
+
+impl Drop for FreshPg {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Drop may run inside a runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(pg_admin(sql))
+        })
+        .join();
+    }
+}
+
+/// A free TCP port on loopback (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
