@@ -7,10 +7,10 @@
 //! the pipeline learned, close memory (stop the indexer, persist the index), then close the
 //! database (stop the checkpointer, fold the WAL into the file).
 
+use crate::accounts::AccountStore;
 use crate::conductor::Conductor;
 use crate::config::Config;
 use crate::db::{Database, DbConfig};
-use crate::defense::keys::KeyStore;
 use crate::defense::Defense;
 use crate::lifecycle::Background;
 use crate::memory::embedder::{self, Embedder};
@@ -24,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 pub struct App {
     pub config: Config,
-    /// The DuckDB file memory, keys and the pattern engine keep their tables in.
+    /// The DuckDB file memory, accounts (unless `database_url`) and the pattern engine keep
+    /// their tables in.
     pub db: Database,
     pub memory: Arc<MemoryStore>,
     pub embedder: Arc<dyn Embedder>,
@@ -78,13 +79,22 @@ impl App {
             None => None,
         };
         let metrics = Arc::new(metrics);
-        let keys = KeyStore::open(
-            db.clone(),
-            Duration::from_secs(config.defense.key_cache_secs),
-        )?;
+        let accounts = Arc::new(
+            AccountStore::open(
+                config.database_url.as_ref(),
+                Some(db.clone()),
+                Duration::from_secs(config.defense.key_cache_secs),
+                redis.clone(),
+                Duration::from_secs(5),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
+        if let Some(r) = &redis {
+            crate::accounts::broadcast::subscribe(accounts.clone(), r.clone(), &background);
+        }
         let defense = Arc::new(Defense::new(
             &config.defense,
-            keys,
+            accounts,
             redis.clone(),
             metrics.clone(),
             background.clone(),

@@ -30,6 +30,13 @@ pub struct DefenseLabels {
     pub tier: &'static str,
 }
 
+/// Labels of the failed-authentication counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailedAuthLabels {
+    /// failed (a bad key counted), refused (429 before lookup)
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<HttpLabels, Counter>,
@@ -43,6 +50,7 @@ pub struct Metrics {
     pub limiter_degraded: Gauge,
     pub defense: Family<DefenseLabels, Counter>,
     pub bans_imposed: Counter,
+    pub failed_auth: Family<FailedAuthLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -119,8 +127,15 @@ impl Default for Metrics {
             "Subjects banned by the abuse rule",
             bans_imposed.clone(),
         );
+        let failed_auth = Family::<FailedAuthLabels, Counter>::default();
+        registry.register(
+            "heady_failed_auth",
+            "Bad API keys counted per client address, and requests refused for too many",
+            failed_auth.clone(),
+        );
         Metrics {
             registry,
+            failed_auth,
             limiter_degraded,
             defense,
             bans_imposed,
