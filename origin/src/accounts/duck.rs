@@ -257,9 +257,12 @@ impl DuckAccounts {
     }
 }
 
+/// id, hash, user, tier, clearance, created, revoked.
+type LegacyRow = (String, String, String, String, String, i64, Option<i64>);
+
 /// `api_keys` (one row per key with its user's tier and clearance) -> accounts + keys.
 fn migrate_api_keys(conn: &duckdb::Connection, now_secs: i64) -> Result<(), AccountError> {
-    let rows: Vec<(String, String, String, String, String, i64, Option<i64>)> = {
+    let rows: Vec<LegacyRow> = {
         let mut stmt = conn.prepare(
             "SELECT id, hash, user_id, tier, clearance, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
         )?;
