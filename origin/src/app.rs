@@ -7,15 +7,14 @@
 //! the pipeline learned, close memory (stop the indexer, persist the index), then close the
 //! database (stop the checkpointer, fold the WAL into the file).
 
+use crate::accounts::AccountStore;
 use crate::conductor::Conductor;
 use crate::config::Config;
 use crate::db::{Database, DbConfig};
-use crate::defense::keys::KeyStore;
 use crate::defense::Defense;
 use crate::lifecycle::Background;
 use crate::memory::embedder::{self, Embedder};
-use crate::memory::retention::TierOf;
-use crate::memory::{provisional_account, MemoryStore};
+use crate::memory::MemoryStore;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::redis::{Redis, RedisError};
@@ -25,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 pub struct App {
     pub config: Config,
-    /// The DuckDB file memory, keys and the pattern engine keep their tables in.
+    /// The DuckDB file memory, accounts (unless `database_url`) and the pattern engine keep
+    /// their tables in.
     pub db: Database,
     pub memory: Arc<MemoryStore>,
     pub embedder: Arc<dyn Embedder>,
@@ -51,10 +51,41 @@ impl App {
             &DbConfig::from(&config.memory),
             storage.child_token(),
         )?;
+        let redis = match &config.redis_url {
+            Some(url) => Some(Arc::new(Redis::open(
+                url.as_str(),
+                Duration::from_millis(config.defense.redis_timeout_ms),
+            )?)),
+            None => None,
+        };
+        let accounts = Arc::new(
+            AccountStore::open(
+                config.database_url.as_ref(),
+                Some(db.clone()),
+                Duration::from_secs(config.defense.key_cache_secs),
+                redis.clone(),
+                Duration::from_secs(5),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
+        if let Some(r) = &redis {
+            crate::accounts::broadcast::subscribe(accounts.clone(), r.clone(), &background);
+        }
+        // Rows stored before memory had owners belong to the account named `legacy`.
+        let (legacy, _) = accounts
+            .ensure_account_blocking(
+                heady_shared::account::LEGACY_ACCOUNT_NAME,
+                // Enterprise keeps rows for ever by default (`memory.retention_days`); the
+                // account has no keys, so its tier grants nothing else.
+                heady_shared::Tier::Enterprise,
+                heady_shared::Classification::Public,
+                crate::accounts::now_secs(),
+            )
+            .map_err(|e| anyhow::anyhow!("the legacy account: {e}"))?;
         let memory = Arc::new(MemoryStore::open(
             db.clone(),
             &config.memory,
-            &legacy_owner(),
+            &legacy.id,
             storage.child_token(),
         )?);
         memory.start_indexer()?;
@@ -72,21 +103,10 @@ impl App {
             },
             &mut metrics.registry,
         );
-        let redis = match &config.redis_url {
-            Some(url) => Some(Arc::new(Redis::open(
-                url.as_str(),
-                Duration::from_millis(config.defense.redis_timeout_ms),
-            )?)),
-            None => None,
-        };
         let metrics = Arc::new(metrics);
-        let keys = KeyStore::open(
-            db.clone(),
-            Duration::from_secs(config.defense.key_cache_secs),
-        )?;
         let defense = Arc::new(Defense::new(
             &config.defense,
-            keys,
+            accounts,
             redis.clone(),
             metrics.clone(),
             background.clone(),
@@ -121,7 +141,7 @@ impl App {
                 self.memory.clone(),
                 self.config.memory.retention_days,
                 Duration::from_secs(self.config.memory.sweep_interval_secs),
-                self.owner_tiers(),
+                self.account_tiers(),
                 self.background.token(),
             ),
         );
@@ -131,25 +151,22 @@ impl App {
         Ok(())
     }
 
-    /// The tier of a memory owner, for the retention sweeper: the best tier among the
-    /// unrevoked keys that act for it. The accounts store, which keeps each account's tier,
-    /// replaces this.
-    pub fn owner_tiers(self: &Arc<Self>) -> TierOf {
+    /// Every account's tier, for the retention sweeper (`None` when the store does not
+    /// answer: that sweep is skipped).
+    pub fn account_tiers(self: &Arc<Self>) -> crate::memory::retention::Tiers {
         let app = Arc::downgrade(self);
-        Arc::new(move |owner| {
-            let app = app.upgrade()?;
-            let keys = match app.defense.keys.list() {
-                Ok(k) => k,
-                Err(e) => {
-                    tracing::warn!(error = %e, "retention: could not list keys; keeping rows");
-                    return None;
+        Arc::new(move || {
+            let app = app.clone();
+            Box::pin(async move {
+                let app = app.upgrade()?;
+                match app.defense.accounts.accounts().await {
+                    Ok(all) => Some(all.into_iter().map(|a| (a.id, a.tier)).collect()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "retention: could not list accounts; keeping rows");
+                        None
+                    }
                 }
-            };
-            keys.iter()
-                .filter(|k| k.revoked_at.is_none())
-                .filter(|k| k.user == owner.as_str() || provisional_account(&k.user) == *owner)
-                .map(|k| k.tier)
-                .max()
+            })
         })
     }
 
@@ -181,11 +198,4 @@ impl App {
         tracing::info!("index persisted and database checkpointed; bye");
         Ok(())
     }
-}
-
-/// The account that rows stored before memory had owners belong to (the account named
-/// `heady_shared::account::LEGACY_ACCOUNT_NAME`). Until the accounts store lands it is the
-/// provisional id of that name; the accounts store supplies the real account's id instead.
-pub fn legacy_owner() -> heady_shared::AccountId {
-    provisional_account(heady_shared::account::LEGACY_ACCOUNT_NAME)
 }

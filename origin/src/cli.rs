@@ -1,8 +1,9 @@
 //! The `heady-origin` command line.
 
+use crate::accounts::AccountChange;
 use crate::app::App;
 use crate::config::{heady_env, Config, LogFormat, Overrides};
-use crate::defense::admin::{AdminOp, AdminReply};
+use crate::defense::admin::{AdminOp, AdminReply, KeySpec};
 use crate::http;
 use clap::{Parser, Subcommand};
 use heady_shared::{Classification, Tier};
@@ -51,7 +52,14 @@ pub enum Command {
     /// Cloudflare Tunnel config: render it from deploy/properties.toml, validate one, match a URL.
     #[command(subcommand)]
     Tunnel(tunnel::TunnelCommand),
-    /// API keys: create (prints the key once), list, revoke.
+    /// Accounts: create, list, show, set-tier, disable, enable.
+    Accounts {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
+    /// API keys: create (prints the key once), add, list, revoke.
     Keys {
         #[command(flatten)]
         target: AdminTarget,
@@ -70,7 +78,7 @@ pub enum Command {
 /// Which daemon (or database) an operator command acts on.
 #[derive(Debug, clap::Args)]
 pub struct AdminTarget {
-    /// The daemon's TOML config (finds data_dir, admin_socket and redis_url).
+    /// The daemon's TOML config (finds data_dir, admin_socket, database_url and redis_url).
     #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// The daemon's data directory.
@@ -79,12 +87,12 @@ pub struct AdminTarget {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum KeysCommand {
-    /// Mint a key. The key is printed once on stdout; only its hash is stored.
+pub enum AccountsCommand {
+    /// Create an account.
     Create {
-        /// The user the key belongs to (letters, digits, . _ @ -).
+        /// Unique name (letters, digits, . _ @ -).
         #[arg(long, value_parser = parse_user)]
-        user: String,
+        name: String,
         /// free, pro or enterprise.
         #[arg(long, default_value = "free", value_parser = parse_tier)]
         tier: Tier,
@@ -92,26 +100,117 @@ pub enum KeysCommand {
         #[arg(long, default_value = "public", value_parser = parse_clearance)]
         clearance: Classification,
     },
-    /// Store an existing key (made by `keys create` on another origin sharing the same Redis).
-    Add {
-        /// The key, hk_ + 64 hex digits. Prefer HEADY_API_KEY in the environment to keep it
-        /// out of shell history.
-        #[arg(long, env = "HEADY_API_KEY", hide_env_values = true)]
-        key: String,
-        #[arg(long, value_parser = parse_user)]
-        user: String,
-        #[arg(long, default_value = "free", value_parser = parse_tier)]
+    /// List accounts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One account (by id or name) with its keys.
+    Show {
+        #[arg(value_name = "ACCOUNT")]
+        account: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an account's tier.
+    SetTier {
+        #[arg(value_name = "ACCOUNT")]
+        account: String,
+        #[arg(value_name = "TIER", value_parser = parse_tier)]
         tier: Tier,
-        #[arg(long, default_value = "public", value_parser = parse_clearance)]
+    },
+    /// Change an account's clearance.
+    SetClearance {
+        #[arg(value_name = "ACCOUNT")]
+        account: String,
+        #[arg(value_name = "CLEARANCE", value_parser = parse_clearance)]
         clearance: Classification,
+    },
+    /// Disable an account: its keys get 401 account_disabled.
+    Disable {
+        #[arg(value_name = "ACCOUNT")]
+        account: String,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        #[arg(value_name = "ACCOUNT")]
+        account: String,
+    },
+}
+
+/// Whose key, and what it may do.
+#[derive(Debug, clap::Args)]
+pub struct KeyArgs {
+    /// The account (id or name) the key belongs to.
+    #[arg(
+        long,
+        value_name = "ACCOUNT",
+        conflicts_with = "user",
+        required_unless_present = "user"
+    )]
+    account: Option<String>,
+    /// Instead of --account: the account of this name, created with --tier and --clearance
+    /// when there is none.
+    #[arg(long, value_parser = parse_user)]
+    user: Option<String>,
+    /// free, pro or enterprise (with --user, for a new account).
+    #[arg(long, default_value = "free", value_parser = parse_tier)]
+    tier: Tier,
+    /// public, internal, proprietary or restricted (with --user, for a new account).
+    #[arg(long, default_value = "public", value_parser = parse_clearance)]
+    clearance: Classification,
+    /// Expiry: 30d, 12h, 90m, 3600s, or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN")]
+    expires: Option<String>,
+    /// The only models the key may use, comma-separated (the first is the default).
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    models: Option<Vec<String>>,
+    /// A note for operators.
+    #[arg(long)]
+    label: Option<String>,
+}
+
+impl KeyArgs {
+    fn spec(self) -> KeySpec {
+        KeySpec {
+            account: self.account,
+            user: self.user,
+            tier: self.tier,
+            clearance: self.clearance,
+            label: self.label,
+            expires: self.expires,
+            models: self.models,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Mint a key. The key is printed once on stdout; only its hash is stored.
+    Create {
+        #[command(flatten)]
+        args: KeyArgs,
+    },
+    /// Store an existing key (made on another origin that keeps its own DuckDB). The secret is
+    /// read from standard input, or from --key-file; never from the command line.
+    Add {
+        /// A file holding the key (hk_ + 64 hex digits).
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+        #[command(flatten)]
+        args: KeyArgs,
     },
     /// List keys (never the secrets).
     List {
+        /// Only this account's (id or name).
+        #[arg(long, value_name = "ACCOUNT")]
+        account: Option<String>,
         /// One JSON document instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a key by its id (from `keys list`); takes effect within defense.key_cache_secs.
+    /// Revoke a key by its id (from `keys list`); with Redis every origin refuses it at once,
+    /// without, within defense.key_cache_secs.
     Revoke {
         #[arg(value_name = "ID")]
         id: String,
@@ -133,9 +232,35 @@ pub enum BansCommand {
 }
 
 fn parse_user(s: &str) -> Result<String, String> {
-    crate::defense::keys::check_user(s)
+    heady_shared::subject::UserName::new(s)
         .map(|_| s.to_string())
         .map_err(|e| e.to_string())
+}
+
+/// The key for `keys add`: the first line of `file`, or of standard input.
+fn read_secret(file: Option<&std::path::Path>) -> Result<String, String> {
+    use std::io::Read;
+    let text = match file {
+        Some(f) => {
+            std::fs::read_to_string(f).map_err(|e| format!("--key-file {}: {e}", f.display()))?
+        }
+        None => {
+            let mut t = String::new();
+            std::io::stdin()
+                .take(4096)
+                .read_to_string(&mut t)
+                .map_err(|e| format!("reading the key from standard input: {e}"))?;
+            t
+        }
+    };
+    let key = text.lines().next().unwrap_or("").trim().to_string();
+    if !crate::accounts::well_formed(&key) {
+        return Err(format!(
+            "{}: expected a key (hk_ followed by 64 lowercase hex digits)",
+            file.map_or("standard input".to_string(), |f| f.display().to_string())
+        ));
+    }
+    Ok(key)
 }
 
 fn parse_tier(s: &str) -> Result<Tier, String> {
@@ -199,35 +324,83 @@ pub fn run(cli: Cli) -> i32 {
             }
         }
         Command::Tunnel(cmd) => tunnel::run(cmd),
+        Command::Accounts { target, command } => {
+            let update = |account, change| AdminOp::UpdateAccount { account, change };
+            let (op, json) = match command {
+                AccountsCommand::Create {
+                    name,
+                    tier,
+                    clearance,
+                } => (
+                    AdminOp::CreateAccount {
+                        name,
+                        tier,
+                        clearance,
+                    },
+                    false,
+                ),
+                AccountsCommand::List { json } => (AdminOp::ListAccounts, json),
+                AccountsCommand::Show { account, json } => (AdminOp::ShowAccount { account }, json),
+                AccountsCommand::SetTier { account, tier } => (
+                    update(
+                        account,
+                        AccountChange {
+                            tier: Some(tier),
+                            ..Default::default()
+                        },
+                    ),
+                    false,
+                ),
+                AccountsCommand::SetClearance { account, clearance } => (
+                    update(
+                        account,
+                        AccountChange {
+                            clearance: Some(clearance),
+                            ..Default::default()
+                        },
+                    ),
+                    false,
+                ),
+                AccountsCommand::Disable { account } => (
+                    update(
+                        account,
+                        AccountChange {
+                            status: Some(heady_shared::AccountStatus::Disabled),
+                            ..Default::default()
+                        },
+                    ),
+                    false,
+                ),
+                AccountsCommand::Enable { account } => (
+                    update(
+                        account,
+                        AccountChange {
+                            status: Some(heady_shared::AccountStatus::Active),
+                            ..Default::default()
+                        },
+                    ),
+                    false,
+                ),
+            };
+            admin(target, op, json)
+        }
         Command::Keys { target, command } => {
             let (op, json) = match command {
-                KeysCommand::Create {
-                    user,
-                    tier,
-                    clearance,
-                } => (
-                    AdminOp::CreateKey {
-                        user,
-                        tier,
-                        clearance,
-                    },
-                    false,
-                ),
-                KeysCommand::Add {
-                    key,
-                    user,
-                    tier,
-                    clearance,
-                } => (
-                    AdminOp::AddKey {
-                        key,
-                        user,
-                        tier,
-                        clearance,
-                    },
-                    false,
-                ),
-                KeysCommand::List { json } => (AdminOp::ListKeys, json),
+                KeysCommand::Create { args } => (AdminOp::CreateKey(args.spec()), false),
+                KeysCommand::Add { key_file, args } => match read_secret(key_file.as_deref()) {
+                    Ok(key) => (
+                        AdminOp::AddKey {
+                            key,
+                            spec: args.spec(),
+                        },
+                        false,
+                    ),
+                    Err(e) => {
+                        eprintln!("heady-origin: {e}");
+                        return 2;
+                    }
+                },
+                KeysCommand::List { account, json } => (AdminOp::ListKeys { account }, json),
                 KeysCommand::Revoke { id } => (AdminOp::RevokeKey { id }, false),
             };
             admin(target, op, json)
@@ -331,7 +504,7 @@ fn admin(target: AdminTarget, op: AdminOp, json: bool) -> i32 {
                 return Ok(reply);
             }
         }
-        let defense = open_defense(&cfg)?;
+        let defense = open_defense(&cfg).await?;
         Ok::<_, anyhow::Error>(crate::defense::admin::execute(&defense, op).await)
     });
     match reply {
@@ -343,22 +516,26 @@ fn admin(target: AdminTarget, op: AdminOp, json: bool) -> i32 {
     }
 }
 
-/// The defense pieces of a stopped daemon: its database's key table and its Redis.
-fn open_defense(cfg: &Config) -> anyhow::Result<std::sync::Arc<crate::defense::Defense>> {
+/// The defense pieces of a stopped daemon: its account store (its DuckDB file, or the
+/// PostgreSQL database) and its Redis.
+async fn open_defense(cfg: &Config) -> anyhow::Result<std::sync::Arc<crate::defense::Defense>> {
     use crate::db::{Database, DbConfig, DbError};
-    let db = Database::open(
-        &cfg.data_dir,
-        &DbConfig::from(&cfg.memory),
-        Default::default(),
-    )
-    .map_err(|e| match e {
-        e @ DbError::Open { .. } => anyhow::anyhow!(
-            "{e} (a running heady-origin holds this file; reach it through its admin socket)"
+    let db = match &cfg.database_url {
+        Some(_) => None,
+        None => Some(
+            Database::open(
+                &cfg.data_dir,
+                &DbConfig::from(&cfg.memory),
+                Default::default(),
+            )
+            .map_err(|e| match e {
+                e @ DbError::Open { .. } => anyhow::anyhow!(
+                    "{e} (a running heady-origin holds this file; reach it through its admin socket)"
+                ),
+                e => e.into(),
+            })?,
         ),
-        e => e.into(),
-    })?;
-    let keys =
-        crate::defense::keys::KeyStore::open(db, Duration::from_secs(cfg.defense.key_cache_secs))?;
+    };
     let redis = match &cfg.redis_url {
         Some(url) => Some(std::sync::Arc::new(crate::redis::Redis::open(
             url.as_str(),
@@ -366,9 +543,18 @@ fn open_defense(cfg: &Config) -> anyhow::Result<std::sync::Arc<crate::defense::D
         )?)),
         None => None,
     };
+    let accounts = crate::accounts::AccountStore::connect(
+        cfg.database_url.as_ref(),
+        db,
+        Duration::from_secs(cfg.defense.key_cache_secs),
+        redis.clone(),
+        Duration::from_secs(5),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(std::sync::Arc::new(crate::defense::Defense::new(
         &cfg.defense,
-        keys,
+        std::sync::Arc::new(accounts),
         redis,
         std::sync::Arc::new(crate::metrics::Metrics::default()),
         crate::lifecycle::Background::new(),
@@ -393,42 +579,72 @@ fn print_reply(reply: AdminReply, json: bool) -> i32 {
         };
     }
     let when = |secs: i64| secs.to_string();
+    let print_keys = |keys: &[crate::accounts::KeyRecord]| {
+        println!(
+            "{:<16}  {:<29}  {:<10}  {:<10}  {:<10}  {:<16}  LABEL",
+            "ID", "ACCOUNT", "CREATED", "EXPIRES", "REVOKED", "MODELS"
+        );
+        for k in keys {
+            println!(
+                "{:<16}  {:<29}  {:<10}  {:<10}  {:<10}  {:<16}  {}",
+                k.id,
+                k.account_id,
+                when(k.created_at),
+                k.expires_at.map(when).unwrap_or_else(|| "-".into()),
+                k.revoked_at.map(when).unwrap_or_else(|| "-".into()),
+                k.models
+                    .as_ref()
+                    .map(|m| m.join(","))
+                    .unwrap_or_else(|| "*".into()),
+                k.label.as_deref().unwrap_or("")
+            );
+        }
+    };
+    let print_accounts = |accounts: &[crate::accounts::Account]| {
+        println!(
+            "{:<29}  {:<24}  {:<10}  {:<11}  {:<8}  CREATED",
+            "ID", "NAME", "TIER", "CLEARANCE", "STATUS"
+        );
+        for a in accounts {
+            println!(
+                "{:<29}  {:<24}  {:<10}  {:<11}  {:<8}  {}",
+                a.id, a.name, a.tier, a.clearance, a.status, a.created_at
+            );
+        }
+    };
     match reply {
-        AdminReply::Created(k) => {
-            println!("{}", k.key);
+        AdminReply::Created { key, account } => {
+            println!("{}", key.key);
             eprintln!(
-                "created key {} for user {} (tier {}, clearance {}). The key above is shown once; only its hash is stored.",
-                k.record.id, k.record.user, k.record.tier, k.record.clearance
+                "created key {} for account {} ({}, tier {}, clearance {}). The key above is shown once; only its hash is stored.",
+                key.record.id, account.id, account.name, account.tier, account.clearance
             );
             0
         }
         AdminReply::Added(k) => {
-            println!(
-                "added key {} for user {} (tier {}, clearance {})",
-                k.id, k.user, k.tier, k.clearance
-            );
+            println!("added key {} for account {}", k.id, k.account_id);
             0
         }
         AdminReply::Keys(keys) => {
-            println!(
-                "{:<16}  {:<24}  {:<10}  {:<11}  {:<10}  REVOKED",
-                "ID", "USER", "TIER", "CLEARANCE", "CREATED"
-            );
-            for k in keys {
-                println!(
-                    "{:<16}  {:<24}  {:<10}  {:<11}  {:<10}  {}",
-                    k.id,
-                    k.user,
-                    k.tier,
-                    k.clearance,
-                    when(k.created_at),
-                    k.revoked_at.map(when).unwrap_or_else(|| "-".into())
-                );
-            }
+            print_keys(&keys);
             0
         }
         AdminReply::Revoked(k) => {
-            println!("revoked {} (user {})", k.id, k.user);
+            println!("revoked {} (account {})", k.id, k.account_id);
+            0
+        }
+        AdminReply::Account(a) => {
+            print_accounts(std::slice::from_ref(&a));
+            0
+        }
+        AdminReply::Accounts(accounts) => {
+            print_accounts(&accounts);
+            0
+        }
+        AdminReply::AccountKeys { account, keys } => {
+            print_accounts(std::slice::from_ref(&account));
+            println!();
+            print_keys(&keys);
             0
         }
         AdminReply::Bans(bans) => {

@@ -14,6 +14,7 @@ mod reference;
 pub use crate::settings::ConfigError;
 pub(crate) use crate::settings::{in_range, invalid};
 
+pub use crate::accounts::config::DatabaseUrl;
 pub use crate::conductor::config::ConductorConfig;
 pub use crate::defense::config::{DefenseConfig, Secret};
 pub use crate::memory::config::{MemoryConfig, Quantization};
@@ -37,6 +38,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Optional Redis (exact limiter, bans); `/ready` checks it when set.
     pub redis_url: Option<RedisUrl>,
+    /// Optional PostgreSQL for accounts and keys, shared by every origin; unset: the DuckDB
+    /// file holds them.
+    pub database_url: Option<DatabaseUrl>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     pub log_format: LogFormat,
@@ -56,6 +60,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
             redis_url: None,
+            database_url: None,
             max_body_bytes: 1024 * 1024,
             log_format: LogFormat::Text,
             http: HttpConfig::default(),
@@ -228,6 +233,7 @@ const KEYS: &[KeyDoc] = &[
     KeyDoc::new("listen", Ty::Str, "HTTP listen address (`--listen` overrides)"),
     KeyDoc::new("data_dir", Ty::Str, "directory of the DuckDB file `heady.duckdb` and the persisted index `hnsw.usearch` (`--data-dir` overrides)"),
     KeyDoc::new("redis_url", Ty::Str, "Redis (`redis://`, `rediss://` or `unix://`) for the exact limiter, bans and edge nonces, shared by every origin; `/ready` checks it; unset: they live in this process"),
+    KeyDoc::new("database_url", Ty::Str, "PostgreSQL (`postgres://user:password@host:5432/db`) for accounts and API keys, shared by every origin; schema migrations run at start; unset: they live in the DuckDB file; the password is never printed"),
     KeyDoc::new("max_body_bytes", Ty::Int, "larger request bodies get 413 (1 KiB - 64 MiB)"),
     KeyDoc::new("log_format", Ty::Str, "`text` or `json` (the level is `HEADY_LOG`, e.g. `info,heady_origin=debug`)"),
 ];
@@ -568,5 +574,32 @@ mod tests {
         );
         let e = err_of(None, &[("HEADY_REDIS_URL", "http://:hunter2-pw@x")]);
         assert!(!e.contains("hunter2"), "{e}");
+        let c = load_with(
+            None,
+            &[(
+                "HEADY_DATABASE_URL",
+                "postgres://heady:hunter2-pw@127.0.0.1/heady",
+            )],
+            Overrides::default(),
+        )
+        .unwrap();
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let e = err_of(
+            None,
+            &[("HEADY_DATABASE_URL", "mysql://root:hunter2-pw@x/db")],
+        );
+        assert!(
+            e.starts_with("HEADY_DATABASE_URL:") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = err_of(
+            Some("database_url = \"postgres://u:hunter2-pw@h:port/db\""),
+            &[],
+        );
+        assert!(
+            e.starts_with("database_url:") && !e.contains("hunter2"),
+            "{e}"
+        );
     }
 }

@@ -7,12 +7,13 @@
 //! http                         server, bodies, routes table, the one place errors become responses
 //! api                          one file per resource: decode -> call the domain -> render a Reply
 //! app                          App: the parts, their background tasks, the shutdown order
-//! domain                       conductor, pipeline, providers, memory, defense
+//! domain                       conductor, pipeline, providers, memory, defense, accounts
 //! infrastructure               redis, lifecycle, metrics, config, error, rt, sys
 //! ```
 
 #![deny(unsafe_code)]
 
+pub mod accounts;
 pub mod api;
 pub mod app;
 pub mod cli;

@@ -30,6 +30,13 @@ pub struct DefenseLabels {
     pub tier: &'static str,
 }
 
+/// Labels of the failed-authentication counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailedAuthLabels {
+    /// failed (a bad key counted), refused (429 before lookup)
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<HttpLabels, Counter>,
@@ -44,6 +51,7 @@ pub struct Metrics {
     pub nonces_degraded: Gauge,
     pub defense: Family<DefenseLabels, Counter>,
     pub bans_imposed: Counter,
+    pub failed_auth: Family<FailedAuthLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -126,8 +134,15 @@ impl Default for Metrics {
             "Subjects banned by the abuse rule",
             bans_imposed.clone(),
         );
+        let failed_auth = Family::<FailedAuthLabels, Counter>::default();
+        registry.register(
+            "heady_failed_auth",
+            "Bad API keys counted per client address, and requests refused for too many",
+            failed_auth.clone(),
+        );
         Metrics {
             registry,
+            failed_auth,
             limiter_degraded,
             nonces_degraded,
             defense,

@@ -106,6 +106,14 @@ impl Redis {
         }
     }
 
+    /// A connection of its own for SUBSCRIBE (a subscribed connection can do nothing else).
+    pub async fn pubsub(&self) -> Result<::redis::aio::PubSub, RedisError> {
+        tokio::time::timeout(self.timeout * 2, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| RedisError::ConnectTimeout)?
+            .map_err(|e| RedisError::Connect(e.to_string()))
+    }
+
     /// PING; a failure drops the connection so the next call starts afresh.
     pub async fn ping(&self) -> Result<(), RedisError> {
         let r = self

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{client, RedisServer, TestServer};
+use common::{client, FreshPg, RedisServer, TestServer};
 use heady_origin::defense::limiter::RateLimiter;
 use heady_shared::limiter::{BanPolicy, LimitOutcome};
 use heady_shared::sliding_log::{LogPolicy, LogState};
@@ -26,11 +26,16 @@ fn redis_url_of(url: &str) -> heady_origin::config::RedisUrl {
     heady_origin::config::RedisUrl::parse(url).unwrap()
 }
 
-fn key(s: &TestServer, user: &str, tier: Tier, clearance: Classification) -> String {
-    s.state
-        .defense
-        .keys
-        .create(user, tier, clearance, 0)
+/// A key for the account named `user` (created with `tier` and `clearance`).
+async fn key(s: &TestServer, user: &str, tier: Tier, clearance: Classification) -> String {
+    let store = &s.state.defense.accounts;
+    let (a, _) = store
+        .ensure_account(user, tier, clearance, 0)
+        .await
+        .unwrap();
+    store
+        .create_key(&a.id, Default::default(), 0)
+        .await
         .unwrap()
         .key
 }
@@ -68,7 +73,7 @@ async fn walking_every_route_without_credentials_only_public_ones_answer() {
     for (method, path, policy) in routes {
         let body = (method == http::Method::POST).then(|| json!({}));
         let (st, _, v) = call(method.as_str(), &s.url(path), None, body).await;
-        if policy.class == Classification::Public {
+        if policy.class == Classification::Public && !policy.keyed {
             assert!(
                 st != 401 && st != 403,
                 "{method} {path} is PUBLIC but answered {st} {v}"
@@ -88,15 +93,23 @@ async fn walking_every_route_without_credentials_only_public_ones_answer() {
 #[tokio::test]
 async fn keys_clearance_and_tier_gating() {
     let s = defended(|_| {}).await;
-    let free = key(&s, "fran", Tier::Free, Classification::Internal);
-    let pro = key(&s, "pat", Tier::Pro, Classification::Internal);
-    let pro_public = key(&s, "pia", Tier::Pro, Classification::Public);
+    let free = key(&s, "fran", Tier::Free, Classification::Internal).await;
+    let pro = key(&s, "pat", Tier::Pro, Classification::Internal).await;
+    let pro_public = key(&s, "pia", Tier::Pro, Classification::Public).await;
     let insert = json!({"content": "hello there", "session_id": "s1"});
     let search = json!({"text": "hello", "top_k": 3});
 
     let (st, _, v) = call("GET", &s.url("/api/identity"), Some(&pro), None).await;
     assert_eq!(st, 200, "{v}");
-    assert_eq!(v["subject"], "user:pat");
+    let pat = s
+        .state
+        .defense
+        .accounts
+        .account_by_name("pat")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v["subject"], format!("user:{}", pat.id));
     assert_eq!(v["tier"], "pro");
     assert_eq!(v["clearance"], "internal");
 
@@ -147,17 +160,10 @@ async fn keys_clearance_and_tier_gating() {
         let v: Value = r.json().await.unwrap();
         assert_eq!(code(&v), want, "{auth}: {v}");
     }
-    let id = s
-        .state
-        .defense
-        .keys
-        .list()
-        .unwrap()
-        .into_iter()
-        .find(|k| k.user == "pat")
-        .unwrap()
-        .id;
-    s.state.defense.keys.revoke(&id, 1).unwrap().unwrap();
+    let id = s.state.defense.accounts.keys(Some(&pat.id)).await.unwrap()[0]
+        .id
+        .clone();
+    s.state.defense.accounts.revoke_key(&id, 1).await.unwrap();
     let (st, _, v) = call("GET", &s.url("/api/identity"), Some(&pro), None).await;
     assert_eq!((st, code(&v)), (401, "revoked_api_key"), "{v}");
     s.stop().await;
@@ -189,7 +195,7 @@ async fn a_free_subject_is_limited_after_30_with_ratelimit_headers() {
     let (st, _, _) = call("GET", &s.url("/health"), None, None).await;
     assert_eq!(st, 200);
     // A key is its own subject.
-    let k = key(&s, "erin", Tier::Enterprise, Classification::Public);
+    let k = key(&s, "erin", Tier::Enterprise, Classification::Public).await;
     let (st, h, _) = call("POST", &url, Some(&k), Some(json!({"action": "chat"}))).await;
     assert_eq!(st, 200);
     assert!(
@@ -294,7 +300,15 @@ async fn keys_cli_through_the_socket_and_directly() {
             vec!["keys", "create", "--user", "ann", "--clearance", "secret"],
             "--clearance",
         ),
-        (vec!["keys", "create"], "--user"),
+        (vec!["keys", "create"], "--account"),
+        (
+            vec!["keys", "create", "--user", "ann", "--account", "x"],
+            "--account",
+        ),
+        (
+            vec!["keys", "add", "--key", "hk_x", "--user", "ann"],
+            "--key",
+        ),
     ] {
         let out = run(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -316,12 +330,61 @@ async fn keys_cli_through_the_socket_and_directly() {
     ]);
     assert!(out.status.success(), "{out:?}");
     let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(heady_origin::defense::keys::well_formed(&key), "{key}");
+    assert!(heady_origin::accounts::well_formed(&key), "{key}");
+    // The same key stored in another origin's database, from standard input; a file that
+    // holds no key: exit 2, nothing stored.
+    let other = tempfile::tempdir().unwrap();
+    let other_data = other.path().join("data");
+    let mut child = Command::new(bin)
+        .args(["keys", "add", "--user", "ann", "--data-dir"])
+        .arg(&other_data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "{key}").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let file = other.path().join("key.txt");
+    std::fs::write(&file, "hk_nothex\n").unwrap();
+    let out = Command::new(bin)
+        .args(["keys", "add", "--user", "ann", "--key-file"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(&other_data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("key.txt"),
+        "{out:?}"
+    );
+    let out = Command::new(bin)
+        .args(["keys", "list", "--json", "--data-dir"])
+        .arg(&other_data)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["keys"].as_array().map(Vec::len), Some(1), "{v}");
 
     // With the daemon running, the same commands go through its socket.
     let s = TestServer::start_in(dir, |c| c.defense.enabled = true).await;
     let (st, _, v) = call("GET", &s.url("/api/identity"), Some(&key), None).await;
-    assert_eq!((st, v["subject"].as_str()), (200, Some("user:ann")), "{v}");
+    assert_eq!(st, 200, "{v}");
+    assert!(
+        v["subject"].as_str().unwrap().starts_with("user:acct_"),
+        "a key's subject is its account: {v}"
+    );
+    let (st, _, v) = call("GET", &s.url("/api/account"), Some(&key), None).await;
+    assert_eq!((st, v["name"].as_str()), (200, Some("ann")), "{v}");
+    assert_eq!(
+        (v["tier"].as_str(), v["clearance"].as_str()),
+        (Some("pro"), Some("INTERNAL"))
+    );
     let dir = s.dir.path().to_path_buf();
     let run = |args: &[&str]| cli_in(&dir, args);
     let out = run(&["keys", "list", "--json"]).await;
@@ -348,6 +411,31 @@ async fn keys_cli_through_the_socket_and_directly() {
     let out = run(&["keys", "revoke", "0000000000000000"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no key with id"));
+    // Accounts through the socket: list, set-tier, disable, enable.
+    let out = run(&["accounts", "list", "--json"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["accounts"][0]["name"], "ann", "{v}");
+    let out = run(&["keys", "create", "--account", "ann", "--label", "second"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let key2 = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let out = run(&["accounts", "set-tier", "ann", "enterprise"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let (_, _, v) = call("GET", &s.url("/api/account"), Some(&key2), None).await;
+    assert_eq!(
+        v["tier"], "enterprise",
+        "a tier change is seen at once: {v}"
+    );
+    let out = run(&["accounts", "disable", "ann"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let (st, _, v) = call("GET", &s.url("/api/account"), Some(&key2), None).await;
+    assert_eq!((st, code(&v)), (401, "account_disabled"), "{v}");
+    let out = run(&["accounts", "enable", "ann"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let (st, _, v) = call("GET", &s.url("/api/account"), Some(&key2), None).await;
+    assert_eq!(st, 200, "{v}");
+    let out = run(&["accounts", "show", "nobody"]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
     s.stop().await;
 }
 
@@ -409,9 +497,10 @@ async fn wait_ready(base: &str) {
 #[tokio::test]
 async fn exact_across_processes_sharing_one_redis() {
     let redis = RedisServer::start();
+    // One account store for all three: one account, one subject.
+    let pg = FreshPg::create().await;
     let bin = env!("CARGO_BIN_EXE_heady-origin");
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    // One key, made on the first origin and added to the others.
     let out = Command::new(bin)
         .args([
             "keys",
@@ -423,27 +512,11 @@ async fn exact_across_processes_sharing_one_redis() {
             "--data-dir",
         ])
         .arg(dirs[0].path())
+        .env("HEADY_DATABASE_URL", pg.url())
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    for d in &dirs[1..] {
-        let out = Command::new(bin)
-            .args([
-                "keys",
-                "add",
-                "--user",
-                "pro-user",
-                "--tier",
-                "pro",
-                "--data-dir",
-            ])
-            .arg(d.path())
-            .env("HEADY_API_KEY", &key)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    }
     let mut daemons = Vec::new();
     let mut bases = Vec::new();
     for d in &dirs {
@@ -458,6 +531,7 @@ async fn exact_across_processes_sharing_one_redis() {
                 ])
                 .arg(d.path())
                 .env("HEADY_REDIS_URL", redis.url())
+                .env("HEADY_DATABASE_URL", pg.url())
                 .env("HEADY_MEMORY_DIM", "16")
                 .env("HEADY_LOG", "warn")
                 .stdout(Stdio::null())
@@ -515,7 +589,7 @@ async fn redis_going_away_degrades_to_in_process_and_recovers() {
     let redis = RedisServer::start();
     let port = redis.port;
     let s = defended(|c| c.redis_url = Some(redis_url_of(&redis.url()))).await;
-    let k = key(&s, "dana", Tier::Pro, Classification::Public);
+    let k = key(&s, "dana", Tier::Pro, Classification::Public).await;
     let url = s.url("/api/conductor/route");
     let body = Some(json!({"action": "code"}));
     for _ in 0..5 {

@@ -76,11 +76,14 @@ async fn the_official_openai_python_client_works_unmodified() {
         }]
     })
     .await;
-    let key = s
-        .state
-        .defense
-        .keys
-        .create("sdk-user", Tier::Pro, Classification::Public, 0)
+    let store = &s.state.defense.accounts;
+    let (account, _) = store
+        .ensure_account("sdk-user", Tier::Pro, Classification::Public, 0)
+        .await
+        .unwrap();
+    let key = store
+        .create_key(&account.id, Default::default(), 0)
+        .await
         .unwrap()
         .key;
     let out = tokio::process::Command::new(&py)

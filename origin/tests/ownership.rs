@@ -12,8 +12,8 @@ use heady_shared::{Classification, Tier};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 
-const ACCOUNT_A: &str = "acct_aaaaaaaaaaaaaaaaaaaaaaa2";
-const ACCOUNT_B: &str = "acct_bbbbbbbbbbbbbbbbbbbbbbbb";
+const ACCOUNT_A: &str = "alice";
+const ACCOUNT_B: &str = "bob";
 
 fn provider(fake: &FakeProvider) -> ProviderConfig {
     ProviderConfig {
@@ -30,13 +30,22 @@ fn provider(fake: &FakeProvider) -> ProviderConfig {
     }
 }
 
-fn key(s: &TestServer, user: &str, tier: Tier, clearance: Classification) -> String {
+/// A new key of the account named `name`.
+async fn key(s: &TestServer, name: &str, tier: Tier, clearance: Classification) -> String {
+    common::new_key(&s.state, name, tier, clearance).await.0
+}
+
+/// The id of the account named `name`.
+async fn id_of(s: &TestServer, name: &str) -> String {
     s.state
         .defense
-        .keys
-        .create(user, tier, clearance, 0)
+        .accounts
+        .account_by_name(name)
+        .await
         .unwrap()
-        .key
+        .unwrap()
+        .id
+        .to_string()
 }
 
 async fn call(c: &reqwest::Client, method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
@@ -73,8 +82,8 @@ async fn a_guessed_session_id_reads_and_plants_nothing() {
     .await;
     let p = provider(&fake);
     let s = TestServer::start(move |c: &mut Config| c.providers = vec![p]).await;
-    let a = client_with(&key(&s, ACCOUNT_A, Tier::Pro, Classification::Internal));
-    let b = client_with(&key(&s, ACCOUNT_B, Tier::Pro, Classification::Internal));
+    let a = client_with(&key(&s, ACCOUNT_A, Tier::Pro, Classification::Internal).await);
+    let b = client_with(&key(&s, ACCOUNT_B, Tier::Pro, Classification::Internal).await);
     let chat = s.url("/api/brain/chat");
 
     let (st, v) = call(
@@ -192,8 +201,8 @@ async fn anonymous_callers_have_no_memory() {
 #[tokio::test]
 async fn sessions_are_listed_and_deleted_per_account() {
     let s = TestServer::start(|_| {}).await;
-    let a = client_with(&key(&s, ACCOUNT_A, Tier::Pro, Classification::Internal));
-    let b = client_with(&key(&s, ACCOUNT_B, Tier::Pro, Classification::Internal));
+    let a = client_with(&key(&s, ACCOUNT_A, Tier::Pro, Classification::Internal).await);
+    let b = client_with(&key(&s, ACCOUNT_B, Tier::Pro, Classification::Internal).await);
     let vectors = s.url("/api/memory/vectors");
     let items = |tag: &str| {
         json!({"items": [
@@ -299,20 +308,13 @@ async fn only_a_restricted_operator_searches_across_owners_and_is_logged() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let s = TestServer::start(|c| c.defense.enabled = true).await;
-    let a = client_with(&key(&s, ACCOUNT_A, Tier::Pro, Classification::Internal));
-    let b = client_with(&key(
-        &s,
-        ACCOUNT_B,
-        Tier::Enterprise,
-        Classification::Proprietary,
-    ));
-    let ops_created = s
-        .state
-        .defense
-        .keys
-        .create("ops", Tier::Enterprise, Classification::Restricted, 0)
-        .unwrap();
-    let ops = client_with(&ops_created.key);
+    let a = client_with(&key(&s, ACCOUNT_A, Tier::Pro, Classification::Internal).await);
+    let b = client_with(&key(&s, ACCOUNT_B, Tier::Enterprise, Classification::Proprietary).await);
+    let (ops_key, _) =
+        common::new_key(&s.state, "ops", Tier::Enterprise, Classification::Restricted).await;
+    let ops_id = heady_origin::accounts::id_of_hash(&heady_origin::accounts::hash_of(&ops_key));
+    let ops = client_with(&ops_key);
+    let (id_a, id_b) = (id_of(&s, ACCOUNT_A).await, id_of(&s, ACCOUNT_B).await);
     let vectors = s.url("/api/memory/vectors");
     assert_eq!(
         call(
@@ -341,7 +343,7 @@ async fn only_a_restricted_operator_searches_across_owners_and_is_logged() {
     for (who, body) in [
         (&a, json!({"text": "secret plan", "all_owners": true})),
         (&b, json!({"text": "secret plan", "all_owners": true})),
-        (&b, json!({"text": "secret plan", "owner": ACCOUNT_A})),
+        (&b, json!({"text": "secret plan", "owner": id_a})),
     ] {
         let (st, v) = call(who, "POST", &search, Some(body)).await;
         assert_eq!((st, code(&v)), (403, "insufficient_clearance"), "{v}");
@@ -361,12 +363,14 @@ async fn only_a_restricted_operator_searches_across_owners_and_is_logged() {
         .map(|r| r["owner"].as_str().unwrap())
         .collect();
     owners.sort();
-    assert_eq!(owners, vec![ACCOUNT_A, ACCOUNT_B], "{v}");
+    let mut want = vec![id_a.as_str(), id_b.as_str()];
+    want.sort();
+    assert_eq!(owners, want, "{v}");
     let (st, v) = call(
         &ops,
         "POST",
         &search,
-        Some(json!({"text": "secret plan", "owner": ACCOUNT_B})),
+        Some(json!({"text": "secret plan", "owner": id_b})),
     )
     .await;
     assert_eq!(
@@ -393,10 +397,10 @@ async fn only_a_restricted_operator_searches_across_owners_and_is_logged() {
         .collect();
     assert_eq!(across.len(), 2, "{text}");
     assert!(
-        across.iter().all(|l| l.contains(&ops_created.record.id)),
+        across.iter().all(|l| l.contains(&ops_id)),
         "{across:?}"
     );
-    assert!(across[1].contains(ACCOUNT_B), "{across:?}");
+    assert!(across[1].contains(&id_b), "{across:?}");
     s.stop().await;
 }
 
@@ -411,7 +415,7 @@ async fn an_insert_past_the_quota_is_refused_whole() {
         c.memory.max_rows.free = 3;
     })
     .await;
-    let free = client_with(&key(&s, ACCOUNT_A, Tier::Free, Classification::Internal));
+    let free = client_with(&key(&s, ACCOUNT_A, Tier::Free, Classification::Internal).await);
     let vectors = s.url("/api/memory/vectors");
     let (st, v) = call(
         &free,

@@ -9,12 +9,13 @@ use serde_json::json;
 use std::sync::Arc;
 
 /// `POST /api/brain/chat`: the seed's route; action `chat`.
-pub async fn chat(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
+pub async fn chat(s: Arc<App>, mut c: Ctx) -> Result<Reply, Error> {
+    super::apply_model_allowlist(&mut c)?;
     pipeline_reply(s.pipeline.run(inbound(&s, Surface::Brain, "chat", c)).await)
 }
 
 /// `POST /api/{action}`: any action of the conductor's table, routed to its service group.
-pub async fn action(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
+pub async fn action(s: Arc<App>, mut c: Ctx) -> Result<Reply, Error> {
     let action = heady_shared::api_paths::action_of(&c.path)
         .unwrap_or("")
         .to_string();
@@ -24,6 +25,7 @@ pub async fn action(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     if s.defense.enabled {
         s.defense.authorize_action(&c.identity, &action)?;
     }
+    super::apply_model_allowlist(&mut c)?;
     pipeline_reply(
         s.pipeline
             .run(inbound(&s, Surface::Action, &action, c))

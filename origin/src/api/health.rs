@@ -29,8 +29,8 @@ pub async fn identity(_s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
 /// checks the key on every tunnelled request, so a revocation is exact here.
 pub const SESSION_TTL_SECS: u64 = 60;
 
-/// Ready when DuckDB answers, and Redis too when one is configured. The answer names what is
-/// down (`"down"`); the error text goes to the log only.
+/// Ready when DuckDB answers, and Redis and PostgreSQL (the account store) too when
+/// configured. The answer names what is down (`"down"`); the error text goes to the log only.
 pub async fn ready(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     let memory = s.memory.clone();
     let duck = crate::rt::blocking(move || memory.ping_blocking()).await?;
@@ -43,17 +43,23 @@ pub async fn ready(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     }
     let duck_ok = duck.is_ok();
     let redis_ok = redis.is_ok();
+    let accounts = s.defense.accounts.ping().await;
+    if let Err(e) = &accounts {
+        tracing::warn!(request_id = %c.request_id, error = %e, "readiness: the account store is down");
+    }
+    let ok = duck_ok && redis_ok && accounts.is_ok();
     let body = json!({
-        "status": if duck_ok && redis_ok { "ready" } else { "not_ready" },
+        "status": if ok { "ready" } else { "not_ready" },
         "checks": {
             "duckdb": if duck_ok { "ok" } else { "down" },
             "redis": match &redis { Ok(Some(())) => "ok", Ok(None) => "not configured", Err(_) => "down" },
+            "accounts": if accounts.is_ok() { s.defense.accounts.backend_name() } else { "down" },
             "index": s.memory.index_stats().state,
             "limiter": if !s.defense.limiter.uses_redis() { "in-process" } else if s.defense.limiter.is_degraded() { "degraded (in-process)" } else { "redis" },
             "nonces": s.defense.nonce_store(),
         }
     });
-    Reply::json(if duck_ok && redis_ok { 200 } else { 503 }, &body)
+    Reply::json(if ok { 200 } else { 503 }, &body)
 }
 
 pub async fn metrics(s: Arc<App>, _c: Ctx) -> Result<Reply, Error> {

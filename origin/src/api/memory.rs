@@ -12,10 +12,10 @@ use crate::app::App;
 use crate::defense::Identity;
 use crate::error::{parse_json, Error, ErrorCode};
 use crate::memory::embedder::EmbedError;
-use crate::memory::{id_of, new_key, provisional_account, Doomed, MemoryError, NewRow, Scope};
+use crate::memory::{id_of, new_key, Doomed, MemoryError, NewRow, Scope};
 use crate::rt::blocking;
 use base64::Engine as _;
-use heady_shared::{AccountId, Classification, Subject};
+use heady_shared::{AccountId, Classification};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -135,18 +135,8 @@ fn embed_error(e: EmbedError) -> Error {
 }
 
 /// The account whose memory a caller uses: `None` for anonymous callers, who have none.
-///
-/// Until the accounts store lands, a key whose user name is not an account id acts for the
-/// provisional account of that name (`memory::provisional_account`); once every keyed subject
-/// names its account, this is `identity.account()` alone.
 pub fn memory_owner(identity: &Identity) -> Option<AccountId> {
-    if identity.anonymous {
-        return None;
-    }
-    identity.account().or_else(|| match &identity.subject {
-        Subject::User(name) => Some(provisional_account(name.as_str())),
-        Subject::Ip(_) => None,
-    })
+    identity.account()
 }
 
 /// The account the caller acts for; anonymous callers have no memory.

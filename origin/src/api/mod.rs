@@ -2,6 +2,7 @@
 //! renders what it answered as a [`Reply`]; it never builds an HTTP response (that is
 //! `http::respond`) and never sees a socket.
 
+pub mod accounts;
 pub mod brain;
 pub mod conductor;
 pub mod health;
@@ -81,6 +82,40 @@ impl Reply {
 
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, Error>> + Send>>;
 pub type Handler = fn(Arc<App>, Ctx) -> HandlerFuture;
+
+/// A key with a model allowlist: a chat body naming another model is refused (403
+/// `model_not_allowed`); one naming none gets the key's first allowed model. Keys without an
+/// allowlist pay nothing; a body that is not a JSON object is left for the pipeline to refuse.
+pub fn apply_model_allowlist(c: &mut Ctx) -> Result<(), Error> {
+    if c.identity.models.is_none() {
+        return Ok(());
+    }
+    let Ok(serde_json::Value::Object(mut body)) = serde_json::from_slice(&c.body) else {
+        return Ok(());
+    };
+    let asked = match body.get("model") {
+        Some(serde_json::Value::String(m)) => Some(m.as_str()),
+        // Not a string: the pipeline's ingest names the problem.
+        Some(_) => return Ok(()),
+        None => None,
+    };
+    let named = asked.is_some();
+    let permitted = c.identity.permit_model(asked)?;
+    if !named {
+        if let Some(m) = permitted {
+            body.insert("model".into(), serde_json::Value::String(m));
+            c.body = serde_json::to_vec(&body)
+                .map_err(|e| Error::internal(format!("re-encoding the body: {e}")))?
+                .into();
+        }
+    }
+    Ok(())
+}
+
+/// The `i`-th segment of a path (`/a/b/c`: 0 is `a`): a route's `{id}`.
+pub fn segment(path: &str, i: usize) -> Option<&str> {
+    path.split('/').skip(1).nth(i)
+}
 
 /// POST bodies must be JSON when the client says what they are.
 pub fn require_json(c: &Ctx) -> Result<(), Error> {

@@ -11,7 +11,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-pub async fn chat_completions(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
+pub async fn chat_completions(s: Arc<App>, mut c: Ctx) -> Result<Reply, Error> {
+    super::apply_model_allowlist(&mut c)?;
     pipeline_reply(
         s.pipeline
             .run(super::brain::inbound(&s, Surface::OpenAi, "chat", c))
@@ -50,6 +51,7 @@ const MAX_INPUTS: usize = 2_048;
 pub async fn embeddings(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     require_json(&c)?;
     let req: EmbeddingsRequest = crate::error::parse_json(&c.body)?;
+    let model = c.identity.permit_model(req.model.as_deref())?;
     let texts: Vec<String> = match req.input {
         Value::String(t) => vec![t],
         Value::Array(items) => {
@@ -119,7 +121,7 @@ pub async fn embeddings(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
             json!({"object": "embedding", "index": i, "embedding": embedding})
         })
         .collect();
-    let model = req.model.unwrap_or_else(|| s.embedder.name().to_string());
+    let model = model.unwrap_or_else(|| s.embedder.name().to_string());
     Reply::ok(
         &json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
     )

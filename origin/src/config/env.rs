@@ -18,10 +18,6 @@ pub const NOT_CONFIG: &[(&str, &str)] = &[
         "the log filter, tracing's EnvFilter syntax (e.g. `info,heady_origin=debug`)",
     ),
     (
-        "HEADY_API_KEY",
-        "`heady-origin keys add`: the key to store (keeps it out of shell history)",
-    ),
-    (
         "HEADY_TUNNEL_ID",
         "`heady-origin tunnel render`: the Cloudflare Tunnel id",
     ),

@@ -1,14 +1,16 @@
-//! The operator socket: `heady-origin keys ...` and `bans ...` reach a running daemon through a
-//! Unix socket (mode 0600, so file permissions decide who is an operator), because DuckDB lets
-//! one process write its file and in-process bans live in the daemon. When no daemon answers,
+//! The operator socket: `heady-origin accounts ...`, `keys ...` and `bans ...` reach a running
+//! daemon through a Unix socket (mode 0600, so file permissions decide who is an operator),
+//! because DuckDB lets one process write its file and in-process bans live in the daemon. When no daemon answers,
 //! the CLI runs the same operations itself ([`execute`] against a [`Defense`] it opens).
 //!
 //! Protocol: one JSON [`AdminOp`] per line in, one JSON [`AdminReply`] line out.
 
-use super::keys::{CreatedKey, KeyRecord};
 use super::limiter::BanEntry;
 use super::Defense;
-use heady_shared::{Classification, Tier};
+use crate::accounts::{
+    parse_expiry, Account, AccountChange, AccountError, CreatedKey, KeyOptions, KeyRecord,
+};
+use heady_shared::{AccountId, Classification, Tier};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,21 +19,52 @@ use tokio::net::{UnixListener, UnixStream};
 
 const MAX_LINE: usize = 64 * 1024;
 
+/// What a new key gets: its account (by id or name) or, with `user`, the account of that name
+/// (made with `tier` and `clearance` when missing).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySpec {
+    #[serde(default)]
+    pub account: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    pub tier: Tier,
+    pub clearance: Classification,
+    #[serde(default)]
+    pub label: Option<String>,
+    /// `30d`, `12h`, `90m`, `3600s` or an RFC 3339 time.
+    #[serde(default)]
+    pub expires: Option<String>,
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AdminOp {
-    CreateKey {
-        user: String,
+    CreateAccount {
+        name: String,
         tier: Tier,
         clearance: Classification,
     },
+    ListAccounts,
+    /// `account`: an id or a name.
+    ShowAccount {
+        account: String,
+    },
+    UpdateAccount {
+        account: String,
+        change: AccountChange,
+    },
+    CreateKey(KeySpec),
     AddKey {
         key: String,
-        user: String,
-        tier: Tier,
-        clearance: Classification,
+        spec: KeySpec,
     },
-    ListKeys,
+    ListKeys {
+        #[serde(default)]
+        account: Option<String>,
+    },
     RevokeKey {
         id: String,
     },
@@ -44,92 +77,148 @@ pub enum AdminOp {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AdminReply {
-    Created(CreatedKey),
+    Account(Account),
+    Accounts(Vec<Account>),
+    AccountKeys {
+        account: Account,
+        keys: Vec<KeyRecord>,
+    },
+    Created {
+        key: CreatedKey,
+        account: Account,
+    },
     Added(KeyRecord),
     Keys(Vec<KeyRecord>),
     Revoked(KeyRecord),
     Bans(Vec<BanEntry>),
-    Lifted { subject: String, was_banned: bool },
-    Error { message: String },
+    Lifted {
+        subject: String,
+        was_banned: bool,
+    },
+    Error {
+        message: String,
+    },
 }
 
 fn now_secs() -> i64 {
     (super::limiter::now_ms() / 1000) as i64
 }
 
-/// Runs one operation. Key operations are blocking DuckDB work and run on the blocking pool.
-pub async fn execute(defense: &Arc<Defense>, op: AdminOp) -> AdminReply {
-    let blocking = |f: Box<dyn FnOnce(&Defense) -> AdminReply + Send>| {
-        let d = defense.clone();
-        async move {
-            tokio::task::spawn_blocking(move || f(&d))
-                .await
-                .unwrap_or_else(|e| AdminReply::Error {
-                    message: format!("task failed: {e}"),
-                })
+impl From<AccountError> for AdminReply {
+    fn from(e: AccountError) -> Self {
+        AdminReply::Error {
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The account `text` names: an `acct_...` id, else a name.
+pub async fn resolve(defense: &Defense, text: &str) -> Result<Account, AccountError> {
+    let found = match AccountId::parse(text) {
+        Ok(id) => defense.accounts.account(&id).await?,
+        Err(_) => defense.accounts.account_by_name(text).await?,
+    };
+    found.ok_or_else(|| {
+        AccountError::NotFound(format!(
+            "no account {:?} (see `heady-origin accounts list`)",
+            text.chars().take(64).collect::<String>()
+        ))
+    })
+}
+
+async fn key_target(
+    defense: &Defense,
+    spec: &KeySpec,
+) -> Result<(Account, KeyOptions), AccountError> {
+    let now = now_secs();
+    let account = match (&spec.account, &spec.user) {
+        (Some(a), None) => resolve(defense, a).await?,
+        (None, Some(u)) => {
+            let (a, created) = defense
+                .accounts
+                .ensure_account(u, spec.tier, spec.clearance, now)
+                .await?;
+            if created {
+                tracing::info!(account = %a.id, name = %a.name, tier = %a.tier, clearance = %a.clearance, "account created");
+            }
+            a
+        }
+        _ => {
+            return Err(AccountError::invalid(
+                "account",
+                "give either an account (--account) or a user name (--user)",
+            ))
         }
     };
-    match op {
-        AdminOp::CreateKey {
-            user,
+    let opts = KeyOptions {
+        label: spec.label.clone(),
+        expires_at: spec
+            .expires
+            .as_deref()
+            .map(|e| parse_expiry(e, now))
+            .transpose()?,
+        models: spec.models.clone(),
+    };
+    Ok((account, opts))
+}
+
+async fn run(defense: &Arc<Defense>, op: AdminOp) -> Result<AdminReply, AccountError> {
+    let store = &defense.accounts;
+    Ok(match op {
+        AdminOp::CreateAccount {
+            name,
             tier,
             clearance,
         } => {
-            blocking(Box::new(move |d| {
-                match d.keys.create(&user, tier, clearance, now_secs()) {
-                    Ok(k) => {
-                        tracing::info!(id = %k.record.id, user = %k.record.user, tier = %tier, clearance = %clearance, "api key created");
-                        AdminReply::Created(k)
-                    }
-                    Err(e) => AdminReply::Error {
-                        message: e.to_string(),
-                    },
-                }
-            }))
-            .await
+            let a = store
+                .create_account(&name, tier, clearance, now_secs())
+                .await?;
+            tracing::info!(account = %a.id, name = %a.name, tier = %tier, clearance = %clearance, "account created");
+            AdminReply::Account(a)
         }
-        AdminOp::AddKey {
-            key,
-            user,
-            tier,
-            clearance,
-        } => {
-            blocking(Box::new(move |d| {
-                match d.keys.add(&key, &user, tier, clearance, now_secs()) {
-                    Ok(k) => {
-                        tracing::info!(id = %k.record.id, user = %k.record.user, "api key added");
-                        AdminReply::Added(k.record)
-                    }
-                    Err(e) => AdminReply::Error {
-                        message: e.to_string(),
-                    },
-                }
-            }))
-            .await
+        AdminOp::ListAccounts => AdminReply::Accounts(store.accounts().await?),
+        AdminOp::ShowAccount { account } => {
+            let account = resolve(defense, &account).await?;
+            let keys = store.keys(Some(&account.id)).await?;
+            AdminReply::AccountKeys { account, keys }
         }
-        AdminOp::ListKeys => {
-            blocking(Box::new(|d| match d.keys.list() {
-                Ok(k) => AdminReply::Keys(k),
-                Err(e) => AdminReply::Error {
-                    message: e.to_string(),
-                },
-            }))
-            .await
+        AdminOp::UpdateAccount { account, change } => {
+            let id = resolve(defense, &account).await?.id;
+            let a = store.update_account(&id, &change).await?;
+            tracing::info!(account = %a.id, tier = %a.tier, clearance = %a.clearance, status = %a.status, "account changed");
+            AdminReply::Account(a)
+        }
+        AdminOp::CreateKey(spec) => {
+            let (account, opts) = key_target(defense, &spec).await?;
+            let key = store.create_key(&account.id, opts, now_secs()).await?;
+            tracing::info!(id = %key.record.id, account = %account.id, "api key created");
+            AdminReply::Created { key, account }
+        }
+        AdminOp::AddKey { key, spec } => {
+            let (account, opts) = key_target(defense, &spec).await?;
+            let k = store.add_key(&key, &account.id, opts, now_secs()).await?;
+            tracing::info!(id = %k.record.id, account = %account.id, "api key added");
+            AdminReply::Added(k.record)
+        }
+        AdminOp::ListKeys { account } => {
+            let id = match account {
+                Some(a) => Some(resolve(defense, &a).await?.id),
+                None => None,
+            };
+            AdminReply::Keys(store.keys(id.as_ref()).await?)
         }
         AdminOp::RevokeKey { id } => {
-            blocking(Box::new(move |d| match d.keys.revoke(&id, now_secs()) {
-                Ok(Some(r)) => {
-                    tracing::info!(id = %r.id, user = %r.user, "api key revoked");
-                    AdminReply::Revoked(r)
-                }
-                Ok(None) => AdminReply::Error {
-                    message: format!("no key with id {id:?} (see `heady-origin keys list`)"),
-                },
-                Err(e) => AdminReply::Error {
-                    message: e.to_string(),
-                },
-            }))
-            .await
+            let r = store
+                .revoke_key(&id, now_secs())
+                .await
+                .map_err(|e| match e {
+                    AccountError::NotFound(_) => AccountError::NotFound(format!(
+                        "no key with id {id:?} (see `heady-origin keys list`)"
+                    )),
+                    e => e,
+                })?;
+            tracing::info!(id = %r.id, account = %r.account_id, "api key revoked");
+            AdminReply::Revoked(r)
         }
         AdminOp::ListBans => match defense.limiter.bans().await {
             Ok(b) => AdminReply::Bans(b),
@@ -145,7 +234,12 @@ pub async fn execute(defense: &Arc<Defense>, op: AdminOp) -> AdminReply {
             },
             Ok(parsed) => lift(defense, parsed.to_string()).await,
         },
-    }
+    })
+}
+
+/// Runs one operation.
+pub async fn execute(defense: &Arc<Defense>, op: AdminOp) -> AdminReply {
+    run(defense, op).await.unwrap_or_else(AdminReply::from)
 }
 
 async fn lift(defense: &Defense, subject: String) -> AdminReply {

@@ -3,25 +3,27 @@
 //! ban check (`/api` and `/v1`) -> classification gate -> tier gate.
 //!
 //! Decisions come from `heady-shared` (tiers, classification, the sliding log); this module
-//! does the I/O around them: DuckDB for keys, Redis for the limiter, headers for the client.
+//! does the I/O around them: the account store for keys, Redis for the limiter and the
+//! failed-authentication count, headers for the client.
 
 pub mod admin;
 pub mod config;
 pub mod edge;
-pub mod keys;
+pub mod failed_auth;
 pub mod limiter;
 
+use crate::accounts::{AccountStore, KeyRefusal};
 use crate::error::Error;
-use crate::metrics::{DefenseLabels, Metrics};
+use crate::metrics::{DefenseLabels, FailedAuthLabels, Metrics};
 use config::DefenseConfig;
 use edge::{EdgeRefusal, EdgeVerifier, Vouched};
+use failed_auth::FailedAuth;
 use heady_shared::limiter::{rate_limit_headers, LimitOutcome};
 use heady_shared::sliding_log::LogPolicy;
 use heady_shared::wire;
 use heady_shared::{api_paths, Classification, ErrorCode, Feature, Subject, Tier};
 use http::HeaderMap;
 use ipnet::IpNet;
-use keys::{KeyRefusal, KeyStore};
 use limiter::RateLimiter;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -29,7 +31,8 @@ use std::sync::Arc;
 /// Who is asking, as far as the origin can tell.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Identity {
-    /// The rate-limit subject: `user:<name>` for a key, `ip:<addr>` (IPv6: its /64) otherwise.
+    /// The rate-limit subject: `user:<account id>` for a key, `ip:<addr>` (IPv6: its /64)
+    /// otherwise.
     pub subject: Subject,
     pub tier: Tier,
     pub clearance: Classification,
@@ -39,6 +42,9 @@ pub struct Identity {
     pub client_ip: IpAddr,
     #[serde(skip)]
     pub anonymous: bool,
+    /// The key's model allowlist (`None`: every model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
 }
 
 impl Identity {
@@ -50,6 +56,24 @@ impl Identity {
             self.subject.account_id()
         }
     }
+
+    /// The model a request may use: the one it names when the key allows it, the key's first
+    /// allowed model when it names none (`None`: no allowlist and no model named). 403
+    /// `model_not_allowed` otherwise.
+    pub fn permit_model(&self, asked: Option<&str>) -> Result<Option<String>, Error> {
+        crate::accounts::permitted_model(self.models.as_deref(), asked)
+            .map(|m| m.map(str::to_string))
+            .map_err(|m| {
+                Error::forbidden(
+                    ErrorCode::ModelNotAllowed,
+                    format!(
+                        "this API key may not use model {:?}; it may use: {}",
+                        m.chars().take(200).collect::<String>(),
+                        self.models.as_deref().unwrap_or_default().join(", ")
+                    ),
+                )
+            })
+    }
 }
 
 /// What a route demands, declared beside it in the route table.
@@ -58,17 +82,27 @@ pub struct RoutePolicy {
     pub class: Classification,
     /// A tier feature the route needs (`requireProPlan`); `None`: any tier.
     pub feature: Option<Feature>,
+    /// Only for callers with an account (an API key or the edge's word for one).
+    pub keyed: bool,
 }
 
 impl RoutePolicy {
     pub const PUBLIC: RoutePolicy = RoutePolicy {
         class: Classification::Public,
         feature: None,
+        keyed: false,
     };
     pub const fn class(class: Classification) -> RoutePolicy {
         RoutePolicy {
             class,
             feature: None,
+            keyed: false,
+        }
+    }
+    pub const fn keyed(self) -> RoutePolicy {
+        RoutePolicy {
+            keyed: true,
+            ..self
         }
     }
     pub const fn needs(self, feature: Feature) -> RoutePolicy {
@@ -86,7 +120,8 @@ pub fn is_limited_path(path: &str) -> bool {
 
 pub struct Defense {
     pub enabled: bool,
-    pub keys: KeyStore,
+    pub accounts: Arc<AccountStore>,
+    pub failed_auth: FailedAuth,
     pub limiter: Arc<RateLimiter>,
     trusted: Vec<IpNet>,
     ip_header: http::HeaderName,
@@ -111,7 +146,7 @@ impl Defense {
     /// limiter policies and the edge key's MAC.
     pub fn new(
         cfg: &DefenseConfig,
-        keys: KeyStore,
+        accounts: Arc<AccountStore>,
         redis: Option<Arc<crate::redis::Redis>>,
         metrics: Arc<Metrics>,
         background: crate::lifecycle::Background,
@@ -134,7 +169,8 @@ impl Defense {
         };
         Ok(Defense {
             enabled: cfg.enabled,
-            keys,
+            accounts,
+            failed_auth: FailedAuth::new(cfg.max_failed_auth_per_minute, redis.clone()),
             edge,
             require_edge: cfg.require_edge,
             limiter: Arc::new(RateLimiter::new(redis, metrics.clone(), background)),
@@ -221,6 +257,7 @@ impl Defense {
                         clearance: envelope.clearance,
                         key_id: None,
                         client_ip,
+                        models: None,
                     })
                 }
                 Err(e) => {
@@ -261,30 +298,52 @@ impl Defense {
                     "Authorization must be \"Bearer hk_<64 hex digits>\"",
                 )
             })?;
-        let verdict = match self.keys.cached(key) {
-            Some(v) => v,
-            None => {
-                let me = self.clone();
-                let key = key.to_string();
-                tokio::task::spawn_blocking(move || me.keys.lookup_blocking(&key))
-                    .await
-                    .map_err(|e| Error::internal(format!("key lookup task: {e}")))?
-                    .map_err(|e| Error::internal(format!("key lookup: {e}")))?
+        let now = (limiter::now_ms() / 1000) as i64;
+        let cached = self.accounts.cached(key, now);
+        // A key known good is served at once; any other is first checked against the
+        // address's failed attempts, so a flood of guesses never reaches the store.
+        let from = || Subject::anonymous(client_ip).to_string();
+        if !matches!(cached, Some(Ok(_))) {
+            if let Some(secs) = self.failed_auth.check(&from(), now as u64).await {
+                self.count("unauthenticated", Tier::Free);
+                self.metrics
+                    .failed_auth
+                    .get_or_create(&FailedAuthLabels { outcome: "refused" })
+                    .inc();
+                return Err(Error::new(
+                    ErrorCode::TooManyFailedAuth,
+                    format!(
+                        "too many failed API keys from this address: at most {} a minute",
+                        self.failed_auth.max()
+                    ),
+                )
+                .with_retry_after(secs));
             }
+        }
+        let verdict = match cached {
+            Some(v) => v,
+            None => self.accounts.lookup(key, now).await.map_err(|e| {
+                tracing::error!(error = %e, "API key lookup failed");
+                Error::unavailable("the key store is not answering; try again shortly")
+            })?,
         };
         match verdict {
-            Ok(rec) => Ok(Identity {
-                // Names are checked by the same rule when a key is created.
-                subject: Subject::user(&rec.user)
-                    .map_err(|e| Error::internal(format!("API key {}: stored {e}", rec.id)))?,
-                tier: rec.tier,
-                clearance: rec.clearance,
-                key_id: Some(rec.id),
+            Ok(grant) => Ok(Identity {
+                subject: Subject::account(&grant.account.id),
+                tier: grant.account.tier,
+                clearance: grant.account.clearance,
+                key_id: Some(grant.key.id),
                 client_ip,
                 anonymous: false,
+                models: grant.key.models,
             }),
             Err(refusal) => {
                 self.count("unauthenticated", Tier::Free);
+                self.failed_auth.record(&from(), now as u64).await;
+                self.metrics
+                    .failed_auth
+                    .get_or_create(&FailedAuthLabels { outcome: "failed" })
+                    .inc();
                 let (code, msg) = match refusal {
                     KeyRefusal::Malformed => (
                         ErrorCode::InvalidApiKey,
@@ -294,6 +353,11 @@ impl Defense {
                     KeyRefusal::Revoked => {
                         (ErrorCode::RevokedApiKey, "the API key has been revoked")
                     }
+                    KeyRefusal::Expired => (ErrorCode::KeyExpired, "the API key has expired"),
+                    KeyRefusal::AccountDisabled => (
+                        ErrorCode::AccountDisabled,
+                        "the account this API key belongs to is disabled",
+                    ),
                 };
                 Err(Error::unauthorized(code, msg))
             }
@@ -351,6 +415,10 @@ impl Defense {
     /// Classification, then tier: 401 for an anonymous caller below the route's class, 403 for
     /// a known one; 403 `upgrade_required` when the tier lacks the route's feature.
     pub fn authorize(&self, who: &Identity, route: RoutePolicy) -> Result<(), Error> {
+        if route.keyed && who.account().is_none() {
+            self.count("unauthenticated", who.tier);
+            return Err(authentication_required("this route answers for an account"));
+        }
         if !who.clearance.permits(route.class) {
             if who.anonymous {
                 self.count("unauthenticated", who.tier);
@@ -414,6 +482,14 @@ impl Defense {
     }
 }
 
+/// 401 for a caller without an account where one is needed.
+pub fn authentication_required(why: &str) -> Error {
+    Error::unauthorized(
+        ErrorCode::AuthenticationRequired,
+        format!("{why}: send an API key (Authorization: Bearer hk_...)"),
+    )
+}
+
 /// An anonymous caller: Free, PUBLIC, limited by address (an IPv6 client by its /64, which
 /// one host usually owns whole: `Subject::anonymous`).
 pub fn anonymous(client_ip: IpAddr) -> Identity {
@@ -425,6 +501,7 @@ pub fn anonymous(client_ip: IpAddr) -> Identity {
         key_id: None,
         client_ip: ip,
         anonymous: true,
+        models: None,
     }
 }
 

@@ -2,10 +2,10 @@
 //! in docs/api.md) and handler. Unknown paths and wrong methods get 404 / 405. A path may end
 //! in one `{param}` segment, which matches any one non-empty segment (the handler reads it).
 
-use crate::api::{brain, conductor, health, memory, openai, Ctx, Handler, Reply};
+use crate::api::{accounts, brain, conductor, health, memory, openai, Ctx, Handler, Reply};
 use crate::defense::RoutePolicy;
 use crate::error::{Error, ErrorCode};
-use heady_shared::Classification::Internal;
+use heady_shared::Classification::{Internal, Restricted};
 use heady_shared::Feature;
 use http::Method;
 
@@ -41,9 +41,18 @@ fn routes() -> &'static [RouteEntry] {
     static ROUTES: OnceLock<Vec<RouteEntry>> = OnceLock::new();
     let public = RoutePolicy::PUBLIC;
     let internal = RoutePolicy::class(Internal);
+    let operator = RoutePolicy::class(Restricted).keyed();
     ROUTES.get_or_init(|| {
         vec![
             route!(GET "/api/identity", public, health::identity),
+            route!(GET "/api/account", public.keyed(), accounts::me),
+            route!(GET "/api/admin/accounts", operator, accounts::list),
+            route!(POST "/api/admin/accounts", operator, accounts::create),
+            route!(GET "/api/admin/accounts/{id}", operator, accounts::show),
+            route!(PATCH "/api/admin/accounts/{id}", operator, accounts::change),
+            route!(GET "/api/admin/accounts/{id}/keys", operator, accounts::keys),
+            route!(POST "/api/admin/accounts/{id}/keys", operator, accounts::create_key),
+            route!(DELETE "/api/admin/keys/{id}", operator, accounts::revoke_key),
             route!(GET "/health", public, health::health),
             route!(GET "/ready", public, health::ready),
             route!(GET "/metrics", internal, health::metrics),
@@ -73,13 +82,20 @@ pub fn route_list() -> Vec<(Method, &'static str, RoutePolicy)> {
         .collect()
 }
 
-/// Does `path` match the route's `pattern` (exact, or a last `{param}` segment)?
-fn path_matches(pattern: &str, path: &str) -> bool {
-    match pattern.rfind("/{") {
-        Some(i) if pattern.ends_with('}') => path
-            .strip_prefix(&pattern[..=i])
-            .is_some_and(|rest| !rest.is_empty() && !rest.contains('/')),
-        _ => pattern == path,
+/// Does `path` fit `pattern`? A `{name}` segment matches any one non-empty segment.
+pub fn fits(pattern: &str, path: &str) -> bool {
+    if !pattern.contains('{') {
+        return pattern == path;
+    }
+    let mut want = pattern.split('/');
+    let mut got = path.split('/');
+    loop {
+        match (want.next(), got.next()) {
+            (None, None) => return true,
+            (Some(w), Some(g)) if w.starts_with('{') && w.ends_with('}') && !g.is_empty() => {}
+            (Some(w), Some(g)) if w == g => {}
+            _ => return false,
+        }
     }
 }
 
@@ -87,7 +103,7 @@ fn path_matches(pattern: &str, path: &str) -> bool {
 pub fn route(method: &Method, path: &str) -> Matched {
     let mut path_known = false;
     for r in routes() {
-        if path_matches(r.path, path) {
+        if fits(r.path, path) {
             if r.method == method || (method == Method::HEAD && r.method == Method::GET) {
                 return Matched {
                     name: r.path,
@@ -131,7 +147,7 @@ async fn not_found(c: Ctx) -> Result<Reply, Error> {
 async fn method_not_allowed(c: Ctx) -> Result<Reply, Error> {
     let allowed: Vec<&str> = routes()
         .iter()
-        .filter(|r| path_matches(r.path, &c.path))
+        .filter(|r| fits(r.path, &c.path))
         .map(|r| r.method.as_str())
         .collect();
     Err(Error::new(
@@ -153,13 +169,13 @@ mod tests {
     #[test]
     fn a_last_param_segment_matches_one_segment() {
         let p = "/api/memory/sessions/{id}";
-        assert!(path_matches(p, "/api/memory/sessions/s1"));
-        assert!(path_matches(p, "/api/memory/sessions/a%20b"));
-        assert!(!path_matches(p, "/api/memory/sessions/"));
-        assert!(!path_matches(p, "/api/memory/sessions"));
-        assert!(!path_matches(p, "/api/memory/sessions/a/b"));
-        assert!(path_matches("/api/memory", "/api/memory"));
-        assert!(!path_matches("/api/memory", "/api/memory/x"));
+        assert!(fits(p, "/api/memory/sessions/s1"));
+        assert!(fits(p, "/api/memory/sessions/a%20b"));
+        assert!(!fits(p, "/api/memory/sessions/"));
+        assert!(!fits(p, "/api/memory/sessions"));
+        assert!(!fits(p, "/api/memory/sessions/a/b"));
+        assert!(fits("/api/memory", "/api/memory"));
+        assert!(!fits("/api/memory", "/api/memory/x"));
         assert_eq!(
             route(&Method::DELETE, "/api/memory/sessions/s1").name,
             "/api/memory/sessions/{id}"
@@ -168,5 +184,28 @@ mod tests {
             route(&Method::GET, "/api/memory/sessions/s1").name,
             "method_not_allowed"
         );
+    }
+
+    #[test]
+    fn patterns_match_one_segment_per_parameter() {
+        assert!(fits(
+            "/api/admin/accounts/{id}",
+            "/api/admin/accounts/acct_x"
+        ));
+        assert!(!fits("/api/admin/accounts/{id}", "/api/admin/accounts/"));
+        assert!(!fits("/api/admin/accounts/{id}", "/api/admin/accounts/a/b"));
+        assert!(fits(
+            "/api/admin/accounts/{id}/keys",
+            "/api/admin/accounts/a/keys"
+        ));
+        assert!(!fits(
+            "/api/admin/accounts/{id}/keys",
+            "/api/admin/accounts/a/key"
+        ));
+        assert_eq!(crate::api::segment("/api/admin/keys/0123", 3), Some("0123"));
+        let m = route(&Method::PATCH, "/api/admin/accounts/acct_x");
+        assert_eq!(m.name, "/api/admin/accounts/{id}");
+        let m = route(&Method::PUT, "/api/admin/accounts/acct_x");
+        assert_eq!(m.name, "method_not_allowed");
     }
 }

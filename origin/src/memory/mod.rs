@@ -190,18 +190,6 @@ pub fn key_of(id: &str) -> Option<u64> {
     }
 }
 
-/// The account id a name stands for until the accounts store supplies real ones: the first
-/// 15 bytes of SHA-256(name). The app gives the legacy account's rows to
-/// `provisional_account("legacy")`, and a key whose user name is not an account id acts for
-/// the provisional account of that name; the accounts store replaces both.
-pub fn provisional_account(name: &str) -> AccountId {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(name.as_bytes());
-    let mut bytes = [0u8; 15];
-    bytes.copy_from_slice(&digest[..15]);
-    AccountId::from_random(bytes)
-}
-
 pub fn new_key() -> u64 {
     // Never 0, so an id is always 16 non-trivial hex digits.
     rand::random::<u64>() | 1

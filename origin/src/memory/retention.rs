@@ -1,23 +1,30 @@
 //! The retention sweeper: every `memory.sweep_interval_secs` it deletes each owner's rows
-//! older than its tier's `memory.retention_days`. Where an owner's tier comes from is the
-//! app's business (a function it hands in).
+//! older than its tier's `memory.retention_days`. Where the owners' tiers come from is the
+//! app's business (a function it hands in: the account store).
 
 use super::config::PerTier;
 use super::MemoryStore;
 use heady_shared::{AccountId, Tier};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// The tier an owner is on, or `None` when unknown (its rows are then kept).
-pub type TierOf = Arc<dyn Fn(&AccountId) -> Option<Tier> + Send + Sync>;
+/// Every owner's tier, read before each sweep; `None` skips the sweep.
+pub type Tiers = Arc<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Option<HashMap<AccountId, Tier>>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Sweeps until `cancel` fires: first after one interval, then every interval.
 pub async fn sweep_every(
     memory: Arc<MemoryStore>,
     retention: PerTier,
     every: Duration,
-    tier_of: TierOf,
+    tiers: Tiers,
     cancel: CancellationToken,
 ) {
     loop {
@@ -25,9 +32,14 @@ pub async fn sweep_every(
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep(every) => {}
         }
-        let (memory, tier_of) = (memory.clone(), tier_of.clone());
+        let Some(tiers) = tiers().await else {
+            continue;
+        };
+        let memory = memory.clone();
         let swept = tokio::task::spawn_blocking(move || {
-            memory.sweep_blocking(now_ms(), &retention, &*tier_of)
+            memory.sweep_blocking(now_ms(), &retention, &|owner: &AccountId| {
+                tiers.get(owner).copied()
+            })
         })
         .await;
         match swept {

@@ -5,6 +5,7 @@ pub mod fake_provider;
 
 use heady_origin::app::App;
 use heady_origin::config::{Config, Overrides};
+use heady_shared::{Classification, Tier};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,15 +41,7 @@ impl TestServer {
             .unwrap();
         // Memory belongs to accounts: every server knows the key `owner_client()` sends (a
         // restart in the same directory finds it stored already).
-        if let Err(e) = state.defense.keys.add(
-            OWNER_KEY,
-            OWNER_ACCOUNT,
-            heady_shared::Tier::Enterprise,
-            heady_shared::Classification::Internal,
-            0,
-        ) {
-            assert!(e.to_string().contains("already stored"), "{e}");
-        }
+        add_key(&state, OWNER_KEY, OWNER_ACCOUNT, Tier::Enterprise, Classification::Internal).await;
         let (tx, rx) = oneshot::channel::<()>();
         let st = state.clone();
         let task = tokio::spawn(async move {
@@ -95,9 +88,52 @@ impl TestServer {
     }
 }
 
-/// The account `owner_client()` acts for, and its key (added to every test server).
-pub const OWNER_ACCOUNT: &str = "acct_aaaaaaaaaaaaaaaaaaaaaaaa";
+/// The name of the account `owner_client()` acts for, and its key (added to every test
+/// server).
+pub const OWNER_ACCOUNT: &str = "owner";
 pub const OWNER_KEY: &str = "hk_1111111111111111111111111111111111111111111111111111111111111111";
+
+/// Stores `key` for the account named `name` (created with `tier` and `clearance` when there
+/// is none); a key already stored is left as it is. Returns the account's id.
+pub async fn add_key(
+    app: &App,
+    key: &str,
+    name: &str,
+    tier: Tier,
+    clearance: Classification,
+) -> heady_shared::AccountId {
+    let accounts = &app.defense.accounts;
+    let (account, _) = accounts
+        .ensure_account(name, tier, clearance, 0)
+        .await
+        .unwrap();
+    if let Err(e) = accounts
+        .add_key(key, &account.id, Default::default(), 0)
+        .await
+    {
+        assert!(e.to_string().contains("already"), "{e}");
+    }
+    account.id
+}
+
+/// Mints a key for the account named `name` (created when there is none): (key, account id).
+pub async fn new_key(
+    app: &App,
+    name: &str,
+    tier: Tier,
+    clearance: Classification,
+) -> (String, heady_shared::AccountId) {
+    let accounts = &app.defense.accounts;
+    let (account, _) = accounts
+        .ensure_account(name, tier, clearance, 0)
+        .await
+        .unwrap();
+    let created = accounts
+        .create_key(&account.id, Default::default(), 0)
+        .await
+        .unwrap();
+    (created.key, account.id)
+}
 
 /// A client that sends `key` with every request.
 pub fn client_with(key: &str) -> reqwest::Client {
@@ -254,4 +290,63 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A fresh database on the local PostgreSQL server (127.0.0.1:5432, user postgres, trust
+/// auth), dropped with everything in it on drop. A missing server fails the test: the machine
+/// has one.
+pub struct FreshPg {
+    pub name: String,
+}
+
+const PG_ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
+
+async fn pg_admin(sql: String) {
+    let (client, conn) = tokio_postgres::connect(PG_ADMIN, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth)");
+    let task = tokio::spawn(conn);
+    client.batch_execute(&sql).await.unwrap();
+    drop(client);
+    let _ = task.await;
+}
+
+impl FreshPg {
+    pub async fn create() -> FreshPg {
+        let name = format!("heady_test_{:012x}", rand::random::<u64>() >> 16);
+        pg_admin(format!("CREATE DATABASE {name}")).await;
+        FreshPg { name }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+
+    pub fn database_url(&self) -> heady_origin::config::DatabaseUrl {
+        heady_origin::config::DatabaseUrl::parse(&self.url()).unwrap()
+    }
+}
+
+impl Drop for FreshPg {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Drop may run inside a runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(pg_admin(sql))
+        })
+        .join();
+    }
+}
+
+/// A free TCP port on loopback (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

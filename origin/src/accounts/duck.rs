@@ -1,0 +1,410 @@
+//! The embedded backend: tables `accounts` and `account_keys` in the daemon's DuckDB file.
+//! Blocking; the store calls it through `crate::rt::blocking`.
+//!
+//! A database from before accounts has a table `api_keys` (user, tier, clearance per key): on
+//! open each distinct user becomes an account of that name with the highest tier and
+//! clearance its keys had, the keys move over unchanged, and `api_keys` is dropped, all in one
+//! transaction.
+
+use super::{account_of, join_models, key_of, mint_account_id, Account, AccountChange};
+use super::{AccountError, Grant, KeyRecord};
+use crate::db::Database;
+use duckdb::{params, OptionalExt};
+use heady_shared::{AccountId, AccountStatus, Classification, Tier};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS accounts (
+    id VARCHAR PRIMARY KEY,
+    name VARCHAR NOT NULL UNIQUE,
+    tier VARCHAR NOT NULL,
+    clearance VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    created_at BIGINT NOT NULL,
+    stripe_customer_id VARCHAR,
+    stripe_subscription_id VARCHAR
+);
+CREATE TABLE IF NOT EXISTS account_keys (
+    id VARCHAR PRIMARY KEY,
+    hash VARCHAR NOT NULL UNIQUE,
+    account_id VARCHAR NOT NULL,
+    label VARCHAR,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT,
+    models VARCHAR,
+    revoked_at BIGINT
+);";
+
+const ACCOUNT_COLS: &str =
+    "id, name, tier, clearance, status, created_at, stripe_customer_id, stripe_subscription_id";
+const KEY_COLS: &str = "id, account_id, label, created_at, expires_at, models, revoked_at";
+
+pub struct DuckAccounts {
+    db: Database,
+}
+
+fn account_row(r: &duckdb::Row<'_>) -> duckdb::Result<Result<Account, AccountError>> {
+    Ok(account_of(
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+    ))
+}
+
+fn key_row(r: &duckdb::Row<'_>) -> duckdb::Result<Result<KeyRecord, AccountError>> {
+    Ok(key_of(
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn is_constraint(e: &duckdb::Error) -> bool {
+    matches!(e, duckdb::Error::DuckDBFailure(_, Some(m)) if m.contains("onstraint"))
+}
+
+impl DuckAccounts {
+    /// Creates the tables when missing and migrates a pre-account `api_keys` table.
+    pub fn open(db: Database, now_secs: i64) -> Result<DuckAccounts, AccountError> {
+        db.with_writer(|conn| -> Result<(), AccountError> {
+            conn.execute_batch(SCHEMA)?;
+            let legacy: i64 = conn.query_row(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'api_keys'",
+                [],
+                |r| r.get(0),
+            )?;
+            if legacy > 0 {
+                migrate_api_keys(conn, now_secs)?;
+            }
+            Ok(())
+        })?;
+        Ok(DuckAccounts { db })
+    }
+
+    pub fn insert_account(&self, a: &Account) -> Result<(), AccountError> {
+        self.db.with_writer(|conn| {
+            conn.execute(
+                &format!("INSERT INTO accounts ({ACCOUNT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                params![
+                    a.id.as_str(),
+                    a.name,
+                    a.tier.as_str(),
+                    a.clearance.as_str(),
+                    a.status.as_str(),
+                    a.created_at,
+                    a.stripe_customer_id,
+                    a.stripe_subscription_id
+                ],
+            )
+            .map_err(|e| {
+                if is_constraint(&e) {
+                    AccountError::Conflict(format!("an account named {:?} exists", a.name))
+                } else {
+                    e.into()
+                }
+            })
+            .map(|_| ())
+        })
+    }
+
+    fn one_account(&self, filter: &str, value: &str) -> Result<Option<Account>, AccountError> {
+        self.db.with_reader(|conn| {
+            conn.query_row(
+                &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE {filter} = ?"),
+                params![value],
+                account_row,
+            )
+            .optional()?
+            .transpose()
+        })
+    }
+
+    pub fn account(&self, id: &AccountId) -> Result<Option<Account>, AccountError> {
+        self.one_account("id", id.as_str())
+    }
+
+    pub fn account_by_name(&self, name: &str) -> Result<Option<Account>, AccountError> {
+        self.one_account("name", name)
+    }
+
+    pub fn accounts(&self) -> Result<Vec<Account>, AccountError> {
+        self.db.with_reader(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts ORDER BY created_at, id"
+            ))?;
+            let rows = stmt.query_map([], account_row)?;
+            rows.map(|r| r?).collect()
+        })
+    }
+
+    pub fn update_account(
+        &self,
+        id: &AccountId,
+        change: &AccountChange,
+    ) -> Result<Option<Account>, AccountError> {
+        let Some(mut a) = self.account(id)? else {
+            return Ok(None);
+        };
+        change.apply(&mut a);
+        self.db.with_writer(|conn| -> Result<usize, AccountError> {
+            Ok(conn.execute(
+                "UPDATE accounts SET tier = ?, clearance = ?, status = ? WHERE id = ?",
+                params![
+                    a.tier.as_str(),
+                    a.clearance.as_str(),
+                    a.status.as_str(),
+                    id.as_str()
+                ],
+            )?)
+        })?;
+        Ok(Some(a))
+    }
+
+    pub fn insert_key(&self, k: &KeyRecord, hash: &str) -> Result<(), AccountError> {
+        self.db.with_writer(|conn| {
+            conn.execute(
+                &format!(
+                    "INSERT INTO account_keys (hash, {KEY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
+                params![
+                    hash,
+                    k.id,
+                    k.account_id.as_str(),
+                    k.label,
+                    k.created_at,
+                    k.expires_at,
+                    join_models(&k.models),
+                    k.revoked_at
+                ],
+            )
+            .map_err(|e| {
+                if is_constraint(&e) {
+                    AccountError::Conflict(format!("key {} is already stored", k.id))
+                } else {
+                    e.into()
+                }
+            })
+            .map(|_| ())
+        })
+    }
+
+    pub fn keys(&self, account: Option<&AccountId>) -> Result<Vec<KeyRecord>, AccountError> {
+        self.db.with_reader(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {KEY_COLS} FROM account_keys WHERE CAST(? AS VARCHAR) IS NULL OR account_id = ? ORDER BY created_at, id"
+            ))?;
+            let a = account.map(AccountId::as_str);
+            let rows = stmt.query_map(params![a, a], key_row)?;
+            rows.map(|r| r?).collect()
+        })
+    }
+
+    pub fn revoke_key(&self, id: &str, now_secs: i64) -> Result<Option<KeyRecord>, AccountError> {
+        self.db.with_writer(|conn| {
+            conn.execute(
+                "UPDATE account_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                params![now_secs, id],
+            )?;
+            conn.query_row(
+                &format!("SELECT {KEY_COLS} FROM account_keys WHERE id = ?"),
+                params![id],
+                key_row,
+            )
+            .optional()?
+            .transpose()
+        })
+    }
+
+    pub fn grant(&self, hash: &str) -> Result<Option<Grant>, AccountError> {
+        self.db.with_reader(|conn| {
+            conn.query_row(
+                "SELECT k.id, k.account_id, k.label, k.created_at, k.expires_at, k.models, k.revoked_at,
+                        a.id, a.name, a.tier, a.clearance, a.status, a.created_at, a.stripe_customer_id, a.stripe_subscription_id
+                 FROM account_keys k JOIN accounts a ON a.id = k.account_id WHERE k.hash = ?",
+                params![hash],
+                |r| {
+                    let key = key_row(r)?;
+                    let account = account_of(
+                        r.get(7)?,
+                        r.get(8)?,
+                        r.get(9)?,
+                        r.get(10)?,
+                        r.get(11)?,
+                        r.get(12)?,
+                        r.get(13)?,
+                        r.get(14)?,
+                    );
+                    Ok((key, account))
+                },
+            )
+            .optional()?
+            .map(|(k, a)| -> Result<Grant, AccountError> {
+                Ok(Grant {
+                    key: k?,
+                    account: a?,
+                })
+            })
+            .transpose()
+        })
+    }
+}
+
+/// id, hash, user, tier, clearance, created, revoked.
+type LegacyRow = (String, String, String, String, String, i64, Option<i64>);
+
+/// `api_keys` (one row per key with its user's tier and clearance) -> accounts + keys.
+fn migrate_api_keys(conn: &duckdb::Connection, now_secs: i64) -> Result<(), AccountError> {
+    let rows: Vec<LegacyRow> = {
+        let mut stmt = conn.prepare(
+            "SELECT id, hash, user_id, tier, clearance, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
+        )?;
+        let mapped = stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })?;
+        let rows: Vec<_> = mapped.collect::<Result<_, _>>()?;
+        rows
+    };
+    // user -> (tier, clearance, first created)
+    let mut users: Vec<(String, Tier, Classification, i64)> = Vec::new();
+    for (id, _, user, tier, clearance, created, _) in &rows {
+        let damaged = |problem: String| AccountError::Damaged {
+            what: "api_keys row",
+            id: id.clone(),
+            problem,
+        };
+        let tier: Tier = tier.parse().map_err(|e| damaged(format!("{e}")))?;
+        let clearance: Classification = clearance.parse().map_err(|e| damaged(format!("{e}")))?;
+        match users.iter_mut().find(|u| &u.0 == user) {
+            Some(u) => {
+                u.1 = u.1.max(tier);
+                u.2 = u.2.max(clearance);
+                u.3 = u.3.min(*created);
+            }
+            None => users.push((user.clone(), tier, clearance, *created)),
+        }
+    }
+    conn.execute_batch("BEGIN TRANSACTION")?;
+    let result = (|| -> Result<(), AccountError> {
+        let mut ids = Vec::new();
+        for (name, tier, clearance, created) in &users {
+            let existing: Option<String> = conn
+                .query_row(
+                    "SELECT id FROM accounts WHERE name = ?",
+                    params![name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let id = match existing {
+                Some(id) => id,
+                None => {
+                    let id = mint_account_id();
+                    conn.execute(
+                        &format!("INSERT INTO accounts ({ACCOUNT_COLS}) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)"),
+                        params![
+                            id.as_str(),
+                            name,
+                            tier.as_str(),
+                            clearance.as_str(),
+                            AccountStatus::Active.as_str(),
+                            (*created).min(now_secs)
+                        ],
+                    )?;
+                    id.as_str().to_string()
+                }
+            };
+            ids.push((name.clone(), id));
+        }
+        for (id, hash, user, _, _, created, revoked) in &rows {
+            let account = ids
+                .iter()
+                .find(|(n, _)| n == user)
+                .map(|(_, a)| a.clone())
+                .unwrap_or_default();
+            conn.execute(
+                "INSERT INTO account_keys (id, hash, account_id, label, created_at, expires_at, models, revoked_at)
+                 VALUES (?, ?, ?, NULL, ?, NULL, NULL, ?)",
+                params![id, hash, account, created, revoked],
+            )?;
+        }
+        conn.execute_batch("DROP TABLE api_keys")?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => {
+            conn.execute_batch("COMMIT")?;
+            if !users.is_empty() {
+                tracing::info!(
+                    accounts = users.len(),
+                    keys = rows.len(),
+                    "api_keys migrated: each user is now an account"
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_old_key_table_becomes_accounts_and_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::db::DbConfig::from(&crate::memory::config::MemoryConfig::default());
+        let db = Database::open(dir.path(), &cfg, Default::default()).unwrap();
+        db.with_writer(|c| -> Result<(), AccountError> {
+            c.execute_batch(
+                "CREATE TABLE api_keys (id VARCHAR PRIMARY KEY, hash VARCHAR NOT NULL UNIQUE,
+                   user_id VARCHAR NOT NULL, tier VARCHAR NOT NULL, clearance VARCHAR NOT NULL,
+                   created_at BIGINT NOT NULL, revoked_at BIGINT);
+                 INSERT INTO api_keys VALUES
+                   ('aaaaaaaaaaaaaaaa', 'aaaaaaaaaaaaaaaa00', 'ann', 'free', 'public', 10, NULL),
+                   ('bbbbbbbbbbbbbbbb', 'bbbbbbbbbbbbbbbb00', 'ann', 'pro', 'internal', 20, NULL),
+                   ('cccccccccccccccc', 'cccccccccccccccc00', 'bob', 'enterprise', 'restricted', 30, 40);",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        let s = DuckAccounts::open(db.clone(), 100).unwrap();
+        let accounts = s.accounts().unwrap();
+        assert_eq!(accounts.len(), 2);
+        let ann = s.account_by_name("ann").unwrap().unwrap();
+        assert_eq!(
+            (ann.tier, ann.clearance),
+            (Tier::Pro, Classification::Internal)
+        );
+        assert_eq!(ann.created_at, 10);
+        let g = s.grant("bbbbbbbbbbbbbbbb00").unwrap().unwrap();
+        assert_eq!(g.account, ann);
+        assert_eq!(s.keys(Some(&ann.id)).unwrap().len(), 2);
+        let bob = s.grant("cccccccccccccccc00").unwrap().unwrap();
+        assert_eq!(bob.key.revoked_at, Some(40));
+        assert_eq!(bob.account.clearance, Classification::Restricted);
+        // The old table is gone: opening again migrates nothing twice.
+        drop(s);
+        let s = DuckAccounts::open(db, 200).unwrap();
+        assert_eq!(s.accounts().unwrap().len(), 2);
+        assert_eq!(s.keys(None).unwrap().len(), 3);
+    }
+}

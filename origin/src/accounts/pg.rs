@@ -1,0 +1,358 @@
+//! The shared backend: PostgreSQL, for several origins (`database_url`).
+//!
+//! Schema changes are numbered migrations ([`MIGRATIONS`]) recorded in `schema_migrations`;
+//! each runs once, in its own transaction, while the migrating origin holds an advisory lock,
+//! so origins starting together apply each exactly once.
+
+use super::KeyRecord;
+use super::{account_of, join_models, key_of, Account, AccountChange, AccountError, Grant};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use heady_shared::AccountId;
+use std::time::Duration;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row};
+
+/// Advisory lock id held while migrating ("heady" in ASCII).
+const MIGRATION_LOCK: i64 = 0x68_65_61_64_79;
+
+/// (version, SQL). Append only: a released migration never changes.
+pub const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "CREATE TABLE accounts (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        tier TEXT NOT NULL,
+        clearance TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        stripe_customer_id TEXT,
+        stripe_subscription_id TEXT
+    );
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        account_id TEXT NOT NULL REFERENCES accounts (id),
+        label TEXT,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT,
+        models TEXT,
+        revoked_at BIGINT
+    );
+    CREATE INDEX api_keys_by_account ON api_keys (account_id);",
+)];
+
+const ACCOUNT_COLS: &str =
+    "id, name, tier, clearance, status, created_at, stripe_customer_id, stripe_subscription_id";
+const KEY_COLS: &str = "id, account_id, label, created_at, expires_at, models, revoked_at";
+
+pub struct PgAccounts {
+    pool: Pool,
+}
+
+fn store_err(e: impl std::fmt::Display) -> AccountError {
+    AccountError::Store(e.to_string())
+}
+
+fn account_row(r: &Row, at: usize) -> Result<Account, AccountError> {
+    account_of(
+        r.try_get(at).map_err(store_err)?,
+        r.try_get(at + 1).map_err(store_err)?,
+        r.try_get(at + 2).map_err(store_err)?,
+        r.try_get(at + 3).map_err(store_err)?,
+        r.try_get(at + 4).map_err(store_err)?,
+        r.try_get(at + 5).map_err(store_err)?,
+        r.try_get(at + 6).map_err(store_err)?,
+        r.try_get(at + 7).map_err(store_err)?,
+    )
+}
+
+fn key_row(r: &Row) -> Result<KeyRecord, AccountError> {
+    key_of(
+        r.try_get(0).map_err(store_err)?,
+        r.try_get(1).map_err(store_err)?,
+        r.try_get(2).map_err(store_err)?,
+        r.try_get(3).map_err(store_err)?,
+        r.try_get(4).map_err(store_err)?,
+        r.try_get(5).map_err(store_err)?,
+        r.try_get(6).map_err(store_err)?,
+    )
+}
+
+fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+impl PgAccounts {
+    /// Connects (a pool of `pool_size`), then applies the migrations this database lacks.
+    pub async fn open(
+        cfg: tokio_postgres::Config,
+        pool_size: usize,
+        timeout: Duration,
+    ) -> Result<PgAccounts, AccountError> {
+        let mut cfg = cfg;
+        cfg.connect_timeout(timeout);
+        let mgr = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(pool_size)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(store_err)?;
+        let store = PgAccounts { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, AccountError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| AccountError::Store(format!("connecting to PostgreSQL: {e}")))
+    }
+
+    /// Applies the migrations not yet recorded, under the advisory lock. Returns the versions
+    /// it applied.
+    pub async fn migrate(&self) -> Result<Vec<i32>, AccountError> {
+        let mut c = self.client().await?;
+        c.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(store_err)?;
+        let result = async {
+            c.batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version INTEGER PRIMARY KEY,
+                    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                )",
+            )
+            .await
+            .map_err(store_err)?;
+            let mut applied = Vec::new();
+            for (version, sql) in MIGRATIONS {
+                let tx = c.transaction().await.map_err(store_err)?;
+                let done = tx
+                    .query_opt(
+                        "SELECT 1 FROM schema_migrations WHERE version = $1",
+                        &[version],
+                    )
+                    .await
+                    .map_err(store_err)?
+                    .is_some();
+                if done {
+                    continue;
+                }
+                tx.batch_execute(sql)
+                    .await
+                    .map_err(|e| AccountError::Store(format!("migration {version}: {e}")))?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version) VALUES ($1)",
+                    &[version],
+                )
+                .await
+                .map_err(store_err)?;
+                tx.commit().await.map_err(store_err)?;
+                tracing::info!(version, "PostgreSQL schema migration applied");
+                applied.push(*version);
+            }
+            Ok::<_, AccountError>(applied)
+        }
+        .await;
+        let unlock = c
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await;
+        let applied = result?;
+        unlock.map_err(store_err)?;
+        Ok(applied)
+    }
+
+    pub async fn insert_account(&self, a: &Account) -> Result<(), AccountError> {
+        let c = self.client().await?;
+        c.execute(
+            &format!(
+                "INSERT INTO accounts ({ACCOUNT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            ),
+            &[
+                &a.id.as_str(),
+                &a.name,
+                &a.tier.as_str(),
+                &a.clearance.as_str(),
+                &a.status.as_str(),
+                &a.created_at,
+                &a.stripe_customer_id,
+                &a.stripe_subscription_id,
+            ],
+        )
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                AccountError::Conflict(format!("an account named {:?} exists", a.name))
+            } else {
+                store_err(e)
+            }
+        })?;
+        Ok(())
+    }
+
+    async fn one_account(
+        &self,
+        filter: &str,
+        value: &str,
+    ) -> Result<Option<Account>, AccountError> {
+        let c = self.client().await?;
+        c.query_opt(
+            &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE {filter} = $1"),
+            &[&value],
+        )
+        .await
+        .map_err(store_err)?
+        .map(|r| account_row(&r, 0))
+        .transpose()
+    }
+
+    pub async fn account(&self, id: &AccountId) -> Result<Option<Account>, AccountError> {
+        self.one_account("id", id.as_str()).await
+    }
+
+    pub async fn account_by_name(&self, name: &str) -> Result<Option<Account>, AccountError> {
+        self.one_account("name", name).await
+    }
+
+    pub async fn accounts(&self) -> Result<Vec<Account>, AccountError> {
+        let c = self.client().await?;
+        c.query(
+            &format!("SELECT {ACCOUNT_COLS} FROM accounts ORDER BY created_at, id"),
+            &[],
+        )
+        .await
+        .map_err(store_err)?
+        .iter()
+        .map(|r| account_row(r, 0))
+        .collect()
+    }
+
+    pub async fn update_account(
+        &self,
+        id: &AccountId,
+        change: &AccountChange,
+    ) -> Result<Option<Account>, AccountError> {
+        let c = self.client().await?;
+        c.query_opt(
+            &format!(
+                "UPDATE accounts SET tier = COALESCE($2, tier), clearance = COALESCE($3, clearance),
+                        status = COALESCE($4, status)
+                 WHERE id = $1 RETURNING {ACCOUNT_COLS}"
+            ),
+            &[
+                &id.as_str(),
+                &change.tier.map(|t| t.as_str()),
+                &change.clearance.map(|c| c.as_str()),
+                &change.status.map(|s| s.as_str()),
+            ],
+        )
+        .await
+        .map_err(store_err)?
+        .map(|r| account_row(&r, 0))
+        .transpose()
+    }
+
+    pub async fn insert_key(&self, k: &KeyRecord, hash: &str) -> Result<(), AccountError> {
+        let c = self.client().await?;
+        c.execute(
+            &format!(
+                "INSERT INTO api_keys (hash, {KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            ),
+            &[
+                &hash,
+                &k.id,
+                &k.account_id.as_str(),
+                &k.label,
+                &k.created_at,
+                &k.expires_at,
+                &join_models(&k.models),
+                &k.revoked_at,
+            ],
+        )
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                AccountError::Conflict(format!("key {} is already stored", k.id))
+            } else {
+                store_err(e)
+            }
+        })?;
+        Ok(())
+    }
+
+    pub async fn keys(&self, account: Option<&AccountId>) -> Result<Vec<KeyRecord>, AccountError> {
+        let c = self.client().await?;
+        let a = account.map(AccountId::as_str);
+        c.query(
+            &format!(
+                "SELECT {KEY_COLS} FROM api_keys WHERE $1::TEXT IS NULL OR account_id = $1 ORDER BY created_at, id"
+            ),
+            &[&a],
+        )
+        .await
+        .map_err(store_err)?
+        .iter()
+        .map(key_row)
+        .collect()
+    }
+
+    pub async fn revoke_key(
+        &self,
+        id: &str,
+        now_secs: i64,
+    ) -> Result<Option<KeyRecord>, AccountError> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            &[&id, &now_secs],
+        )
+        .await
+        .map_err(store_err)?;
+        c.query_opt(
+            &format!("SELECT {KEY_COLS} FROM api_keys WHERE id = $1"),
+            &[&id],
+        )
+        .await
+        .map_err(store_err)?
+        .map(|r| key_row(&r))
+        .transpose()
+    }
+
+    pub async fn grant(&self, hash: &str) -> Result<Option<Grant>, AccountError> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT k.id, k.account_id, k.label, k.created_at, k.expires_at, k.models, k.revoked_at,
+                        a.id, a.name, a.tier, a.clearance, a.status, a.created_at, a.stripe_customer_id, a.stripe_subscription_id
+                 FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.hash = $1",
+            )
+            .await
+            .map_err(store_err)?;
+        c.query_opt(&stmt, &[&hash])
+            .await
+            .map_err(store_err)?
+            .map(|r| -> Result<Grant, AccountError> {
+                Ok(Grant {
+                    key: key_row(&r)?,
+                    account: account_row(&r, 7)?,
+                })
+            })
+            .transpose()
+    }
+
+    /// Can we reach the database? (`/ready`.)
+    pub async fn ping(&self) -> Result<(), AccountError> {
+        let c = self.client().await?;
+        c.simple_query("SELECT 1").await.map_err(store_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,455 @@
+//! The account store: one of two backends, a cache of key lookups, and the invalidation that
+//! keeps the caches of every origin honest.
+
+use super::broadcast::{self, Invalidation};
+use super::config::DatabaseUrl;
+use super::duck::DuckAccounts;
+use super::pg::PgAccounts;
+use super::{
+    check_label, check_models, check_name, hash_of, id_of_hash, judge, mint_account_id, mint_key,
+    well_formed, Account, AccountChange, AccountError, CreatedKey, Grant, KeyOptions, KeyRecord,
+    KeyRefusal,
+};
+use crate::db::Database;
+use crate::redis::Redis;
+use heady_shared::{AccountId, AccountStatus, Classification, Tier};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+const CACHE_MAX: usize = 100_000;
+/// Connections each origin keeps to PostgreSQL.
+const PG_POOL: usize = 4;
+
+/// Where accounts and keys are stored.
+pub enum Backend {
+    /// The daemon's DuckDB file (the embedded default).
+    Duck(Arc<DuckAccounts>),
+    /// PostgreSQL, shared by every origin.
+    Pg(PgAccounts),
+}
+
+/// Runs blocking DuckDB work off the async runtime.
+macro_rules! duck {
+    ($d:expr, |$s:ident| $body:expr) => {{
+        let $s = $d.clone();
+        crate::rt::blocking(move || $body)
+            .await
+            .map_err(|e| AccountError::Store(e.message))?
+    }};
+}
+
+pub struct AccountStore {
+    backend: Backend,
+    /// hash -> (what the store said, when).
+    cache: RwLock<HashMap<String, (Option<Grant>, Instant)>>,
+    cache_ttl: Duration,
+    redis: Option<Arc<Redis>>,
+}
+
+impl AccountStore {
+    /// PostgreSQL when `url` is set (connects and migrates: needs a tokio runtime, and must
+    /// not be called on one of its worker threads: use [`AccountStore::connect`] there), else
+    /// the DuckDB file `db` (migrating an old `api_keys` table). Blocking.
+    pub fn open(
+        url: Option<&DatabaseUrl>,
+        db: Option<Database>,
+        cache_ttl: Duration,
+        redis: Option<Arc<Redis>>,
+        timeout: Duration,
+    ) -> Result<AccountStore, AccountError> {
+        match url {
+            Some(_) => {
+                let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+                    AccountError::Store("the PostgreSQL backend needs a tokio runtime".into())
+                })?;
+                handle.block_on(Self::connect(url, db, cache_ttl, redis, timeout))
+            }
+            None => Self::with_backend(Self::duck(db)?, cache_ttl, redis),
+        }
+    }
+
+    /// [`AccountStore::open`] for async callers.
+    pub async fn connect(
+        url: Option<&DatabaseUrl>,
+        db: Option<Database>,
+        cache_ttl: Duration,
+        redis: Option<Arc<Redis>>,
+        timeout: Duration,
+    ) -> Result<AccountStore, AccountError> {
+        let backend = match url {
+            Some(url) => {
+                let cfg = url
+                    .pg_config()
+                    .map_err(|m| AccountError::invalid("database_url", m))?;
+                let pg = PgAccounts::open(cfg, PG_POOL, timeout)
+                    .await
+                    .map_err(|e| AccountError::Store(format!("database_url {url}: {e}")))?;
+                Backend::Pg(pg)
+            }
+            None => Self::duck(db)?,
+        };
+        Self::with_backend(backend, cache_ttl, redis)
+    }
+
+    fn duck(db: Option<Database>) -> Result<Backend, AccountError> {
+        let db = db.ok_or_else(|| {
+            AccountError::Store("no account store: neither database_url nor a DuckDB file".into())
+        })?;
+        Ok(Backend::Duck(Arc::new(DuckAccounts::open(
+            db,
+            super::now_secs(),
+        )?)))
+    }
+
+    fn with_backend(
+        backend: Backend,
+        cache_ttl: Duration,
+        redis: Option<Arc<Redis>>,
+    ) -> Result<AccountStore, AccountError> {
+        Ok(AccountStore {
+            backend,
+            cache: RwLock::new(HashMap::new()),
+            cache_ttl,
+            redis,
+        })
+    }
+
+    /// `"postgres"` or `"duckdb"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Duck(_) => "duckdb",
+            Backend::Pg(_) => "postgres",
+        }
+    }
+
+    pub fn redis(&self) -> Option<&Arc<Redis>> {
+        self.redis.as_ref()
+    }
+
+    pub async fn create_account(
+        &self,
+        name: &str,
+        tier: Tier,
+        clearance: Classification,
+        now_secs: i64,
+    ) -> Result<Account, AccountError> {
+        check_name(name)?;
+        let a = Account {
+            id: mint_account_id(),
+            name: name.to_string(),
+            tier,
+            clearance,
+            status: AccountStatus::Active,
+            created_at: now_secs,
+            stripe_customer_id: None,
+            stripe_subscription_id: None,
+        };
+        match &self.backend {
+            Backend::Duck(d) => {
+                let a = a.clone();
+                duck!(d, |d| d.insert_account(&a))?
+            }
+            Backend::Pg(p) => p.insert_account(&a).await?,
+        }
+        Ok(a)
+    }
+
+    /// The account named `name`, created with `tier` and `clearance` when there is none (an
+    /// existing account keeps its own). `bool`: whether it was created.
+    pub async fn ensure_account(
+        &self,
+        name: &str,
+        tier: Tier,
+        clearance: Classification,
+        now_secs: i64,
+    ) -> Result<(Account, bool), AccountError> {
+        check_name(name)?;
+        if let Some(a) = self.account_by_name(name).await? {
+            return Ok((a, false));
+        }
+        match self.create_account(name, tier, clearance, now_secs).await {
+            Ok(a) => Ok((a, true)),
+            // Made by someone else meanwhile.
+            Err(AccountError::Conflict(_)) => self
+                .account_by_name(name)
+                .await?
+                .map(|a| (a, false))
+                .ok_or_else(|| AccountError::Store(format!("account {name:?} vanished"))),
+            Err(e) => Err(e),
+        }
+    }
+
+/// [`AccountStore::ensure_account`] for blocking callers (start-up). On PostgreSQL it needs
+    /// a tokio runtime and must not run on one of its worker threads, as `open`.
+    pub fn ensure_account_blocking(
+        &self,
+        name: &str,
+        tier: Tier,
+        clearance: Classification,
+        now_secs: i64,
+    ) -> Result<(Account, bool), AccountError> {
+        match &self.backend {
+            Backend::Duck(d) => {
+                check_name(name)?;
+                if let Some(a) = d.account_by_name(name)? {
+                    return Ok((a, false));
+                }
+                let a = Account {
+                    id: mint_account_id(),
+                    name: name.to_string(),
+                    tier,
+                    clearance,
+                    status: AccountStatus::Active,
+                    created_at: now_secs,
+                    stripe_customer_id: None,
+                    stripe_subscription_id: None,
+                };
+                d.insert_account(&a)?;
+                Ok((a, true))
+            }
+            Backend::Pg(_) => {
+                let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+                    AccountError::Store("the PostgreSQL backend needs a tokio runtime".into())
+                })?;
+                handle.block_on(self.ensure_account(name, tier, clearance, now_secs))
+            }
+        }
+    }
+
+    pub async fn account(&self, id: &AccountId) -> Result<Option<Account>, AccountError> {
+        match &self.backend {
+            Backend::Duck(d) => {
+                let id = id.clone();
+                duck!(d, |d| d.account(&id))
+            }
+            Backend::Pg(p) => p.account(id).await,
+        }
+    }
+
+    pub async fn account_by_name(&self, name: &str) -> Result<Option<Account>, AccountError> {
+        match &self.backend {
+            Backend::Duck(d) => {
+                let name = name.to_string();
+                duck!(d, |d| d.account_by_name(&name))
+            }
+            Backend::Pg(p) => p.account_by_name(name).await,
+        }
+    }
+
+    /// The account with this id, or 404-worthy `NotFound`.
+    pub async fn require_account(&self, id: &AccountId) -> Result<Account, AccountError> {
+        self.account(id)
+            .await?
+            .ok_or_else(|| AccountError::NotFound(format!("no account with id {id}")))
+    }
+
+    pub async fn accounts(&self) -> Result<Vec<Account>, AccountError> {
+        match &self.backend {
+            Backend::Duck(d) => duck!(d, |d| d.accounts()),
+            Backend::Pg(p) => p.accounts().await,
+        }
+    }
+
+    /// Changes tier, clearance or status; every origin's cached keys of the account are
+    /// dropped (here at once, elsewhere through the broadcast).
+    pub async fn update_account(
+        &self,
+        id: &AccountId,
+        change: &AccountChange,
+    ) -> Result<Account, AccountError> {
+        if change.is_empty() {
+            return Err(AccountError::invalid(
+                "tier",
+                "nothing to change: give tier, clearance or status",
+            ));
+        }
+        let updated = match &self.backend {
+            Backend::Duck(d) => {
+                let (id, change) = (id.clone(), change.clone());
+                duck!(d, |d| d.update_account(&id, &change))?
+            }
+            Backend::Pg(p) => p.update_account(id, change).await?,
+        };
+        let a =
+            updated.ok_or_else(|| AccountError::NotFound(format!("no account with id {id}")))?;
+        self.invalidate(Invalidation::Account(id.clone())).await;
+        Ok(a)
+    }
+
+    /// Mints a key for an existing account; the secret is in the answer only.
+    pub async fn create_key(
+        &self,
+        account: &AccountId,
+        opts: KeyOptions,
+        now_secs: i64,
+    ) -> Result<CreatedKey, AccountError> {
+        self.add_key(&mint_key(), account, opts, now_secs).await
+    }
+
+    /// Stores the hash of a key made elsewhere (`keys add`), or of a new one.
+    pub async fn add_key(
+        &self,
+        key: &str,
+        account: &AccountId,
+        opts: KeyOptions,
+        now_secs: i64,
+    ) -> Result<CreatedKey, AccountError> {
+        if !well_formed(key) {
+            return Err(AccountError::invalid(
+                "key",
+                "expected hk_ followed by 64 lowercase hex digits",
+            ));
+        }
+        if let Some(l) = &opts.label {
+            check_label(l)?;
+        }
+        let models = opts.models.as_deref().map(check_models).transpose()?;
+        if let Some(at) = opts.expires_at {
+            if at <= now_secs {
+                return Err(AccountError::invalid("expires", "must be in the future"));
+            }
+        }
+        self.require_account(account).await?;
+        let hash = hash_of(key);
+        let record = KeyRecord {
+            id: id_of_hash(&hash),
+            account_id: account.clone(),
+            label: opts.label,
+            created_at: now_secs,
+            expires_at: opts.expires_at,
+            models,
+            revoked_at: None,
+        };
+        match &self.backend {
+            Backend::Duck(d) => {
+                let (r, h) = (record.clone(), hash.clone());
+                duck!(d, |d| d.insert_key(&r, &h))?
+            }
+            Backend::Pg(p) => p.insert_key(&record, &hash).await?,
+        }
+        // A miss may be cached for this key (tried before it existed).
+        self.invalidate(Invalidation::Key(record.id.clone())).await;
+        Ok(CreatedKey {
+            key: key.to_string(),
+            record,
+        })
+    }
+
+    pub async fn keys(&self, account: Option<&AccountId>) -> Result<Vec<KeyRecord>, AccountError> {
+        match &self.backend {
+            Backend::Duck(d) => {
+                let a = account.cloned();
+                duck!(d, |d| d.keys(a.as_ref()))
+            }
+            Backend::Pg(p) => p.keys(account).await,
+        }
+    }
+
+    /// Revokes by id (revoking twice keeps the first time); `NotFound` for an unknown id.
+    pub async fn revoke_key(&self, id: &str, now_secs: i64) -> Result<KeyRecord, AccountError> {
+        let not_found = || AccountError::NotFound(format!("no key with id {id:?}"));
+        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(not_found());
+        }
+        let r = match &self.backend {
+            Backend::Duck(d) => {
+                let i = id.to_string();
+                duck!(d, |d| d.revoke_key(&i, now_secs))?
+            }
+            Backend::Pg(p) => p.revoke_key(id, now_secs).await?,
+        };
+        let r = r.ok_or_else(not_found)?;
+        self.invalidate(Invalidation::Key(r.id.clone())).await;
+        Ok(r)
+    }
+
+    /// Cached verdict; `None` when the cache has nothing fresh. Cheap: no I/O.
+    pub fn cached(&self, key: &str, now_secs: i64) -> Option<Result<Grant, KeyRefusal>> {
+        if !well_formed(key) {
+            return Some(Err(KeyRefusal::Malformed));
+        }
+        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+        let (found, at) = cache.get(&hash_of(key))?;
+        if at.elapsed() > self.cache_ttl {
+            return None;
+        }
+        Some(judge(found.as_ref(), now_secs).cloned())
+    }
+
+    /// Looks the key up in the store and caches what it found.
+    pub async fn lookup(
+        &self,
+        key: &str,
+        now_secs: i64,
+    ) -> Result<Result<Grant, KeyRefusal>, AccountError> {
+        if !well_formed(key) {
+            return Ok(Err(KeyRefusal::Malformed));
+        }
+        let hash = hash_of(key);
+        let found = match &self.backend {
+            Backend::Duck(d) => {
+                let h = hash.clone();
+                duck!(d, |d| d.grant(&h))?
+            }
+            Backend::Pg(p) => p.grant(&hash).await?,
+        };
+        let verdict = judge(found.as_ref(), now_secs).cloned();
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_MAX {
+            let ttl = self.cache_ttl;
+            cache.retain(|_, (_, at)| at.elapsed() <= ttl);
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(hash, (found, Instant::now()));
+        Ok(verdict)
+    }
+
+    /// Drops the cached lookups `inv` affects, here only.
+    pub fn drop_cached(&self, inv: &Invalidation) {
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        match inv {
+            Invalidation::Account(id) => {
+                cache.retain(|_, (g, _)| g.as_ref().is_none_or(|g| &g.account.id != id))
+            }
+            // The id is the hash's first 16 digits: misses are matched too.
+            Invalidation::Key(id) => cache.retain(|hash, _| !hash.starts_with(id.as_str())),
+        }
+    }
+
+    /// Forgets every cached lookup (after the broadcast was interrupted).
+    pub fn clear_cache(&self) {
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Drops the entries here and tells the other origins (when Redis is configured).
+    async fn invalidate(&self, inv: Invalidation) {
+        self.drop_cached(&inv);
+        if let Some(r) = &self.redis {
+            if let Err(e) = broadcast::publish(r, &inv).await {
+                tracing::warn!(error = %e, what = %inv, "could not broadcast an account change: other origins see it within defense.key_cache_secs");
+            }
+        }
+    }
+
+    /// Can the store answer? (`/ready`.)
+    pub async fn ping(&self) -> Result<(), AccountError> {
+        match &self.backend {
+            Backend::Duck(_) => Ok(()),
+            Backend::Pg(p) => p.ping().await,
+        }
+    }
+
+    /// Applies missing PostgreSQL migrations (`open` already did); DuckDB: nothing to do.
+    pub async fn migrate(&self) -> Result<Vec<i32>, AccountError> {
+        match &self.backend {
+            Backend::Duck(_) => Ok(Vec::new()),
+            Backend::Pg(p) => p.migrate().await,
+        }
+    }
+}
