@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{client, edge_signed, fake_provider, RedisServer, TestServer};
+use common::{client, edge_signed, fake_provider, owner_client, RedisServer, TestServer};
 use heady_shared::Tier;
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
@@ -438,7 +438,7 @@ async fn provider_failures_reach_the_log_with_the_request_id_and_not_the_client(
 #[tokio::test]
 async fn a_client_error_keeps_its_message_and_carries_the_request_id() {
     let s = TestServer::start(|_| {}).await;
-    let r = client()
+    let r = owner_client()
         .post(s.url("/api/memory/vectors"))
         .header("x-request-id", "req-dim")
         .json(&json!({"content": "a", "embedding": vec![0.5; 7]}))
