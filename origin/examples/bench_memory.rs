@@ -98,13 +98,6 @@ fn qps(threads: usize, queries: &[Vec<f32>], f: impl Fn(&[f32]) + Sync) -> f64 {
     queries.len() as f64 / t.elapsed().as_secs_f64()
 }
 
-/// The account of owner `o`: 0 is the large one, 1..=owners the small ones.
-fn account(o: usize) -> AccountId {
-    let mut b = [0u8; 15];
-    b[..8].copy_from_slice(&(o as u64 + 1).to_le_bytes());
-    AccountId::from_random(b)
-}
-
 /// Sequential `POST /api/memory/search` requests while `go(i)` holds; latencies in ms.
 async fn http_searches(
     addr: std::net::SocketAddr,
@@ -212,21 +205,28 @@ fn main() -> anyhow::Result<()> {
         });
         anyhow::Ok((state, addr, server))
     })?;
-    // One Enterprise key per owner (no quota), named by the owner's account id.
-    let keys: Vec<String> = (0..=owners)
-        .map(|o| {
-            state
-                .defense
-                .keys
-                .create(
-                    account(o).as_str(),
-                    Tier::Enterprise,
-                    Classification::Internal,
-                    0,
-                )
-                .map(|k| k.key)
-        })
-        .collect::<Result<_, _>>()?;
+    // One account per owner (0 is the large one, 1..=owners the small ones), Enterprise (no
+    // quota), each with a key.
+    let (accounts, keys): (Vec<AccountId>, Vec<String>) = rt
+        .block_on(async {
+            let store = &state.defense.accounts;
+            let mut out = Vec::new();
+            for o in 0..=owners {
+                let (a, _) = store
+                    .ensure_account(
+                        &format!("owner-{o}"),
+                        Tier::Enterprise,
+                        Classification::Internal,
+                        0,
+                    )
+                    .await?;
+                let k = store.create_key(&a.id, Default::default(), 0).await?;
+                out.push((a.id, k.key));
+            }
+            anyhow::Ok(out)
+        })?
+        .into_iter()
+        .unzip();
     let keys = Arc::new(keys);
     while !state.memory.index_ready() {
         std::thread::sleep(Duration::from_millis(10));
@@ -456,7 +456,7 @@ fn main() -> anyhow::Result<()> {
     // 4b. One owner's search: a small owner and the large one, each by the exact scan of its
     // rows and by the graph filtered to them, against the exact top 10 of that owner's rows.
     for (label, o) in [("small owner", 1usize), ("large owner", 0)] {
-        let who = account(o);
+        let who = accounts[o].clone();
         let scope = Scope::Owner(&who);
         let truth: Vec<HashSet<String>> = queries[..n_exact]
             .iter()

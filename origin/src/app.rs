@@ -71,21 +71,27 @@ impl App {
         if let Some(r) = &redis {
             crate::accounts::broadcast::subscribe(accounts.clone(), r.clone(), &background);
         }
-        // Rows stored before memory had owners belong to the account named `legacy`.
-        let (legacy, _) = accounts
-            .ensure_account_blocking(
-                heady_shared::account::LEGACY_ACCOUNT_NAME,
-                // Enterprise keeps rows for ever by default (`memory.retention_days`); the
-                // account has no keys, so its tier grants nothing else.
-                heady_shared::Tier::Enterprise,
-                heady_shared::Classification::Public,
-                crate::accounts::now_secs(),
-            )
-            .map_err(|e| anyhow::anyhow!("the legacy account: {e}"))?;
+        // Rows stored before memory had owners go to the account named `legacy`, made only
+        // when there are such rows.
+        let legacy = if MemoryStore::unowned_rows(&db)? > 0 {
+            let (account, _) = accounts
+                .ensure_account_blocking(
+                    heady_shared::account::LEGACY_ACCOUNT_NAME,
+                    // Enterprise keeps rows for ever by default (`memory.retention_days`); the
+                    // account has no keys, so its tier grants nothing else.
+                    heady_shared::Tier::Enterprise,
+                    heady_shared::Classification::Public,
+                    crate::accounts::now_secs(),
+                )
+                .map_err(|e| anyhow::anyhow!("the legacy account: {e}"))?;
+            Some(account.id)
+        } else {
+            None
+        };
         let memory = Arc::new(MemoryStore::open(
             db.clone(),
             &config.memory,
-            &legacy.id,
+            legacy.as_ref(),
             storage.child_token(),
         )?);
         memory.start_indexer()?;

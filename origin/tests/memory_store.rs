@@ -26,7 +26,7 @@ fn owner() -> AccountId {
 fn open(dir: &std::path::Path, cfg: &MemoryConfig) -> (Database, MemoryStore) {
     let cancel = CancellationToken::new();
     let db = Database::open(dir, &DbConfig::from(cfg), cancel.child_token()).unwrap();
-    let m = MemoryStore::open(db.clone(), cfg, &legacy(), cancel.child_token()).unwrap();
+    let m = MemoryStore::open(db.clone(), cfg, Some(&legacy()), cancel.child_token()).unwrap();
     (db, m)
 }
 
@@ -220,7 +220,7 @@ fn after_cancellation_new_rows_are_still_searchable() {
     };
     let cancel = CancellationToken::new();
     let db = Database::open(dir.path(), &DbConfig::from(&cfg), cancel.child_token()).unwrap();
-    let m = MemoryStore::open(db.clone(), &cfg, &legacy(), cancel.child_token()).unwrap();
+    let m = MemoryStore::open(db.clone(), &cfg, Some(&legacy()), cancel.child_token()).unwrap();
     m.start_indexer().unwrap();
     assert!(m.wait_indexed(std::time::Duration::from_secs(60)));
     cancel.cancel();
@@ -287,7 +287,7 @@ fn two_owners_never_meet(served: Served) {
     };
     let cancel = CancellationToken::new();
     let db = Database::open(dir.path(), &DbConfig::from(&cfg), cancel.child_token()).unwrap();
-    let m = MemoryStore::open(db.clone(), &cfg, &legacy(), cancel.child_token()).unwrap();
+    let m = MemoryStore::open(db.clone(), &cfg, Some(&legacy()), cancel.child_token()).unwrap();
     if served != Served::Exact {
         m.start_indexer().unwrap();
         assert!(m.wait_indexed(std::time::Duration::from_secs(60)));
@@ -416,7 +416,7 @@ fn rows_without_an_owner_migrate_to_the_legacy_account() {
         .map_err(heady_origin::db::DbError::from)
     })
     .unwrap();
-    let m = MemoryStore::open(db.clone(), &cfg, &legacy(), cancel.child_token()).unwrap();
+    let m = MemoryStore::open(db.clone(), &cfg, Some(&legacy()), cancel.child_token()).unwrap();
     assert_eq!(m.owner_rows(&legacy()), 2);
     assert_eq!(m.stats_blocking(&legacy()).unwrap().total_vectors, 2);
     let (hits, _) = m
@@ -440,7 +440,7 @@ fn rows_without_an_owner_migrate_to_the_legacy_account() {
     assert_eq!(nulls, 0);
     drop(m);
     // Opening again migrates nothing more and keeps the owners.
-    let m = MemoryStore::open(db.clone(), &cfg, &legacy(), cancel.child_token()).unwrap();
+    let m = MemoryStore::open(db.clone(), &cfg, Some(&legacy()), cancel.child_token()).unwrap();
     assert_eq!((m.owner_rows(&legacy()), m.owner_rows(&owner())), (2, 1));
 }
 

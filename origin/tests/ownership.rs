@@ -310,8 +310,13 @@ async fn only_a_restricted_operator_searches_across_owners_and_is_logged() {
     let s = TestServer::start(|c| c.defense.enabled = true).await;
     let a = client_with(&key(&s, ACCOUNT_A, Tier::Pro, Classification::Internal).await);
     let b = client_with(&key(&s, ACCOUNT_B, Tier::Enterprise, Classification::Proprietary).await);
-    let (ops_key, _) =
-        common::new_key(&s.state, "ops", Tier::Enterprise, Classification::Restricted).await;
+    let (ops_key, _) = common::new_key(
+        &s.state,
+        "ops",
+        Tier::Enterprise,
+        Classification::Restricted,
+    )
+    .await;
     let ops_id = heady_origin::accounts::id_of_hash(&heady_origin::accounts::hash_of(&ops_key));
     let ops = client_with(&ops_key);
     let (id_a, id_b) = (id_of(&s, ACCOUNT_A).await, id_of(&s, ACCOUNT_B).await);
@@ -396,10 +401,7 @@ async fn only_a_restricted_operator_searches_across_owners_and_is_logged() {
         .filter(|l| l.contains("operator memory search"))
         .collect();
     assert_eq!(across.len(), 2, "{text}");
-    assert!(
-        across.iter().all(|l| l.contains(&ops_id)),
-        "{across:?}"
-    );
+    assert!(across.iter().all(|l| l.contains(&ops_id)), "{across:?}");
     assert!(across[1].contains(&id_b), "{across:?}");
     s.stop().await;
 }

@@ -180,7 +180,7 @@ impl AccountStore {
         }
     }
 
-/// [`AccountStore::ensure_account`] for blocking callers (start-up). On PostgreSQL it needs
+    /// [`AccountStore::ensure_account`] for blocking callers (start-up). On PostgreSQL it needs
     /// a tokio runtime and must not run on one of its worker threads, as `open`.
     pub fn ensure_account_blocking(
         &self,

@@ -59,6 +59,8 @@ pub enum MemoryError {
         stored: String,
         path: PathBuf,
     },
+    #[error("{0} memory rows have no owner and no legacy account was given for them")]
+    Unowned(u64),
     #[error("could not start the indexer thread: {0}")]
     Thread(std::io::Error),
     /// The insert would take the owner past its tier's row quota; nothing was stored.
@@ -227,14 +229,14 @@ impl MemoryStore {
     pub fn open(
         db: Database,
         cfg: &MemoryConfig,
-        legacy: &AccountId,
+        legacy: Option<&AccountId>,
         cancel: CancellationToken,
     ) -> Result<MemoryStore, MemoryError> {
         // Our own child, so that closing the store stops only its own thread.
         let cancel = cancel.child_token();
         let dim = cfg.dim;
-        let opened = table::create(&db, dim, legacy.as_str())?;
-        if opened.migrated > 0 {
+        let opened = table::create(&db, dim, legacy.map(AccountId::as_str))?;
+        if let (true, Some(legacy)) = (opened.migrated > 0, legacy) {
             tracing::info!(rows = opened.migrated, owner = %legacy, "memory rows without an owner given to the legacy account");
         }
         let mut owners = Owners::default();
@@ -276,6 +278,11 @@ impl MemoryStore {
             _cancel_watch: cancel_watch,
             indexer: Mutex::new(None),
         })
+    }
+
+    /// Rows stored before rows had owners, which `open` gives to the legacy account.
+    pub fn unowned_rows(db: &Database) -> Result<u64, MemoryError> {
+        table::unowned(db)
     }
 
     /// Starts the indexer thread (see `indexer`). Once only; later calls do nothing.

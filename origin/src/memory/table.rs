@@ -30,10 +30,36 @@ pub struct Opened {
     pub migrated: u64,
 }
 
+/// Rows that have no owner yet: all of a table made before the `owner` column existed, the
+/// rows with a NULL owner otherwise, none when there is no table.
+pub fn unowned(db: &Database) -> Result<u64, MemoryError> {
+    db.with_reader(|conn| {
+        let columns: i64 = conn.query_row(
+            "SELECT count(*) FILTER (WHERE column_name = 'owner'), count(*)
+             FROM information_schema.columns WHERE table_name = 'conversation_vectors'",
+            [],
+            |r| {
+                Ok(if r.get::<_, i64>(1)? == 0 {
+                    -1
+                } else {
+                    r.get(0)?
+                })
+            },
+        )?;
+        let sql = match columns {
+            -1 => return Ok(0),
+            0 => "SELECT count(*) FROM conversation_vectors",
+            _ => "SELECT count(*) FROM conversation_vectors WHERE owner IS NULL",
+        };
+        let n: i64 = conn.query_row(sql, [], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    })
+}
+
 /// Creates the table when missing, checks that it stores `dim`-dimensional embeddings, adds
 /// the `owner` column to a table made before it existed and gives every row without an owner
 /// to `legacy`.
-pub fn create(db: &Database, dim: usize, legacy: &str) -> Result<Opened, MemoryError> {
+pub fn create(db: &Database, dim: usize, legacy: Option<&str>) -> Result<Opened, MemoryError> {
     db.with_writer(|conn| {
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS conversation_vectors (
@@ -58,10 +84,23 @@ pub fn create(db: &Database, dim: usize, legacy: &str) -> Result<Opened, MemoryE
         if has_owner == 0 {
             conn.execute_batch("ALTER TABLE conversation_vectors ADD COLUMN owner VARCHAR")?;
         }
-        let migrated = conn.execute(
-            "UPDATE conversation_vectors SET owner = ? WHERE owner IS NULL",
-            params![legacy],
-        )? as u64;
+        let migrated = match legacy {
+            Some(legacy) => conn.execute(
+                "UPDATE conversation_vectors SET owner = ? WHERE owner IS NULL",
+                params![legacy],
+            )? as u64,
+            None => {
+                let unowned: i64 = conn.query_row(
+                    "SELECT count(*) FROM conversation_vectors WHERE owner IS NULL",
+                    [],
+                    |r| r.get(0),
+                )?;
+                if unowned > 0 {
+                    return Err(MemoryError::Unowned(unowned as u64));
+                }
+                0
+            }
+        };
         let stored: String = conn.query_row(
             "SELECT data_type FROM information_schema.columns
              WHERE table_name = 'conversation_vectors' AND column_name = 'embedding'",

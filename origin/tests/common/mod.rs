@@ -41,7 +41,14 @@ impl TestServer {
             .unwrap();
         // Memory belongs to accounts: every server knows the key `owner_client()` sends (a
         // restart in the same directory finds it stored already).
-        add_key(&state, OWNER_KEY, OWNER_ACCOUNT, Tier::Enterprise, Classification::Internal).await;
+        add_key(
+            &state,
+            OWNER_KEY,
+            OWNER_ACCOUNT,
+            Tier::Enterprise,
+            Classification::Internal,
+        )
+        .await;
         let (tx, rx) = oneshot::channel::<()>();
         let st = state.clone();
         let task = tokio::spawn(async move {
