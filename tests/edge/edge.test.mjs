@@ -2,7 +2,7 @@
 // heady-origin process. Run by deploy/test.sh: `cd tests/edge && node --test`.
 
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { createHash, randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
@@ -41,17 +41,20 @@ let originVerifies = false;
 // Memory routes are INTERNAL at an origin that classifies routes: a Pro/INTERNAL key made with
 // `heady-origin keys create` when the origin has keys, else none (anonymous works there).
 let memoryAuth = {};
-// The envelope the tests sign direct origin requests with: that key's holder.
+// The envelope the tests sign direct origin requests with: that key's account (its subject is
+// `user:<account id>` once `createKey` has made the key).
 const insider = { subject: "user:edge-test", tier: "pro", clearance: "INTERNAL" };
 
 function createKey(tier, clearance) {
-  const out = execFileSync(
+  const run = spawnSync(
     origin.bin,
     ["keys", "--data-dir", origin.dataDir, "create", "--user", "edge-test", "--tier", tier, "--clearance", clearance],
     { encoding: "utf8", env: { ...process.env, HEADY_TUNNEL_KEY: TUNNEL_KEY } },
   );
-  const key = /hk_[0-9a-f]{64}/.exec(out)?.[0];
-  assert.ok(key, `keys create printed no key: ${out}`);
+  const key = /hk_[0-9a-f]{64}/.exec(run.stdout)?.[0];
+  assert.ok(key, `keys create printed no key: ${run.stdout} ${run.stderr}`);
+  const account = /acct_[a-z2-7]{24}/.exec(run.stderr + run.stdout)?.[0];
+  if (account) insider.subject = `user:${account}`;
   return key;
 }
 
