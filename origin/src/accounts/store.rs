@@ -135,16 +135,7 @@ impl AccountStore {
         now_secs: i64,
     ) -> Result<Account, AccountError> {
         check_name(name)?;
-        let a = Account {
-            id: mint_account_id(),
-            name: name.to_string(),
-            tier,
-            clearance,
-            status: AccountStatus::Active,
-            created_at: now_secs,
-            stripe_customer_id: None,
-            stripe_subscription_id: None,
-        };
+        let a = Account::new(name, tier, clearance, now_secs);
         match &self.backend {
             Backend::Duck(d) => {
                 let a = a.clone();
@@ -195,16 +186,7 @@ impl AccountStore {
                 if let Some(a) = d.account_by_name(name)? {
                     return Ok((a, false));
                 }
-                let a = Account {
-                    id: mint_account_id(),
-                    name: name.to_string(),
-                    tier,
-                    clearance,
-                    status: AccountStatus::Active,
-                    created_at: now_secs,
-                    stripe_customer_id: None,
-                    stripe_subscription_id: None,
-                };
+                let a = Account::new(name, tier, clearance, now_secs);
                 d.insert_account(&a)?;
                 Ok((a, true))
             }
@@ -450,6 +432,22 @@ impl AccountStore {
         match &self.backend {
             Backend::Duck(_) => Ok(Vec::new()),
             Backend::Pg(p) => p.migrate().await,
+        }
+    }
+}
+
+impl Account {
+    /// A new active account with a fresh id (not yet stored).
+    pub fn new(name: &str, tier: Tier, clearance: Classification, now_secs: i64) -> Account {
+        Account {
+            id: mint_account_id(),
+            name: name.to_string(),
+            tier,
+            clearance,
+            status: AccountStatus::Active,
+            created_at: now_secs,
+            stripe_customer_id: None,
+            stripe_subscription_id: None,
         }
     }
 }
