@@ -578,15 +578,19 @@ fn print_reply(reply: AdminReply, json: bool) -> i32 {
             }
         };
     }
-    let when = |secs: i64| secs.to_string();
+    let when = |secs: i64| {
+        chrono::DateTime::from_timestamp(secs, 0)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| secs.to_string())
+    };
     let print_keys = |keys: &[crate::accounts::KeyRecord]| {
         println!(
-            "{:<16}  {:<29}  {:<10}  {:<10}  {:<10}  {:<16}  LABEL",
+            "{:<16}  {:<29}  {:<20}  {:<20}  {:<20}  {:<16}  LABEL",
             "ID", "ACCOUNT", "CREATED", "EXPIRES", "REVOKED", "MODELS"
         );
         for k in keys {
             println!(
-                "{:<16}  {:<29}  {:<10}  {:<10}  {:<10}  {:<16}  {}",
+                "{:<16}  {:<29}  {:<20}  {:<20}  {:<20}  {:<16}  {}",
                 k.id,
                 k.account_id,
                 when(k.created_at),
@@ -608,7 +612,12 @@ fn print_reply(reply: AdminReply, json: bool) -> i32 {
         for a in accounts {
             println!(
                 "{:<29}  {:<24}  {:<10}  {:<11}  {:<8}  {}",
-                a.id, a.name, a.tier, a.clearance, a.status, a.created_at
+                a.id,
+                a.name,
+                a.tier.to_string(),
+                a.clearance.to_string(),
+                a.status.to_string(),
+                when(a.created_at)
             );
         }
     };

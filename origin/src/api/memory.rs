@@ -551,6 +551,13 @@ pub async fn stats(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
         .map_err(|e| Error::internal(format!("stats failed: {e}")))?;
     let mut v = serde_json::to_value(&stats).map_err(|e| Error::internal(e.to_string()))?;
     v["embedder"] = json!(s.embedder.name());
+    // The index holds every account's rows: its size would tell a caller how much others store.
+    if !c.identity.clearance.permits(Classification::Restricted) {
+        if let Some(index) = v.get_mut("index").and_then(|i| i.as_object_mut()) {
+            index.remove("size");
+            index.remove("memory_bytes");
+        }
+    }
     Reply::ok(&v)
 }
 
