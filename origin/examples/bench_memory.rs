@@ -491,6 +491,42 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    // 4c. The large owner's filtered walk across efSearch (the walk asks usearch for
+    // `filtered_candidates` results, so its beam widens by the owner's share of the graph).
+    {
+        let who = accounts[0].clone();
+        let scope = Scope::Owner(&who);
+        let truth: Vec<HashSet<String>> = queries[..n_exact]
+            .iter()
+            .map(|q| {
+                memory
+                    .exact_search_blocking(&scope, q, 10, None)
+                    .map(|h| h.into_iter().map(|h| h.id).collect())
+            })
+            .collect::<Result<_, _>>()?;
+        memory.set_exact_below(0);
+        for ef in [32usize, 64, 128, 256] {
+            memory.set_ef_search(ef);
+            let mut ms = Vec::new();
+            let mut hits = 0usize;
+            for (qi, q) in queries[..n_exact].iter().enumerate() {
+                let t = Instant::now();
+                let (res, _) = memory.search_blocking(&scope, q, 10, None)?;
+                ms.push(t.elapsed().as_secs_f64() * 1e3);
+                hits += res.iter().filter(|h| truth[qi].contains(&h.id)).count();
+            }
+            let t = timing(ms);
+            let want = truth.iter().map(HashSet::len).sum::<usize>().max(1);
+            println!(
+                "  large owner filtered, efSearch {ef:>3} (asks {}): p50 {:>7.3} ms  p99 {:>7.3} ms  recall@10 {:.3}",
+                heady_origin::memory::filtered_candidates(10, ef, rows_of[0].len() as u64, memory.len()),
+                t.p50_ms,
+                t.p99_ms,
+                hits as f64 / want as f64
+            );
+        }
+        memory.set_ef_search(cfg.memory.hnsw_ef_search);
+    }
     memory.set_exact_below(cfg.memory.exact_below);
     println!(
         "served path per owner: exact scan below memory.exact_below = {} rows, filtered HNSW above",

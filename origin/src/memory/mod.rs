@@ -34,14 +34,14 @@ mod table;
 use crate::db::{CancelWatch, Database, DbError};
 use config::{MemoryConfig, PerTier};
 use heady_shared::{AccountId, Tier};
-use index::HnswIndex;
+use index::{Hit, HnswIndex};
 use indexer::{Indexer, Progress};
 use pending::{PendingChunk, PendingQueue};
 use row_cache::{RowCache, RowView};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -211,6 +211,9 @@ pub struct MemoryStore {
     max_pending: usize,
     /// Owners with fewer rows are searched exactly (`memory.exact_below`).
     exact_below: AtomicU64,
+    /// The graph's efSearch (`memory.hnsw_ef_search`): a filtered walk widens it by the
+    /// owner's share of the graph.
+    ef_search: AtomicUsize,
     /// Inserts that found the queue full while the index was loading queued nothing: the
     /// indexer queues the rows the graph lacks once the load is done.
     overflowed: Arc<AtomicBool>,
@@ -273,6 +276,7 @@ impl MemoryStore {
             count: AtomicU64::new(count),
             max_pending: cfg.max_pending,
             exact_below: AtomicU64::new(cfg.exact_below),
+            ef_search: AtomicUsize::new(cfg.hnsw_ef_search),
             overflowed: Arc::new(AtomicBool::new(false)),
             cancel,
             _cancel_watch: cancel_watch,
@@ -560,9 +564,12 @@ impl MemoryStore {
                 SearchPath::Exact,
             ));
         }
-        let mut hits = self
-            .rows
-            .with_owner_test(owner, |keep| self.index.filtered_search(query, top_k, keep))?;
+        let mut hits = match owner {
+            Some(i) => self.owner_graph_search(i, query, top_k)?,
+            None => self
+                .rows
+                .with_owner_test(None, |keep| self.index.filtered_search(query, top_k, keep))?,
+        };
         search::merge_queued(
             query,
             top_k,
@@ -584,6 +591,27 @@ impl MemoryStore {
             }
         }
         Ok((results, SearchPath::Hnsw))
+    }
+
+    /// One owner's best `top_k` from the graph, by a filtered walk whose beam is widened by the
+    /// owner's share of the graph (`filtered_candidates`).
+    fn owner_graph_search(
+        &self,
+        owner: u32,
+        query: &[f32],
+        top_k: usize,
+    ) -> Result<Vec<Hit>, MemoryError> {
+        let wanted = filtered_candidates(
+            top_k,
+            self.ef_search.load(Ordering::Relaxed),
+            self.owners().rows[owner as usize],
+            self.index.len() as u64,
+        );
+        let mut hits = self.rows.with_owner_test(Some(owner), |keep| {
+            self.index.filtered_search(query, wanted, keep)
+        })?;
+        hits.truncate(top_k);
+        Ok(hits)
     }
 
     /// Exact cosine search in DuckDB within `scope` (the ground truth).
@@ -639,6 +667,7 @@ impl MemoryStore {
     }
 
     pub fn set_ef_search(&self, ef: usize) {
+        self.ef_search.store(ef, Ordering::Relaxed);
         self.index.set_ef_search(ef);
     }
 
@@ -668,5 +697,58 @@ impl MemoryStore {
 impl Drop for MemoryStore {
     fn drop(&mut self) {
         self.stop_indexer();
+    }
+}
+
+/// How many candidates a graph walk for one owner asks usearch for. usearch widens its beam to
+/// at least the count asked, and an owner with a share `p` of the nodes holds about `ef * p` of
+/// a beam of `ef`: asking `ef / p` keeps the owner's recall near the whole graph's, capped so a
+/// walk never costs more than `MAX_FILTERED_WIDENING` times a plain one (below
+/// `memory.exact_below` rows the exact scan is used instead).
+pub fn filtered_candidates(top_k: usize, ef: usize, owner_rows: u64, graph_rows: u64) -> usize {
+    const MAX_FILTERED_WIDENING: usize = 8;
+    if owner_rows == 0 || graph_rows <= owner_rows {
+        return top_k;
+    }
+    // usearch returns fewer results when asked for more than the graph holds.
+    let cap = (ef.saturating_mul(MAX_FILTERED_WIDENING) as u64).min(graph_rows);
+    let widened = (ef as u128 * graph_rows as u128).div_ceil(owner_rows as u128);
+    top_k.max(widened.min(cap as u128) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filtered_candidates;
+
+    #[test]
+    fn a_filtered_walk_widens_by_the_owners_share() {
+        assert_eq!(filtered_candidates(10, 64, 50_000, 100_000), 128);
+        assert_eq!(filtered_candidates(10, 64, 25_000, 100_000), 256);
+        assert_eq!(
+            filtered_candidates(10, 64, 1_000, 100_000),
+            512,
+            "capped at 8x"
+        );
+        assert_eq!(
+            filtered_candidates(10, 64, 100_000, 100_000),
+            10,
+            "no filter to make up for"
+        );
+        assert_eq!(
+            filtered_candidates(600, 64, 50_000, 100_000),
+            600,
+            "never fewer than asked"
+        );
+        assert_eq!(filtered_candidates(10, 64, 0, 100_000), 10);
+        assert_eq!(
+            filtered_candidates(10, 64, 60, 100),
+            100,
+            "never more than the graph holds"
+        );
+        assert_eq!(
+            filtered_candidates(200, 64, 60, 100),
+            200,
+            "as before when asked for more"
+        );
     }
 }
