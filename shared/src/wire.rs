@@ -719,8 +719,9 @@ mod tests {
     #[test]
     fn session_macs_bind_the_session_and_differ_from_hmac() {
         let session = SessionMac::new([7; 32], [8; 16]);
-        let headers: HashMap<&'static str, String> =
-            sign(&session, &line(body()), &envelope()).into_iter().collect();
+        let headers: HashMap<&'static str, String> = sign(&session, &line(body()), &envelope())
+            .into_iter()
+            .collect();
         assert!(headers[header::SIGNATURE].starts_with("session-hmac-sha256 "));
         let verify_with = |auth: &dyn TunnelAuthenticator| {
             verify(
@@ -747,8 +748,14 @@ mod tests {
             Err(WireError::WrongScheme { .. })
         ));
         let v2 = String::from_utf8(session.canonical(&line(body()), &envelope())).unwrap();
-        assert!(v2.starts_with("15:heady-tunnel-v2\n") && v2.ends_with("\n32:08080808080808080808080808080808\n"));
-        assert_eq!(scheme_of("session-hmac-sha256 00"), Some(SessionMac::SCHEME));
+        assert!(
+            v2.starts_with("15:heady-tunnel-v2\n")
+                && v2.ends_with("\n32:08080808080808080808080808080808\n")
+        );
+        assert_eq!(
+            scheme_of("session-hmac-sha256 00"),
+            Some(SessionMac::SCHEME)
+        );
         assert_eq!(scheme_of("nonsense"), None);
         assert!(!format!("{session:?}").contains("0707"));
     }

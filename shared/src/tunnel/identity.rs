@@ -141,10 +141,10 @@ impl Identity {
     ) -> Result<Vec<u8>, IdentityError> {
         let context_len = u8::try_from(context.len()).map_err(|_| IdentityError::ContextTooLong)?;
         // FIPS 204 Algorithm 2: M' = 0 || |ctx| || ctx || M, signed by ML-DSA.Sign_internal.
-        let ml_dsa = self
-            .ml_dsa
-            .expanded_key()
-            .sign_internal(&[&[0u8, context_len][..], context, message], &(*randomness).into());
+        let ml_dsa = self.ml_dsa.expanded_key().sign_internal(
+            &[&[0u8, context_len][..], context, message],
+            &(*randomness).into(),
+        );
         let ed25519 = self
             .ed25519
             .sign(&ed25519_message(context_len, context, message));
@@ -157,7 +157,11 @@ impl Identity {
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Identity {{ {}, private keys: <redacted> }}", self.fingerprint())
+        write!(
+            f,
+            "Identity {{ {}, private keys: <redacted> }}",
+            self.fingerprint()
+        )
     }
 }
 
@@ -330,7 +334,9 @@ mod tests {
         );
         assert_eq!(
             public.verify(b"ctx", b"message", &sig[1..]),
-            Err(IdentityError::SignatureLength(COMPOSITE_SIGNATURE_BYTES - 1))
+            Err(IdentityError::SignatureLength(
+                COMPOSITE_SIGNATURE_BYTES - 1
+            ))
         );
         // Hedged: other randomness, another valid signature.
         let again = id.sign(b"ctx", b"message", &[10; 32]).unwrap();
@@ -346,7 +352,10 @@ mod tests {
         let back = Identity::from_secret_text(&format!("  {text}\n")).unwrap();
         assert_eq!(back.fingerprint(), id.fingerprint());
         let debug = format!("{id:?}");
-        assert!(!debug.contains(&text[SECRET_PREFIX.len()..][..16]), "{debug}");
+        assert!(
+            !debug.contains(&text[SECRET_PREFIX.len()..][..16]),
+            "{debug}"
+        );
         assert!(debug.contains(&id.fingerprint().to_string()), "{debug}");
         for bad in [
             "",

@@ -106,7 +106,12 @@ mod tests {
         assert_eq!(initiator.hello().len(), HELLO_BYTES);
         let hello = accept_hello(initiator.hello(), &[edge().fingerprint()], now, 60).unwrap();
         let (welcome, keys) = hello
-            .respond(&origin(), now + DEFAULT_SESSION_SECS, &welcome_random(2), seal)
+            .respond(
+                &origin(),
+                now + DEFAULT_SESSION_SECS,
+                &welcome_random(2),
+                seal,
+            )
             .unwrap();
         let session = initiator
             .finish(&welcome, &[origin().fingerprint()])
@@ -185,7 +190,9 @@ mod tests {
         // randomness: FIPS 204's deterministic variant) as an independent implementation makes
         // them.
         assert_eq!(
-            hex_encode(&Sha256::digest(&public[..identity::ML_DSA_65_PUBLIC_KEY_BYTES])),
+            hex_encode(&Sha256::digest(
+                &public[..identity::ML_DSA_65_PUBLIC_KEY_BYTES]
+            )),
             KAT_ML_DSA_PUBLIC_SHA256
         );
         assert_eq!(id.fingerprint().to_string(), KAT_FINGERPRINT);
