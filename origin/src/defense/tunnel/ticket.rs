@@ -147,14 +147,14 @@ mod tests {
         let key = TicketKey([9; 32]);
         let t = seal(&key, [3; 12], &keys(), 1_000, Fingerprint([4; 32]));
         assert_eq!(t.len(), TICKET_BYTES);
-        let opened = open(&[key.clone()], &t, 999).unwrap();
+        let opened = open(std::slice::from_ref(&key), &t, 999).unwrap();
         assert_eq!(opened.keys, keys());
         assert_eq!(
             (opened.expires_at, opened.edge),
             (1_000, Fingerprint([4; 32]))
         );
         assert_eq!(
-            open(&[key.clone()], &t, 1_005),
+            open(std::slice::from_ref(&key), &t, 1_005),
             Err(TicketError::Expired {
                 expires_at: 1_000,
                 ago_secs: 5
@@ -168,10 +168,13 @@ mod tests {
         for at in [0, 5, 20, TICKET_BYTES - 1] {
             let mut bad = t.clone();
             bad[at] ^= 1;
-            assert!(open(&[key.clone()], &bad, 999).is_err(), "byte {at}");
+            assert!(
+                open(std::slice::from_ref(&key), &bad, 999).is_err(),
+                "byte {at}"
+            );
         }
         assert_eq!(
-            open(&[key.clone()], &t[1..], 999),
+            open(std::slice::from_ref(&key), &t[1..], 999),
             Err(TicketError::Malformed("wrong length"))
         );
         assert!(!format!("{:?}", opened).contains("0101"));
