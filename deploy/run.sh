@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the system locally: the origin daemon on 127.0.0.1:8080 (DuckDB in ./data, the lexical
 # embedder, no Redis) and the edge Worker in workerd (`wrangler dev --local`) on
-# 127.0.0.1:8787, sharing a tunnel key made for this machine (./data/tunnel.key).
+# 127.0.0.1:8787, talking over a post-quantum hybrid tunnel session: an edge and an origin
+# identity are made for this machine once (./data/edge-identity.key, ./data/origin-identity.key)
+# and each side pins the other's fingerprint.
 #   curl -H 'Host: headyme.com' http://127.0.0.1:8787/      -> headyme.com's landing page
 # Extra arguments go to `heady-origin serve`. EDGE=0 runs the origin alone. Ctrl-C stops both.
 set -euo pipefail
@@ -15,11 +17,17 @@ if [ "${EDGE:-1}" = "0" ]; then
 fi
 
 mkdir -p data
-if [ ! -s data/tunnel.key ]; then
-  (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > data/tunnel.key)
-fi
-HEADY_TUNNEL_KEY="$(cat data/tunnel.key)"
-export HEADY_TUNNEL_KEY WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
+for role in edge origin; do
+  if [ ! -s "data/$role-identity.key" ]; then
+    "$bin" tunnel identity new --role "$role" --out "data/$role-identity.key" >/dev/null
+  fi
+done
+edge_fingerprint="$("$bin" tunnel identity show --key-file data/edge-identity.key)"
+origin_fingerprint="$("$bin" tunnel identity show --key-file data/origin-identity.key)"
+export HEADY_TUNNEL_AUTH=pq-hybrid HEADY_TUNNEL_IDENTITY_FILE=data/origin-identity.key \
+  HEADY_TUNNEL_EDGE_IDENTITIES="$edge_fingerprint" \
+  WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
+echo "[run] tunnel: edge $edge_fingerprint, origin $origin_fingerprint (pq-hybrid sessions)"
 
 echo "[run] heady-origin serve $*"
 "$bin" serve "$@" &
@@ -28,4 +36,5 @@ trap 'kill "$origin_pid" 2>/dev/null || true; wait "$origin_pid" 2>/dev/null || 
 
 echo "[run] edge Worker: wrangler dev --local on http://127.0.0.1:8787 (Host header picks the property)"
 tests/edge/node_modules/.bin/wrangler dev --local --env local --ip 127.0.0.1 --port 8787 \
-  --var "HEADY_TUNNEL_KEY:${HEADY_TUNNEL_KEY}"
+  --var "TUNNEL_AUTH:pq-hybrid" --var "HEADY_ORIGIN_IDENTITIES:${origin_fingerprint}" \
+  --var "HEADY_TUNNEL_IDENTITY:$(cat data/edge-identity.key)"

@@ -86,10 +86,12 @@ else
   echo "$lock_sum" > "$stamp"
 fi
 
-# The official `openai` Python client, for the test that runs it against the daemon.
+# Python peers the tests run against the daemon: the official `openai` client, and an edge
+# written with other people's post-quantum code (dilithium-py, kyber-py, PyNaCl) for the tunnel.
 venv="${HEADY_VENV:-$HOME/.cache/heady/venv}"
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import openai' 2>/dev/null; then
-  say "python venv with openai ($venv): present"
+py_peers="openai dilithium-py==1.5.1 kyber-py==1.2.0 pynacl==1.6.2"
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import openai, dilithium_py, kyber_py, nacl' 2>/dev/null; then
+  say "python venv with openai, dilithium-py, kyber-py, PyNaCl ($venv): present"
 else
   if ! python3 -m venv --help >/dev/null 2>&1; then
     say "installing Debian package python3-venv"
@@ -98,7 +100,8 @@ else
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
   fi
-  say "creating $venv with the openai package (PyPI)"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check openai
+  say "creating $venv with $py_peers (PyPI)"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  # shellcheck disable=SC2086
+  "$venv/bin/pip" install -q --disable-pip-version-check $py_peers
 fi

@@ -248,6 +248,7 @@ impl Config {
             crate::memory::embedder_config::KEYS,
             crate::conductor::config::KEYS,
             crate::defense::config::KEYS,
+            crate::defense::tunnel::config::KEYS,
             crate::providers::config::KEYS,
             crate::pipeline::config::KEYS,
         ]
@@ -468,6 +469,93 @@ mod tests {
     }
 
     #[test]
+    fn tunnel_settings_are_checked_by_name_and_never_echoed() {
+        let origin = heady_shared::tunnel::Identity::from_seeds([1; 32], [2; 32]);
+        let edge = heady_shared::tunnel::Identity::from_seeds([3; 32], [4; 32]);
+        let secret = origin.to_secret_text();
+        let fp = edge.fingerprint().to_string();
+        // The default policy is pq-hybrid; identities come from the environment too.
+        let c = load_with(
+            None,
+            &[
+                ("HEADY_TUNNEL_IDENTITY", &secret),
+                (
+                    "HEADY_TUNNEL_EDGE_IDENTITIES",
+                    &format!("{fp}, {}", origin.fingerprint()),
+                ),
+                ("HEADY_REQUIRE_EDGE", "on"),
+            ],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.defense.tunnel_auth,
+            heady_shared::tunnel::TunnelAuth::PqHybrid
+        );
+        assert_eq!(c.defense.tunnel.edge_identities.len(), 2);
+        assert_eq!(c.defense.tunnel.session_secs, 3600);
+        assert!(!format!("{c:?}").contains(&secret[30..60]));
+        for (env, key) in [
+            (
+                vec![("HEADY_TUNNEL_KEY", "0123456789abcdef0123456789abcdef")],
+                "HEADY_TUNNEL_KEY",
+            ),
+            (vec![("HEADY_REQUIRE_EDGE", "on")], "HEADY_REQUIRE_EDGE"),
+            (
+                vec![("HEADY_TUNNEL_IDENTITY", secret.as_str())],
+                "defense.tunnel.edge_identities",
+            ),
+            (
+                vec![("HEADY_TUNNEL_EDGE_IDENTITIES", fp.as_str())],
+                "defense.tunnel.identity",
+            ),
+            (
+                vec![
+                    ("HEADY_TUNNEL_IDENTITY", secret.as_str()),
+                    ("HEADY_TUNNEL_EDGE_IDENTITIES", "htid1:beef"),
+                ],
+                "HEADY_TUNNEL_EDGE_IDENTITIES",
+            ),
+            (vec![("HEADY_TUNNEL_AUTH", "quantum")], "HEADY_TUNNEL_AUTH"),
+            (
+                vec![("HEADY_DEFENSE__TUNNEL__SESSION_SECS", "1")],
+                "HEADY_DEFENSE__TUNNEL__SESSION_SECS",
+            ),
+            (
+                vec![("HEADY_TUNNEL_TICKET_KEY", "not-hex-secret")],
+                "HEADY_TUNNEL_TICKET_KEY",
+            ),
+            (
+                vec![("HEADY_TUNNEL_IDENTITY", "heady-tunnel-identity-v1:s3cr3t")],
+                "HEADY_TUNNEL_IDENTITY",
+            ),
+        ] {
+            let e = err_of(None, &env);
+            assert!(e.starts_with(key), "{env:?}: {e}");
+            assert!(
+                !e.contains("s3cr3t") && !e.contains("not-hex-secret"),
+                "{e}"
+            );
+        }
+        // hmac keeps today's edge key; require_edge needs it then.
+        let c = load_with(
+            None,
+            &[
+                ("HEADY_TUNNEL_AUTH", "hmac"),
+                ("HEADY_TUNNEL_KEY", "0123456789abcdef0123456789abcdef"),
+            ],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert!(c.defense.edge_key.is_some());
+        let e = err_of(
+            None,
+            &[("HEADY_TUNNEL_AUTH", "hmac"), ("HEADY_REQUIRE_EDGE", "on")],
+        );
+        assert!(e.starts_with("HEADY_REQUIRE_EDGE"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         assert!(err_of(Some("listen = \"nowhere\""), &[]).starts_with("listen:"));
         assert!(err_of(Some("[memory]\ndim = 0"), &[]).starts_with("memory.dim:"));
@@ -543,6 +631,7 @@ mod tests {
             Some("redis_url = \"redis://:hunter2-pw@127.0.0.1:6379\"\n[embedder]\nkind = \"workers-ai\"\naccount_id = \"a\"\n"),
             &[
                 ("HEADY_TUNNEL_KEY", key),
+                ("HEADY_TUNNEL_AUTH", "hmac"),
                 ("HEADY_EMBEDDER_API_KEY", key),
                 ("HEADY_OPENAI_BASE_URL", "http://127.0.0.1:1/v1"),
                 ("HEADY_OPENAI_API_KEY", key),
@@ -561,7 +650,13 @@ mod tests {
             "redis://:hunter2-pw@127.0.0.1:6379"
         );
         // A short key is refused without being shown.
-        let e = err_of(None, &[("HEADY_TUNNEL_KEY", "s3cr3t")]);
+        let e = err_of(
+            None,
+            &[
+                ("HEADY_TUNNEL_KEY", "s3cr3t"),
+                ("HEADY_TUNNEL_AUTH", "hmac"),
+            ],
+        );
         assert!(
             e.starts_with("HEADY_TUNNEL_KEY:") && !e.contains("s3cr3t"),
             "{e}"

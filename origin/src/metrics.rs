@@ -37,6 +37,12 @@ pub struct FailedAuthLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of counters that only have an outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<HttpLabels, Counter>,
@@ -52,6 +58,7 @@ pub struct Metrics {
     pub defense: Family<DefenseLabels, Counter>,
     pub bans_imposed: Counter,
     pub failed_auth: Family<FailedAuthLabels, Counter>,
+    pub tunnel_handshakes: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -140,8 +147,15 @@ impl Default for Metrics {
             "Bad API keys counted per client address, and requests refused for too many",
             failed_auth.clone(),
         );
+        let tunnel_handshakes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "heady_tunnel_handshakes",
+            "Tunnel session handshakes by outcome (accepted, unknown_identity, bad_transcript, replayed, stale, malformed, not_configured)",
+            tunnel_handshakes.clone(),
+        );
         Metrics {
             registry,
+            tunnel_handshakes,
             failed_auth,
             limiter_degraded,
             nonces_degraded,

@@ -740,6 +740,7 @@ fn now_secs() -> u64 {
 async fn edge_signed_requests_are_verified_and_replays_refused() {
     let s = defended(|c| {
         c.defense.edge_key = Some(heady_origin::config::Secret(EDGE_KEY.into()));
+        c.defense.tunnel_auth = heady_shared::tunnel::TunnelAuth::Hmac;
         c.defense.require_edge = true;
     })
     .await;
@@ -880,7 +881,7 @@ async fn edge_signed_requests_are_verified_and_replays_refused() {
     s.stop().await;
 
     // An origin without a tunnel key refuses signed requests rather than ignoring the claims.
-    let s = defended(|_| {}).await;
+    let s = defended(|c| c.defense.tunnel_auth = heady_shared::tunnel::TunnelAuth::Hmac).await;
     let (st, v) = send(edge_signed(
         &s.base,
         route,
@@ -894,12 +895,28 @@ async fn edge_signed_requests_are_verified_and_replays_refused() {
     .await;
     assert_eq!((st, code(&v)), (401, "edge_not_configured"), "{v}");
     s.stop().await;
+    // Under the default policy, pq-hybrid, an HMAC-signed request is a downgrade.
+    let s = defended(|_| {}).await;
+    let (st, v) = send(edge_signed(
+        &s.base,
+        route,
+        body,
+        "user:x",
+        Tier::Enterprise,
+        EDGE_KEY,
+        "nonce-000000000010",
+        now_secs(),
+    ))
+    .await;
+    assert_eq!((st, code(&v)), (401, "tunnel_session_required"), "{v}");
+    s.stop().await;
 }
 
 #[tokio::test]
 async fn edge_vouched_ipv6_subjects_count_by_their_64_and_malformed_ones_are_refused() {
     let s = defended(|c| {
         c.defense.edge_key = Some(heady_origin::config::Secret(EDGE_KEY.into()));
+        c.defense.tunnel_auth = heady_shared::tunnel::TunnelAuth::Hmac;
         c.defense.require_edge = true;
     })
     .await;

@@ -218,6 +218,7 @@ async fn edge_nonces_fall_back_to_in_process_when_redis_hangs_and_recover() {
     let s = TestServer::start(|c| {
         c.defense.enabled = true;
         c.defense.edge_key = Some(heady_origin::config::Secret(EDGE_KEY.into()));
+        c.defense.tunnel_auth = heady_shared::tunnel::TunnelAuth::Hmac;
         c.defense.redis_timeout_ms = 300;
         c.redis_url = Some(heady_origin::config::RedisUrl::parse(&redis.url()).unwrap());
     })
@@ -472,6 +473,7 @@ fn check_config_prints_no_secret_even_from_a_credentials_directory() {
     let out = Command::new(env!("CARGO_BIN_EXE_heady-origin"))
         .arg("check-config")
         .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("HEADY_TUNNEL_AUTH", "hmac")
         .env("HEADY_EMBEDDER_API_KEY", "embedder-secret-xyz")
         .output()
         .unwrap();

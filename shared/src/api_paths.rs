@@ -7,6 +7,10 @@ pub const API: &str = "/api";
 pub const OPENAI: &str = "/v1";
 /// `GET`: who the origin takes the caller to be ([`crate::identity::IdentityAnswer`]).
 pub const IDENTITY: &str = "/api/identity";
+/// `POST`: the tunnel session handshake (a hello in, a welcome out, both
+/// `application/octet-stream`; [`crate::tunnel::handshake`]). Authenticated by its own
+/// signatures, so neither an edge signature nor the rate limiter applies to it.
+pub const TUNNEL_HANDSHAKE: &str = "/api/tunnel/handshake";
 /// `POST`: similarity search in the origin's vector memory; the edge's `search` action falls
 /// back to it with the same body.
 pub const MEMORY_SEARCH: &str = "/api/memory/search";

@@ -68,6 +68,22 @@ error_codes! {
     /// A correctly signed envelope whose subject is not a [`crate::Subject`].
     InvalidEdgeSubject = "invalid_edge_subject", 401;
     ReplayedRequest = "replayed_request", 401;
+    /// Under `tunnel_auth = "pq-hybrid"` a request signed with only the shared HMAC key is
+    /// refused: no downgrade.
+    TunnelSessionRequired = "tunnel_session_required", 401;
+    /// The handshake's edge identity is not pinned by this origin.
+    TunnelIdentityUnknown = "tunnel_identity_unknown", 401;
+    /// The handshake's signature does not verify over its transcript (tampered or forged).
+    TunnelTranscriptInvalid = "tunnel_transcript_invalid", 401;
+    /// A handshake hello this origin (or one sharing its Redis) has already answered.
+    TunnelHandshakeReplayed = "tunnel_handshake_replayed", 401;
+    /// A handshake hello whose timestamp is too far from the origin's clock.
+    TunnelHandshakeStale = "tunnel_handshake_stale", 401;
+    /// The session's ticket has expired: the edge opens a new session.
+    TunnelSessionExpired = "tunnel_session_expired", 401;
+    /// The session ticket does not open under this origin's ticket keys (another deployment,
+    /// a rotated ticket key, or tampered).
+    TunnelSessionInvalid = "tunnel_session_invalid", 401;
     // 403
     /// The key's clearance is below the route's classification.
     InsufficientClearance = "insufficient_clearance", 403;
@@ -115,6 +131,9 @@ error_codes! {
     EdgeAiFailed = "edge_ai_failed", 502;
     /// Workers Static Assets failed at the edge.
     AssetsUnavailable = "assets_unavailable", 502;
+    /// The edge could not open a tunnel session: the origin refused the handshake, or its
+    /// answer was not signed by a pinned origin identity.
+    TunnelHandshakeFailed = "tunnel_handshake_failed", 502;
     // 503
     Unavailable = "unavailable", 503;
     /// No provider is configured.

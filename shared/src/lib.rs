@@ -5,7 +5,7 @@
 //!
 //! The contracts both sides speak are defined here once: the request [`Subject`], the
 //! [`ErrorCode`]s and JSON [`ErrorBody`], the [`IdentityAnswer`], the tunnel [`wire`] format,
-//! the [`api_paths`] and the default [`embedding`] model.
+//! the [`api_paths`] and the default [`embedding`] model, and the [`tunnel`] session handshake.
 
 #![forbid(unsafe_code)]
 
@@ -25,6 +25,7 @@ pub mod readiness;
 pub mod sliding_log;
 pub mod subject;
 pub mod tiers;
+pub mod tunnel;
 pub mod wire;
 pub mod zone;
 

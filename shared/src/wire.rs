@@ -7,12 +7,14 @@
 //! headers. Replay detection (remembering nonces for the freshness window) is the origin's
 //! job: it needs shared state, and this module is pure.
 //!
-//! The signature scheme sits behind [`TunnelAuthenticator`], so the shared-secret HMAC
-//! ([`HmacSha256`]) can be replaced by a post-quantum session without touching callers.
+//! The signature scheme sits behind [`TunnelAuthenticator`]: the shared-secret HMAC
+//! ([`HmacSha256`], canonical form `heady-tunnel-v1`) or a MAC under the key of a post-quantum
+//! hybrid session ([`SessionMac`], `heady-tunnel-v2`, which also binds the session id; the
+//! session's ticket travels in [`header::SESSION`]).
 
 use crate::classification::Classification;
 use crate::tiers::Tier;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
@@ -35,6 +37,8 @@ pub mod header {
     pub const NONCE: &str = "x-heady-nonce";
     /// `<scheme> <signature>`, e.g. `hmac-sha256 3f2a...` (lowercase hex).
     pub const SIGNATURE: &str = "x-heady-signature";
+    /// Under a session: the ticket the origin issued (hex), opaque to the edge.
+    pub const SESSION: &str = "x-heady-session";
 
     /// Every header the edge sets; the origin should drop these from unverified requests,
     /// and the edge strips any a client sent before signing.
@@ -46,6 +50,8 @@ pub mod header {
 /// Version tag at the start of the canonical form: a new layout gets a new tag, so a
 /// signature over one layout never verifies as another.
 pub const CANONICAL_VERSION: &str = "heady-tunnel-v1";
+/// The tag of the canonical form MAC'd under a session key; the session id follows the nonce.
+pub const SESSION_CANONICAL_VERSION: &str = "heady-tunnel-v2";
 
 /// How far a timestamp may be from the verifier's clock, either way. The origin must remember
 /// nonces for at least `2 * DEFAULT_MAX_SKEW_SECS` to refuse every replay.
@@ -122,6 +128,10 @@ pub enum WireError {
 pub trait TunnelAuthenticator {
     /// The scheme name written before the signature in [`header::SIGNATURE`].
     fn scheme(&self) -> &'static str;
+    /// The bytes signed for a request: [`canonical`] unless the scheme binds more.
+    fn canonical(&self, request: &RequestLine<'_>, envelope: &Envelope) -> Vec<u8> {
+        canonical(request, envelope)
+    }
     /// The signature of `canonical`, as the text that follows the scheme in the header.
     fn sign(&self, canonical: &[u8]) -> String;
     /// `Ok` exactly when `signature` (the text after the scheme) signs `canonical`.
@@ -147,7 +157,7 @@ impl HmacSha256 {
 
     fn mac(&self) -> Hmac<Sha256> {
         // HMAC accepts keys of any length, so this cannot fail.
-        <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length")
+        <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("HMAC takes any key length")
     }
 }
 
@@ -176,6 +186,69 @@ impl TunnelAuthenticator for HmacSha256 {
     }
 }
 
+/// HMAC-SHA256 under a session's key (from the post-quantum hybrid handshake, see
+/// [`crate::tunnel`]) over the `heady-tunnel-v2` canonical form, which adds the session id.
+#[derive(Clone)]
+pub struct SessionMac {
+    key: [u8; 32],
+    session_id: [u8; 16],
+}
+
+impl SessionMac {
+    pub const SCHEME: &'static str = "session-hmac-sha256";
+
+    pub fn new(key: [u8; 32], session_id: [u8; 16]) -> SessionMac {
+        SessionMac { key, session_id }
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("HMAC takes any key length")
+    }
+}
+
+impl fmt::Debug for SessionMac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SessionMac {{ session_id: {}, key: <redacted> }}",
+            hex_encode(&self.session_id)
+        )
+    }
+}
+
+impl TunnelAuthenticator for SessionMac {
+    fn scheme(&self) -> &'static str {
+        Self::SCHEME
+    }
+
+    fn canonical(&self, request: &RequestLine<'_>, envelope: &Envelope) -> Vec<u8> {
+        canonical_form(
+            SESSION_CANONICAL_VERSION,
+            request,
+            envelope,
+            Some(&hex_encode(&self.session_id)),
+        )
+    }
+
+    fn sign(&self, canonical: &[u8]) -> String {
+        let mut mac = self.mac();
+        mac.update(canonical);
+        hex_encode(&mac.finalize().into_bytes())
+    }
+
+    fn verify(&self, canonical: &[u8], signature: &str) -> Result<(), WireError> {
+        let tag = hex_decode(signature).ok_or(WireError::BadSignature)?;
+        let mut mac = self.mac();
+        mac.update(canonical);
+        mac.verify_slice(&tag).map_err(|_| WireError::BadSignature)
+    }
+}
+
+/// The scheme named in a signature header value (`<scheme> <signature>`), if it has one.
+pub fn scheme_of(signature_header: &str) -> Option<&str> {
+    signature_header.trim().split_once(' ').map(|(s, _)| s)
+}
+
 /// SHA-256 of a request body.
 pub fn body_sha256(body: &[u8]) -> [u8; 32] {
     Sha256::digest(body).into()
@@ -184,12 +257,22 @@ pub fn body_sha256(body: &[u8]) -> [u8; 32] {
 /// The bytes that are signed. Each field is written as `<byte length>:<value>\n` after the
 /// version tag, so no choice of field values can make two different requests share a form.
 pub fn canonical(request: &RequestLine<'_>, envelope: &Envelope) -> Vec<u8> {
+    canonical_form(CANONICAL_VERSION, request, envelope, None)
+}
+
+/// The canonical form under `version`, with `extra` (a session id) after the nonce.
+fn canonical_form(
+    version: &str,
+    request: &RequestLine<'_>,
+    envelope: &Envelope,
+    extra: Option<&str>,
+) -> Vec<u8> {
     let method = request.method.to_ascii_uppercase();
     let host = envelope.host.to_ascii_lowercase();
     let body = hex_encode(&request.body_sha256);
     let timestamp = envelope.timestamp.to_string();
     let fields: [&str; 12] = [
-        CANONICAL_VERSION,
+        version,
         &method,
         &host,
         request.path,
@@ -202,8 +285,8 @@ pub fn canonical(request: &RequestLine<'_>, envelope: &Envelope) -> Vec<u8> {
         &timestamp,
         &envelope.nonce,
     ];
-    let mut out = Vec::with_capacity(fields.iter().map(|f| f.len() + 8).sum());
-    for field in fields {
+    let mut out = Vec::with_capacity(fields.iter().map(|f| f.len() + 8).sum::<usize>() + 40);
+    for field in fields.into_iter().chain(extra) {
         out.extend_from_slice(field.len().to_string().as_bytes());
         out.push(b':');
         out.extend_from_slice(field.as_bytes());
@@ -219,7 +302,7 @@ pub fn sign(
     request: &RequestLine<'_>,
     envelope: &Envelope,
 ) -> Vec<(&'static str, String)> {
-    let signature = auth.sign(&canonical(request, envelope));
+    let signature = auth.sign(&auth.canonical(request, envelope));
     vec![
         (header::HOST, envelope.host.to_ascii_lowercase()),
         (header::SUBJECT, envelope.subject.clone()),
@@ -303,7 +386,7 @@ pub fn verify<'h>(
             format!("{tier_text:?} is not lowercase"),
         ));
     }
-    auth.verify(&canonical(request, &envelope), signature)?;
+    auth.verify(&auth.canonical(request, &envelope), signature)?;
     check_freshness(timestamp, now, max_skew_secs)?;
     Ok(envelope)
 }
@@ -351,7 +434,8 @@ pub fn hex_encode(bytes: &[u8]) -> String {
     out
 }
 
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
+/// The bytes of a hex string (either case); `None` when it is not hex.
+pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
     fn nibble(c: u8) -> Option<u8> {
         match c {
             b'0'..=b'9' => Some(c - b'0'),
@@ -622,7 +706,7 @@ mod tests {
     #[test]
     fn hmac_is_rfc_4231_hmac_sha256() {
         // RFC 4231 test case 2; its key is shorter than MIN_KEY_BYTES, so use the MAC directly.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"Jefe").unwrap();
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(b"Jefe").unwrap();
         mac.update(b"what do ya want for nothing?");
         assert_eq!(
             hex_encode(&mac.finalize().into_bytes()),
@@ -630,5 +714,49 @@ mod tests {
         );
         assert_eq!(hex_decode("0aFf"), Some(vec![0x0a, 0xff]));
         assert_eq!(hex_decode("abc"), None);
+    }
+
+    #[test]
+    fn session_macs_bind_the_session_and_differ_from_hmac() {
+        let session = SessionMac::new([7; 32], [8; 16]);
+        let headers: HashMap<&'static str, String> = sign(&session, &line(body()), &envelope())
+            .into_iter()
+            .collect();
+        assert!(headers[header::SIGNATURE].starts_with("session-hmac-sha256 "));
+        let verify_with = |auth: &dyn TunnelAuthenticator| {
+            verify(
+                auth,
+                &line(body()),
+                |name| headers.get(name).map(String::as_str),
+                NOW,
+                DEFAULT_MAX_SKEW_SECS,
+            )
+        };
+        assert_eq!(verify_with(&session), Ok(envelope()));
+        // Another session id or key under the same scheme: the MAC does not match.
+        assert_eq!(
+            verify_with(&SessionMac::new([7; 32], [9; 16])),
+            Err(WireError::BadSignature)
+        );
+        assert_eq!(
+            verify_with(&SessionMac::new([6; 32], [8; 16])),
+            Err(WireError::BadSignature)
+        );
+        // The HMAC verifier does not take a session's signature, nor the other way round.
+        assert!(matches!(
+            verify_with(&HmacSha256::new(KEY).unwrap()),
+            Err(WireError::WrongScheme { .. })
+        ));
+        let v2 = String::from_utf8(session.canonical(&line(body()), &envelope())).unwrap();
+        assert!(
+            v2.starts_with("15:heady-tunnel-v2\n")
+                && v2.ends_with("\n32:08080808080808080808080808080808\n")
+        );
+        assert_eq!(
+            scheme_of("session-hmac-sha256 00"),
+            Some(SessionMac::SCHEME)
+        );
+        assert_eq!(scheme_of("nonsense"), None);
+        assert!(!format!("{session:?}").contains("0707"));
     }
 }

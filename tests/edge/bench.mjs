@@ -1,12 +1,15 @@
 // Edge benchmarks (issue 4): WASM size after wasm-opt (raw and gzip), per-request latency of
-// the full edge defense path vs a trivial 200 worker in the same run, and cold start.
+// the full edge defense path vs a trivial 200 worker in the same run, and cold start. Tunnel
+// sessions (issue 15): tunnelled requests to a real heady-origin under the shared HMAC vs a
+// post-quantum hybrid session, and the session handshake in workerd (first request of a
+// fresh isolate, which waits for it, minus a steady request).
 //   node bench.mjs            (after deploy/build-edge.sh; N=2000 requests per series)
 import { Miniflare } from "miniflare";
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import path from "node:path";
-import { compatibilityDate, freePort, root, startEdge } from "./harness.mjs";
+import { compatibilityDate, freePort, makeIdentity, root, startEdge, startOrigin } from "./harness.mjs";
 
 const N = Number(process.env.BENCH_REQUESTS ?? 2000);
 const WARMUP = 200;
@@ -70,3 +73,85 @@ console.log(`edge /api/chat (defense+AI): p50 ${f(full.p50)} ms  p99 ${f(full.p9
 console.log(`edge static page (assets):   p50 ${f(page.p50)} ms  p99 ${f(page.p99)} ms  ratio p50 ${(page.p50 / base.p50).toFixed(2)}x`);
 await trivial.dispose();
 await edge.dispose();
+
+// Tunnelled requests (GET /api/conductor/groups, anonymous, a fresh client address each so no
+// limit is reached) to a real origin: HMAC vs session, then the handshake.
+const TUNNEL_N = Number(process.env.BENCH_TUNNEL_REQUESTS ?? 500);
+let ip = 0;
+const tunnelled = (mf) => () => {
+  ip += 1;
+  return mf.dispatchFetch("https://headyapi.com/api/conductor/groups", {
+    headers: { "cf-connecting-ip": `198.18.${(ip >> 8) & 255}.${ip & 255}` },
+  });
+};
+async function tunnelSeries(label, mf) {
+  const send = tunnelled(mf);
+  for (let i = 0; i < 50; i++) await (await send()).arrayBuffer();
+  const ms = [];
+  for (let i = 0; i < TUNNEL_N; i++) {
+    const t = process.hrtime.bigint();
+    const res = await send();
+    await res.arrayBuffer();
+    if (res.status !== 200) throw new Error(`${label}: status ${res.status}`);
+    ms.push(Number(process.hrtime.bigint() - t) / 1e6);
+  }
+  ms.sort((a, b) => a - b);
+  return { p50: pct(ms, 50), p99: pct(ms, 99) };
+}
+const edgeId = makeIdentity("edge");
+const originId = makeIdentity("origin");
+const hmacOrigin = await startOrigin();
+const pqOrigin = await startOrigin({ tunnel: { identity: originId, edges: [edgeId] } });
+const pqTunnel = { identity: edgeId, origins: [originId] };
+const hmacEdge = await startEdge({ originUrl: hmacOrigin.url, inline: true });
+const pqEdge = await startEdge({ originUrl: pqOrigin.url, inline: true, tunnel: pqTunnel });
+// Interleaved twice so drift in the machine's load hits both alike.
+const h1 = await tunnelSeries("hmac", hmacEdge);
+const s1 = await tunnelSeries("session", pqEdge);
+const h2 = await tunnelSeries("hmac", hmacEdge);
+const s2 = await tunnelSeries("session", pqEdge);
+const hm = (h1.p50 + h2.p50) / 2;
+const sm = (s1.p50 + s2.p50) / 2;
+console.log(`tunnelled request, shared HMAC:     p50 ${f(hm)} ms  p99 ${f(Math.max(h1.p99, h2.p99))} ms  (N=${2 * TUNNEL_N}, edge -> real origin)`);
+console.log(`tunnelled request, pq-hybrid session: p50 ${f(sm)} ms  p99 ${f(Math.max(s1.p99, s2.p99))} ms  ratio p50 ${(sm / hm).toFixed(2)}x`);
+
+// The handshake: a fresh isolate's first tunnelled request waits for it.
+const firsts = [];
+for (let i = 0; i < 5; i++) {
+  const fresh = await startEdge({ originUrl: pqOrigin.url, inline: true, tunnel: pqTunnel });
+  await (await fresh.dispatchFetch("https://headyme.com/")).arrayBuffer(); // warm the isolate
+  const t = process.hrtime.bigint();
+  const res = await tunnelled(fresh)();
+  await res.arrayBuffer();
+  if (res.status !== 200) throw new Error(`first request: ${res.status}`);
+  firsts.push(Number(process.hrtime.bigint() - t) / 1e6);
+  await fresh.dispose();
+}
+firsts.sort((a, b) => a - b);
+const firstMedian = firsts[2];
+console.log(`first tunnelled request of an isolate (handshake + request): median ${f(firstMedian)} ms of 5`);
+console.log(`handshake in workerd (that minus a steady session request's p50): ${f(firstMedian - sm)} ms`);
+// A warm isolate's handshake: sessions of 2 s, so a request after one expires waits for the
+// next handshake (its code compiled and run before).
+const shortOrigin = await startOrigin({ tunnel: { identity: originId, edges: [edgeId], sessionSecs: 2 } });
+const warm = await startEdge({ originUrl: shortOrigin.url, inline: true, tunnel: pqTunnel });
+const warmSend = tunnelled(warm);
+for (let i = 0; i < 20; i++) await (await warmSend()).arrayBuffer();
+const again = [];
+for (let i = 0; i < 5; i++) {
+  await new Promise((r) => setTimeout(r, 2200));
+  const t = process.hrtime.bigint();
+  const res = await warmSend();
+  await res.arrayBuffer();
+  if (res.status !== 200) throw new Error(`after expiry: ${res.status}`);
+  again.push(Number(process.hrtime.bigint() - t) / 1e6);
+}
+again.sort((a, b) => a - b);
+console.log(`request after its session expired, warm isolate (handshake + request): median ${f(again[2])} ms of 5`);
+console.log(`warm handshake in workerd (that minus a steady session request's p50): ${f(again[2] - sm)} ms`);
+await warm.dispose();
+await shortOrigin.stop();
+await hmacEdge.dispose();
+await pqEdge.dispose();
+await hmacOrigin.stop();
+await pqOrigin.stop();

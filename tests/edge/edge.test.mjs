@@ -49,7 +49,7 @@ function createKey(tier, clearance) {
   const run = spawnSync(
     origin.bin,
     ["keys", "--data-dir", origin.dataDir, "create", "--user", "edge-test", "--tier", tier, "--clearance", clearance],
-    { encoding: "utf8", env: { ...process.env, HEADY_TUNNEL_KEY: TUNNEL_KEY } },
+    { encoding: "utf8", env: { ...process.env, HEADY_TUNNEL_AUTH: "hmac", HEADY_TUNNEL_KEY: TUNNEL_KEY } },
   );
   const key = /hk_[0-9a-f]{64}/.exec(run.stdout)?.[0];
   assert.ok(key, `keys create printed no key: ${run.stdout} ${run.stderr}`);

@@ -49,15 +49,43 @@ export function originBinary() {
   return bin;
 }
 
-/** Starts heady-origin on a free port with a fresh data directory. */
-export async function startOrigin() {
+/**
+ * A tunnel identity made with `heady-origin tunnel identity new` in a fresh directory:
+ * `{ file, secret, fingerprint }` (the private text and the `htid1:` fingerprint).
+ */
+export function makeIdentity(role) {
+  const dir = mkdtempSync(path.join(tmpdir(), "heady-identity-"));
+  const file = path.join(dir, `${role}.key`);
+  execFileSync(originBinary(), ["tunnel", "identity", "new", "--role", role, "--out", file]);
+  const fingerprint = execFileSync(originBinary(), ["tunnel", "identity", "show", "--key-file", file], {
+    encoding: "utf8",
+  }).trim();
+  return { file, secret: readFileSync(file, "utf8").trim(), fingerprint };
+}
+
+/**
+ * Starts heady-origin on a free port with a fresh data directory. `tunnel: "hmac"` (the
+ * default here) verifies the shared TUNNEL_KEY; `tunnel: { identity, edges, sessionSecs }`
+ * runs the default policy, pq-hybrid sessions, with that origin identity and the pinned edge
+ * fingerprints. `env` adds variables (a shared HEADY_REDIS_URL, ...).
+ */
+export async function startOrigin({ tunnel = "hmac", env = {} } = {}) {
   const port = await freePort();
   const dataDir = mkdtempSync(path.join(tmpdir(), "heady-edge-origin-"));
   const bin = originBinary();
   let log = "";
+  const auth =
+    tunnel === "hmac"
+      ? { HEADY_TUNNEL_AUTH: "hmac", HEADY_TUNNEL_KEY: TUNNEL_KEY }
+      : {
+          HEADY_TUNNEL_AUTH: "pq-hybrid",
+          HEADY_TUNNEL_IDENTITY_FILE: tunnel.identity.file,
+          HEADY_TUNNEL_EDGE_IDENTITIES: tunnel.edges.map((e) => e.fingerprint).join(","),
+          ...(tunnel.sessionSecs ? { HEADY_DEFENSE__TUNNEL__SESSION_SECS: String(tunnel.sessionSecs) } : {}),
+        };
   const child = spawn(bin, ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir], {
     // HEADY_REQUIRE_EDGE: /api and /v1 only through the (signing) edge, as in production.
-    env: { ...process.env, HEADY_TUNNEL_KEY: TUNNEL_KEY, HEADY_REQUIRE_EDGE: "on", HEADY_LOG: "warn" },
+    env: { ...process.env, ...auth, HEADY_REQUIRE_EDGE: "on", HEADY_LOG: "warn", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   child.stdout.on("data", (d) => (log += d));
@@ -205,7 +233,15 @@ export function compatibilityDate() {
 /**
  * Starts the built Worker in workerd. `ai` / `vectorize` false leave the binding out.
  */
-export async function startEdge({ originUrl, platform, ai = true, vectorize = true, port = 0, inline = false }) {
+export async function startEdge({
+  originUrl,
+  platform,
+  ai = true,
+  vectorize = true,
+  port = 0,
+  inline = false,
+  tunnel = "hmac",
+}) {
   const build = path.join(root, "edge", "build");
   if (!existsSync(path.join(build, "worker", "shim.mjs"))) {
     throw new Error("edge/build/worker/shim.mjs missing: run deploy/build-edge.sh");
@@ -230,9 +266,17 @@ export async function startEdge({ originUrl, platform, ai = true, vectorize = tr
         ],
         compatibilityDate: compatibilityDate(),
         kvNamespaces: { HEADY_KV: "heady-kv" },
+        // tunnel: "hmac" signs with TUNNEL_KEY; { identity, origins } opens pq-hybrid
+        // sessions as that edge identity, pinning those origin fingerprints.
         bindings: {
           ORIGIN_URL: originUrl,
-          HEADY_TUNNEL_KEY: TUNNEL_KEY,
+          ...(tunnel === "hmac"
+            ? { TUNNEL_AUTH: "hmac", HEADY_TUNNEL_KEY: TUNNEL_KEY }
+            : {
+                TUNNEL_AUTH: "pq-hybrid",
+                HEADY_TUNNEL_IDENTITY: tunnel.identity.secret,
+                HEADY_ORIGIN_IDENTITIES: tunnel.origins.map((o) => o.fingerprint).join(", "),
+              }),
           AI_CHAT_MODEL: CHAT_MODEL,
           EDGE_PROMPT_MAX_CHARS: "4000",
         },

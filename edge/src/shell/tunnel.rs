@@ -1,12 +1,17 @@
 //! Requests to the origin (`ORIGIN_URL`, reached through the Cloudflare Tunnel), each signed
-//! with heady-shared's wire module and the `HEADY_TUNNEL_KEY` secret.
+//! with heady-shared's wire module: under `TUNNEL_AUTH = "pq-hybrid"` (the default) with the
+//! key of the isolate's post-quantum hybrid session (`session`), under `"hmac"` with the
+//! `HEADY_TUNNEL_KEY` secret. A request the origin refuses because its session expired or is
+//! unknown there is sent once more under a new session, so re-keying never fails a request.
 
 use super::entry::Call;
 use super::respond;
+use super::session::{self as tunnel_session, Peer};
 use crate::defense::{self, ApiKey, Session};
 use heady_shared::api_paths;
-use heady_shared::wire::{self, Envelope, HmacSha256, RequestLine};
-use heady_shared::{ApiError, ErrorCode};
+use heady_shared::tunnel::TunnelAuth;
+use heady_shared::wire::{self, Envelope, HmacSha256, RequestLine, SessionMac};
+use heady_shared::{ApiError, ErrorBody, ErrorCode};
 use wasm_bindgen::prelude::*;
 use worker::{
     console_error, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response,
@@ -36,7 +41,12 @@ extern "C" {
 
 struct Origin {
     base: String,
-    auth: HmacSha256,
+    auth: Auth,
+}
+
+enum Auth {
+    Hmac(HmacSha256),
+    Session(Peer),
 }
 
 fn origin(call: &Call) -> Result<Origin, ApiError> {
@@ -52,21 +62,31 @@ fn origin(call: &Call) -> Result<Origin, ApiError> {
                 "ORIGIN_URL must be the origin's http(s) URL (\"{host}\" stands for the property host)",
             )
         })?;
-    let secret = call
-        .env
-        .secret("HEADY_TUNNEL_KEY")
-        .map(|s| s.to_string())
-        .unwrap_or_default();
-    let auth = HmacSha256::new(secret.as_bytes()).map_err(|e| {
-        ApiError::new(
-            ErrorCode::ConfigError,
-            format!("HEADY_TUNNEL_KEY (wrangler secret put HEADY_TUNNEL_KEY): {e}"),
-        )
-    })?;
-    Ok(Origin {
-        base: base.trim_end_matches('/').to_owned(),
-        auth,
-    })
+    let base = base.trim_end_matches('/').to_owned();
+    let policy = match call.env.var("TUNNEL_AUTH") {
+        Ok(v) => v
+            .to_string()
+            .parse::<TunnelAuth>()
+            .map_err(|e| ApiError::new(ErrorCode::ConfigError, format!("TUNNEL_AUTH: {e}")))?,
+        Err(_) => TunnelAuth::PqHybrid,
+    };
+    let auth = match policy {
+        TunnelAuth::PqHybrid => Auth::Session(tunnel_session::peer(call, &base)?),
+        TunnelAuth::Hmac => {
+            let secret = call
+                .env
+                .secret("HEADY_TUNNEL_KEY")
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            Auth::Hmac(HmacSha256::new(secret.as_bytes()).map_err(|e| {
+                ApiError::new(
+                    ErrorCode::ConfigError,
+                    format!("HEADY_TUNNEL_KEY (wrangler secret put HEADY_TUNNEL_KEY): {e}"),
+                )
+            })?)
+        }
+    };
+    Ok(Origin { base, auth })
 }
 
 fn unavailable(detail: &str) -> ApiError {
@@ -88,20 +108,73 @@ struct Outgoing<'a> {
     body: Vec<u8>,
 }
 
-/// Signs and sends one request.
+/// Signs and sends one request; under a session, once more under a new session when the
+/// origin refuses the old one as expired or unknown.
 async fn send(
     call: &Call,
     origin: &Origin,
     out: Outgoing<'_>,
     session: &Session,
 ) -> Result<Response, ApiError> {
+    let peer = match &origin.auth {
+        Auth::Hmac(hmac) => return send_once(call, origin, &out, session, hmac, None).await,
+        Auth::Session(peer) => peer,
+    };
+    let tunnel = tunnel_session::current(call, peer).await?;
+    let mac = SessionMac::new(tunnel.keys.mac_key, tunnel.keys.id);
+    let mut response = send_once(call, origin, &out, session, &mac, Some(&tunnel.ticket)).await?;
+    if response.status_code() != 401 {
+        return Ok(response);
+    }
+    // Only a refused session is retried; any other 401 passes through as it came.
+    let text = response.text().await.unwrap_or_default();
+    let code = serde_json::from_str::<ErrorBody>(&text)
+        .map(|b| b.error.code)
+        .ok();
+    if !matches!(
+        code,
+        Some(ErrorCode::TunnelSessionExpired | ErrorCode::TunnelSessionInvalid)
+    ) {
+        return Ok(rebuilt(401, &response, text));
+    }
+    tunnel_session::forget(&tunnel.ticket);
+    let fresh = tunnel_session::current(call, peer).await?;
+    let mac = SessionMac::new(fresh.keys.mac_key, fresh.keys.id);
+    send_once(call, origin, &out, session, &mac, Some(&fresh.ticket)).await
+}
+
+/// A response whose body was read, with its headers.
+fn rebuilt(status: u16, from: &Response, text: String) -> Response {
+    let headers = Headers::new();
+    for (name, value) in from.headers().entries() {
+        let _ = headers.append(&name, &value);
+    }
+    worker::ResponseBuilder::new()
+        .with_status(status)
+        .with_headers(headers)
+        .fixed(text.into_bytes())
+}
+
+async fn send_once(
+    call: &Call,
+    origin: &Origin,
+    out: &Outgoing<'_>,
+    session: &Session,
+    auth: &dyn wire::TunnelAuthenticator,
+    ticket: Option<&[u8]>,
+) -> Result<Response, ApiError> {
     let Outgoing {
         method,
         path,
         query,
-        headers,
+        headers: passed,
         body,
     } = out;
+    let (method, path, query) = (*method, *path, *query);
+    let headers = Headers::new();
+    for (name, value) in passed.entries() {
+        let _ = headers.append(&name, &value);
+    }
     let envelope = Envelope {
         host: call.host.clone(),
         subject: session.subject.to_string(),
@@ -115,10 +188,13 @@ async fn send(
         method,
         path,
         query,
-        body_sha256: wire::body_sha256(&body),
+        body_sha256: wire::body_sha256(body),
     };
-    for (name, value) in wire::sign(&origin.auth, &line, &envelope) {
+    for (name, value) in wire::sign(auth, &line, &envelope) {
         let _ = headers.set(name, &value);
+    }
+    if let Some(ticket) = ticket {
+        let _ = headers.set(wire::header::SESSION, &wire::hex_encode(ticket));
     }
     let url = if query.is_empty() {
         format!("{}{path}", origin.base)

@@ -8,6 +8,7 @@ pub mod conductor;
 pub mod health;
 pub mod memory;
 pub mod openai;
+pub mod tunnel;
 
 use crate::app::App;
 use crate::defense::Identity;

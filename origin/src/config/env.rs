@@ -514,6 +514,7 @@ mod tests {
             None,
             &[
                 ("HEADY_TUNNEL_KEY_FILE", tunnel.to_str().unwrap()),
+                ("HEADY_TUNNEL_AUTH", "hmac"),
                 (CREDENTIALS_DIRECTORY, creds.to_str().unwrap()),
             ],
         )

@@ -1,8 +1,10 @@
 //! `[defense]`: keys, limits, bans, client addresses, the operator socket, the edge key.
 //! Addresses and the header name are parsed here, at load; `Defense::new` takes them as they are.
 
+pub use super::tunnel::config::TunnelConfig;
 use crate::settings::{in_range, invalid, ConfigError, KeyDoc, Ty};
 pub use heady_shared::limiter::BanPolicy;
+pub use heady_shared::tunnel::TunnelAuth;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -40,6 +42,11 @@ pub struct DefenseConfig {
     pub edge_max_skew_secs: u64,
     /// Refuse `/api` and `/v1` requests that did not come through the edge (production).
     pub require_edge: bool,
+    /// How the edge authenticates: `pq-hybrid` (sessions from the post-quantum handshake only)
+    /// or `hmac` (the shared `edge_key`; sessions too where an identity is configured).
+    pub tunnel_auth: TunnelAuth,
+    /// `[defense.tunnel]`: identities and sessions.
+    pub tunnel: TunnelConfig,
 }
 
 impl Default for DefenseConfig {
@@ -56,6 +63,8 @@ impl Default for DefenseConfig {
             edge_key: None,
             edge_max_skew_secs: heady_shared::wire::DEFAULT_MAX_SKEW_SECS,
             require_edge: false,
+            tunnel_auth: TunnelAuth::PqHybrid,
+            tunnel: TunnelConfig::default(),
         }
     }
 }
@@ -97,11 +106,27 @@ impl DefenseConfig {
             1,
             3600,
         )?;
-        if self.require_edge && self.edge_key.is_none() {
-            return Err(invalid(
-                "defense.require_edge",
-                "needs defense.edge_key (HEADY_TUNNEL_KEY) to verify the edge",
-            ));
+        self.tunnel.validate()?;
+        match self.tunnel_auth {
+            TunnelAuth::PqHybrid if self.edge_key.is_some() => {
+                return Err(invalid(
+                    "defense.edge_key",
+                    "set, but defense.tunnel_auth is \"pq-hybrid\", which refuses HMAC-signed requests: remove the key, or set tunnel_auth = \"hmac\" while the edge moves to sessions",
+                ))
+            }
+            TunnelAuth::PqHybrid if self.require_edge && !self.tunnel.configured() => {
+                return Err(invalid(
+                    "defense.require_edge",
+                    "needs defense.tunnel.identity and defense.tunnel.edge_identities under tunnel_auth = \"pq-hybrid\" (HEADY_TUNNEL_IDENTITY, HEADY_TUNNEL_EDGE_IDENTITIES)",
+                ))
+            }
+            TunnelAuth::Hmac if self.require_edge && self.edge_key.is_none() => {
+                return Err(invalid(
+                    "defense.require_edge",
+                    "needs defense.edge_key (HEADY_TUNNEL_KEY) to verify the edge under tunnel_auth = \"hmac\"",
+                ))
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -165,8 +190,10 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc::new("defense.edge_key", Ty::Str, "the secret the edge Worker signs tunnelled requests with, at least 32 bytes; never printed")
         .aliases(&["HEADY_TUNNEL_KEY"]),
     KeyDoc::new("defense.edge_max_skew_secs", Ty::Int, "edge timestamps further from this clock are refused; nonces are kept twice this"),
-    KeyDoc::new("defense.require_edge", Ty::Bool, "refuse `/api` and `/v1` requests not signed by the edge (needs `defense.edge_key`)")
+    KeyDoc::new("defense.require_edge", Ty::Bool, "refuse `/api` and `/v1` requests not signed by the edge (needs `defense.tunnel.*` under `pq-hybrid`, `defense.edge_key` under `hmac`)")
         .aliases(&["HEADY_REQUIRE_EDGE"]),
+    KeyDoc::new("defense.tunnel_auth", Ty::Str, "`pq-hybrid`: requests from the edge must carry a post-quantum hybrid session (an HMAC-only one is refused, 401 `tunnel_session_required`); `hmac`: the shared `edge_key` (sessions accepted too where an identity is configured)")
+        .aliases(&["HEADY_TUNNEL_AUTH"]),
 ];
 
 #[cfg(test)]

@@ -3,23 +3,29 @@
 //! subject, tier, clearance and client IP are believed, and the subject only once it parses as
 //! a `heady_shared::Subject` (re-normalised: an IPv6 address counts as its /64).
 //!
-//! The scheme is the `TunnelAuthenticator` the verifier holds (HMAC-SHA256 with the shared
-//! Worker secret today), so a post-quantum session can replace it here without touching the
-//! server. Nonces are remembered in Redis when configured (a replay sent to another origin is
-//! caught too), else in-process. When a Redis call fails the in-process set takes over at
-//! once and stays in charge until a background probe finds Redis back (`redis::Outage`:
-//! `heady_nonces_degraded`, one log line each way), so no request waits on a Redis already
-//! known to be down.
+//! Two schemes, chosen by the signature header and allowed by `defense.tunnel_auth`: the
+//! shared-secret HMAC (`hmac-sha256`, refused under `pq-hybrid`: no downgrade) and a MAC under
+//! a post-quantum hybrid session (`session-hmac-sha256`, the session's ticket in
+//! `x-heady-session`, opened by `tunnel::TunnelSessions`). The same nonce store refuses a
+//! replayed request and a replayed handshake hello. Nonces are remembered in Redis when
+//! configured (a replay sent to another origin is caught too), else in-process. When a Redis
+//! call fails the in-process set takes over at once and stays in charge until a background
+//! probe finds Redis back (`redis::Outage`: `heady_nonces_degraded`, one log line each way),
+//! so no request waits on a Redis already known to be down.
 
+use super::tunnel::{HandshakeRefusal, TunnelSessions};
 use crate::lifecycle::Background;
 use crate::redis::{Outage, Redis};
-use heady_shared::wire::{self, Envelope, RequestLine, TunnelAuthenticator, WireError};
+use heady_shared::tunnel::TunnelAuth;
+use heady_shared::wire::{self, Envelope, HmacSha256, RequestLine, SessionMac, WireError};
 use heady_shared::{Subject, SubjectError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 pub struct EdgeVerifier {
-    auth: Box<dyn TunnelAuthenticator + Send + Sync>,
+    policy: TunnelAuth,
+    hmac: Option<HmacSha256>,
+    sessions: Option<TunnelSessions>,
     max_skew_secs: u64,
     redis: Option<Arc<Redis>>,
     outage: Arc<Outage>,
@@ -38,6 +44,14 @@ pub enum EdgeRefusal {
     ClientIp(String),
     #[error("x-heady-subject: {0}")]
     Subject(#[from] SubjectError),
+    #[error("defense.tunnel_auth is \"pq-hybrid\": a request signed with the shared HMAC key is refused; the edge must open a tunnel session")]
+    Downgrade,
+    #[error("the request is signed with {0} but this origin has no {1}")]
+    NotConfigured(&'static str, &'static str),
+    #[error("{0}")]
+    Session(#[from] super::tunnel::ticket::TicketError),
+    #[error("the session's edge identity {0} is no longer pinned here")]
+    Unpinned(heady_shared::tunnel::Fingerprint),
 }
 
 /// What a verified request vouches for.
@@ -51,14 +65,18 @@ pub struct Vouched {
 
 impl EdgeVerifier {
     pub fn new(
-        auth: Box<dyn TunnelAuthenticator + Send + Sync>,
+        policy: TunnelAuth,
+        hmac: Option<HmacSha256>,
+        sessions: Option<TunnelSessions>,
         max_skew_secs: u64,
         redis: Option<Arc<Redis>>,
         degraded: prometheus_client::metrics::gauge::Gauge,
         background: Background,
     ) -> EdgeVerifier {
         EdgeVerifier {
-            auth,
+            policy,
+            hmac,
+            sessions,
             max_skew_secs,
             redis,
             outage: Outage::new("edge nonce check", degraded),
@@ -67,13 +85,23 @@ impl EdgeVerifier {
         }
     }
 
-    /// Where nonces are kept now: `redis`, `degraded (in-process)` or `in-process`.
+    /// Where nonces are kept now: `redis`, `degraded (in-process)`, `in-process`, or
+    /// `no edge key` when neither an HMAC key nor a tunnel identity is configured.
     pub fn store(&self) -> &'static str {
         match &self.redis {
+            _ if self.hmac.is_none() && self.sessions.is_none() => "no edge key",
             None => "in-process",
             Some(_) if self.outage.is_down() => "degraded (in-process)",
             Some(_) => "redis",
         }
+    }
+
+    pub fn policy(&self) -> TunnelAuth {
+        self.policy
+    }
+
+    pub fn sessions(&self) -> Option<&TunnelSessions> {
+        self.sessions.as_ref()
     }
 
     /// How long a nonce must be remembered: any timestamp older than that is stale anyway.
@@ -96,13 +124,41 @@ impl EdgeVerifier {
             query: uri.query().unwrap_or(""),
             body_sha256: wire::body_sha256(body),
         };
-        let envelope = wire::verify(
-            self.auth.as_ref(),
-            &line,
-            |name| headers.get(name).and_then(|v| v.to_str().ok()),
-            now_secs,
-            self.max_skew_secs,
-        )?;
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let scheme = header(wire::header::SIGNATURE)
+            .and_then(wire::scheme_of)
+            .unwrap_or_default();
+        let envelope = if scheme == SessionMac::SCHEME {
+            let sessions = self.sessions.as_ref().ok_or(EdgeRefusal::NotConfigured(
+                "a session",
+                "tunnel identity (defense.tunnel.identity)",
+            ))?;
+            let opened = sessions.open(header(wire::header::SESSION), now_secs)?;
+            if !sessions.pins(&opened.edge) {
+                return Err(EdgeRefusal::Unpinned(opened.edge));
+            }
+            let mac = SessionMac::new(opened.keys.mac_key, opened.keys.id);
+            wire::verify(&mac, &line, header, now_secs, self.max_skew_secs)?
+        } else if scheme == HmacSha256::SCHEME && self.policy == TunnelAuth::PqHybrid {
+            return Err(EdgeRefusal::Downgrade);
+        } else {
+            match &self.hmac {
+                Some(hmac) => wire::verify(hmac, &line, header, now_secs, self.max_skew_secs)?,
+                None if scheme == HmacSha256::SCHEME => {
+                    return Err(EdgeRefusal::NotConfigured(
+                        "the shared HMAC key",
+                        "tunnel key (defense.edge_key / HEADY_TUNNEL_KEY)",
+                    ))
+                }
+                None => {
+                    return Err(WireError::WrongScheme {
+                        found: scheme.to_owned(),
+                        expected: SessionMac::SCHEME,
+                    }
+                    .into())
+                }
+            }
+        };
         let client_ip = envelope
             .client_ip
             .parse()
@@ -116,6 +172,27 @@ impl EdgeVerifier {
             client_ip,
             subject,
         })
+    }
+
+    /// Answers a handshake hello with a welcome (`POST /api/tunnel/handshake`). A hello is
+    /// answered once across every origin sharing the nonce store.
+    pub async fn handshake(
+        &self,
+        hello: &[u8],
+        now_secs: u64,
+    ) -> Result<Vec<u8>, HandshakeRefusal> {
+        let sessions = self
+            .sessions
+            .as_ref()
+            .ok_or(HandshakeRefusal::NotConfigured)?;
+        let verified = sessions.accept(hello, now_secs)?;
+        if !self
+            .first_use(&format!("hs-{}", verified.nonce_hex()), now_secs)
+            .await
+        {
+            return Err(HandshakeRefusal::Replayed(verified.nonce_hex()));
+        }
+        sessions.welcome(&verified, now_secs)
     }
 
     /// Records the nonce; `false` if it was seen before.

@@ -11,6 +11,7 @@ pub mod config;
 pub mod edge;
 pub mod failed_auth;
 pub mod limiter;
+pub mod tunnel;
 
 use crate::accounts::{AccountStore, KeyRefusal};
 use crate::error::Error;
@@ -113,9 +114,11 @@ impl RoutePolicy {
     }
 }
 
-/// Paths whose requests pass the rate limiter: the API paths (`heady_shared::api_paths`).
+/// Paths whose requests pass the rate limiter and, with `require_edge`, must come through the
+/// edge: the API paths (`heady_shared::api_paths`) but the tunnel handshake, which its own
+/// signatures authenticate (and which is how the edge gets a session in the first place).
 pub fn is_limited_path(path: &str) -> bool {
-    api_paths::is_api_path(path)
+    api_paths::is_api_path(path) && path != api_paths::TUNNEL_HANDSHAKE
 }
 
 pub struct Defense {
@@ -127,7 +130,7 @@ pub struct Defense {
     ip_header: http::HeaderName,
     policies: [LogPolicy; 3],
     metrics: Arc<Metrics>,
-    edge: Option<EdgeVerifier>,
+    edge: EdgeVerifier,
     require_edge: bool,
 }
 
@@ -154,19 +157,26 @@ impl Defense {
         let policy = |t: Tier| {
             LogPolicy::new(t.limits(), cfg.ban).map_err(|e| anyhow::anyhow!("defense.ban: {e}"))
         };
-        let edge = match &cfg.edge_key {
-            Some(k) => Some(EdgeVerifier::new(
-                Box::new(
-                    wire::HmacSha256::new(k.expose().as_bytes())
-                        .map_err(|e| anyhow::anyhow!("defense.edge_key: {e}"))?,
-                ),
-                cfg.edge_max_skew_secs,
-                redis.clone(),
-                metrics.nonces_degraded.clone(),
-                background.clone(),
-            )),
+        let hmac = match &cfg.edge_key {
+            Some(k) => Some(
+                wire::HmacSha256::new(k.expose().as_bytes())
+                    .map_err(|e| anyhow::anyhow!("defense.edge_key: {e}"))?,
+            ),
             None => None,
         };
+        let sessions = tunnel::TunnelSessions::new(&cfg.tunnel, cfg.edge_max_skew_secs)?;
+        if let Some(s) = &sessions {
+            tracing::info!(identity = %s.fingerprint(), policy = %cfg.tunnel_auth, "tunnel sessions: this origin's identity");
+        }
+        let edge = EdgeVerifier::new(
+            cfg.tunnel_auth,
+            hmac,
+            sessions,
+            cfg.edge_max_skew_secs,
+            redis.clone(),
+            metrics.nonces_degraded.clone(),
+            background.clone(),
+        );
         Ok(Defense {
             enabled: cfg.enabled,
             accounts,
@@ -217,7 +227,45 @@ impl Defense {
     /// Where edge nonces are kept now (for `/ready`): `redis`, `degraded (in-process)`,
     /// `in-process`, or `no edge key`.
     pub fn nonce_store(&self) -> &'static str {
-        self.edge.as_ref().map_or("no edge key", |e| e.store())
+        self.edge.store()
+    }
+
+    /// Answers a tunnel handshake hello (`POST /api/tunnel/handshake`) with a welcome.
+    pub async fn tunnel_handshake(&self, hello: &[u8]) -> Result<Vec<u8>, Error> {
+        use heady_shared::tunnel::HandshakeError as H;
+        use tunnel::HandshakeRefusal as R;
+        let now = limiter::now_ms() / 1000;
+        let result = self.edge.handshake(hello, now).await;
+        let outcome = match &result {
+            Ok(_) => "accepted",
+            Err(R::NotConfigured) => "not_configured",
+            Err(R::Replayed(_)) => "replayed",
+            Err(R::Handshake(H::Malformed(_))) => "malformed",
+            Err(R::Handshake(H::UnknownIdentity(_))) => "unknown_identity",
+            Err(R::Handshake(H::Transcript(_))) => "bad_transcript",
+            Err(R::Handshake(H::Stale(_))) => "stale",
+            Err(R::Handshake(_)) => "failed",
+        };
+        self.metrics
+            .tunnel_handshakes
+            .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+            .inc();
+        result.map_err(|e| {
+            let code = match &e {
+                R::NotConfigured => ErrorCode::EdgeNotConfigured,
+                R::Replayed(_) => ErrorCode::TunnelHandshakeReplayed,
+                R::Handshake(H::Malformed(_)) => {
+                    return Error::bad_request(e.to_string());
+                }
+                R::Handshake(H::UnknownIdentity(_)) => ErrorCode::TunnelIdentityUnknown,
+                R::Handshake(H::Transcript(_)) => ErrorCode::TunnelTranscriptInvalid,
+                R::Handshake(H::Stale(_)) => ErrorCode::TunnelHandshakeStale,
+                R::Handshake(H::Decapsulation | H::Signing(_)) => {
+                    return Error::internal(e.to_string());
+                }
+            };
+            Error::unauthorized(code, e.to_string())
+        })
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
@@ -234,12 +282,7 @@ impl Defense {
         let headers = req.headers;
         let mut vouched = None;
         if headers.contains_key(wire::header::SIGNATURE) {
-            let Some(verifier) = &self.edge else {
-                self.count("unauthenticated", Tier::Free);
-                return Err(Error::unauthorized(ErrorCode::EdgeNotConfigured,
-                    "the request carries an edge signature but this origin has no tunnel key (defense.edge_key / HEADY_TUNNEL_KEY)",
-                ));
-            };
+            let verifier = &self.edge;
             let now = limiter::now_ms() / 1000;
             match verifier
                 .verify(req.method.as_str(), req.uri, headers, req.body, now)
@@ -262,10 +305,20 @@ impl Defense {
                 }
                 Err(e) => {
                     self.count("unauthenticated", Tier::Free);
-                    let code = match e {
+                    let code = match &e {
                         EdgeRefusal::Replay(_) => ErrorCode::ReplayedRequest,
                         EdgeRefusal::Subject(_) => ErrorCode::InvalidEdgeSubject,
-                        _ => ErrorCode::InvalidEdgeSignature,
+                        EdgeRefusal::Downgrade => ErrorCode::TunnelSessionRequired,
+                        EdgeRefusal::NotConfigured(..) => ErrorCode::EdgeNotConfigured,
+                        EdgeRefusal::Session(tunnel::ticket::TicketError::Expired { .. }) => {
+                            ErrorCode::TunnelSessionExpired
+                        }
+                        EdgeRefusal::Session(_) | EdgeRefusal::Unpinned(_) => {
+                            ErrorCode::TunnelSessionInvalid
+                        }
+                        EdgeRefusal::Wire(_) | EdgeRefusal::ClientIp(_) => {
+                            ErrorCode::InvalidEdgeSignature
+                        }
                     };
                     return Err(Error::unauthorized(code, e.to_string()));
                 }

@@ -2,7 +2,7 @@
 //! in docs/api.md) and handler. Unknown paths and wrong methods get 404 / 405. A path may end
 //! in one `{param}` segment, which matches any one non-empty segment (the handler reads it).
 
-use crate::api::{accounts, brain, conductor, health, memory, openai, Ctx, Handler, Reply};
+use crate::api::{accounts, brain, conductor, health, memory, openai, tunnel, Ctx, Handler, Reply};
 use crate::defense::RoutePolicy;
 use crate::error::{Error, ErrorCode};
 use heady_shared::Classification::{Internal, Restricted};
@@ -45,6 +45,7 @@ fn routes() -> &'static [RouteEntry] {
     ROUTES.get_or_init(|| {
         vec![
             route!(GET "/api/identity", public, health::identity),
+            route!(POST "/api/tunnel/handshake", public, tunnel::handshake),
             route!(GET "/api/account", public.keyed(), accounts::me),
             route!(GET "/api/admin/accounts", operator, accounts::list),
             route!(POST "/api/admin/accounts", operator, accounts::create),

@@ -100,7 +100,7 @@ async fn answer(app: Arc<App>, peer: IpAddr, req: Request<Incoming>) -> Response
             })
             .await?;
         if defense.enabled {
-            if heady_shared::api_paths::is_api_path(&path) {
+            if crate::defense::is_limited_path(&path) {
                 limit_headers = defense.limit(&identity).await?;
             }
             defense.authorize(&identity, matched.policy)?;

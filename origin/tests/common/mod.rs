@@ -357,3 +357,88 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Posts a handshake hello: the status and the body (a welcome, or a JSON error).
+pub async fn post_hello(base: &str, hello: &[u8]) -> (u16, Vec<u8>) {
+    let r = client()
+        .post(format!(
+            "{base}{}",
+            heady_shared::api_paths::TUNNEL_HANDSHAKE
+        ))
+        .header("content-type", "application/octet-stream")
+        .body(hello.to_vec())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+}
+
+/// Opens a tunnel session at `base` as the edge with identity `edge` does, checking the
+/// welcome against `pinned_origins`. `Err`: the origin's status and error code.
+pub async fn open_session(
+    base: &str,
+    edge: &heady_shared::tunnel::Identity,
+    pinned_origins: &[heady_shared::tunnel::Fingerprint],
+) -> Result<heady_shared::tunnel::Session, (u16, String)> {
+    use heady_shared::tunnel::{HelloRandomness, Initiator};
+    let mut random = [0u8; HelloRandomness::BYTES];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut random);
+    let initiator =
+        Initiator::start(edge, unix_now(), &HelloRandomness::from_bytes(&random)).unwrap();
+    let (status, body) = post_hello(base, initiator.hello()).await;
+    if status != 200 {
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        return Err((
+            status,
+            v["error"]["code"].as_str().unwrap_or("").to_string(),
+        ));
+    }
+    Ok(initiator.finish(&body, pinned_origins).unwrap())
+}
+
+/// A request as the edge Worker sends it under a tunnel session: the envelope headers, the
+/// session's ticket and a MAC under its key (`heady_shared::wire::SessionMac`).
+pub fn session_signed(
+    base: &str,
+    path: &str,
+    body: &[u8],
+    subject: &str,
+    tier: heady_shared::Tier,
+    session: &heady_shared::tunnel::Session,
+    nonce: &str,
+) -> reqwest::RequestBuilder {
+    use heady_shared::wire;
+    let auth = wire::SessionMac::new(session.keys.mac_key, session.keys.id);
+    let line = wire::RequestLine {
+        method: "POST",
+        path,
+        query: "",
+        body_sha256: wire::body_sha256(body),
+    };
+    let envelope = wire::Envelope {
+        host: "headyapi.com".into(),
+        subject: subject.into(),
+        tier,
+        clearance: heady_shared::Classification::Public,
+        client_ip: "198.51.100.7".into(),
+        timestamp: unix_now(),
+        nonce: nonce.into(),
+    };
+    let mut req = client()
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .header(wire::header::SESSION, wire::hex_encode(&session.ticket))
+        .body(body.to_vec());
+    for (k, v) in wire::sign(&auth, &line, &envelope) {
+        req = req.header(k, v);
+    }
+    req
+}
