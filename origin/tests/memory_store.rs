@@ -319,7 +319,9 @@ fn two_owners_never_meet(served: Served) {
         let (hits, path) = m
             .search_blocking(&Scope::Owner(who), &unit(16, 3), 100, None)
             .unwrap();
-        assert_eq!(path, want_path, "{served:?}");
+        // Asking for every row of an owner: a graph walk that misses some hands over to the
+        // exact scan, so the answer is whole either way.
+        assert!(path == want_path || path == SearchPath::Exact, "{served:?}");
         assert_eq!(hits.len(), n, "{served:?}: {:?}", contents(&hits));
         assert!(
             hits.iter().all(|h| h.content.starts_with(tag)),
@@ -327,6 +329,12 @@ fn two_owners_never_meet(served: Served) {
         );
         assert_eq!(hits[0].content, format!("{tag}3"));
         assert!(hits.iter().all(|h| h.owner.is_none()), "owners stay hidden");
+        let (top, path) = m
+            .search_blocking(&Scope::Owner(who), &unit(16, 3), 5, None)
+            .unwrap();
+        assert_eq!(path, want_path, "{served:?}: a few of an owner's rows");
+        assert_eq!(top.len(), 5);
+        assert!(top.iter().all(|h| h.content.starts_with(tag)), "{served:?}");
         let (hits, _) = m
             .search_blocking(&Scope::Owner(who), &unit(16, 3), 100, Some("s1"))
             .unwrap();

@@ -578,6 +578,17 @@ impl MemoryStore {
             &|k| self.rows.owner_of(k).is_some(),
             &mut hits,
         );
+        // A walk through the owner's nodes alone can miss a few of them: a search that asks
+        // for (nearly) all of an owner's rows and gets fewer is answered by the exact scan.
+        if let Some(i) = owner {
+            let owned = self.owners().rows[i as usize] as usize;
+            if hits.len() < top_k.min(owned) {
+                return Ok((
+                    self.exact_search_blocking(scope, query, top_k, session_id)?,
+                    SearchPath::Exact,
+                ));
+            }
+        }
         let mut results = match self.rows.results(&hits) {
             Some(r) => r,
             None => table::fetch(&self.db, &hits)?,
