@@ -49,15 +49,15 @@ export function originBinary() {
   return bin;
 }
 
-/** Starts heady-origin on a free port with a fresh data directory. */
-export async function startOrigin() {
+/** Starts heady-origin on a free port with a fresh data directory; `env` adds variables. */
+export async function startOrigin({ env = {} } = {}) {
   const port = await freePort();
   const dataDir = mkdtempSync(path.join(tmpdir(), "heady-edge-origin-"));
   const bin = originBinary();
   let log = "";
   const child = spawn(bin, ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir], {
     // HEADY_REQUIRE_EDGE: /api and /v1 only through the (signing) edge, as in production.
-    env: { ...process.env, HEADY_TUNNEL_KEY: TUNNEL_KEY, HEADY_REQUIRE_EDGE: "on", HEADY_LOG: "warn" },
+    env: { ...process.env, HEADY_TUNNEL_KEY: TUNNEL_KEY, HEADY_REQUIRE_EDGE: "on", HEADY_LOG: "warn", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   child.stdout.on("data", (d) => (log += d));
