@@ -47,6 +47,8 @@ error_codes! {
     InvalidJson = "invalid_json", 400;
     /// A provider refused the request itself.
     UpstreamRejected = "upstream_rejected", 400;
+    /// A webhook whose signature header is missing, malformed, stale or does not verify.
+    InvalidSignature = "invalid_signature", 400;
     // 401
     /// The route needs more than PUBLIC clearance and no key was sent.
     AuthenticationRequired = "authentication_required", 401;
@@ -115,6 +117,8 @@ error_codes! {
     EdgeAiFailed = "edge_ai_failed", 502;
     /// Workers Static Assets failed at the edge.
     AssetsUnavailable = "assets_unavailable", 502;
+    /// Stripe's API refused or failed a call (the message names Stripe's error type and message).
+    StripeFailed = "stripe_failed", 502;
     // 503
     Unavailable = "unavailable", 503;
     /// No provider is configured.
@@ -127,6 +131,8 @@ error_codes! {
     ProvidersUnavailable = "providers_unavailable", 503;
     /// The edge cannot reach the origin (`retry_after`).
     OriginUnavailable = "origin_unavailable", 503;
+    /// The billing routes need `[billing]` (Stripe) configured.
+    BillingNotConfigured = "billing_not_configured", 503;
 }
 
 impl fmt::Display for ErrorCode {
@@ -255,6 +261,9 @@ mod tests {
             (RateLimited, 429),
             (UpstreamFailed, 502),
             (OriginUnavailable, 503),
+            (InvalidSignature, 400),
+            (StripeFailed, 502),
+            (BillingNotConfigured, 503),
         ] {
             assert_eq!(code.default_status(), status, "{code}");
         }
