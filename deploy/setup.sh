@@ -86,10 +86,11 @@ else
   echo "$lock_sum" > "$stamp"
 fi
 
-# The official `openai` Python client, for the test that runs it against the daemon.
+# The official `openai` and `stripe` Python packages, for the tests that run them against the
+# daemon (the OpenAI client; Stripe's webhook signing and request encoding).
 venv="${HEADY_VENV:-$HOME/.cache/heady/venv}"
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import openai' 2>/dev/null; then
-  say "python venv with openai ($venv): present"
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import openai, stripe' 2>/dev/null; then
+  say "python venv with openai and stripe ($venv): present"
 else
   if ! python3 -m venv --help >/dev/null 2>&1; then
     say "installing Debian package python3-venv"
@@ -98,7 +99,7 @@ else
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
   fi
-  say "creating $venv with the openai package (PyPI)"
+  say "creating $venv with the openai and stripe packages (PyPI)"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check openai
+  "$venv/bin/pip" install -q --disable-pip-version-check openai stripe
 fi
