@@ -5,7 +5,7 @@
 //! `SubjectPolicy`; this module only adapts them to KV's limits: one write per key per second,
 //! eventual consistency, TTLs of at least 60 seconds.
 
-use heady_shared::identity::{IdentityError, MIN_SESSION_TTL_SECS};
+use heady_shared::identity::IdentityError;
 use heady_shared::limiter::{SlidingWindow, SubjectState, WindowState};
 use heady_shared::wire::{body_sha256, hex_encode};
 use heady_shared::{ApiError, Classification, ErrorCode, IdentityAnswer, Subject, Tier};
@@ -14,14 +14,14 @@ use std::net::{IpAddr, Ipv4Addr};
 
 /// KV accepts at most one write per key per second.
 pub const MIN_KV_WRITE_INTERVAL_MS: u64 = 1000;
-/// KV's smallest `expirationTtl`.
+/// KV's smallest `expirationTtl`. A cached session may be trusted for less: it carries its own
+/// expiry ([`CachedSession::until_ms`]).
 pub const MIN_KV_TTL_SECS: u64 = 60;
-// Identity answers are cached in KV: their TTL clamp must respect KV's floor.
-const _: () = assert!(MIN_SESSION_TTL_SECS >= MIN_KV_TTL_SECS);
 /// How long an isolate trusts its copy of a ban-list entry (or its absence).
 pub const BAN_CACHE_MS: u64 = 5_000;
-/// How long an isolate trusts a session it read from KV (a tier change reaches the edge
-/// within this plus KV's propagation delay).
+/// How long an isolate trusts a session it read from KV before reading KV again; never past
+/// the session's own expiry, so a tier change reaches the edge within the origin's `ttl_secs`
+/// (at most 60 s).
 pub const SESSION_CACHE_MS: u64 = 5_000;
 
 /// Failed authentications (unknown, revoked or malformed keys) one client address (an IPv6
@@ -55,13 +55,60 @@ pub fn too_many_failed_auth(limit: u32, retry_after_secs: u64) -> ApiError {
     .with_retry_after(retry_after_secs.max(1))
 }
 
-/// What the session cache holds for an API key: whom it identifies, or the origin's refusal
-/// (kept [`REFUSED_KEY_CACHE_SECS`]).
+/// What the session cache holds for an API key: whom it identifies, until when, or the
+/// origin's refusal (kept [`REFUSED_KEY_CACHE_SECS`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum CachedKey {
-    Known(Session),
+    Known(CachedSession),
     Refused { refused: ApiError },
+}
+
+impl CachedKey {
+    /// Until when (Unix ms) an isolate may use this entry without reading KV again.
+    pub fn isolate_until(&self, now_ms: u64) -> u64 {
+        match self {
+            CachedKey::Known(s) => (now_ms + SESSION_CACHE_MS).min(s.until_ms.unwrap_or(u64::MAX)),
+            CachedKey::Refused { .. } => now_ms + REFUSED_KEY_CACHE_SECS * 1000,
+        }
+    }
+}
+
+/// A session as the cache keeps it: the session and when the origin's answer stops being
+/// trusted. KV keeps the entry at least [`MIN_KV_TTL_SECS`], so the expiry inside it is what
+/// bounds how long a tier change takes to reach the edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedSession {
+    pub subject: Subject,
+    pub tier: Tier,
+    pub clearance: Classification,
+    /// Unix ms. Entries written without one are trusted until KV drops them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
+}
+
+impl CachedSession {
+    /// `session`, trusted for `ttl_secs` from `now_ms`.
+    pub fn new(session: Session, now_ms: u64, ttl_secs: u64) -> CachedSession {
+        CachedSession {
+            subject: session.subject,
+            tier: session.tier,
+            clearance: session.clearance,
+            until_ms: Some(now_ms.saturating_add(ttl_secs.saturating_mul(1000))),
+        }
+    }
+
+    pub fn is_fresh(&self, now_ms: u64) -> bool {
+        self.until_ms.is_none_or(|until| now_ms < until)
+    }
+
+    pub fn session(&self) -> Session {
+        Session {
+            subject: self.subject.clone(),
+            tier: self.tier,
+            clearance: self.clearance,
+        }
+    }
 }
 
 /// The account whose memory a caller may use: `Err(401)` for an anonymous caller and 403
@@ -179,7 +226,8 @@ impl Session {
     }
 }
 
-/// Reads the origin's answer to a key lookup into the session to cache and its KV TTL.
+/// Reads the origin's answer to a key lookup into the session to cache and how long to trust
+/// it (seconds, 1-60; the KV entry itself lives at least [`MIN_KV_TTL_SECS`]).
 pub fn parse_identity(body: &str) -> Result<(Session, u64), IdentityError> {
     let answer = IdentityAnswer::parse_key_holder(body)?;
     let ttl = answer.cache_ttl_secs();
@@ -404,7 +452,7 @@ mod tests {
                 clearance: Classification::Internal
             }
         );
-        assert_eq!(ttl, MIN_KV_TTL_SECS);
+        assert_eq!(ttl, 5, "trusted for less than KV keeps it");
         let (_, ttl) = parse_identity(&answer(
             "user:u1",
             Tier::Free,
@@ -575,22 +623,48 @@ mod tests {
 
     #[test]
     fn the_session_cache_holds_sessions_and_refusals() {
-        let known = CachedKey::Known(Session::anonymous(client_ip(Some("192.0.2.1"))));
+        let session = Session::anonymous(client_ip(Some("192.0.2.1")));
+        let known = CachedKey::Known(CachedSession::new(session.clone(), 1_000, 3));
         let text = serde_json::to_string(&known).unwrap();
-        // A session reads back as before (entries written earlier stay valid).
-        assert_eq!(
-            serde_json::from_str::<Session>(&text).ok(),
-            match &known {
-                CachedKey::Known(s) => Some(s.clone()),
-                _ => None,
-            }
-        );
+        assert!(text.contains(r#""until_ms":4000"#), "{text}");
+        // The session part reads back as a session.
+        assert_eq!(serde_json::from_str::<Session>(&text).unwrap(), session);
         assert_eq!(serde_json::from_str::<CachedKey>(&text).unwrap(), known);
+        // An entry written without an expiry is trusted until KV drops it.
+        let old = serde_json::to_string(&session).unwrap();
+        match serde_json::from_str::<CachedKey>(&old).unwrap() {
+            CachedKey::Known(s) => {
+                assert_eq!(s.until_ms, None);
+                assert!(s.is_fresh(u64::MAX - 1));
+                assert_eq!(s.session(), session);
+            }
+            other => panic!("{other:?}"),
+        }
         let refused = CachedKey::Refused {
             refused: ApiError::new(ErrorCode::KeyExpired, "the API key expired"),
         };
         let text = serde_json::to_string(&refused).unwrap();
         assert_eq!(serde_json::from_str::<CachedKey>(&text).unwrap(), refused);
+    }
+
+    #[test]
+    fn a_cached_session_is_trusted_no_longer_than_the_origin_said() {
+        let s = CachedSession::new(Session::anonymous(client_ip(None)), 10_000, 3);
+        assert!(s.is_fresh(12_999));
+        assert!(!s.is_fresh(13_000));
+        let known = CachedKey::Known(s);
+        // An isolate rereads KV after SESSION_CACHE_MS, and never trusts past the expiry.
+        assert_eq!(known.isolate_until(10_000), 13_000);
+        let long = CachedKey::Known(CachedSession::new(
+            Session::anonymous(client_ip(None)),
+            0,
+            60,
+        ));
+        assert_eq!(long.isolate_until(1_000), 1_000 + SESSION_CACHE_MS);
+        let refused = CachedKey::Refused {
+            refused: ApiError::new(ErrorCode::RevokedApiKey, "revoked"),
+        };
+        assert_eq!(refused.isolate_until(0), REFUSED_KEY_CACHE_SECS * 1000);
     }
 
     #[test]

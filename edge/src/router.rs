@@ -1,7 +1,7 @@
 //! What to do with a request, decided from the property list alone (pure: no I/O).
 
 use crate::site;
-use heady_shared::api_paths::{action_of, is_api_path};
+use heady_shared::api_paths::{action_of, is_api_path, BILLING_WEBHOOK};
 use heady_shared::properties::{Properties, Property, Serve};
 use heady_shared::GroupTable;
 
@@ -34,6 +34,10 @@ pub enum Api {
     Conductor { action: String },
     /// Anything else under `/api/` or `/v1/`: tunnelled unchanged.
     Passthrough,
+    /// Stripe's webhook: signed by Stripe (the origin verifies it), so tunnelled unchanged on
+    /// the ban list alone, without a per-address limit that would throttle Stripe's few
+    /// sending addresses.
+    Webhook,
 }
 
 /// The request facts the plan depends on.
@@ -87,6 +91,7 @@ pub fn plan<'a>(
             return Plan::NotFound { host, json: true };
         }
         let api = match action_of(facts.path) {
+            _ if facts.path == BILLING_WEBHOOK => Api::Webhook,
             Some(action)
                 if facts.method.eq_ignore_ascii_case("POST") && groups.route(action).is_ok() =>
             {
@@ -206,6 +211,14 @@ mod tests {
         );
         assert_eq!(
             run("headyapi.com", "POST", "/v1/chat/completions"),
+            "api headyapi Passthrough"
+        );
+        assert_eq!(
+            run("headyapi.com", "POST", "/api/billing/webhook"),
+            "api headyapi Webhook"
+        );
+        assert_eq!(
+            run("headyapi.com", "POST", "/api/billing/checkout"),
             "api headyapi Passthrough"
         );
         // A static property without origin access has no API.

@@ -8,6 +8,7 @@
 //! database (stop the checkpointer, fold the WAL into the file).
 
 use crate::accounts::AccountStore;
+use crate::billing::Billing;
 use crate::conductor::Conductor;
 use crate::config::Config;
 use crate::db::{Database, DbConfig};
@@ -34,6 +35,8 @@ pub struct App {
     pub defense: Arc<Defense>,
     pub pipeline: Arc<Pipeline>,
     pub redis: Option<Arc<Redis>>,
+    /// Stripe billing, when `[billing]` is configured.
+    pub billing: Option<Arc<Billing>>,
     pub background: Background,
     /// Stops the storage threads (indexer, checkpointer); cancelled after memory has closed.
     storage: CancellationToken,
@@ -109,6 +112,7 @@ impl App {
             },
             &mut metrics.registry,
         );
+        let billing = Billing::new(&config.billing, &metrics)?;
         let metrics = Arc::new(metrics);
         let defense = Arc::new(Defense::new(
             &config.defense,
@@ -127,13 +131,14 @@ impl App {
             defense,
             pipeline,
             redis,
+            billing,
             background,
             storage,
         }))
     }
 
-    /// Starts the background tasks: the pattern flusher, the memory retention sweeper and
-    /// the operator socket.
+    /// Starts the background tasks: the pattern flusher, the memory retention sweeper, the
+    /// billing grace sweeper (with billing) and the operator socket.
     pub async fn start(self: &Arc<Self>) -> anyhow::Result<()> {
         let pipeline = self.pipeline.clone();
         let token = self.background.token();
@@ -151,6 +156,16 @@ impl App {
                 self.background.token(),
             ),
         );
+        if let Some(billing) = &self.billing {
+            self.background.spawn(
+                "billing grace sweeper",
+                crate::billing::grace::sweep_every(
+                    billing.clone(),
+                    self.defense.accounts.clone(),
+                    self.background.token(),
+                ),
+            );
+        }
         if let Some(path) = self.config.admin_socket_path() {
             crate::defense::admin::serve(&path, self.defense.clone(), &self.background).await?;
         }

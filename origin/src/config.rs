@@ -1,7 +1,8 @@
 //! Daemon configuration: TOML file, then `HEADY_*` environment overrides, then flags.
 //!
 //! Each subsystem owns the type of its section (`memory/config.rs`, `memory/embedder_config.rs`,
-//! `defense/config.rs`, `conductor/config.rs`, `providers/config.rs`, `pipeline/config.rs`) and
+//! `defense/config.rs`, `conductor/config.rs`, `providers/config.rs`, `pipeline/config.rs`,
+//! `billing/config.rs`) and
 //! the reference rows of its keys. This module composes them with the top-level keys, loads
 //! them (one deserialisation of the file's table with the environment merged in, see
 //! [`env`]), validates once, and renders the reference (`heady-origin config-reference`).
@@ -15,6 +16,7 @@ pub use crate::settings::ConfigError;
 pub(crate) use crate::settings::{in_range, invalid};
 
 pub use crate::accounts::config::DatabaseUrl;
+pub use crate::billing::config::BillingConfig;
 pub use crate::conductor::config::ConductorConfig;
 pub use crate::defense::config::{DefenseConfig, Secret};
 pub use crate::memory::config::{MemoryConfig, Quantization};
@@ -52,6 +54,8 @@ pub struct Config {
     /// `[[providers]]`: the brain router's inference endpoints.
     pub providers: Vec<ProviderConfig>,
     pub pipeline: PipelineConfig,
+    /// Stripe: checkout, portal, webhooks; off unless its key is set.
+    pub billing: BillingConfig,
 }
 
 impl Default for Config {
@@ -70,6 +74,7 @@ impl Default for Config {
             defense: DefenseConfig::default(),
             providers: Vec::new(),
             pipeline: PipelineConfig::default(),
+            billing: BillingConfig::default(),
         }
     }
 }
@@ -251,6 +256,7 @@ impl Config {
             crate::defense::tunnel::config::KEYS,
             crate::providers::config::KEYS,
             crate::pipeline::config::KEYS,
+            crate::billing::config::KEYS,
         ]
         .into_iter()
         .flatten()
@@ -336,6 +342,7 @@ impl Config {
         let groups = self.conductor.group_table()?;
         crate::providers::config::validate(&self.providers, &groups)?;
         self.pipeline.validate()?;
+        self.billing.validate()?;
         Ok(())
     }
 }

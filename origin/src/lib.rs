@@ -7,7 +7,7 @@
 //! http                         server, bodies, routes table, the one place errors become responses
 //! api                          one file per resource: decode -> call the domain -> render a Reply
 //! app                          App: the parts, their background tasks, the shutdown order
-//! domain                       conductor, pipeline, providers, memory, defense, accounts
+//! domain                       conductor, pipeline, providers, memory, defense, accounts, billing
 //! infrastructure               redis, lifecycle, metrics, config, error, rt, sys
 //! ```
 
@@ -16,6 +16,7 @@
 pub mod accounts;
 pub mod api;
 pub mod app;
+pub mod billing;
 pub mod cli;
 pub mod conductor;
 pub mod config;

@@ -43,6 +43,26 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of the Stripe API call counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StripeLabels {
+    /// customers.create, customers.retrieve, checkout.sessions.create,
+    /// billing_portal.sessions.create, billing.meter_events.create
+    pub call: &'static str,
+    /// ok, refused (4xx), failed (5xx), unreachable, malformed
+    pub outcome: &'static str,
+}
+
+/// Labels of the Stripe webhook counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// The event type billing acts on, or `other`; `unknown` before the body is verified.
+    pub event: &'static str,
+    /// applied, duplicate, skipped, ignored (a type billing does not act on),
+    /// invalid_signature, invalid, failed
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<HttpLabels, Counter>,
@@ -59,6 +79,9 @@ pub struct Metrics {
     pub bans_imposed: Counter,
     pub failed_auth: Family<FailedAuthLabels, Counter>,
     pub tunnel_handshakes: Family<OutcomeLabels, Counter>,
+    pub stripe_calls: Family<StripeLabels, Counter>,
+    pub webhooks: Family<WebhookLabels, Counter>,
+    pub grace_expired: Counter,
 }
 
 impl Default for Metrics {
@@ -153,9 +176,30 @@ impl Default for Metrics {
             "Tunnel session handshakes by outcome (accepted, unknown_identity, bad_transcript, replayed, stale, malformed, not_configured)",
             tunnel_handshakes.clone(),
         );
+        let stripe_calls = Family::<StripeLabels, Counter>::default();
+        registry.register(
+            "heady_stripe_calls",
+            "Calls to Stripe's API by call and outcome",
+            stripe_calls.clone(),
+        );
+        let webhooks = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "heady_billing_webhooks",
+            "Stripe webhook deliveries by event type and outcome",
+            webhooks.clone(),
+        );
+        let grace_expired = Counter::default();
+        registry.register(
+            "heady_billing_grace_expired",
+            "Accounts moved to Free because their past_due grace ran out",
+            grace_expired.clone(),
+        );
         Metrics {
             registry,
             tunnel_handshakes,
+            stripe_calls,
+            webhooks,
+            grace_expired,
             failed_auth,
             limiter_degraded,
             nonces_degraded,

@@ -4,6 +4,9 @@
 mod common;
 
 use common::FreshPg;
+use heady_origin::accounts::billing::{
+    Applied, BillingDecision, BillingEvent, Decide, InvoiceStatus, SubscriptionStatus,
+};
 use heady_origin::accounts::{
     mint_account_id, well_formed, AccountChange, AccountError, AccountStore, KeyOptions, KeyRefusal,
 };
@@ -213,12 +216,209 @@ async fn store_behaviour(s: &AccountStore) {
     );
 }
 
+fn event(id: &str, created: i64) -> BillingEvent {
+    BillingEvent {
+        id: id.into(),
+        kind: "customer.subscription.updated".into(),
+        created,
+    }
+}
+
+/// A decision that makes the account Pro with an active subscription, checking it was given
+/// the account as stored.
+fn make_pro(expect_customer: Option<&'static str>) -> Result<Decide, String> {
+    Ok(Box::new(move |a: &heady_origin::accounts::Account| {
+        assert_eq!(a.stripe_customer_id.as_deref(), expect_customer);
+        let mut after = a.clone();
+        after.tier = Tier::Pro;
+        after.stripe_subscription_id = Some("sub_1".into());
+        after.subscription.status = Some(SubscriptionStatus::Active);
+        after.subscription.price = Some("price_pro".into());
+        after.subscription.current_period_end = Some(5_000);
+        after.subscription.event_at = Some(10);
+        BillingDecision::Apply(Box::new(after))
+    }))
+}
+
+/// Billing state: customers, events applied once, recorded per account, the grace sweep.
+async fn billing_behaviour(s: &AccountStore) {
+    let now = 2_000;
+    let cat = s
+        .create_account("cat", Tier::Free, Classification::Internal, now)
+        .await
+        .unwrap();
+    let dan = s
+        .create_account("dan", Tier::Free, Classification::Internal, now)
+        .await
+        .unwrap();
+    let key = s
+        .create_key(&cat.id, KeyOptions::default(), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.lookup(&key.key, now).await.unwrap().unwrap().account.tier,
+        Tier::Free
+    );
+
+    // A customer is attached once; the first one set stays.
+    let a = s.attach_customer(&cat.id, "cus_cat").await.unwrap();
+    assert_eq!(a.stripe_customer_id.as_deref(), Some("cus_cat"));
+    let again = s.attach_customer(&cat.id, "cus_other").await.unwrap();
+    assert_eq!(again.stripe_customer_id.as_deref(), Some("cus_cat"));
+    assert!(matches!(
+        s.attach_customer(&dan.id, "cus_cat").await,
+        Err(AccountError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.attach_customer(&mint_account_id(), "cus_x").await,
+        Err(AccountError::NotFound(_))
+    ));
+    assert_eq!(
+        s.account_by_customer("cus_cat")
+            .await
+            .unwrap()
+            .map(|a| a.id),
+        Some(cat.id.clone())
+    );
+    assert_eq!(s.account_by_customer("cus_none").await.unwrap(), None);
+
+    // An event applies once: the decision sees the stored account, the change is stored and
+    // the cached key lookup dropped, a replay changes nothing.
+    assert!(!s.billing_event_seen("evt_1").await.unwrap());
+    let r = s
+        .apply_billing_event(
+            Some(&cat.id),
+            &event("evt_1", 10),
+            now,
+            make_pro(Some("cus_cat")),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&r, Applied::Updated { before, after } if before.tier == Tier::Free && after.tier == Tier::Pro)
+    );
+    assert!(s.billing_event_seen("evt_1").await.unwrap());
+    assert_eq!(
+        s.cached(&key.key, now),
+        None,
+        "the change cleared the cache"
+    );
+    let g = s.lookup(&key.key, now).await.unwrap().unwrap();
+    assert_eq!(g.account.tier, Tier::Pro);
+    assert_eq!(g.account.stripe_subscription_id.as_deref(), Some("sub_1"));
+    assert_eq!(
+        g.account.subscription.status,
+        Some(SubscriptionStatus::Active)
+    );
+    assert_eq!(g.account.subscription.current_period_end, Some(5_000));
+    assert_eq!(s.account(&cat.id).await.unwrap().unwrap(), g.account);
+    let replay = s
+        .apply_billing_event(
+            Some(&cat.id),
+            &event("evt_1", 10),
+            now,
+            make_pro(Some("cus_cat")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(replay, Applied::Duplicate);
+
+    // A skipped event is recorded with its reason; one that names no account too.
+    let skip: Result<Decide, String> = Ok(Box::new(|_: &heady_origin::accounts::Account| {
+        BillingDecision::Skip("stale: test".into())
+    }));
+    assert_eq!(
+        s.apply_billing_event(Some(&cat.id), &event("evt_2", 5), now + 1, skip)
+            .await
+            .unwrap(),
+        Applied::Skipped("stale: test".into())
+    );
+    assert_eq!(
+        s.apply_billing_event(
+            None,
+            &event("evt_3", 6),
+            now + 2,
+            Err("ignored: nobody".into())
+        )
+        .await
+        .unwrap(),
+        Applied::Skipped("ignored: nobody".into())
+    );
+    let missing = mint_account_id();
+    assert!(matches!(
+        s.apply_billing_event(Some(&missing), &event("evt_4", 7), now + 3, make_pro(None))
+            .await
+            .unwrap(),
+        Applied::Skipped(r) if r.contains("no such account")
+    ));
+    assert!(s.billing_event_seen("evt_3").await.unwrap());
+
+    // The events are read per account, and only the owner's.
+    let rows = s.billing_events(&cat.id).await.unwrap();
+    let got: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.id.as_str(), r.outcome.as_str()))
+        .collect();
+    assert_eq!(got, [("evt_2", "stale: test"), ("evt_1", "applied")]);
+    assert_eq!(rows[1].received_at, now);
+    assert_eq!(rows[1].kind, "customer.subscription.updated");
+    assert!(s.billing_events(&dan.id).await.unwrap().is_empty());
+
+    // An invoice is kept beside the subscription.
+    let invoice: Result<Decide, String> = Ok(Box::new(|a: &heady_origin::accounts::Account| {
+        let mut after = a.clone();
+        after.subscription.invoice_status = Some(InvoiceStatus::PaymentFailed);
+        after.subscription.invoice_at = Some(11);
+        BillingDecision::Apply(Box::new(after))
+    }));
+    s.apply_billing_event(Some(&cat.id), &event("evt_5", 11), now, invoice)
+        .await
+        .unwrap();
+    let a = s.account(&cat.id).await.unwrap().unwrap();
+    assert_eq!(
+        a.subscription.invoice_status,
+        Some(InvoiceStatus::PaymentFailed)
+    );
+    assert_eq!(a.subscription.status, Some(SubscriptionStatus::Active));
+
+    // past_due: the sweep moves an account to Free once its grace (from past_due_since) is
+    // over, and only once.
+    let past_due: Result<Decide, String> = Ok(Box::new(|a: &heady_origin::accounts::Account| {
+        let mut after = a.clone();
+        after.subscription.status = Some(SubscriptionStatus::PastDue);
+        after.subscription.past_due_since = Some(100);
+        BillingDecision::Apply(Box::new(after))
+    }));
+    s.apply_billing_event(Some(&cat.id), &event("evt_6", 100), now, past_due)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.lookup(&key.key, now).await.unwrap().unwrap().account.tier,
+        Tier::Pro
+    );
+    assert!(s.expire_past_due(99).await.unwrap().is_empty());
+    let moved = s.expire_past_due(100).await.unwrap();
+    assert_eq!(moved.len(), 1);
+    assert_eq!(
+        (moved[0].id.clone(), moved[0].tier),
+        (cat.id.clone(), Tier::Free)
+    );
+    assert_eq!(s.cached(&key.key, now), None, "the sweep cleared the cache");
+    assert_eq!(
+        s.lookup(&key.key, now).await.unwrap().unwrap().account.tier,
+        Tier::Free
+    );
+    assert!(s.expire_past_due(1_000).await.unwrap().is_empty());
+    assert_eq!(s.account(&dan.id).await.unwrap().unwrap().tier, Tier::Free);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn duckdb_backend() {
     let dir = tempfile::tempdir().unwrap();
     let s = duck_store(&dir, Duration::from_secs(60)).await;
     assert_eq!(s.backend_name(), "duckdb");
     store_behaviour(&s).await;
+    billing_behaviour(&s).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -227,6 +427,7 @@ async fn postgres_backend() {
     let s = pg_store(&pg, Duration::from_secs(60)).await;
     assert_eq!(s.backend_name(), "postgres");
     store_behaviour(&s).await;
+    billing_behaviour(&s).await;
     drop(s);
 }
 

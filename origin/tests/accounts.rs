@@ -6,57 +6,10 @@
 
 mod common;
 
-use common::{client, free_port, FreshPg, RedisServer, TestServer};
+use common::{call, client, code, free_port, wait_ready, Daemon, FreshPg, RedisServer, TestServer};
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn wait_ready(base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(r) = client().get(format!("{base}/ready")).send().await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("daemon not ready at {base}");
-}
-
-async fn call(
-    method: &str,
-    url: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut req = client().request(method.parse().unwrap(), url);
-    if let Some(k) = key {
-        req = req.bearer_auth(k);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let text = r.text().await.unwrap();
-    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, headers, v)
-}
-
-fn code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or("")
-}
 
 /// Polls `url` with `key` until it answers `want`; the time it took.
 async fn refused_within(url: &str, key: &str, want: &str, limit: Duration) -> Duration {
@@ -154,7 +107,7 @@ async fn two_origins_share_accounts_and_keys_through_postgres_and_redis() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(
         v,
-        json!({"id": id, "name": "carol", "tier": "pro", "clearance": "INTERNAL"})
+        json!({"id": id, "name": "carol", "tier": "pro", "clearance": "INTERNAL", "subscription": null})
     );
     let (st, _, v) = call("GET", &format!("{b}/api/identity"), Some(&key1), None).await;
     assert_eq!(

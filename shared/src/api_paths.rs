@@ -15,6 +15,11 @@ pub const TUNNEL_HANDSHAKE: &str = "/api/tunnel/handshake";
 /// back to it with the same body.
 pub const MEMORY_SEARCH: &str = "/api/memory/search";
 
+/// `POST`: Stripe's webhook. Public (its `Stripe-Signature` is its authentication) and not
+/// rate limited per client address: the edge passes it through on the ban list alone, the
+/// origin counts bad signatures as failed authentication.
+pub const BILLING_WEBHOOK: &str = "/api/billing/webhook";
+
 /// `/api`, `/v1` and everything under them.
 pub fn is_api_path(path: &str) -> bool {
     [API, OPENAI].into_iter().any(|prefix| {
@@ -63,6 +68,7 @@ mod tests {
             assert!(!is_api_path(p), "{p}");
         }
         assert!(is_api_path(IDENTITY) && is_api_path(MEMORY_SEARCH));
+        assert!(is_api_path(BILLING_WEBHOOK) && action_of(BILLING_WEBHOOK).is_none());
     }
 
     #[test]

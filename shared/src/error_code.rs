@@ -47,6 +47,8 @@ error_codes! {
     InvalidJson = "invalid_json", 400;
     /// A provider refused the request itself.
     UpstreamRejected = "upstream_rejected", 400;
+    /// A webhook whose signature header is missing, malformed, stale or does not verify.
+    InvalidSignature = "invalid_signature", 400;
     // 401
     /// The route needs more than PUBLIC clearance and no key was sent.
     AuthenticationRequired = "authentication_required", 401;
@@ -134,6 +136,8 @@ error_codes! {
     /// The edge could not open a tunnel session: the origin refused the handshake, or its
     /// answer was not signed by a pinned origin identity.
     TunnelHandshakeFailed = "tunnel_handshake_failed", 502;
+    /// Stripe's API refused or failed a call (the message names Stripe's error type and message).
+    StripeFailed = "stripe_failed", 502;
     // 503
     Unavailable = "unavailable", 503;
     /// No provider is configured.
@@ -146,6 +150,8 @@ error_codes! {
     ProvidersUnavailable = "providers_unavailable", 503;
     /// The edge cannot reach the origin (`retry_after`).
     OriginUnavailable = "origin_unavailable", 503;
+    /// The billing routes need `[billing]` (Stripe) configured.
+    BillingNotConfigured = "billing_not_configured", 503;
 }
 
 impl fmt::Display for ErrorCode {
@@ -274,6 +280,9 @@ mod tests {
             (RateLimited, 429),
             (UpstreamFailed, 502),
             (OriginUnavailable, 503),
+            (InvalidSignature, 400),
+            (StripeFailed, 502),
+            (BillingNotConfigured, 503),
         ] {
             assert_eq!(code.default_status(), status, "{code}");
         }

@@ -1,5 +1,7 @@
 //! The identity answer: who the origin takes a caller to be (`GET /api/identity`). The edge
-//! asks it on a session-cache miss, with the caller's API key, and caches the answer in KV.
+//! asks it on a session-cache miss, with the caller's API key, and caches the answer in KV for
+//! at most [`MAX_SESSION_TTL_SECS`]: a tier change (a Stripe subscription, an operator) reaches
+//! the edge within that.
 //!
 //! ```json
 //! {"subject":"user:alice","tier":"pro","clearance":"internal","key_id":"3f9a0c1d2e4b5a69",
@@ -12,10 +14,12 @@ use crate::subject::Subject;
 use crate::tiers::{Feature, Tier, TierLimits};
 use serde::{Deserialize, Serialize};
 
-/// The shortest time an answer is cached: KV's smallest `expirationTtl`.
-pub const MIN_SESSION_TTL_SECS: u64 = 60;
-/// The longest time an answer is cached, whatever the origin says.
-pub const MAX_SESSION_TTL_SECS: u64 = 24 * 60 * 60;
+/// The shortest time an answer is trusted.
+pub const MIN_SESSION_TTL_SECS: u64 = 1;
+/// The longest time an answer is trusted, whatever the origin says: a tier change is seen at
+/// the edge within it. (KV keeps an entry at least 60 s, its smallest `expirationTtl`; the
+/// edge stores the answer's own expiry inside it and ignores it after that.)
+pub const MAX_SESSION_TTL_SECS: u64 = 60;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentityAnswer {
@@ -29,7 +33,7 @@ pub struct IdentityAnswer {
     pub anonymous: bool,
     pub limits: TierLimits,
     pub features: Vec<Feature>,
-    /// How long the edge may cache this answer.
+    /// How long the edge may trust this answer (clamped to 1-60 s by [`Self::cache_ttl_secs`]).
     pub ttl_secs: u64,
 }
 
@@ -166,6 +170,8 @@ mod tests {
         let got = IdentityAnswer::parse_key_holder(&with(json!({"ttl_secs": 5}))).unwrap();
         assert_eq!(got.subject, Subject::user("alice").unwrap());
         assert_eq!(got.clearance, Classification::Internal);
+        assert_eq!(got.cache_ttl_secs(), 5);
+        let got = IdentityAnswer::parse_key_holder(&with(json!({"ttl_secs": 0}))).unwrap();
         assert_eq!(got.cache_ttl_secs(), MIN_SESSION_TTL_SECS);
         let got = IdentityAnswer::parse_key_holder(&with(
             json!({"ttl_secs": 99_999_999, "clearance": "PUBLIC", "key_id": null}),
@@ -174,11 +180,12 @@ mod tests {
         assert_eq!(got.cache_ttl_secs(), MAX_SESSION_TTL_SECS);
         assert_eq!(got.clearance, Classification::Public);
         assert_eq!(got.key_id, None);
+        // A tier change must reach the edge within a minute, whatever the origin says.
         assert_eq!(
             IdentityAnswer::parse_key_holder(&with(json!({"ttl_secs": 600})))
                 .unwrap()
                 .cache_ttl_secs(),
-            600
+            60
         );
         // Fields added later are ignored.
         assert!(IdentityAnswer::parse_key_holder(&with(json!({"plan": "x"}))).is_ok());

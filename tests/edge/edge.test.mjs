@@ -670,7 +670,10 @@ describe("what the edge sends through the tunnel (a recording origin)", () => {
     assert.equal(lookup.headers["x-heady-signature"], expected["x-heady-signature"]);
     const kv = await viaEdge.getKVNamespace("HEADY_KV");
     const cached = JSON.parse((await kv.get(`sess:${createHash("sha256").update(RECORDED_KEY).digest("hex")}`)) ?? "null");
-    assert.deepEqual(cached, { subject: "user:recorded", tier: "pro", clearance: "INTERNAL" });
+    const { until_ms: until, ...session } = cached;
+    assert.deepEqual(session, { subject: "user:recorded", tier: "pro", clearance: "INTERNAL" });
+    // Trusted for the answer's ttl_secs (120) capped at 60 s: a tier change is seen within a minute.
+    assert.ok(until > Date.now() + 55_000 && until <= Date.now() + 60_000, `until_ms ${until}`);
     // Served from the cache now: no second lookup.
     await (await post(viaEdge, "/api/chat", { prompt: "again" }, { headers: auth })).arrayBuffer();
     assert.equal(seen.filter((r) => r.path === "/api/identity").length, 1);

@@ -6,8 +6,8 @@
 use super::entry::Call;
 use super::{respond, tunnel};
 use crate::defense::{
-    self, BanRecord, CachedKey, Flush, Session, WriteSlot, BAN_CACHE_MS, MIN_KV_WRITE_INTERVAL_MS,
-    SESSION_CACHE_MS,
+    self, BanRecord, CachedKey, CachedSession, Flush, Session, WriteSlot, BAN_CACHE_MS,
+    MIN_KV_WRITE_INTERVAL_MS,
 };
 use heady_shared::limiter::{BanPolicy, LimitOutcome, SubjectPolicy, SubjectState, WindowState};
 use heady_shared::{ApiError, ErrorCode, Subject};
@@ -34,7 +34,8 @@ struct Local {
 thread_local! {
     static LOCAL: RefCell<HashMap<Subject, Local>> = RefCell::new(HashMap::new());
     /// Session-cache key -> (trusted until ms, entry): KV is read at most every
-    /// SESSION_CACHE_MS per known key, and REFUSED_KEY_CACHE_SECS per refused one.
+    /// SESSION_CACHE_MS per known key (never past the session's own expiry), and
+    /// REFUSED_KEY_CACHE_SECS per refused one.
     static SESSIONS: RefCell<HashMap<String, (u64, CachedKey)>> = RefCell::new(HashMap::new());
     /// Client address -> its failed-authentication count.
     static FAILED_AUTH: RefCell<HashMap<Subject, FailedAuth>> = RefCell::new(HashMap::new());
@@ -87,10 +88,7 @@ pub async fn identify(call: &Call, authorization: Option<&str>) -> Result<Sessio
     let cache_key = key.session_key();
     let now = call.now_ms;
     let remember = |entry: &CachedKey| {
-        let until = match entry {
-            CachedKey::Known(_) => now + SESSION_CACHE_MS,
-            CachedKey::Refused { .. } => now + defense::REFUSED_KEY_CACHE_SECS * 1000,
-        };
+        let until = entry.isolate_until(now);
         SESSIONS.with(|s| {
             let mut map = s.borrow_mut();
             map.retain(|_, (until, _)| now < *until);
@@ -105,6 +103,8 @@ pub async fn identify(call: &Call, authorization: Option<&str>) -> Result<Sessio
     });
     if cached.is_none() {
         match kv.get(&cache_key).json::<CachedKey>().await {
+            // A session past its own expiry is a miss: the origin is asked again.
+            Ok(Some(CachedKey::Known(s))) if !s.is_fresh(now) => {}
             Ok(Some(entry)) => {
                 remember(&entry);
                 cached = Some(entry);
@@ -114,7 +114,7 @@ pub async fn identify(call: &Call, authorization: Option<&str>) -> Result<Sessio
         }
     }
     if let Some(CachedKey::Known(session)) = cached {
-        return Ok(session);
+        return Ok(session.session());
     }
     if let Some(blocked) = failed_auth_blocked(call, &client).await {
         return Err(blocked);
@@ -124,7 +124,7 @@ pub async fn identify(call: &Call, authorization: Option<&str>) -> Result<Sessio
         return Err(refused);
     }
     let entry = match tunnel::identity(call, &key).await {
-        Ok(Ok((session, ttl))) => (CachedKey::Known(session), ttl),
+        Ok(Ok((session, ttl))) => (CachedKey::Known(CachedSession::new(session, now, ttl)), ttl),
         Ok(Err(refused)) if refused.status() == 429 => return Err(refused),
         Ok(Err(refused)) => (
             CachedKey::Refused { refused },
@@ -148,7 +148,7 @@ pub async fn identify(call: &Call, authorization: Option<&str>) -> Result<Sessio
     }
     remember(&entry);
     match entry {
-        CachedKey::Known(session) => Ok(session),
+        CachedKey::Known(session) => Ok(session.session()),
         CachedKey::Refused { refused } => {
             failed_auth(call, &client);
             Err(refused)

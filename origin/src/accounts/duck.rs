@@ -6,6 +6,10 @@
 //! clearance its keys had, the keys move over unchanged, and `api_keys` is dropped, all in one
 //! transaction.
 
+use super::billing::{
+    subscription_of, Applied, BillingDecision, BillingEvent, BillingEventRecord, Decide,
+    SUBSCRIPTION_COLS,
+};
 use super::{account_of, join_models, key_of, mint_account_id, Account, AccountChange};
 use super::{AccountError, Grant, KeyRecord};
 use crate::db::Database;
@@ -32,10 +36,39 @@ CREATE TABLE IF NOT EXISTS account_keys (
     expires_at BIGINT,
     models VARCHAR,
     revoked_at BIGINT
+);
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS subscription_status VARCHAR;
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS subscription_price VARCHAR;
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS current_period_end BIGINT;
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS past_due_since BIGINT;
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS billing_event_at BIGINT;
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS invoice_status VARCHAR;
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS invoice_at BIGINT;
+CREATE TABLE IF NOT EXISTS billing_events (
+    id VARCHAR PRIMARY KEY,
+    type VARCHAR NOT NULL,
+    account_id VARCHAR,
+    created BIGINT NOT NULL,
+    received_at BIGINT NOT NULL,
+    outcome VARCHAR NOT NULL
 );";
 
-const ACCOUNT_COLS: &str =
+/// The account's own columns, then the subscription's ([`SUBSCRIPTION_COLS`]).
+const BASE_COLS: &str =
     "id, name, tier, clearance, status, created_at, stripe_customer_id, stripe_subscription_id";
+
+fn account_cols() -> String {
+    format!("{BASE_COLS}, {SUBSCRIPTION_COLS}")
+}
+
+/// [`account_cols`] of the table aliased `a`.
+fn account_cols_of_a() -> String {
+    account_cols()
+        .split(", ")
+        .map(|c| format!("a.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 const KEY_COLS: &str = "id, account_id, label, created_at, expires_at, models, revoked_at";
 
 pub struct DuckAccounts {
@@ -43,15 +76,35 @@ pub struct DuckAccounts {
 }
 
 fn account_row(r: &duckdb::Row<'_>) -> duckdb::Result<Result<Account, AccountError>> {
+    account_row_at(r, 0)
+}
+
+/// The account whose columns ([`account_cols`]) start at `at`.
+fn account_row_at(r: &duckdb::Row<'_>, at: usize) -> duckdb::Result<Result<Account, AccountError>> {
+    let id: String = r.get(at)?;
+    let subscription = match subscription_of(
+        &id,
+        r.get(at + 8)?,
+        r.get(at + 9)?,
+        r.get(at + 10)?,
+        r.get(at + 11)?,
+        r.get(at + 12)?,
+        r.get(at + 13)?,
+        r.get(at + 14)?,
+    ) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e)),
+    };
     Ok(account_of(
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
+        id,
+        r.get(at + 1)?,
+        r.get(at + 2)?,
+        r.get(at + 3)?,
+        r.get(at + 4)?,
+        r.get(at + 5)?,
+        r.get(at + 6)?,
+        r.get(at + 7)?,
+        subscription,
     ))
 }
 
@@ -92,7 +145,7 @@ impl DuckAccounts {
     pub fn insert_account(&self, a: &Account) -> Result<(), AccountError> {
         self.db.with_writer(|conn| {
             conn.execute(
-                &format!("INSERT INTO accounts ({ACCOUNT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                &format!("INSERT INTO accounts ({BASE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
                 params![
                     a.id.as_str(),
                     a.name,
@@ -118,7 +171,7 @@ impl DuckAccounts {
     fn one_account(&self, filter: &str, value: &str) -> Result<Option<Account>, AccountError> {
         self.db.with_reader(|conn| {
             conn.query_row(
-                &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE {filter} = ?"),
+                &format!("SELECT {} FROM accounts WHERE {filter} = ?", account_cols()),
                 params![value],
                 account_row,
             )
@@ -138,7 +191,8 @@ impl DuckAccounts {
     pub fn accounts(&self) -> Result<Vec<Account>, AccountError> {
         self.db.with_reader(|conn| {
             let mut stmt = conn.prepare(&format!(
-                "SELECT {ACCOUNT_COLS} FROM accounts ORDER BY created_at, id"
+                "SELECT {} FROM accounts ORDER BY created_at, id",
+                account_cols()
             ))?;
             let rows = stmt.query_map([], account_row)?;
             rows.map(|r| r?).collect()
@@ -226,22 +280,15 @@ impl DuckAccounts {
     pub fn grant(&self, hash: &str) -> Result<Option<Grant>, AccountError> {
         self.db.with_reader(|conn| {
             conn.query_row(
-                "SELECT k.id, k.account_id, k.label, k.created_at, k.expires_at, k.models, k.revoked_at,
-                        a.id, a.name, a.tier, a.clearance, a.status, a.created_at, a.stripe_customer_id, a.stripe_subscription_id
-                 FROM account_keys k JOIN accounts a ON a.id = k.account_id WHERE k.hash = ?",
+                &format!(
+                    "SELECT k.id, k.account_id, k.label, k.created_at, k.expires_at, k.models, k.revoked_at, {}
+                     FROM account_keys k JOIN accounts a ON a.id = k.account_id WHERE k.hash = ?",
+                    account_cols_of_a()
+                ),
                 params![hash],
                 |r| {
                     let key = key_row(r)?;
-                    let account = account_of(
-                        r.get(7)?,
-                        r.get(8)?,
-                        r.get(9)?,
-                        r.get(10)?,
-                        r.get(11)?,
-                        r.get(12)?,
-                        r.get(13)?,
-                        r.get(14)?,
-                    );
+                    let account = account_row_at(r, 7)?;
                     Ok((key, account))
                 },
             )
@@ -255,6 +302,196 @@ impl DuckAccounts {
             .transpose()
         })
     }
+    /// The account whose Stripe customer is `customer`.
+    pub fn account_by_customer(&self, customer: &str) -> Result<Option<Account>, AccountError> {
+        self.one_account("stripe_customer_id", customer)
+    }
+
+    /// Sets the account's Stripe customer when it has none; the account as stored after.
+    pub fn attach_customer(
+        &self,
+        id: &AccountId,
+        customer: &str,
+    ) -> Result<Option<Account>, AccountError> {
+        let taken = self.account_by_customer(customer)?;
+        if let Some(other) = taken.filter(|a| &a.id != id) {
+            return Err(AccountError::Conflict(format!(
+                "Stripe customer {customer} belongs to account {}",
+                other.id
+            )));
+        }
+        self.db.with_writer(|conn| -> Result<usize, AccountError> {
+            Ok(conn.execute(
+                "UPDATE accounts SET stripe_customer_id = ? WHERE id = ? AND stripe_customer_id IS NULL",
+                params![customer, id.as_str()],
+            )?)
+        })?;
+        self.account(id)
+    }
+
+    pub fn billing_event_seen(&self, event_id: &str) -> Result<bool, AccountError> {
+        self.db.with_reader(|conn| {
+            let n: i64 = conn.query_row(
+                "SELECT count(*) FROM billing_events WHERE id = ?",
+                params![event_id],
+                |r| r.get(0),
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    /// Records `event` and applies what `decide` makes of the account (`None`: an event that
+    /// names no account, recorded with `skip`), in one transaction.
+    pub fn apply_billing_event(
+        &self,
+        id: Option<&AccountId>,
+        event: &BillingEvent,
+        now_secs: i64,
+        decide: Result<Decide, String>,
+    ) -> Result<Applied, AccountError> {
+        self.db.with_writer(|conn| {
+            conn.execute_batch("BEGIN TRANSACTION")?;
+            let result = (|| -> Result<Applied, AccountError> {
+                let seen: i64 = conn.query_row(
+                    "SELECT count(*) FROM billing_events WHERE id = ?",
+                    params![event.id],
+                    |r| r.get(0),
+                )?;
+                if seen > 0 {
+                    return Ok(Applied::Duplicate);
+                }
+                let current = match id {
+                    Some(id) => conn
+                        .query_row(
+                            &format!("SELECT {} FROM accounts WHERE id = ?", account_cols()),
+                            params![id.as_str()],
+                            account_row,
+                        )
+                        .optional()?
+                        .transpose()?,
+                    None => None,
+                };
+                let account = current.as_ref().map(|a| a.id.as_str().to_string());
+                let applied = match (current, decide) {
+                    (_, Err(reason)) => Applied::Skipped(reason),
+                    (None, Ok(_)) => Applied::Skipped("ignored: no such account".into()),
+                    (Some(before), Ok(decide)) => match decide(&before) {
+                        BillingDecision::Skip(reason) => Applied::Skipped(reason),
+                        BillingDecision::Apply(after) => {
+                            write_billing(conn, &after)?;
+                            Applied::Updated {
+                                before: Box::new(before),
+                                after,
+                            }
+                        }
+                    },
+                };
+                let outcome = match &applied {
+                    Applied::Skipped(reason) => reason.as_str(),
+                    _ => "applied",
+                };
+                conn.execute(
+                    "INSERT INTO billing_events (id, type, account_id, created, received_at, outcome) VALUES (?, ?, ?, ?, ?, ?)",
+                    params![
+                        event.id,
+                        event.kind,
+                        account,
+                        event.created,
+                        now_secs,
+                        outcome
+                    ],
+                )?;
+                Ok(applied)
+            })();
+            match result {
+                Ok(applied) => {
+                    conn.execute_batch("COMMIT")?;
+                    Ok(applied)
+                }
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    /// The account's processed events, oldest first.
+    pub fn billing_events(&self, id: &AccountId) -> Result<Vec<BillingEventRecord>, AccountError> {
+        self.db.with_reader(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id, type, created, received_at, outcome FROM billing_events WHERE account_id = ? ORDER BY created, received_at, id",
+            )?;
+            let rows = stmt.query_map(params![id.as_str()], |r| {
+                Ok(BillingEventRecord {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    created: r.get(2)?,
+                    received_at: r.get(3)?,
+                    outcome: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Accounts whose subscription has been past_due since `cutoff` or earlier and that still
+    /// have a paid tier: moved to Free. The accounts as changed.
+    pub fn expire_past_due(&self, cutoff: i64) -> Result<Vec<Account>, AccountError> {
+        self.db.with_writer(|conn| {
+            let ids: Vec<String> = {
+                let mut stmt = conn.prepare(
+                    "SELECT id FROM accounts WHERE subscription_status = 'past_due' AND past_due_since <= ? AND tier <> 'free'",
+                )?;
+                let rows = stmt.query_map(params![cutoff], |r| r.get(0))?;
+                let ids: Vec<String> = rows.collect::<Result<_, _>>()?;
+                ids
+            };
+            let mut changed = Vec::new();
+            for id in ids {
+                conn.execute(
+                    "UPDATE accounts SET tier = 'free' WHERE id = ? AND subscription_status = 'past_due' AND past_due_since <= ?",
+                    params![id, cutoff],
+                )?;
+                if let Some(a) = conn
+                    .query_row(
+                        &format!("SELECT {} FROM accounts WHERE id = ?", account_cols()),
+                        params![id],
+                        account_row,
+                    )
+                    .optional()?
+                {
+                    changed.push(a?);
+                }
+            }
+            Ok(changed)
+        })
+    }
+}
+
+/// Writes the tier and the billing columns of `a`.
+fn write_billing(conn: &duckdb::Connection, a: &Account) -> Result<(), AccountError> {
+    let s = &a.subscription;
+    conn.execute(
+        "UPDATE accounts SET tier = ?, stripe_customer_id = ?, stripe_subscription_id = ?,
+            subscription_status = ?, subscription_price = ?, current_period_end = ?,
+            past_due_since = ?, billing_event_at = ?, invoice_status = ?, invoice_at = ?
+         WHERE id = ?",
+        params![
+            a.tier.as_str(),
+            a.stripe_customer_id,
+            a.stripe_subscription_id,
+            s.status.map(|v| v.as_str()),
+            s.price,
+            s.current_period_end,
+            s.past_due_since,
+            s.event_at,
+            s.invoice_status.map(|v| v.as_str()),
+            s.invoice_at,
+            a.id.as_str()
+        ],
+    )?;
+    Ok(())
 }
 
 /// id, hash, user, tier, clearance, created, revoked.
@@ -315,7 +552,7 @@ fn migrate_api_keys(conn: &duckdb::Connection, now_secs: i64) -> Result<(), Acco
                 None => {
                     let id = mint_account_id();
                     conn.execute(
-                        &format!("INSERT INTO accounts ({ACCOUNT_COLS}) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)"),
+                        &format!("INSERT INTO accounts ({BASE_COLS}) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)"),
                         params![
                             id.as_str(),
                             name,
@@ -406,5 +643,54 @@ mod tests {
         let s = DuckAccounts::open(db, 200).unwrap();
         assert_eq!(s.accounts().unwrap().len(), 2);
         assert_eq!(s.keys(None).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn an_accounts_table_from_before_billing_gets_the_billing_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::db::DbConfig::from(&crate::memory::config::MemoryConfig::default());
+        let db = Database::open(dir.path(), &cfg, Default::default()).unwrap();
+        db.with_writer(|c| -> Result<(), AccountError> {
+            c.execute_batch(
+                "CREATE TABLE accounts (id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL UNIQUE,
+                   tier VARCHAR NOT NULL, clearance VARCHAR NOT NULL, status VARCHAR NOT NULL,
+                   created_at BIGINT NOT NULL, stripe_customer_id VARCHAR, stripe_subscription_id VARCHAR);
+                 INSERT INTO accounts VALUES
+                   ('acct_aaaaaaaaaaaaaaaaaaaaaaaa', 'old', 'pro', 'INTERNAL', 'active', 5, NULL, NULL);",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        let s = DuckAccounts::open(db.clone(), 100).unwrap();
+        let old = s.account_by_name("old").unwrap().unwrap();
+        assert_eq!(old.tier, Tier::Pro);
+        assert!(old.subscription.is_empty());
+        let mut paid = old.clone();
+        paid.subscription.status = Some(crate::accounts::SubscriptionStatus::Active);
+        paid.stripe_customer_id = Some("cus_1".into());
+        let applied = s
+            .apply_billing_event(
+                Some(&old.id),
+                &BillingEvent {
+                    id: "evt_1".into(),
+                    kind: "customer.subscription.updated".into(),
+                    created: 1,
+                },
+                100,
+                Ok(Box::new(move |_: &Account| {
+                    BillingDecision::Apply(Box::new(paid))
+                })),
+            )
+            .unwrap();
+        assert!(matches!(applied, Applied::Updated { .. }));
+        // Opening again adds nothing twice and keeps what was written.
+        drop(s);
+        let s = DuckAccounts::open(db, 200).unwrap();
+        let a = s.account_by_customer("cus_1").unwrap().unwrap();
+        assert_eq!(
+            a.subscription.status,
+            Some(crate::accounts::SubscriptionStatus::Active)
+        );
+        assert!(s.billing_event_seen("evt_1").unwrap());
     }
 }

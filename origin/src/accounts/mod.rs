@@ -13,6 +13,7 @@
 //! The pure parts are here: the shapes, the checks of names, models and expiries, and the
 //! verdict on a presented key ([`judge`]).
 
+pub mod billing;
 pub mod broadcast;
 pub mod config;
 mod duck;
@@ -23,6 +24,7 @@ use heady_shared::{AccountId, AccountStatus, Classification, Tier};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use billing::{Subscription, SubscriptionStatus};
 pub use store::AccountStore;
 
 pub const KEY_PREFIX: &str = "hk_";
@@ -44,6 +46,9 @@ pub struct Account {
     pub stripe_customer_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stripe_subscription_id: Option<String>,
+    /// The Stripe subscription as the last webhook event left it.
+    #[serde(default, skip_serializing_if = "Subscription::is_empty")]
+    pub subscription: Subscription,
 }
 
 /// One API key, without its secret.
@@ -344,6 +349,7 @@ pub(crate) fn account_of(
     created_at: i64,
     stripe_customer_id: Option<String>,
     stripe_subscription_id: Option<String>,
+    subscription: Subscription,
 ) -> Result<Account, AccountError> {
     let damaged = |problem: String| AccountError::Damaged {
         what: "account",
@@ -359,6 +365,7 @@ pub(crate) fn account_of(
         created_at,
         stripe_customer_id,
         stripe_subscription_id,
+        subscription,
     })
 }
 
@@ -410,6 +417,7 @@ mod tests {
                 created_at: 0,
                 stripe_customer_id: None,
                 stripe_subscription_id: None,
+                subscription: Subscription::default(),
             },
         }
     }

@@ -4,6 +4,10 @@
 //! each runs once, in its own transaction, while the migrating origin holds an advisory lock,
 //! so origins starting together apply each exactly once.
 
+use super::billing::{
+    subscription_of, Applied, BillingDecision, BillingEvent, BillingEventRecord, Decide,
+    SUBSCRIPTION_COLS,
+};
 use super::KeyRecord;
 use super::{account_of, join_models, key_of, Account, AccountChange, AccountError, Grant};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -16,9 +20,10 @@ use tokio_postgres::{NoTls, Row};
 const MIGRATION_LOCK: i64 = 0x68_65_61_64_79;
 
 /// (version, SQL). Append only: a released migration never changes.
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE accounts (
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE accounts (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL UNIQUE,
         tier TEXT NOT NULL,
@@ -39,10 +44,49 @@ pub const MIGRATIONS: &[(i32, &str)] = &[(
         revoked_at BIGINT
     );
     CREATE INDEX api_keys_by_account ON api_keys (account_id);",
-)];
+    ),
+    // Billing: the subscription's state on the account, and the processed Stripe events.
+    (
+        2,
+        "ALTER TABLE accounts
+        ADD COLUMN subscription_status TEXT,
+        ADD COLUMN subscription_price TEXT,
+        ADD COLUMN current_period_end BIGINT,
+        ADD COLUMN past_due_since BIGINT,
+        ADD COLUMN billing_event_at BIGINT,
+        ADD COLUMN invoice_status TEXT,
+        ADD COLUMN invoice_at BIGINT;
+    CREATE UNIQUE INDEX accounts_by_stripe_customer ON accounts (stripe_customer_id)
+        WHERE stripe_customer_id IS NOT NULL;
+    CREATE INDEX accounts_past_due ON accounts (past_due_since)
+        WHERE subscription_status = 'past_due';
+    CREATE TABLE billing_events (
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        account_id TEXT REFERENCES accounts (id),
+        created BIGINT NOT NULL,
+        received_at BIGINT NOT NULL,
+        outcome TEXT NOT NULL
+    );
+    CREATE INDEX billing_events_by_account ON billing_events (account_id, created);",
+    ),
+];
 
-const ACCOUNT_COLS: &str =
+/// The account's own columns, then the subscription's ([`SUBSCRIPTION_COLS`]).
+const BASE_COLS: &str =
     "id, name, tier, clearance, status, created_at, stripe_customer_id, stripe_subscription_id";
+
+fn account_cols() -> String {
+    format!("{BASE_COLS}, {SUBSCRIPTION_COLS}")
+}
+
+fn account_cols_of_a() -> String {
+    account_cols()
+        .split(", ")
+        .map(|c| format!("a.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 const KEY_COLS: &str = "id, account_id, label, created_at, expires_at, models, revoked_at";
 
 pub struct PgAccounts {
@@ -54,8 +98,19 @@ fn store_err(e: impl std::fmt::Display) -> AccountError {
 }
 
 fn account_row(r: &Row, at: usize) -> Result<Account, AccountError> {
+    let id: String = r.try_get(at).map_err(store_err)?;
+    let subscription = subscription_of(
+        &id,
+        r.try_get(at + 8).map_err(store_err)?,
+        r.try_get(at + 9).map_err(store_err)?,
+        r.try_get(at + 10).map_err(store_err)?,
+        r.try_get(at + 11).map_err(store_err)?,
+        r.try_get(at + 12).map_err(store_err)?,
+        r.try_get(at + 13).map_err(store_err)?,
+        r.try_get(at + 14).map_err(store_err)?,
+    )?;
     account_of(
-        r.try_get(at).map_err(store_err)?,
+        id,
         r.try_get(at + 1).map_err(store_err)?,
         r.try_get(at + 2).map_err(store_err)?,
         r.try_get(at + 3).map_err(store_err)?,
@@ -63,6 +118,7 @@ fn account_row(r: &Row, at: usize) -> Result<Account, AccountError> {
         r.try_get(at + 5).map_err(store_err)?,
         r.try_get(at + 6).map_err(store_err)?,
         r.try_get(at + 7).map_err(store_err)?,
+        subscription,
     )
 }
 
@@ -174,9 +230,7 @@ impl PgAccounts {
     pub async fn insert_account(&self, a: &Account) -> Result<(), AccountError> {
         let c = self.client().await?;
         c.execute(
-            &format!(
-                "INSERT INTO accounts ({ACCOUNT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            ),
+            &format!("INSERT INTO accounts ({BASE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
             &[
                 &a.id.as_str(),
                 &a.name,
@@ -206,7 +260,10 @@ impl PgAccounts {
     ) -> Result<Option<Account>, AccountError> {
         let c = self.client().await?;
         c.query_opt(
-            &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE {filter} = $1"),
+            &format!(
+                "SELECT {} FROM accounts WHERE {filter} = $1",
+                account_cols()
+            ),
             &[&value],
         )
         .await
@@ -226,7 +283,10 @@ impl PgAccounts {
     pub async fn accounts(&self) -> Result<Vec<Account>, AccountError> {
         let c = self.client().await?;
         c.query(
-            &format!("SELECT {ACCOUNT_COLS} FROM accounts ORDER BY created_at, id"),
+            &format!(
+                "SELECT {} FROM accounts ORDER BY created_at, id",
+                account_cols()
+            ),
             &[],
         )
         .await
@@ -246,7 +306,8 @@ impl PgAccounts {
             &format!(
                 "UPDATE accounts SET tier = COALESCE($2, tier), clearance = COALESCE($3, clearance),
                         status = COALESCE($4, status)
-                 WHERE id = $1 RETURNING {ACCOUNT_COLS}"
+                 WHERE id = $1 RETURNING {}",
+                account_cols()
             ),
             &[
                 &id.as_str(),
@@ -330,11 +391,11 @@ impl PgAccounts {
     pub async fn grant(&self, hash: &str) -> Result<Option<Grant>, AccountError> {
         let c = self.client().await?;
         let stmt = c
-            .prepare_cached(
-                "SELECT k.id, k.account_id, k.label, k.created_at, k.expires_at, k.models, k.revoked_at,
-                        a.id, a.name, a.tier, a.clearance, a.status, a.created_at, a.stripe_customer_id, a.stripe_subscription_id
+            .prepare_cached(&format!(
+                "SELECT k.id, k.account_id, k.label, k.created_at, k.expires_at, k.models, k.revoked_at, {}
                  FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.hash = $1",
-            )
+                account_cols_of_a()
+            ))
             .await
             .map_err(store_err)?;
         c.query_opt(&stmt, &[&hash])
@@ -347,6 +408,193 @@ impl PgAccounts {
                 })
             })
             .transpose()
+    }
+
+    /// The account whose Stripe customer is `customer`.
+    pub async fn account_by_customer(
+        &self,
+        customer: &str,
+    ) -> Result<Option<Account>, AccountError> {
+        self.one_account("stripe_customer_id", customer).await
+    }
+
+    /// Sets the account's Stripe customer when it has none; the account as stored after.
+    pub async fn attach_customer(
+        &self,
+        id: &AccountId,
+        customer: &str,
+    ) -> Result<Option<Account>, AccountError> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE accounts SET stripe_customer_id = $2 WHERE id = $1 AND stripe_customer_id IS NULL",
+            &[&id.as_str(), &customer],
+        )
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                AccountError::Conflict(format!(
+                    "Stripe customer {customer} belongs to another account"
+                ))
+            } else {
+                store_err(e)
+            }
+        })?;
+        drop(c);
+        self.account(id).await
+    }
+
+    pub async fn billing_event_seen(&self, event_id: &str) -> Result<bool, AccountError> {
+        let c = self.client().await?;
+        Ok(
+            c.query_opt("SELECT 1 FROM billing_events WHERE id = $1", &[&event_id])
+                .await
+                .map_err(store_err)?
+                .is_some(),
+        )
+    }
+
+    /// Records `event` and applies what `decide` makes of the account, in one transaction
+    /// holding the account's row lock, so two origins applying events of one account at once
+    /// see each other's result, and a delivery of the same event on two origins at once
+    /// applies once.
+    pub async fn apply_billing_event(
+        &self,
+        id: Option<&AccountId>,
+        event: &BillingEvent,
+        now_secs: i64,
+        decide: Result<Decide, String>,
+    ) -> Result<Applied, AccountError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(store_err)?;
+        // The event's row first: a concurrent delivery of the same id waits here, then sees it.
+        let fresh = tx
+            .execute(
+                "INSERT INTO billing_events (id, type, account_id, created, received_at, outcome)
+                 VALUES ($1, $2, NULL, $3, $4, '') ON CONFLICT (id) DO NOTHING",
+                &[&event.id, &event.kind, &event.created, &now_secs],
+            )
+            .await
+            .map_err(store_err)?;
+        if fresh == 0 {
+            return Ok(Applied::Duplicate);
+        }
+        let current = match id {
+            Some(id) => tx
+                .query_opt(
+                    &format!(
+                        "SELECT {} FROM accounts WHERE id = $1 FOR UPDATE",
+                        account_cols()
+                    ),
+                    &[&id.as_str()],
+                )
+                .await
+                .map_err(store_err)?
+                .map(|r| account_row(&r, 0))
+                .transpose()?,
+            None => None,
+        };
+        // The event row names the account only when it exists (the column references it).
+        let account = current.as_ref().map(|a| a.id.as_str().to_string());
+        let applied = match (current, decide) {
+            (_, Err(reason)) => Applied::Skipped(reason),
+            (None, Ok(_)) => Applied::Skipped("ignored: no such account".into()),
+            (Some(before), Ok(decide)) => match decide(&before) {
+                BillingDecision::Skip(reason) => Applied::Skipped(reason),
+                BillingDecision::Apply(after) => {
+                    let s = &after.subscription;
+                    tx.execute(
+                        "UPDATE accounts SET tier = $2, stripe_customer_id = $3, stripe_subscription_id = $4,
+                            subscription_status = $5, subscription_price = $6, current_period_end = $7,
+                            past_due_since = $8, billing_event_at = $9, invoice_status = $10, invoice_at = $11
+                         WHERE id = $1",
+                        &[
+                            &after.id.as_str(),
+                            &after.tier.as_str(),
+                            &after.stripe_customer_id,
+                            &after.stripe_subscription_id,
+                            &s.status.map(|v| v.as_str()),
+                            &s.price,
+                            &s.current_period_end,
+                            &s.past_due_since,
+                            &s.event_at,
+                            &s.invoice_status.map(|v| v.as_str()),
+                            &s.invoice_at,
+                        ],
+                    )
+                    .await
+                    .map_err(|e| {
+                        if is_unique_violation(&e) {
+                            AccountError::Conflict(format!(
+                                "Stripe customer {:?} belongs to another account",
+                                after.stripe_customer_id
+                            ))
+                        } else {
+                            store_err(e)
+                        }
+                    })?;
+                    Applied::Updated {
+                        before: Box::new(before),
+                        after,
+                    }
+                }
+            },
+        };
+        let outcome = match &applied {
+            Applied::Skipped(reason) => reason.as_str(),
+            _ => "applied",
+        };
+        tx.execute(
+            "UPDATE billing_events SET outcome = $2, account_id = $3 WHERE id = $1",
+            &[&event.id, &outcome, &account],
+        )
+        .await
+        .map_err(store_err)?;
+        tx.commit().await.map_err(store_err)?;
+        Ok(applied)
+    }
+
+    /// The account's processed events, oldest first.
+    pub async fn billing_events(
+        &self,
+        id: &AccountId,
+    ) -> Result<Vec<BillingEventRecord>, AccountError> {
+        let c = self.client().await?;
+        Ok(c.query(
+            "SELECT id, type, created, received_at, outcome FROM billing_events
+                 WHERE account_id = $1 ORDER BY created, received_at, id",
+            &[&id.as_str()],
+        )
+        .await
+        .map_err(store_err)?
+        .iter()
+        .map(|r| BillingEventRecord {
+            id: r.get(0),
+            kind: r.get(1),
+            created: r.get(2),
+            received_at: r.get(3),
+            outcome: r.get(4),
+        })
+        .collect())
+    }
+
+    /// Accounts whose subscription has been past_due since `cutoff` or earlier and that still
+    /// have a paid tier: moved to Free. The accounts as changed.
+    pub async fn expire_past_due(&self, cutoff: i64) -> Result<Vec<Account>, AccountError> {
+        let c = self.client().await?;
+        c.query(
+            &format!(
+                "UPDATE accounts SET tier = 'free'
+                 WHERE subscription_status = 'past_due' AND past_due_since <= $1 AND tier <> 'free'
+                 RETURNING {}",
+                account_cols()
+            ),
+            &[&cutoff],
+        )
+        .await
+        .map_err(store_err)?
+        .iter()
+        .map(|r| account_row(r, 0))
+        .collect()
     }
 
     /// Can we reach the database? (`/ready`.)

@@ -1,6 +1,7 @@
 //! The account store: one of two backends, a cache of key lookups, and the invalidation that
 //! keeps the caches of every origin honest.
 
+use super::billing::{Applied, BillingEvent, BillingEventRecord, Decide};
 use super::broadcast::{self, Invalidation};
 use super::config::DatabaseUrl;
 use super::duck::DuckAccounts;
@@ -259,6 +260,111 @@ impl AccountStore {
         Ok(a)
     }
 
+    /// The account whose Stripe customer is `customer`.
+    pub async fn account_by_customer(
+        &self,
+        customer: &str,
+    ) -> Result<Option<Account>, AccountError> {
+        match &self.backend {
+            Backend::Duck(d) => {
+                let c = customer.to_string();
+                duck!(d, |d| d.account_by_customer(&c))
+            }
+            Backend::Pg(p) => p.account_by_customer(customer).await,
+        }
+    }
+
+    /// Gives the account the Stripe customer `customer` unless it has one already; the
+    /// account as stored after (its customer is whichever was set first). A customer that
+    /// belongs to another account is a `Conflict`.
+    pub async fn attach_customer(
+        &self,
+        id: &AccountId,
+        customer: &str,
+    ) -> Result<Account, AccountError> {
+        let a = match &self.backend {
+            Backend::Duck(d) => {
+                let (i, c) = (id.clone(), customer.to_string());
+                duck!(d, |d| d.attach_customer(&i, &c))?
+            }
+            Backend::Pg(p) => p.attach_customer(id, customer).await?,
+        };
+        let a = a.ok_or_else(|| AccountError::NotFound(format!("no account with id {id}")))?;
+        self.invalidate(Invalidation::Account(id.clone())).await;
+        Ok(a)
+    }
+
+    /// Has the webhook event with this id been processed? (A cheap check before any work; the
+    /// transaction in [`AccountStore::apply_billing_event`] is what guarantees once.)
+    pub async fn billing_event_seen(&self, event_id: &str) -> Result<bool, AccountError> {
+        match &self.backend {
+            Backend::Duck(d) => {
+                let e = event_id.to_string();
+                duck!(d, |d| d.billing_event_seen(&e))
+            }
+            Backend::Pg(p) => p.billing_event_seen(event_id).await,
+        }
+    }
+
+    /// Records a verified webhook event and, in the same transaction, stores what `decide`
+    /// makes of the account `id` as it is stored now (`Err(reason)`: record only, with that
+    /// outcome). An event id seen before changes nothing. A changed account is dropped from
+    /// every origin's cache as an operator's change is (here at once, elsewhere through the
+    /// Redis broadcast), so the new tier holds everywhere.
+    pub async fn apply_billing_event(
+        &self,
+        id: Option<&AccountId>,
+        event: &BillingEvent,
+        now_secs: i64,
+        decide: Result<Decide, String>,
+    ) -> Result<Applied, AccountError> {
+        let applied = match &self.backend {
+            Backend::Duck(d) => {
+                let (i, e) = (id.cloned(), event.clone());
+                duck!(d, |d| d.apply_billing_event(
+                    i.as_ref(),
+                    &e,
+                    now_secs,
+                    decide
+                ))?
+            }
+            Backend::Pg(p) => p.apply_billing_event(id, event, now_secs, decide).await?,
+        };
+        if let Applied::Updated { after, .. } = &applied {
+            self.invalidate(Invalidation::Account(after.id.clone()))
+                .await;
+        }
+        Ok(applied)
+    }
+
+    /// The processed webhook events of one account, oldest first.
+    pub async fn billing_events(
+        &self,
+        id: &AccountId,
+    ) -> Result<Vec<BillingEventRecord>, AccountError> {
+        match &self.backend {
+            Backend::Duck(d) => {
+                let i = id.clone();
+                duck!(d, |d| d.billing_events(&i))
+            }
+            Backend::Pg(p) => p.billing_events(id).await,
+        }
+    }
+
+    /// Moves to Free every account whose subscription has been `past_due` since `cutoff` or
+    /// earlier (its grace period is over) and that still has a paid tier; each is dropped from
+    /// every origin's cache. The accounts as changed.
+    pub async fn expire_past_due(&self, cutoff: i64) -> Result<Vec<Account>, AccountError> {
+        let changed = match &self.backend {
+            Backend::Duck(d) => duck!(d, |d| d.expire_past_due(cutoff))?,
+            Backend::Pg(p) => p.expire_past_due(cutoff).await?,
+        };
+        for a in &changed {
+            self.invalidate(Invalidation::Account(a.id.clone())).await;
+        }
+        Ok(changed)
+    }
+
     /// Mints a key for an existing account; the secret is in the answer only.
     pub async fn create_key(
         &self,
@@ -448,6 +554,7 @@ impl Account {
             created_at: now_secs,
             stripe_customer_id: None,
             stripe_subscription_id: None,
+            subscription: super::Subscription::default(),
         }
     }
 }

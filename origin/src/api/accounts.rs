@@ -63,7 +63,9 @@ where
     .transpose()
 }
 
-/// `GET /api/account`: `{"id","name","tier","clearance"}` of the caller's account.
+/// `GET /api/account`: `{"id","name","tier","clearance","subscription"}` of the caller's
+/// account; `subscription` is `null` until billing has seen one, else
+/// `{"status","current_period_end","past_due_since"?}`.
 pub async fn me(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     let Some(id) = c.identity.account() else {
         return Err(authentication_required("this route answers for an account"));
@@ -74,7 +76,21 @@ pub async fn me(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
         .require_account(&id)
         .await
         .map_err(error_of)?;
-    Reply::ok(&json!({"id": a.id, "name": a.name, "tier": a.tier, "clearance": a.clearance}))
+    let sub = &a.subscription;
+    let subscription = sub.status.map(|status| {
+        let mut v = json!({"status": status, "current_period_end": sub.current_period_end});
+        if let Some(since) = sub.past_due_since {
+            v["past_due_since"] = json!(since);
+        }
+        v
+    });
+    Reply::ok(&json!({
+        "id": a.id,
+        "name": a.name,
+        "tier": a.tier,
+        "clearance": a.clearance,
+        "subscription": subscription,
+    }))
 }
 
 /// The operators' routes are RESTRICTED whatever `defense.enabled` says.

@@ -13,21 +13,20 @@ pub async fn health(_s: Arc<App>, _c: Ctx) -> Result<Reply, Error> {
 
 /// Who the origin takes the caller to be (heady-shared's `IdentityAnswer`): the edge asks
 /// this on a session-cache miss.
-pub async fn identity(_s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
+/// The answer carries `defense.session_ttl_secs` (at most 60): how long the edge may use it,
+/// so a tier change reaches the edge within that. The origin still checks the key on every
+/// tunnelled request, so a revocation is exact here.
+pub async fn identity(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     let who = &c.identity;
     let answer = IdentityAnswer::new(
         who.subject.clone(),
         who.tier,
         who.clearance,
         who.key_id.clone(),
-        SESSION_TTL_SECS,
+        s.config.defense.session_ttl_secs,
     );
     Reply::ok(&answer)
 }
-
-/// How long the edge may cache an identity answer in its KV session cache. The origin still
-/// checks the key on every tunnelled request, so a revocation is exact here.
-pub const SESSION_TTL_SECS: u64 = 60;
 
 /// Ready when DuckDB answers, and Redis and PostgreSQL (the account store) too when
 /// configured. The answer names what is down (`"down"`); the error text goes to the log only.

@@ -3,6 +3,7 @@
 //! `http::respond`) and never sees a socket.
 
 pub mod accounts;
+pub mod billing;
 pub mod brain;
 pub mod conductor;
 pub mod health;

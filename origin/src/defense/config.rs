@@ -24,6 +24,9 @@ pub struct DefenseConfig {
     pub client_ip_header: http::HeaderName,
     /// How long a key lookup (or a miss) is cached; a revocation takes effect within it.
     pub key_cache_secs: u64,
+    /// How long the edge may trust an identity answer (`ttl_secs` of `/api/identity`): a tier
+    /// change reaches the edge within it. At most 60.
+    pub session_ttl_secs: u64,
     /// Bad API keys one client address (IPv6: its /64) may present in a minute before it gets
     /// 429 `too_many_failed_auth`; 0 turns the limit off.
     pub max_failed_auth_per_minute: u32,
@@ -56,6 +59,7 @@ impl Default for DefenseConfig {
             trusted_proxies: Vec::new(),
             client_ip_header: http::HeaderName::from_static("cf-connecting-ip"),
             key_cache_secs: 5,
+            session_ttl_secs: heady_shared::identity::MAX_SESSION_TTL_SECS,
             max_failed_auth_per_minute: 20,
             redis_timeout_ms: 250,
             ban: BanPolicy::default(),
@@ -73,6 +77,12 @@ impl DefenseConfig {
     /// The checks that span several keys or need more than a type (ranges, lengths).
     pub fn validate(&self) -> Result<(), ConfigError> {
         in_range("defense.key_cache_secs", self.key_cache_secs, 0, 3600)?;
+        in_range(
+            "defense.session_ttl_secs",
+            self.session_ttl_secs,
+            heady_shared::identity::MIN_SESSION_TTL_SECS,
+            heady_shared::identity::MAX_SESSION_TTL_SECS,
+        )?;
         in_range(
             "defense.max_failed_auth_per_minute",
             u64::from(self.max_failed_auth_per_minute),
@@ -179,6 +189,7 @@ pub const KEYS: &[KeyDoc] = &[
         .aliases(&["HEADY_TRUSTED_PROXIES"]),
     KeyDoc::new("defense.client_ip_header", Ty::Str, "where a trusted proxy puts the client address (a comma list: the right-most untrusted address)"),
     KeyDoc::new("defense.key_cache_secs", Ty::Int, "API key lookups (and misses) are cached this long; without Redis, a change to a key or an account made on another origin takes effect here within it (with Redis: at once)"),
+    KeyDoc::new("defense.session_ttl_secs", Ty::Int, "how long the edge may use its cached answer for an API key (tier, clearance) before asking again: a tier change (billing, an operator) reaches the edge within it (1-60)"),
     KeyDoc::new("defense.max_failed_auth_per_minute", Ty::Int, "bad API keys one client address (IPv6: its /64) may present per minute before 429 `too_many_failed_auth`; counted in Redis when set; 0: no limit"),
     KeyDoc::new("defense.redis_timeout_ms", Ty::Int, "a slower Redis limiter call is decided in-process (degraded)"),
     KeyDoc::new("defense.ban.threshold_factor", Ty::Int, "attempts >= this x the tier limit inside one window -> ban (0: never ban)"),

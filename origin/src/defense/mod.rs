@@ -85,6 +85,9 @@ pub struct RoutePolicy {
     pub feature: Option<Feature>,
     /// Only for callers with an account (an API key or the edge's word for one).
     pub keyed: bool,
+    /// Counted by the request limiter (every `/api` and `/v1` route but the Stripe webhook,
+    /// whose signature is its authentication: bad ones count as failed authentication).
+    pub limited: bool,
 }
 
 impl RoutePolicy {
@@ -92,12 +95,20 @@ impl RoutePolicy {
         class: Classification::Public,
         feature: None,
         keyed: false,
+        limited: true,
     };
     pub const fn class(class: Classification) -> RoutePolicy {
         RoutePolicy {
             class,
             feature: None,
             keyed: false,
+            limited: true,
+        }
+    }
+    pub const fn unlimited(self) -> RoutePolicy {
+        RoutePolicy {
+            limited: false,
+            ..self
         }
     }
     pub const fn keyed(self) -> RoutePolicy {

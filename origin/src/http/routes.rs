@@ -2,7 +2,9 @@
 //! in docs/api.md) and handler. Unknown paths and wrong methods get 404 / 405. A path may end
 //! in one `{param}` segment, which matches any one non-empty segment (the handler reads it).
 
-use crate::api::{accounts, brain, conductor, health, memory, openai, tunnel, Ctx, Handler, Reply};
+use crate::api::{
+    accounts, billing, brain, conductor, health, memory, openai, tunnel, Ctx, Handler, Reply,
+};
 use crate::defense::RoutePolicy;
 use crate::error::{Error, ErrorCode};
 use heady_shared::Classification::{Internal, Restricted};
@@ -14,6 +16,8 @@ struct RouteEntry {
     path: &'static str,
     policy: RoutePolicy,
     handler: Handler,
+    /// A body limit below `max_body_bytes`.
+    max_body: Option<usize>,
 }
 
 /// What routing found for a request.
@@ -23,15 +27,21 @@ pub struct Matched {
     pub name: &'static str,
     pub policy: RoutePolicy,
     pub handler: Handler,
+    /// A body limit below `max_body_bytes`.
+    pub max_body: Option<usize>,
 }
 
 macro_rules! route {
     ($method:ident $path:literal, $policy:expr, $handler:path) => {
+        route!($method $path, $policy, $handler, None)
+    };
+    ($method:ident $path:literal, $policy:expr, $handler:path, $max_body:expr) => {
         RouteEntry {
             method: Method::$method,
             path: $path,
             policy: $policy,
             handler: |s, c| Box::pin($handler(s, c)),
+            max_body: $max_body,
         }
     };
 }
@@ -47,6 +57,9 @@ fn routes() -> &'static [RouteEntry] {
             route!(GET "/api/identity", public, health::identity),
             route!(POST "/api/tunnel/handshake", public, tunnel::handshake),
             route!(GET "/api/account", public.keyed(), accounts::me),
+            route!(POST "/api/billing/checkout", public.keyed(), billing::checkout),
+            route!(POST "/api/billing/portal", public.keyed(), billing::portal),
+            route!(POST "/api/billing/webhook", public.unlimited(), billing::webhook, Some(billing::WEBHOOK_MAX_BYTES)),
             route!(GET "/api/admin/accounts", operator, accounts::list),
             route!(POST "/api/admin/accounts", operator, accounts::create),
             route!(GET "/api/admin/accounts/{id}", operator, accounts::show),
@@ -110,6 +123,7 @@ pub fn route(method: &Method, path: &str) -> Matched {
                     name: r.path,
                     policy: r.policy,
                     handler: r.handler,
+                    max_body: r.max_body,
                 };
             }
             path_known = true;
@@ -120,6 +134,7 @@ pub fn route(method: &Method, path: &str) -> Matched {
             name: "method_not_allowed",
             policy: RoutePolicy::PUBLIC,
             handler: |_, c| Box::pin(method_not_allowed(c)),
+            max_body: None,
         }
     } else if method == Method::POST && heady_shared::api_paths::action_of(path).is_some() {
         // Exact routes above win; one more segment under /api/ is a conductor action. Which
@@ -128,12 +143,14 @@ pub fn route(method: &Method, path: &str) -> Matched {
             name: "/api/{action}",
             policy: RoutePolicy::PUBLIC.needs(Feature::BasicChat),
             handler: |s, c| Box::pin(brain::action(s, c)),
+            max_body: None,
         }
     } else {
         Matched {
             name: "not_found",
             policy: RoutePolicy::PUBLIC,
             handler: |_, c| Box::pin(not_found(c)),
+            max_body: None,
         }
     }
 }
@@ -208,5 +225,18 @@ mod tests {
         assert_eq!(m.name, "/api/admin/accounts/{id}");
         let m = route(&Method::PUT, "/api/admin/accounts/acct_x");
         assert_eq!(m.name, "method_not_allowed");
+    }
+
+    #[test]
+    fn the_stripe_webhook_is_public_unlimited_and_bounded() {
+        let path = heady_shared::api_paths::BILLING_WEBHOOK;
+        let m = route(&Method::POST, path);
+        assert_eq!(m.name, path);
+        assert_eq!(m.policy.class, heady_shared::Classification::Public);
+        assert!(!m.policy.limited && !m.policy.keyed);
+        assert_eq!(m.max_body, Some(crate::api::billing::WEBHOOK_MAX_BYTES));
+        let checkout = route(&Method::POST, "/api/billing/checkout");
+        assert!(checkout.policy.keyed && checkout.policy.limited);
+        assert_eq!(checkout.max_body, None);
     }
 }

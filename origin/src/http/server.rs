@@ -39,22 +39,21 @@ fn request_id(headers: &http::HeaderMap) -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
-/// The body of a request that may have one, within `max_body_bytes` and the body timeout.
+/// The body of a request that may have one, within `max_body_bytes` (or the route's own
+/// smaller limit) and the body timeout.
 async fn read_body(
     app: &App,
     method: &Method,
     headers: &http::HeaderMap,
     incoming: Option<Incoming>,
+    route_limit: Option<usize>,
 ) -> Result<Bytes, crate::error::Error> {
+    let limit = route_limit.map_or(app.config.max_body_bytes, |l| {
+        l.min(app.config.max_body_bytes)
+    });
     match incoming {
         Some(b) if method != Method::GET && method != Method::HEAD => {
-            body::read(
-                b,
-                headers,
-                app.config.max_body_bytes,
-                app.config.http.body_timeout(),
-            )
-            .await
+            body::read(b, headers, limit, app.config.http.body_timeout()).await
         }
         _ => Ok(Bytes::new()),
     }
@@ -87,7 +86,14 @@ async fn answer(app: Arc<App>, peer: IpAddr, req: Request<Incoming>) -> Response
         let mut incoming = Some(incoming);
         let mut body = Bytes::new();
         if signed {
-            body = read_body(&app, &method, &parts.headers, incoming.take()).await?;
+            body = read_body(
+                &app,
+                &method,
+                &parts.headers,
+                incoming.take(),
+                matched.max_body,
+            )
+            .await?;
         }
         let defense = &app.defense;
         let identity = defense
@@ -100,13 +106,20 @@ async fn answer(app: Arc<App>, peer: IpAddr, req: Request<Incoming>) -> Response
             })
             .await?;
         if defense.enabled {
-            if crate::defense::is_limited_path(&path) {
+            if crate::defense::is_limited_path(&path) && matched.policy.limited {
                 limit_headers = defense.limit(&identity).await?;
             }
             defense.authorize(&identity, matched.policy)?;
         }
         if !signed {
-            body = read_body(&app, &method, &parts.headers, incoming.take()).await?;
+            body = read_body(
+                &app,
+                &method,
+                &parts.headers,
+                incoming.take(),
+                matched.max_body,
+            )
+            .await?;
         }
         let ctx = Ctx {
             request_id: request_id.clone(),

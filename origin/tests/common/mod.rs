@@ -2,6 +2,7 @@
 //! Test support: an in-process daemon on a free port, and a child-process one.
 
 pub mod fake_provider;
+pub mod fake_stripe;
 
 use heady_origin::app::App;
 use heady_origin::config::{Config, Overrides};
@@ -441,4 +442,55 @@ pub fn session_signed(
         req = req.header(k, v);
     }
     req
+}
+
+/// A daemon started as a child process (`heady-origin serve`), killed on drop.
+pub struct Daemon(pub std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `base/ready` answers 200 (at most 60 s).
+pub async fn wait_ready(base: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if let Ok(r) = client().get(format!("{base}/ready")).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("daemon not ready at {base}");
+}
+
+/// One request, with an optional key and JSON body: (status, headers, body as JSON or text).
+pub async fn call(
+    method: &str,
+    url: &str,
+    key: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let mut req = client().request(method.parse().unwrap(), url);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, headers, v)
+}
+
+/// The `error.code` of an error body ("" when there is none).
+pub fn code(v: &serde_json::Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
 }
