@@ -25,6 +25,7 @@ pub mod readiness;
 pub mod sliding_log;
 pub mod subject;
 pub mod tiers;
+pub mod token_bucket;
 pub mod wire;
 pub mod zone;
 
