@@ -21,6 +21,7 @@ pub use crate::memory::config::{MemoryConfig, Quantization};
 pub use crate::memory::embedder_config::{EmbedderConfig, EmbedderKind};
 use crate::pipeline::config::PipelineConfig;
 use crate::providers::config::ProviderConfig;
+pub use crate::usage::config::UsageConfig;
 pub use env::{heady_env, NOT_CONFIG};
 pub use reference::{generated_part, reference_markdown, splice, KeyDoc, Ty, DOC_BEGIN, DOC_END};
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,8 @@ pub struct Config {
     /// `[[providers]]`: the brain router's inference endpoints.
     pub providers: Vec<ProviderConfig>,
     pub pipeline: PipelineConfig,
+    /// Token limits per tier, usage recording, the meter outbox.
+    pub usage: UsageConfig,
 }
 
 impl Default for Config {
@@ -70,6 +73,7 @@ impl Default for Config {
             defense: DefenseConfig::default(),
             providers: Vec::new(),
             pipeline: PipelineConfig::default(),
+            usage: UsageConfig::default(),
         }
     }
 }
@@ -250,6 +254,7 @@ impl Config {
             crate::defense::config::KEYS,
             crate::providers::config::KEYS,
             crate::pipeline::config::KEYS,
+            crate::usage::config::KEYS,
         ]
         .into_iter()
         .flatten()
@@ -335,6 +340,7 @@ impl Config {
         let groups = self.conductor.group_table()?;
         crate::providers::config::validate(&self.providers, &groups)?;
         self.pipeline.validate()?;
+        self.usage.validate()?;
         Ok(())
     }
 }

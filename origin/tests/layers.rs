@@ -1,5 +1,5 @@
 //! The origin's layering, checked on its source: the domain (conductor, pipeline, providers,
-//! memory, defense, accounts) never imports the layers above it (http, api, app, cli), and the
+//! memory, defense, accounts, usage) never imports the layers above it (http, api, app, cli), and the
 //! top-level modules form no cycle. A module's edges are the `crate::<module>` paths its
 //! files name.
 
@@ -7,13 +7,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-const DOMAIN: [&str; 6] = [
+const DOMAIN: [&str; 7] = [
     "conductor",
     "pipeline",
     "providers",
     "memory",
     "defense",
     "accounts",
+    "usage",
 ];
 const ABOVE_DOMAIN: [&str; 4] = ["http", "api", "app", "cli"];
 
