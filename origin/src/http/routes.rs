@@ -2,7 +2,7 @@
 //! in docs/api.md) and handler. Unknown paths and wrong methods get 404 / 405. A path may end
 //! in one `{param}` segment, which matches any one non-empty segment (the handler reads it).
 
-use crate::api::{accounts, brain, conductor, health, memory, openai, Ctx, Handler, Reply};
+use crate::api::{accounts, brain, conductor, health, memory, openai, usage, Ctx, Handler, Reply};
 use crate::defense::RoutePolicy;
 use crate::error::{Error, ErrorCode};
 use heady_shared::Classification::{Internal, Restricted};
@@ -46,6 +46,7 @@ fn routes() -> &'static [RouteEntry] {
         vec![
             route!(GET "/api/identity", public, health::identity),
             route!(GET "/api/account", public.keyed(), accounts::me),
+            route!(GET "/api/account/usage", public.keyed(), usage::account_usage),
             route!(GET "/api/admin/accounts", operator, accounts::list),
             route!(POST "/api/admin/accounts", operator, accounts::create),
             route!(GET "/api/admin/accounts/{id}", operator, accounts::show),
