@@ -751,7 +751,7 @@ async fn meters_enterprise_usage_once(s: TestServer) {
     usage.flush().await.unwrap();
     total += 7;
     while report_once(usage, store, &sink, now).await.unwrap().failed {}
-    let kept = sink.kept.lock().unwrap();
+    let kept = sink.kept.lock().unwrap().clone();
     let mut sum = 0;
     for e in kept.values() {
         assert_eq!(e.customer, "cus_ent");
@@ -782,7 +782,6 @@ async fn meters_enterprise_usage_once(s: TestServer) {
     );
     let lone_buckets = usage.store.meter_buckets(&lone.id).await.unwrap();
     assert!(lone_buckets.iter().all(|(_, _, reported)| *reported == 0));
-    drop(kept);
     s.stop().await;
 }
 
