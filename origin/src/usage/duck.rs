@@ -5,7 +5,8 @@ use super::store::{Batch, DailyRow, MeterBucket};
 use super::{Counts, UsageError};
 use crate::db::Database;
 use chrono::NaiveDate;
-use duckdb::params;
+use duckdb::types::Value;
+use duckdb::{params, params_from_iter};
 use heady_shared::AccountId;
 
 const SCHEMA: &str = "
@@ -28,6 +29,9 @@ CREATE TABLE IF NOT EXISTS usage_meter (
     sealed_tokens BIGINT,
     PRIMARY KEY (account_id, bucket_start)
 );";
+
+/// Rows per upsert statement.
+const CHUNK: usize = 500;
 
 pub struct DuckUsage {
     db: Database,
@@ -64,42 +68,57 @@ impl DuckUsage {
         Ok(DuckUsage { db })
     }
 
+    /// One multi-row upsert per table (in chunks of [`CHUNK`] rows): DuckDB pays ~ms per
+    /// statement, so a statement per row would make a flush of many accounts slow.
     pub fn write(&self, batch: &Batch) -> Result<(), UsageError> {
         self.db.with_writer(|conn| {
             in_transaction(conn, || {
-                if !batch.daily.is_empty() {
-                    let mut stmt = conn.prepare_cached(
-                        "INSERT INTO usage_daily (account_id, day, model, requests, prompt_tokens,
-                            completion_tokens, estimated_requests)
-                         VALUES (?, CAST(? AS DATE), ?, ?, ?, ?, ?)
-                         ON CONFLICT (account_id, day, model) DO UPDATE SET
-                            requests = requests + EXCLUDED.requests,
-                            prompt_tokens = prompt_tokens + EXCLUDED.prompt_tokens,
-                            completion_tokens = completion_tokens + EXCLUDED.completion_tokens,
-                            estimated_requests = estimated_requests + EXCLUDED.estimated_requests",
-                    )?;
-                    for r in &batch.daily {
+                for rows in batch.daily.chunks(CHUNK) {
+                    let values = vec!["(?, CAST(? AS DATE), ?, ?, ?, ?, ?)"; rows.len()].join(", ");
+                    let mut params: Vec<Value> = Vec::with_capacity(rows.len() * 7);
+                    for r in rows {
                         let c = &r.counts;
-                        stmt.execute(params![
-                            r.owner.as_str(),
-                            r.day.to_string(),
-                            r.model,
-                            c.requests as i64,
-                            c.prompt_tokens as i64,
-                            c.completion_tokens as i64,
-                            c.estimated_requests as i64,
-                        ])?;
+                        params.extend([
+                            Value::Text(r.owner.as_str().to_string()),
+                            Value::Text(r.day.to_string()),
+                            Value::Text(r.model.clone()),
+                            Value::BigInt(c.requests as i64),
+                            Value::BigInt(c.prompt_tokens as i64),
+                            Value::BigInt(c.completion_tokens as i64),
+                            Value::BigInt(c.estimated_requests as i64),
+                        ]);
                     }
-                }
-                if !batch.meter.is_empty() {
-                    let mut stmt = conn.prepare_cached(
-                        "INSERT INTO usage_meter (account_id, bucket_start, tokens) VALUES (?, ?, ?)
-                         ON CONFLICT (account_id, bucket_start) DO UPDATE SET
-                            tokens = tokens + EXCLUDED.tokens",
+                    conn.execute(
+                        &format!(
+                            "INSERT INTO usage_daily (account_id, day, model, requests, prompt_tokens,
+                                completion_tokens, estimated_requests) VALUES {values}
+                             ON CONFLICT (account_id, day, model) DO UPDATE SET
+                                requests = requests + EXCLUDED.requests,
+                                prompt_tokens = prompt_tokens + EXCLUDED.prompt_tokens,
+                                completion_tokens = completion_tokens + EXCLUDED.completion_tokens,
+                                estimated_requests = estimated_requests + EXCLUDED.estimated_requests"
+                        ),
+                        params_from_iter(params),
                     )?;
-                    for r in &batch.meter {
-                        stmt.execute(params![r.owner.as_str(), r.bucket_start, r.tokens as i64])?;
+                }
+                for rows in batch.meter.chunks(CHUNK) {
+                    let values = vec!["(?, ?, ?)"; rows.len()].join(", ");
+                    let mut params: Vec<Value> = Vec::with_capacity(rows.len() * 3);
+                    for r in rows {
+                        params.extend([
+                            Value::Text(r.owner.as_str().to_string()),
+                            Value::BigInt(r.bucket_start),
+                            Value::BigInt(r.tokens as i64),
+                        ]);
                     }
+                    conn.execute(
+                        &format!(
+                            "INSERT INTO usage_meter (account_id, bucket_start, tokens) VALUES {values}
+                             ON CONFLICT (account_id, bucket_start) DO UPDATE SET
+                                tokens = tokens + EXCLUDED.tokens"
+                        ),
+                        params_from_iter(params),
+                    )?;
                 }
                 Ok(())
             })
