@@ -126,7 +126,7 @@ async fn main() {
         let r = run(tasks, move |t, _| {
             let u = u.clone();
             async move {
-                let m = u.begin(payer(t), 1_200).await.expect("admitted");
+                let m = u.begin(payer(t), || 1_200).await.expect("admitted");
                 m.finish(&[used()]).await;
             }
         })
@@ -213,7 +213,7 @@ async fn main() {
                 let r = run(tasks, move |t, _| {
                     let u = u.clone();
                     async move {
-                        let m = u.begin(payer(t), 1_200).await.expect("admitted");
+                        let m = u.begin(payer(t), || 1_200).await.expect("admitted");
                         m.finish(&[used()]).await;
                     }
                 })

@@ -22,9 +22,12 @@ pub(super) async fn run_chat(
     action: &str,
     c: Ctx,
 ) -> Result<Reply, Error> {
-    let estimate =
-        crate::usage::tokens::chat_reservation(&c.body, s.usage.config.default_max_tokens);
-    let meter = super::begin_meter(s, &c, estimate).await?;
+    let default_max = s.usage.config.default_max_tokens;
+    let body = c.body.clone();
+    let meter = super::begin_meter(s, &c, move || {
+        crate::usage::tokens::chat_reservation(&body, default_max)
+    })
+    .await?;
     let headers = meter.headers.clone();
     let result = pipeline_reply(s.pipeline.run(inbound(s, surface, action, c, meter)).await);
     super::with_headers(result, headers)

@@ -118,14 +118,19 @@ pub fn apply_model_allowlist(c: &mut Ctx) -> Result<(), Error> {
 /// Reserves `estimate` tokens for the caller before a chat or embedding call: 429
 /// `token_limit_exceeded` (with the token policy's `RateLimit` headers) when the tier's bucket
 /// does not hold them.
-pub async fn begin_meter(s: &Arc<App>, c: &Ctx, estimate: u64) -> Result<Meter, Error> {
+pub async fn begin_meter(
+    s: &Arc<App>,
+    c: &Ctx,
+    estimate: impl FnOnce() -> u64,
+) -> Result<Meter, Error> {
     let who = &c.identity;
     let payer = Payer {
         owner: who.account(),
         tier: who.tier,
         subject: who.subject.to_string(),
     };
-    s.usage.begin(payer, estimate).await.map_err(|(outcome, headers)| {
+    s.usage.begin(payer, estimate).await.map_err(|refused| {
+        let (outcome, headers, estimate) = (refused.outcome, refused.headers, refused.estimate);
         let policy = s.usage.config.policy(who.tier);
         tracing::info!(request_id = %c.request_id, subject = %who.subject, estimate, "token limit reached");
         let mut e = Error::new(

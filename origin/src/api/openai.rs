@@ -96,7 +96,7 @@ pub async fn embeddings(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
         }
     };
     let bytes: usize = texts.iter().map(String::len).sum();
-    let meter = super::begin_meter(&s, &c, crate::usage::tokens::quick(bytes)).await?;
+    let meter = super::begin_meter(&s, &c, || crate::usage::tokens::quick(bytes)).await?;
     let headers = meter.headers.clone();
     let embedded = match s.embedder.embed_counted(&texts).await {
         Ok(e) => e,

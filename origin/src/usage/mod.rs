@@ -264,6 +264,16 @@ pub struct Usage {
     background: Background,
 }
 
+/// A reservation the token limit refused.
+#[derive(Debug)]
+pub struct Refused {
+    pub outcome: TokenOutcome,
+    /// The token policy's `RateLimit` fields and `Retry-After`.
+    pub headers: Vec<(&'static str, String)>,
+    /// The tokens the request was estimated to need.
+    pub estimate: u64,
+}
+
 /// Who a request is charged to.
 #[derive(Debug, Clone)]
 pub struct Payer {
@@ -299,15 +309,17 @@ impl Usage {
         format!("{}-tokens", tier.as_str())
     }
 
-    /// Reserves `estimate` tokens for `payer` before a call. `Err`: over the tier's limit,
-    /// with the outcome and its headers; nothing is held then.
+    /// Reserves `estimate()` tokens for `payer` before a call (the estimate is made only when
+    /// the tier is limited). `Err`: over the tier's limit, with the outcome, its headers and
+    /// the estimate; nothing is held then.
     pub async fn begin(
         self: &Arc<Self>,
         payer: Payer,
-        estimate: u64,
-    ) -> Result<Meter, (TokenOutcome, Vec<(&'static str, String)>)> {
+        estimate: impl FnOnce() -> u64,
+    ) -> Result<Meter, Refused> {
         let policy = self.config.policy(payer.tier);
         let (outcome, headers) = if self.enforce && policy.limit().is_some() {
+            let estimate = estimate();
             let outcome = self
                 .limiter
                 .reserve(&payer.subject, &policy, estimate)
@@ -325,13 +337,17 @@ impl Usage {
                     outcome: verdict,
                 })
                 .inc();
+            if !outcome.is_admitted() {
+                return Err(Refused {
+                    outcome,
+                    headers,
+                    estimate,
+                });
+            }
             (outcome, headers)
         } else {
             (TokenOutcome::Unlimited, Vec::new())
         };
-        if !outcome.is_admitted() {
-            return Err((outcome, headers));
-        }
         Ok(Meter {
             usage: Some(self.clone()),
             payer,
