@@ -19,6 +19,7 @@ use crate::memory::MemoryStore;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::redis::{Redis, RedisError};
+use crate::usage::{TokenLimiter, Usage, UsageMetrics, UsageStore};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,8 @@ pub struct App {
     pub redis: Option<Arc<Redis>>,
     /// Stripe billing, when `[billing]` is configured.
     pub billing: Option<Arc<Billing>>,
+    /// Usage recording, its store, and the token limiter.
+    pub usage: Arc<Usage>,
     pub background: Background,
     /// Stops the storage threads (indexer, checkpointer); cancelled after memory has closed.
     storage: CancellationToken,
@@ -100,6 +103,25 @@ impl App {
         memory.start_indexer()?;
         let embedder = embedder::from_config(&config.embedder, config.memory.dim);
         let mut metrics = Metrics::default();
+        let usage_store = UsageStore::open(
+            config.database_url.as_ref(),
+            Some(db.clone()),
+            Duration::from_secs(5),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let usage_metrics = UsageMetrics::register(&mut metrics.registry);
+        let usage = Arc::new(Usage::new(
+            config.usage.clone(),
+            usage_store,
+            Arc::new(TokenLimiter::new(
+                redis.clone(),
+                usage_metrics.limiter_degraded.clone(),
+                background.clone(),
+            )),
+            usage_metrics,
+            config.defense.enabled,
+            background.clone(),
+        ));
         let pipeline = Pipeline::new(
             config.pipeline.clone(),
             crate::pipeline::Parts {
@@ -132,14 +154,23 @@ impl App {
             pipeline,
             redis,
             billing,
+            usage,
             background,
             storage,
         }))
     }
 
-    /// Starts the background tasks: the pattern flusher, the memory retention sweeper, the
-    /// billing grace sweeper (with billing) and the operator socket.
+    /// Starts the background tasks: the pattern flusher, the usage flusher, the memory
+    /// retention sweeper, the billing grace sweeper and the Enterprise meter reporter (with
+    /// billing) and the operator socket; loads the tokenizer's tables.
     pub async fn start(self: &Arc<Self>) -> anyhow::Result<()> {
+        self.background.spawn(
+            "usage flusher",
+            crate::usage::flush_every(self.usage.clone(), self.background.token()),
+        );
+        self.background.spawn_to_end(async {
+            let _ = tokio::task::spawn_blocking(crate::usage::tokens::warm_up).await;
+        });
         let pipeline = self.pipeline.clone();
         let token = self.background.token();
         self.background.spawn(
@@ -164,6 +195,13 @@ impl App {
                     self.defense.accounts.clone(),
                     self.background.token(),
                 ),
+            );
+            let sink: Arc<dyn crate::usage::meter::MeterSink> = billing.clone();
+            crate::usage::meter::spawn_reporter(
+                &self.usage,
+                self.defense.accounts.clone(),
+                sink,
+                &self.background,
             );
         }
         if let Some(path) = self.config.admin_socket_path() {
@@ -191,6 +229,23 @@ impl App {
         })
     }
 
+    /// The last usage flush, after every request and stream has ended: retried a few times,
+    /// then what could not be written is logged (its request count) and lost.
+    async fn flush_usage(&self) {
+        for attempt in 1..=5u64 {
+            match self.usage.flush().await {
+                Ok(()) => return,
+                Err(e) if attempt == 5 => {
+                    tracing::error!(error = %e, requests = self.usage.recorder.pending_requests(), "could not write recorded usage at shutdown; it is lost");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "could not write recorded usage at shutdown; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+            }
+        }
+    }
+
     /// PING Redis if configured. `Ok(None)` when no Redis is configured.
     pub async fn redis_ping(&self) -> Result<Option<()>, RedisError> {
         match &self.redis {
@@ -214,6 +269,7 @@ impl App {
     pub async fn shutdown(self: &Arc<Self>) -> anyhow::Result<()> {
         tracing::info!("shutting down: stopping background tasks");
         self.background.shutdown().await;
+        self.flush_usage().await;
         let app = self.clone();
         tokio::task::spawn_blocking(move || app.close_storage()).await??;
         tracing::info!("index persisted and database checkpointed; bye");

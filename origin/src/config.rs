@@ -23,6 +23,7 @@ pub use crate::memory::config::{MemoryConfig, Quantization};
 pub use crate::memory::embedder_config::{EmbedderConfig, EmbedderKind};
 use crate::pipeline::config::PipelineConfig;
 use crate::providers::config::ProviderConfig;
+pub use crate::usage::config::UsageConfig;
 pub use env::{heady_env, NOT_CONFIG};
 pub use reference::{generated_part, reference_markdown, splice, KeyDoc, Ty, DOC_BEGIN, DOC_END};
 use serde::{Deserialize, Serialize};
@@ -56,6 +57,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// Stripe: checkout, portal, webhooks; off unless its key is set.
     pub billing: BillingConfig,
+    /// Token limits per tier, usage recording, the meter outbox.
+    pub usage: UsageConfig,
 }
 
 impl Default for Config {
@@ -75,6 +78,7 @@ impl Default for Config {
             providers: Vec::new(),
             pipeline: PipelineConfig::default(),
             billing: BillingConfig::default(),
+            usage: UsageConfig::default(),
         }
     }
 }
@@ -257,6 +261,7 @@ impl Config {
             crate::providers::config::KEYS,
             crate::pipeline::config::KEYS,
             crate::billing::config::KEYS,
+            crate::usage::config::KEYS,
         ]
         .into_iter()
         .flatten()
@@ -343,6 +348,7 @@ impl Config {
         crate::providers::config::validate(&self.providers, &groups)?;
         self.pipeline.validate()?;
         self.billing.validate()?;
+        self.usage.validate()?;
         Ok(())
     }
 }

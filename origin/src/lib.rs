@@ -7,7 +7,7 @@
 //! http                         server, bodies, routes table, the one place errors become responses
 //! api                          one file per resource: decode -> call the domain -> render a Reply
 //! app                          App: the parts, their background tasks, the shutdown order
-//! domain                       conductor, pipeline, providers, memory, defense, accounts, billing
+//! domain                       conductor, pipeline, providers, memory, defense, accounts, billing, usage
 //! infrastructure               redis, lifecycle, metrics, config, error, rt, sys
 //! ```
 
@@ -32,6 +32,7 @@ pub mod providers;
 pub mod redis;
 pub mod rt;
 pub mod settings;
+pub mod usage;
 // Linux syscalls (thread priority, allocator tuning): the one module with `unsafe`.
 #[allow(unsafe_code)]
 pub mod sys;

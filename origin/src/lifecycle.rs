@@ -40,6 +40,16 @@ impl Background {
         self.tasks.spawn(fut);
     }
 
+    /// Runs `fut` to its end, as [`Background::spawn_to_end`], and answers its handle: a
+    /// caller that stops waiting (a request whose client left) does not stop the work.
+    pub fn spawn_joinable<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(fut)
+    }
+
     /// A token that fires at shutdown, for work that checks it itself (threads, loops).
     pub fn token(&self) -> CancellationToken {
         self.cancel.child_token()

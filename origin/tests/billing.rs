@@ -406,6 +406,100 @@ async fn meter_events_are_sent_as_stripe_expects_and_counted_once() {
     s.stop().await;
 }
 
+/// Enterprise is unlimited but metered: its chat tokens reach Stripe's meter events API
+/// through the daemon's own reporter, in per-account buckets, each with an idempotent
+/// identifier; a failed report is retried and every token is counted once.
+#[tokio::test(flavor = "multi_thread")]
+async fn enterprise_chat_tokens_reach_stripe_as_meter_events_once() {
+    let fake = FakeStripe::start(SECRET_KEY).await;
+    let provider = FakeProvider::start(Behavior::default()).await;
+    let p = heady_origin::providers::config::ProviderConfig {
+        name: "fake".into(),
+        kind: heady_origin::providers::config::ProviderKind::Openai,
+        base_url: Some(provider.base_url.clone()),
+        api_key: Some("sk-test".into()),
+        account_id: None,
+        model: None,
+        groups: Vec::new(),
+        weight: 1.0,
+        priority: 0,
+        timeout_ms: 10_000,
+    };
+    let fake_ref = &fake;
+    let s = TestServer::start(move |c| {
+        with_billing(c, fake_ref);
+        c.providers = vec![p];
+        c.usage.flush_interval_ms = 100;
+        c.usage.meter_bucket_secs = 1;
+        c.usage.meter_settle_secs = 0;
+        c.usage.report_interval_secs = 1;
+    })
+    .await;
+    let (key, account) = new_key(&s.state, "ent", Tier::Enterprise, Classification::Internal).await;
+    let (pro_key, _) = new_key(&s.state, "pro", Tier::Pro, Classification::Public).await;
+    // The account's Stripe customer comes from Checkout (made once, linked to the account).
+    let (st, v) = post_json(
+        &s.url("/api/billing/checkout"),
+        Some(&key),
+        json!({"tier": "enterprise"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let customer = fake.customers().into_keys().next().expect("a customer");
+
+    // Stripe fails the first report: it is sent again, with the same identifier.
+    fake.fail_next(500, stripe_error("api_error", "try again", None, None));
+    let mut tokens = 0;
+    for (who, k) in [("ent", &key), ("pro", &pro_key), ("ent", &key)] {
+        let (st, _, v) = call(
+            "POST",
+            &s.url("/v1/chat/completions"),
+            Some(k),
+            Some(json!({"model": "heady", "messages": [{"role": "user", "content": "hi"}]})),
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        if who == "ent" {
+            tokens += v["usage"]["total_tokens"].as_u64().unwrap();
+        }
+    }
+    assert!(tokens > 0);
+    let reported = |fake: &FakeStripe| -> u64 {
+        fake.meter_events()
+            .iter()
+            .map(|e| e["payload"]["value"].as_str().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reported(&fake) < tokens && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A few more report rounds: nothing is sent twice.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(reported(&fake), tokens, "{:?}", fake.meter_events());
+    for e in fake.meter_events() {
+        assert_eq!(e["event_name"], "heady_tokens", "{e}");
+        assert_eq!(e["payload"]["stripe_customer_id"], customer.as_str(), "{e}");
+        assert!(
+            e["identifier"].as_str().unwrap().contains(account.as_str()),
+            "{e}"
+        );
+    }
+    let sent = fake.requests_to("POST", "/v1/billing/meter_events");
+    assert!(
+        sent.len() > fake.meter_events().len(),
+        "the failed report was retried: {} requests, {} events",
+        sent.len(),
+        fake.meter_events().len()
+    );
+    let text = metrics(&s.base, &key).await;
+    assert!(
+        text.contains("heady_meter_events_total{outcome=\"reported\"}"),
+        "{text}"
+    );
+    s.stop().await;
+}
+
 /// The value of the sample `name` (no labels) in Prometheus text.
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()

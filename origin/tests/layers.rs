@@ -1,5 +1,5 @@
 //! The origin's layering, checked on its source: the domain (conductor, pipeline, providers,
-//! memory, defense, accounts, billing) never imports the layers above it (http, api, app, cli), and the
+//! memory, defense, accounts, billing, usage) never imports the layers above it (http, api, app, cli), and the
 //! top-level modules form no cycle. A module's edges are the `crate::<module>` paths its
 //! files name.
 
@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-const DOMAIN: [&str; 7] = [
+const DOMAIN: [&str; 8] = [
     "conductor",
     "pipeline",
     "providers",
@@ -15,6 +15,7 @@ const DOMAIN: [&str; 7] = [
     "defense",
     "accounts",
     "billing",
+    "usage",
 ];
 const ABOVE_DOMAIN: [&str; 4] = ["http", "api", "app", "cli"];
 

@@ -117,6 +117,9 @@ error_codes! {
     RateLimited = "rate_limited", 429;
     /// Too many failed authentications from this client address (its /64 for IPv6).
     TooManyFailedAuth = "too_many_failed_auth", 429;
+    /// Over the tier's token limit per window (`retry_after`; the `RateLimit` headers name the
+    /// token policy).
+    TokenLimitExceeded = "token_limit_exceeded", 429;
     // 500
     Internal = "internal", 500;
     /// A binding, secret or variable the deployment needs is missing or wrong.
@@ -278,6 +281,7 @@ mod tests {
             (UnsupportedMediaType, 415),
             (WrongDimension, 422),
             (RateLimited, 429),
+            (TokenLimitExceeded, 429),
             (UpstreamFailed, 502),
             (OriginUnavailable, 503),
             (InvalidSignature, 400),

@@ -26,6 +26,7 @@ pub mod sliding_log;
 pub mod subject;
 pub mod tiers;
 pub mod tunnel;
+pub mod token_bucket;
 pub mod wire;
 pub mod zone;
 

@@ -11,7 +11,26 @@ use std::sync::Arc;
 /// `POST /api/brain/chat`: the seed's route; action `chat`.
 pub async fn chat(s: Arc<App>, mut c: Ctx) -> Result<Reply, Error> {
     super::apply_model_allowlist(&mut c)?;
-    pipeline_reply(s.pipeline.run(inbound(&s, Surface::Brain, "chat", c)).await)
+    run_chat(&s, Surface::Brain, "chat", c).await
+}
+
+/// Reserves the request's tokens, runs it through the pipeline, and answers with the token
+/// limit's headers. Shared by every chat route.
+pub(super) async fn run_chat(
+    s: &Arc<App>,
+    surface: Surface,
+    action: &str,
+    c: Ctx,
+) -> Result<Reply, Error> {
+    let default_max = s.usage.config.default_max_tokens;
+    let body = c.body.clone();
+    let meter = super::begin_meter(s, &c, move || {
+        crate::usage::tokens::chat_reservation(&body, default_max)
+    })
+    .await?;
+    let headers = meter.headers.clone();
+    let result = pipeline_reply(s.pipeline.run(inbound(s, surface, action, c, meter)).await);
+    super::with_headers(result, headers)
 }
 
 /// `POST /api/{action}`: any action of the conductor's table, routed to its service group.
@@ -26,14 +45,16 @@ pub async fn action(s: Arc<App>, mut c: Ctx) -> Result<Reply, Error> {
         s.defense.authorize_action(&c.identity, &action)?;
     }
     super::apply_model_allowlist(&mut c)?;
-    pipeline_reply(
-        s.pipeline
-            .run(inbound(&s, Surface::Action, &action, c))
-            .await,
-    )
+    run_chat(&s, Surface::Action, &action, c).await
 }
 
-pub(super) fn inbound(s: &App, surface: Surface, action: &str, c: Ctx) -> Inbound {
+pub(super) fn inbound(
+    s: &App,
+    surface: Surface,
+    action: &str,
+    c: Ctx,
+    meter: crate::usage::Meter,
+) -> Inbound {
     let memory = match super::memory::memory_owner(&c.identity) {
         Some(owner) => MemoryAccess::Account {
             owner,
@@ -48,6 +69,7 @@ pub(super) fn inbound(s: &App, surface: Surface, action: &str, c: Ctx) -> Inboun
         memory,
         headers: c.headers,
         body: c.body,
+        meter,
     }
 }
 

@@ -56,6 +56,7 @@ pub async fn ready(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
             "index": s.memory.index_stats().state,
             "limiter": if !s.defense.limiter.uses_redis() { "in-process" } else if s.defense.limiter.is_degraded() { "degraded (in-process)" } else { "redis" },
             "nonces": s.defense.nonce_store(),
+            "token_limiter": s.usage.limiter.store(),
         }
     });
     Reply::json(if ok { 200 } else { 503 }, &body)

@@ -10,12 +10,15 @@ pub mod health;
 pub mod memory;
 pub mod openai;
 pub mod tunnel;
+pub mod usage;
 
 use crate::app::App;
 use crate::defense::Identity;
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::pipeline::{Answer, Failure, Outcome};
+use crate::usage::{Meter, Payer};
 use bytes::Bytes;
+use heady_shared::token_bucket::TokenOutcome;
 use http::Method;
 use std::future::Future;
 use std::pin::Pin;
@@ -112,6 +115,58 @@ pub fn apply_model_allowlist(c: &mut Ctx) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Reserves `estimate` tokens for the caller before a chat or embedding call: 429
+/// `token_limit_exceeded` (with the token policy's `RateLimit` headers) when the tier's bucket
+/// does not hold them.
+pub async fn begin_meter(
+    s: &Arc<App>,
+    c: &Ctx,
+    estimate: impl FnOnce() -> u64,
+) -> Result<Meter, Error> {
+    let who = &c.identity;
+    let payer = Payer {
+        owner: who.account(),
+        tier: who.tier,
+        subject: who.subject.to_string(),
+    };
+    s.usage.begin(payer, estimate).await.map_err(|refused| {
+        let (outcome, headers, estimate) = (refused.outcome, refused.headers, refused.estimate);
+        let policy = s.usage.config.policy(who.tier);
+        tracing::info!(request_id = %c.request_id, subject = %who.subject, estimate, "token limit reached");
+        let mut e = Error::new(
+            ErrorCode::TokenLimitExceeded,
+            format!(
+                "token limit exceeded: the {} tier allows {} tokens per {} s, and this request may use up to {estimate} (its prompt plus max_tokens); send a smaller max_tokens or wait",
+                who.tier,
+                policy.limit().unwrap_or(0),
+                policy.window_ms() / 1000
+            ),
+        )
+        .with_headers(headers);
+        if let TokenOutcome::Limited { retry_after_ms, .. } = outcome {
+            e = e.with_retry_after(retry_after_ms.div_ceil(1000));
+        }
+        e
+    })
+}
+
+/// Adds the token limit's `RateLimit` fields to an answer, a success or an error.
+pub fn with_headers(
+    result: Result<Reply, Error>,
+    headers: Vec<(&'static str, String)>,
+) -> Result<Reply, Error> {
+    if headers.is_empty() {
+        return result;
+    }
+    match result {
+        Ok(mut r) => {
+            r.headers.extend(headers);
+            Ok(r)
+        }
+        Err(e) => Err(e.with_headers(headers)),
+    }
 }
 
 /// The `i`-th segment of a path (`/a/b/c`: 0 is `a`): a route's `{id}`.

@@ -2,7 +2,7 @@
 //! embeddings through the configured embedder, and the model list.
 
 use super::require_json;
-use super::{pipeline_reply, Ctx, Reply};
+use super::{Ctx, Reply};
 use crate::app::App;
 use crate::error::{Error, ErrorCode};
 use crate::pipeline::Surface;
@@ -13,11 +13,7 @@ use std::sync::Arc;
 
 pub async fn chat_completions(s: Arc<App>, mut c: Ctx) -> Result<Reply, Error> {
     super::apply_model_allowlist(&mut c)?;
-    pipeline_reply(
-        s.pipeline
-            .run(super::brain::inbound(&s, Surface::OpenAi, "chat", c))
-            .await,
-    )
+    super::brain::run_chat(&s, Surface::OpenAi, "chat", c).await
 }
 
 pub async fn models(s: Arc<App>, _c: Ctx) -> Result<Reply, Error> {
@@ -99,15 +95,32 @@ pub async fn embeddings(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
             )))
         }
     };
-    let vectors = s
-        .embedder
-        .embed(&texts)
-        .await
-        .map_err(|e| Error::new(ErrorCode::EmbedderFailed, e.to_string()))?;
-    let tokens: usize = texts
-        .iter()
-        .map(|t| t.split_whitespace().count().max(1))
-        .sum();
+    let bytes: usize = texts.iter().map(String::len).sum();
+    let meter = super::begin_meter(&s, &c, || crate::usage::tokens::quick(bytes)).await?;
+    let headers = meter.headers.clone();
+    let embedded = match s.embedder.embed_counted(&texts).await {
+        Ok(e) => e,
+        Err(e) => {
+            meter.finish(&[]).await;
+            return super::with_headers(
+                Err(Error::new(ErrorCode::EmbedderFailed, e.to_string())),
+                headers,
+            );
+        }
+    };
+    let prompt_tokens = match embedded.prompt_tokens {
+        Some(n) => n,
+        None => crate::usage::tokens::inputs_estimate(texts).await,
+    };
+    let used = crate::usage::Used {
+        model: crate::usage::model_label(s.embedder.model()),
+        prompt_tokens,
+        completion_tokens: 0,
+        estimated: embedded.prompt_tokens.is_none(),
+    };
+    let tokens = used.prompt_tokens;
+    meter.finish(std::slice::from_ref(&used)).await;
+    let vectors = embedded.vectors;
     let data: Vec<Value> = vectors
         .iter()
         .enumerate()
@@ -122,7 +135,10 @@ pub async fn embeddings(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
         })
         .collect();
     let model = model.unwrap_or_else(|| s.embedder.name().to_string());
-    Reply::ok(
-        &json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
+    super::with_headers(
+        Reply::ok(
+            &json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
+        ),
+        headers,
     )
 }

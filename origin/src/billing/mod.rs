@@ -8,10 +8,12 @@
 //! - [`events`]: reading events and deciding what they do to an account, pure.
 //! - [`webhook`]: a delivery: verify, read, find the account, apply once, in order.
 //! - [`grace`]: the sweeper that ends a `past_due` account's grace.
+//! - [`meter`]: Stripe's meter events API as the sink of the usage meter (Enterprise tokens).
 
 pub mod config;
 pub mod events;
 pub mod grace;
+pub mod meter;
 pub mod signature;
 pub mod stripe;
 pub mod webhook;

@@ -14,6 +14,36 @@ pub fn add_headers(resp: &mut Response<Body>, headers: &[(&'static str, String)]
     }
 }
 
+/// Adds the request limiter's fields in front of any the handler set (the token limit's), so
+/// `RateLimit-Policy` and `RateLimit` list the request policy first, then the token policy.
+pub fn add_limit_headers(resp: &mut Response<Body>, headers: &[(&'static str, String)]) {
+    let names: Vec<&'static str> = headers.iter().map(|(n, _)| *n).collect();
+    let mut theirs: Vec<(&'static str, HeaderValue)> = Vec::new();
+    for name in &names {
+        if theirs.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        // Retry-After is one value: the handler's (its own refusal) wins.
+        if name.eq_ignore_ascii_case("retry-after") && resp.headers().contains_key(*name) {
+            continue;
+        }
+        let values: Vec<HeaderValue> = resp.headers().get_all(*name).iter().cloned().collect();
+        resp.headers_mut().remove(*name);
+        theirs.extend(values.into_iter().map(|v| (*name, v)));
+    }
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("retry-after") && resp.headers().contains_key(*name) {
+            continue;
+        }
+        if let Ok(v) = HeaderValue::from_str(value) {
+            resp.headers_mut().append(*name, v);
+        }
+    }
+    for (name, v) in theirs {
+        resp.headers_mut().append(name, v);
+    }
+}
+
 fn status(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }

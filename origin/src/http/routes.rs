@@ -3,7 +3,8 @@
 //! in one `{param}` segment, which matches any one non-empty segment (the handler reads it).
 
 use crate::api::{
-    accounts, billing, brain, conductor, health, memory, openai, tunnel, Ctx, Handler, Reply,
+    accounts, billing, brain, conductor, health, memory, openai, tunnel, usage, Ctx, Handler,
+    Reply,
 };
 use crate::defense::RoutePolicy;
 use crate::error::{Error, ErrorCode};
@@ -60,6 +61,7 @@ fn routes() -> &'static [RouteEntry] {
             route!(POST "/api/billing/checkout", public.keyed(), billing::checkout),
             route!(POST "/api/billing/portal", public.keyed(), billing::portal),
             route!(POST "/api/billing/webhook", public.unlimited(), billing::webhook, Some(billing::WEBHOOK_MAX_BYTES)),
+            route!(GET "/api/account/usage", public.keyed(), usage::account_usage),
             route!(GET "/api/admin/accounts", operator, accounts::list),
             route!(POST "/api/admin/accounts", operator, accounts::create),
             route!(GET "/api/admin/accounts/{id}", operator, accounts::show),

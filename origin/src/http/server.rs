@@ -145,8 +145,8 @@ async fn answer(app: Arc<App>, peer: IpAddr, req: Request<Incoming>) -> Response
             respond::error(&e, &request_id)
         }
     };
-    if !limit_headers.is_empty() && !resp.headers().contains_key("ratelimit") {
-        respond::add_headers(&mut resp, &limit_headers);
+    if !limit_headers.is_empty() {
+        respond::add_limit_headers(&mut resp, &limit_headers);
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);

@@ -41,12 +41,33 @@ pub enum EmbedError {
 pub type EmbedFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Vec<Vec<f32>>, EmbedError>> + Send + 'a>>;
 
+/// Vectors and, when the embedder reports it, the tokens its input cost.
+pub struct Embedded {
+    pub vectors: Vec<Vec<f32>>,
+    /// The provider's `usage.prompt_tokens`; `None` when it reports none.
+    pub prompt_tokens: Option<u64>,
+}
+
+pub type CountedFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Embedded, EmbedError>> + Send + 'a>>;
+
 pub trait Embedder: Send + Sync {
     /// A short name for logs and `/api/memory/stats`.
     fn name(&self) -> &'static str;
+    /// The model that embeds (usage is recorded under it).
+    fn model(&self) -> &str;
     fn dim(&self) -> usize;
     /// One vector per input text, in order.
     fn embed<'a>(&'a self, texts: &'a [String]) -> EmbedFuture<'a>;
+    /// [`Embedder::embed`] with the token count the provider reports, if it reports one.
+    fn embed_counted<'a>(&'a self, texts: &'a [String]) -> CountedFuture<'a> {
+        Box::pin(async move {
+            Ok(Embedded {
+                vectors: self.embed(texts).await?,
+                prompt_tokens: None,
+            })
+        })
+    }
 }
 
 pub fn from_config(cfg: &EmbedderConfig, dim: usize) -> Arc<dyn Embedder> {
@@ -141,6 +162,9 @@ impl Embedder for LexicalEmbedder {
     fn name(&self) -> &'static str {
         "lexical"
     }
+    fn model(&self) -> &str {
+        "lexical"
+    }
     fn dim(&self) -> usize {
         self.dim
     }
@@ -221,6 +245,12 @@ pub struct OpenAiEmbedder {
 #[derive(Deserialize)]
 struct OpenAiEmbeddings {
     data: Vec<OpenAiEmbedding>,
+    #[serde(default)]
+    usage: Option<OpenAiUsage>,
+}
+#[derive(Deserialize)]
+struct OpenAiUsage {
+    prompt_tokens: Option<u64>,
 }
 #[derive(Deserialize)]
 struct OpenAiEmbedding {
@@ -251,10 +281,16 @@ impl Embedder for OpenAiEmbedder {
     fn name(&self) -> &'static str {
         "openai"
     }
+    fn model(&self) -> &str {
+        &self.model
+    }
     fn dim(&self) -> usize {
         self.dim
     }
     fn embed<'a>(&'a self, texts: &'a [String]) -> EmbedFuture<'a> {
+        Box::pin(async move { Ok(self.embed_counted(texts).await?.vectors) })
+    }
+    fn embed_counted<'a>(&'a self, texts: &'a [String]) -> CountedFuture<'a> {
         Box::pin(async move {
             const P: &str = "openai";
             let body = json!({"model": self.model, "input": texts, "encoding_format": "float"});
@@ -267,7 +303,10 @@ impl Embedder for OpenAiEmbedder {
             parsed.data.sort_by_key(|d| d.index);
             let vectors: Vec<Vec<f32>> = parsed.data.into_iter().map(|d| d.embedding).collect();
             check_dims(P, &vectors, self.dim, texts.len())?;
-            Ok(vectors)
+            Ok(Embedded {
+                vectors,
+                prompt_tokens: parsed.usage.and_then(|u| u.prompt_tokens),
+            })
         })
     }
 }
@@ -276,6 +315,7 @@ impl Embedder for OpenAiEmbedder {
 /// answered `{"result":{"shape":[n,d],"data":[[...]]},"success":true,"errors":[],"messages":[]}`.
 pub struct WorkersAiEmbedder {
     url: String,
+    model: String,
     api_key: String,
     dim: usize,
     client: reqwest::Client,
@@ -313,6 +353,7 @@ impl WorkersAiEmbedder {
         );
         WorkersAiEmbedder {
             url,
+            model,
             api_key,
             dim,
             client: http_client(timeout),
@@ -323,6 +364,9 @@ impl WorkersAiEmbedder {
 impl Embedder for WorkersAiEmbedder {
     fn name(&self) -> &'static str {
         "workers-ai"
+    }
+    fn model(&self) -> &str {
+        &self.model
     }
     fn dim(&self) -> usize {
         self.dim

@@ -12,6 +12,7 @@
 pub mod admission;
 pub mod config;
 pub mod health;
+pub mod metering;
 pub mod metrics;
 pub mod patterns;
 pub mod stages;
@@ -74,6 +75,8 @@ pub struct Inbound {
     pub memory: MemoryAccess,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The request's charge: settled with what its provider calls used when it ends.
+    pub meter: crate::usage::Meter,
 }
 
 /// A finished request.
@@ -113,6 +116,8 @@ pub struct Ledger {
     /// How to undo those writes if the request fails.
     pub compensations: Vec<Compensation>,
     pub trace: Trace,
+    /// What each provider answer used (a critique retry adds a second).
+    pub used: Vec<crate::usage::Used>,
 }
 
 pub struct Pipeline {
@@ -194,7 +199,7 @@ impl Pipeline {
     }
 
     /// Runs a request through the nine stages.
-    pub async fn run(self: &Arc<Self>, inbound: Inbound) -> Result<Outcome, Failure> {
+    pub async fn run(self: &Arc<Self>, mut inbound: Inbound) -> Result<Outcome, Failure> {
         let mut ledger = Ledger::default();
         match stages::run(self, &inbound, &mut ledger).await {
             Ok(Answered::Json {
@@ -202,6 +207,7 @@ impl Pipeline {
                 provider,
                 group,
             }) => {
+                inbound.meter.take().finish(&ledger.used).await;
                 self.observe(&ledger.trace);
                 Ok(Outcome {
                     answer: Answer::Json {
@@ -227,6 +233,7 @@ impl Pipeline {
             }
             Err(error) => {
                 stages::fail(self, &inbound, &mut ledger, &error).await;
+                inbound.meter.take().finish(&ledger.used).await;
                 self.observe(&ledger.trace);
                 if error.is_server_error() {
                     tracing::warn!(request_id = %inbound.request_id, code = %error.code, message = %error.message, "pipeline request failed");

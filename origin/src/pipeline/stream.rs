@@ -20,6 +20,10 @@ pub struct StreamEnd {
     pub client_gone: bool,
     /// From the provider call to the end of the stream: the latency a client saw.
     pub ms: f64,
+    /// The model the chunks named.
+    pub model: Option<String>,
+    /// The provider's usage report (its last chunk, asked for with `include_usage`).
+    pub usage: Option<serde_json::Value>,
 }
 
 fn sse(data: &[u8]) -> Bytes {
@@ -52,7 +56,7 @@ pub fn start(
 
 async fn pump(
     p: Arc<Pipeline>,
-    inbound: Inbound,
+    mut inbound: Inbound,
     mut ledger: Ledger,
     opened: Box<Opened>,
     tx: mpsc::Sender<Bytes>,
@@ -72,6 +76,16 @@ async fn pump(
                 if ev.finish_reason.is_some() {
                     end.finish_reason = ev.finish_reason.clone();
                 }
+                if end.model.is_none() {
+                    end.model = ev.model;
+                }
+                if ev.usage.is_some() {
+                    end.usage = ev.usage;
+                }
+                // The usage chunk was asked for by us: only a client that asked sees it.
+                if ev.usage_only && !ingested.chat.client_usage {
+                    continue;
+                }
                 if tx.send(sse(&ev.data)).await.is_err() {
                     end.client_gone = true;
                     break;
@@ -86,6 +100,21 @@ async fn pump(
             }
         }
     }
+    // Recorded before the stream ends, so the usage API sees it once the client has [DONE].
+    // A stream cut short (or whose provider sent no usage) is counted by the tokenizer.
+    if let Some(a) = ledger.attempts.last() {
+        let used = super::metering::of_stream(
+            &p,
+            &ingested,
+            a.index,
+            end.model.as_deref(),
+            end.usage.as_ref(),
+            &end.text,
+        )
+        .await;
+        ledger.used.push(used);
+    }
+    inbound.meter.take().finish(&ledger.used).await;
     if !end.client_gone {
         let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
     }
@@ -94,7 +123,6 @@ async fn pump(
     drop(permit);
     let opened_ms = ledger.attempts.last().map(|a| a.ms).unwrap_or(0.0);
     end.ms = opened_ms + started.elapsed().as_secs_f64() * 1e3;
-
     let trace = &mut ledger.trace;
     let attempts = &mut ledger.attempts;
     trace.time(Stage::Recover, |_| {

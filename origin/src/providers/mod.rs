@@ -102,6 +102,13 @@ pub struct StreamEvent {
     pub data: Bytes,
     pub delta_text: String,
     pub finish_reason: Option<String>,
+    /// The chunk's `model`, when it names one.
+    pub model: Option<String>,
+    /// The `usage` object of the chunk OpenAI sends last when asked for it
+    /// (`stream_options.include_usage`).
+    pub usage: Option<Value>,
+    /// The chunk carries usage and no choices: the extra chunk the client may not have asked for.
+    pub usage_only: bool,
 }
 
 pub trait EventSource: Send {

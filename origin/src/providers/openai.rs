@@ -94,7 +94,19 @@ impl OpenAiProvider {
             .await?;
         body.insert("model".into(), Value::String(model));
         body.insert("stream".into(), Value::Bool(stream));
-        if !stream {
+        if stream {
+            // Usage is metered: ask for the final usage chunk whatever the client asked (the
+            // pipeline drops that chunk when the client did not ask for it).
+            let options = body
+                .entry("stream_options")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if !options.is_object() {
+                *options = Value::Object(Default::default());
+            }
+            if let Value::Object(o) = options {
+                o.insert("include_usage".into(), Value::Bool(true));
+            }
+        } else {
             body.remove("stream_options");
         }
         Ok(body)
@@ -141,12 +153,29 @@ struct OpenAiEvents {
     done: bool,
 }
 
-/// Reads the text and finish reason of a `chat.completion.chunk`; the payload is passed on
-/// byte for byte.
+/// Reads the text, finish reason, model and usage of a `chat.completion.chunk`; the payload is
+/// passed on byte for byte.
 pub fn chunk_event(data: Bytes) -> StreamEvent {
     let parsed: Option<Value> = serde_json::from_slice(&data).ok();
     let choice = parsed.as_ref().and_then(|v| v.pointer("/choices/0"));
+    let usage = parsed
+        .as_ref()
+        .and_then(|v| v.get("usage"))
+        .filter(|u| u.is_object())
+        .cloned();
+    let no_choices = parsed
+        .as_ref()
+        .and_then(|v| v.get("choices"))
+        .and_then(Value::as_array)
+        .is_some_and(|c| c.is_empty());
     StreamEvent {
+        model: parsed
+            .as_ref()
+            .and_then(|v| v.get("model"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        usage_only: usage.is_some() && no_choices,
+        usage,
         delta_text: choice
             .and_then(|c| c.pointer("/delta/content"))
             .and_then(Value::as_str)

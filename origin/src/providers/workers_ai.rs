@@ -154,6 +154,7 @@ impl Provider for WorkersAiProvider {
                 timeout: self.timeout,
                 sent_role: false,
                 state: EventsState::Reading,
+                usage: None,
             }) as Box<dyn EventSource>)
         })
     }
@@ -177,6 +178,8 @@ struct WorkersAiEvents {
     timeout: Duration,
     sent_role: bool,
     state: EventsState,
+    /// Workers AI's usage report, from its last event; handed on with the closing chunk.
+    usage: Option<Value>,
 }
 
 impl WorkersAiEvents {
@@ -200,6 +203,13 @@ impl WorkersAiEvents {
             data: Bytes::from(v.to_string()),
             delta_text: text.to_string(),
             finish_reason: finish.map(str::to_string),
+            model: Some(self.model.clone()),
+            usage: if finish.is_some() {
+                self.usage.take()
+            } else {
+                None
+            },
+            usage_only: false,
         }
     }
 }
@@ -215,6 +225,9 @@ impl WorkersAiEvents {
             provider: self.name.clone(),
             message: format!("stream event: {e}"),
         })?;
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            self.usage = Some(u.clone());
+        }
         match v.get("response").and_then(Value::as_str) {
             Some(text) if !text.is_empty() => {
                 let text = text.to_string();

@@ -1,6 +1,8 @@
 //! A fake OpenAI-compatible inference provider on 127.0.0.1: real HTTP (hyper), the real wire
-//! format (chat.completion JSON, chat.completion.chunk SSE ending `data: [DONE]`, OpenAI error
-//! bodies), with latency, failures and answers a test controls while it runs.
+//! format (chat.completion JSON with `usage`, chat.completion.chunk SSE ending `data: [DONE]`,
+//! with OpenAI's final usage chunk when `stream_options.include_usage` asks for it,
+//! `/v1/embeddings` with `usage`, OpenAI error bodies), with latency, failures and answers a
+//! test controls while it runs.
 //! Shared by the tests and by `examples/fake_openai.rs` (the benchmark's direct baseline).
 
 use bytes::Bytes;
@@ -29,6 +31,13 @@ pub struct Behavior {
     pub chunk_delay_ms: u64,
     /// Stop a stream after this many content chunks without finishing it (a broken stream).
     pub break_stream_after: Option<usize>,
+    /// Report `usage` (in answers, in the stream's usage chunk when asked, in embeddings);
+    /// `false`: a provider that reports none.
+    pub usage: bool,
+    /// `usage.prompt_tokens` of chat answers.
+    pub prompt_tokens: u64,
+    /// Dimension of `/v1/embeddings` vectors.
+    pub embedding_dim: usize,
 }
 
 impl Default for Behavior {
@@ -40,6 +49,9 @@ impl Default for Behavior {
             finish_reason: "stop".into(),
             chunk_delay_ms: 0,
             break_stream_after: None,
+            usage: true,
+            prompt_tokens: 10,
+            embedding_dim: 384,
         }
     }
 }
@@ -118,13 +130,43 @@ impl FakeProvider {
     }
 }
 
-fn chunk(id: &str, model: &str, delta: Value, finish: Option<&str>) -> Bytes {
-    let v = json!({
+/// A `chat.completion.chunk`; with `include_usage` asked, each carries `"usage": null`, as
+/// OpenAI's do.
+fn chunk(id: &str, model: &str, delta: Value, finish: Option<&str>, usage_null: bool) -> Bytes {
+    let mut v = json!({
         "id": id, "object": "chat.completion.chunk", "created": 1_700_000_000u64, "model": model,
         "system_fingerprint": "fp_fake",
         "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
     });
+    if usage_null {
+        v["usage"] = Value::Null;
+    }
     Bytes::from(format!("data: {v}\n\n"))
+}
+
+/// OpenAI's last chunk when `stream_options.include_usage` is set: no choices, the usage.
+fn usage_chunk(id: &str, model: &str, prompt: u64, completion: u64) -> Bytes {
+    let v = json!({
+        "id": id, "object": "chat.completion.chunk", "created": 1_700_000_000u64, "model": model,
+        "system_fingerprint": "fp_fake", "choices": [],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+    });
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+/// A deterministic unit vector for `text` (nothing like a real model: tests need the shape).
+fn fake_embedding(text: &str, dim: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..dim)
+        .map(|i| {
+            let h = text.bytes().fold(i as u64 ^ 0xcbf2_9ce4_8422_2325, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+            ((h >> 11) as f64 / (1u64 << 53) as f64 - 0.5) as f32
+        })
+        .collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
 }
 
 async fn serve(
@@ -140,7 +182,7 @@ async fn serve(
             &json!({"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}]}),
         ));
     }
-    if path != "/v1/chat/completions" {
+    if path != "/v1/chat/completions" && path != "/v1/embeddings" {
         return Ok(json_resp(
             404,
             &json!({"error": {"message": format!("Unknown request URL: {path}"), "type": "invalid_request_error", "param": null, "code": "unknown_url"}}),
@@ -170,6 +212,31 @@ async fn serve(
             &json!({"error": {"message": "The fake provider was told to fail.", "type": "server_error", "param": null, "code": null}}),
         ));
     }
+    if path == "/v1/embeddings" {
+        let inputs: Vec<String> = match v.get("input") {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        // One token per word, as a tokenizer would roughly see it.
+        let tokens: usize = inputs
+            .iter()
+            .map(|t| t.split_whitespace().count().max(1))
+            .sum();
+        let data: Vec<Value> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": fake_embedding(t, b.embedding_dim)}))
+            .collect();
+        let mut answer = json!({"object": "list", "data": data, "model": v.get("model").cloned().unwrap_or(json!("fake-embed"))});
+        if b.usage {
+            answer["usage"] = json!({"prompt_tokens": tokens, "total_tokens": tokens});
+        }
+        return Ok(json_resp(200, &answer));
+    }
     let model = v
         .get("model")
         .and_then(Value::as_str)
@@ -185,6 +252,7 @@ async fn serve(
     });
     let id = "chatcmpl-fake0123456789";
     if v.get("stream").and_then(Value::as_bool) == Some(true) {
+        let include_usage = v.pointer("/stream_options/include_usage") == Some(&json!(true));
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
         tokio::spawn(async move {
             let send = |b: Bytes| tx.send(Ok(Frame::data(b)));
@@ -193,6 +261,7 @@ async fn serve(
                 &model,
                 json!({"role": "assistant", "content": ""}),
                 None,
+                include_usage,
             ))
             .await
             .is_err()
@@ -207,14 +276,30 @@ async fn serve(
                 if b.chunk_delay_ms > 0 {
                     tokio::time::sleep(Duration::from_millis(b.chunk_delay_ms)).await;
                 }
-                if send(chunk(id, &model, json!({"content": w}), None))
-                    .await
-                    .is_err()
+                if send(chunk(
+                    id,
+                    &model,
+                    json!({"content": w}),
+                    None,
+                    include_usage,
+                ))
+                .await
+                .is_err()
                 {
                     return;
                 }
             }
-            let _ = send(chunk(id, &model, json!({}), Some(&b.finish_reason))).await;
+            let _ = send(chunk(
+                id,
+                &model,
+                json!({}),
+                Some(&b.finish_reason),
+                include_usage,
+            ))
+            .await;
+            if include_usage && b.usage {
+                let _ = send(usage_chunk(id, &model, b.prompt_tokens, words.len() as u64)).await;
+            }
             let _ = send(Bytes::from_static(b"data: [DONE]\n\n")).await;
         });
         let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed_unsync();
@@ -224,14 +309,14 @@ async fn serve(
             .body(body)
             .unwrap());
     }
-    let words = text.split_whitespace().count();
-    Ok(json_resp(
-        200,
-        &json!({
-            "id": id, "object": "chat.completion", "created": 1_700_000_000u64, "model": model,
-            "system_fingerprint": "fp_fake",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": null}, "logprobs": null, "finish_reason": b.finish_reason}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": words, "total_tokens": 10 + words},
-        }),
-    ))
+    let words = text.split_whitespace().count() as u64;
+    let mut answer = json!({
+        "id": id, "object": "chat.completion", "created": 1_700_000_000u64, "model": model,
+        "system_fingerprint": "fp_fake",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": null}, "logprobs": null, "finish_reason": b.finish_reason}],
+    });
+    if b.usage {
+        answer["usage"] = json!({"prompt_tokens": b.prompt_tokens, "completion_tokens": words, "total_tokens": b.prompt_tokens + words});
+    }
+    Ok(json_resp(200, &answer))
 }

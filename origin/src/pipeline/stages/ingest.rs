@@ -19,6 +19,8 @@ pub struct ChatRequest {
     pub body: serde_json::Map<String, serde_json::Value>,
     pub model: Option<String>,
     pub stream: bool,
+    /// The client asked for the stream's usage chunk (`stream_options.include_usage`).
+    pub client_usage: bool,
     pub json_expected: bool,
     /// Text of the last user message (memory, zone, critique context).
     pub last_user_text: String,
@@ -184,10 +186,16 @@ pub fn validate(
     count_in(&body, "max_completion_tokens", 1, 1_000_000)?;
     count_in(&body, "n", 1, 1)
         .map_err(|_| bad("n", "only 1 is supported (one answer per request)"))?;
+    let mut client_usage = false;
     if let Some(so) = body.get("stream_options") {
         if !(so.is_object() || so.is_null()) {
             return Err(bad("stream_options", "must be an object"));
         }
+        client_usage = match so.get("include_usage") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(bad("stream_options.include_usage", "must be true or false")),
+        };
     }
     let json_expected = match body.get("response_format") {
         None | Some(Value::Null) => false,
@@ -208,6 +216,7 @@ pub fn validate(
             body,
             model,
             stream,
+            client_usage,
             json_expected,
             last_user_text,
         },

@@ -203,7 +203,14 @@ pub(super) async fn run(
                 ledger.trace.pass(Stage::Monitor);
                 return Ok(Answered::Stream(Box::new(opened)));
             }
-            recover::Recovered::Reply(reply) => reply,
+            recover::Recovered::Reply(reply) => {
+                if let Some(a) = ledger.attempts.last() {
+                    let used =
+                        crate::pipeline::metering::of_reply(p, &ingested, a.index, &reply).await;
+                    ledger.used.push(used);
+                }
+                reply
+            }
         };
         let t = Instant::now();
         let verdict = critique::run(
