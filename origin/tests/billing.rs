@@ -467,7 +467,13 @@ async fn enterprise_chat_tokens_reach_stripe_as_meter_events_once() {
     let reported = |fake: &FakeStripe| -> u64 {
         fake.meter_events()
             .iter()
-            .map(|e| e["payload"]["value"].as_str().unwrap().parse::<u64>().unwrap())
+            .map(|e| {
+                e["payload"]["value"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+            })
             .sum()
     };
     let deadline = Instant::now() + Duration::from_secs(20);

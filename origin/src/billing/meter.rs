@@ -10,15 +10,15 @@ impl MeterSink for Billing {
         Box::pin(async move {
             self.stripe
                 .create_meter_event(
-                &event.event_name,
-                &event.customer,
-                event.value,
-                &event.identifier,
-                event.timestamp,
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| MeterSinkError(e.to_string()))
+                    &event.event_name,
+                    &event.customer,
+                    event.value,
+                    &event.identifier,
+                    event.timestamp,
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| MeterSinkError(e.to_string()))
         })
     }
 }
