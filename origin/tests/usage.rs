@@ -677,7 +677,7 @@ impl MeterSink for FlakySink {
                 *c
             };
             if n % 3 == 0 {
-                return Err(MeterSinkError("503 from the fake sink".into()));
+                return Err(MeterSinkError::transient("503 from the fake sink"));
             }
             let mut kept = self.kept.lock().unwrap();
             if let Some(earlier) = kept.get(&event.identifier) {
@@ -686,7 +686,7 @@ impl MeterSink for FlakySink {
                 kept.insert(event.identifier.clone(), event.clone());
             }
             if n % 4 == 0 {
-                return Err(MeterSinkError("the answer was lost".into()));
+                return Err(MeterSinkError::transient("the answer was lost"));
             }
             Ok(())
         })
@@ -837,6 +837,82 @@ async fn enterprise_usage_is_metered_once_through_a_flaky_sink_on_postgres() {
     let pg = FreshPg::create().await;
     let url = pg.database_url();
     meters_enterprise_usage_once(server(&fake, |c| c.database_url = Some(url)).await).await;
+}
+
+/// A sink like Stripe refusing an event for good (a timestamp outside its 35-day window).
+struct RefusesOld {
+    cutoff: i64,
+    kept: Mutex<Vec<MeterEvent>>,
+    calls: Mutex<u64>,
+}
+
+impl MeterSink for RefusesOld {
+    fn send<'a>(&'a self, event: &'a MeterEvent) -> SinkFuture<'a> {
+        Box::pin(async move {
+            *self.calls.lock().unwrap() += 1;
+            if event.timestamp < self.cutoff {
+                return Err(MeterSinkError::permanent(
+                    "Stripe answered 400: invalid_request_error: timestamp too old (param timestamp)",
+                ));
+            }
+            self.kept.lock().unwrap().push(event.clone());
+            Ok(())
+        })
+    }
+}
+
+/// A report refused for good is counted and dropped: it never holds back the buckets after
+/// it, and is not sent again.
+#[tokio::test]
+async fn a_meter_report_refused_for_good_does_not_block_the_rest() {
+    let fake = FakeProvider::start(Behavior::default()).await;
+    let s = server(&fake, |_| {}).await;
+    let store = &s.state.defense.accounts;
+    let (ent, _) = store
+        .ensure_account("ent", Tier::Enterprise, Classification::Public, 0)
+        .await
+        .unwrap();
+    set_customer(&s, &ent.id, "cus_ent").await;
+    let usage = &s.state.usage;
+    let payer = heady_origin::usage::Payer {
+        owner: Some(ent.id.clone()),
+        tier: Tier::Enterprise,
+        subject: format!("user:{}", ent.id),
+    };
+    let used = |p: u64| heady_origin::usage::Used {
+        model: "m".into(),
+        prompt_tokens: p,
+        completion_tokens: 0,
+        estimated: false,
+    };
+    let t0 = 1_800_000_000_000u64;
+    usage.record(&payer, &[used(100)], t0);
+    usage.record(&payer, &[used(5)], t0 + 3_600_000);
+    usage.flush().await.unwrap();
+    let sink = RefusesOld {
+        cutoff: (t0 / 1000) as i64 + 60,
+        kept: Mutex::new(Vec::new()),
+        calls: Mutex::new(0),
+    };
+    let now = (t0 / 1000) as i64 + 7_200;
+    let r = report_once(usage, store, &sink, now).await.unwrap();
+    assert_eq!((r.sent, r.rejected, r.failed), (2, 1, false), "{r:?}");
+    let kept = sink.kept.lock().unwrap().clone();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].value, 5);
+    let r = report_once(usage, store, &sink, now).await.unwrap();
+    assert_eq!(
+        (r.sent, r.rejected),
+        (0, 0),
+        "the refused report is not sent again"
+    );
+    assert_eq!(*sink.calls.lock().unwrap(), 2);
+    let text = s.state.metrics.encode();
+    assert!(
+        text.contains("heady_meter_events_total{outcome=\"rejected\"} 1"),
+        "{text}"
+    );
+    s.stop().await;
 }
 
 #[tokio::test]

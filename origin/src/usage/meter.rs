@@ -6,7 +6,8 @@
 //! the sink passes on as the event's idempotency identifier: a report whose answer was lost is
 //! sent again with the same identifier and value, and the receiver counts it once. A failed
 //! send stops the round (what was sent is marked); the next round, `usage.report_interval_secs`
-//! later, retries from there.
+//! later, retries from there. A report the sink refuses for good is logged, counted and marked
+//! done, so it cannot hold back the buckets after it.
 
 use super::store::MeterBucket;
 use super::{OutcomeLabels, Usage, UsageError};
@@ -36,9 +37,33 @@ pub struct MeterEvent {
     pub timestamp: i64,
 }
 
+/// A send that did not go through. `permanent`: the receiver refused this event for good (for
+/// Stripe, a 4xx other than 401, 403, 409 and 429: a timestamp past its 35-day window, a
+/// malformed value); sending it again cannot succeed.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct MeterSinkError(pub String);
+#[error("{message}")]
+pub struct MeterSinkError {
+    pub message: String,
+    pub permanent: bool,
+}
+
+impl MeterSinkError {
+    /// Worth retrying: the receiver was unreachable, overloaded or failed.
+    pub fn transient(message: impl Into<String>) -> MeterSinkError {
+        MeterSinkError {
+            message: message.into(),
+            permanent: false,
+        }
+    }
+
+    /// Refused for good.
+    pub fn permanent(message: impl Into<String>) -> MeterSinkError {
+        MeterSinkError {
+            message: message.into(),
+            permanent: true,
+        }
+    }
+}
 
 pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), MeterSinkError>> + Send + 'a>>;
 
@@ -53,6 +78,9 @@ pub struct Round {
     pub sent: usize,
     /// Buckets of accounts without a Stripe customer: kept for when they have one.
     pub no_customer: usize,
+    /// Reports the sink refused for good: logged with their identifier and value, counted
+    /// (`outcome="rejected"`) and marked done, so that they never hold back later buckets.
+    pub rejected: usize,
     pub failed: bool,
 }
 
@@ -112,6 +140,19 @@ pub async fn report_once(
         match sink.send(&event).await {
             Ok(()) => {
                 count("reported");
+                sent.push(b);
+            }
+            Err(e) if e.permanent => {
+                count("rejected");
+                tracing::error!(
+                    identifier = %event.identifier,
+                    account = %event.account,
+                    tokens = event.value,
+                    bucket_start = event.timestamp,
+                    error = %e,
+                    "meter event refused for good; not sent again (the usage API still has these tokens)"
+                );
+                round.rejected += 1;
                 sent.push(b);
             }
             Err(e) => {
