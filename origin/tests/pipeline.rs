@@ -72,7 +72,7 @@ async fn get(url: &str) -> Value {
 }
 
 async fn metrics(s: &TestServer) -> String {
-    client()
+    owner_client()
         .get(s.url("/metrics"))
         .send()
         .await
@@ -391,6 +391,7 @@ async fn overload_is_a_503_with_retry_after_at_the_configured_concurrency() {
         c.providers = vec![pa];
         c.pipeline.max_concurrency = 2;
         c.pipeline.queue_max_wait_ms = 200;
+        // The global bound alone (the owner is Enterprise: no share below max_concurrency).
     })
     .await;
     let url = s.url("/v1/chat/completions");
@@ -912,5 +913,163 @@ async fn with_defense_on_free_callers_get_the_free_actions_only() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    s.stop().await;
+}
+
+/// Six slow streams from one anonymous caller hold at most its tier's share of the provider
+/// slots (2 of 6) and wait for at most as many; a Pro key is served at once beside them.
+#[tokio::test]
+async fn six_slow_anonymous_streams_leave_a_pro_key_served() {
+    let a = FakeProvider::start(Behavior {
+        reply: Some("one two three four five six seven eight".into()),
+        chunk_delay_ms: 250,
+        ..Behavior::default()
+    })
+    .await;
+    let pa = provider("a", &a, 0);
+    let s = TestServer::start(move |c: &mut Config| {
+        c.providers = vec![pa];
+        c.defense.enabled = true;
+    })
+    .await;
+    let (pro, _) = common::new_key(
+        &s.state,
+        "pro-user",
+        heady_shared::Tier::Pro,
+        heady_shared::Classification::Public,
+    )
+    .await;
+    let url = s.url("/v1/chat/completions");
+    let mut streams = Vec::new();
+    for i in 0..6 {
+        let url = url.clone();
+        let mut body = chat(&format!("stream {i}"));
+        body["stream"] = json!(true);
+        streams.push(tokio::spawn(async move {
+            let r = client().post(&url).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            (status, retry, r.text().await.unwrap())
+        }));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    let r = send(common::client_with(&pro), &url, chat("hello"), &[]).await;
+    let waited = t.elapsed();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        waited < Duration::from_millis(1_500),
+        "the Pro request waited {waited:?} behind the anonymous streams"
+    );
+    let mut served = 0;
+    let mut busy = 0;
+    for t in streams {
+        let (status, retry, text) = t.await.unwrap();
+        match status {
+            200 => {
+                assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+                served += 1;
+            }
+            429 => {
+                assert!(text.contains("too_many_concurrent_requests"), "{text}");
+                assert_eq!(retry.as_deref(), Some("1"));
+                busy += 1;
+            }
+            other => panic!("unexpected {other}: {text}"),
+        }
+    }
+    // Two at the provider and two waiting for the caller's own slots; the rest refused.
+    assert_eq!((served, busy), (4, 2));
+    assert!(metrics(&s)
+        .await
+        .contains("heady_pipeline_refusals_total{reason=\"too_many_concurrent\"} 2"));
+    s.stop().await;
+}
+
+/// `max_tokens` is capped per tier: more is refused naming the cap, none asks the provider
+/// for the cap.
+#[tokio::test]
+async fn max_tokens_is_capped_per_tier() {
+    let a = FakeProvider::start(Behavior::default()).await;
+    let pa = provider("a", &a, 0);
+    let s = TestServer::start(move |c: &mut Config| {
+        c.providers = vec![pa];
+        c.defense.enabled = true;
+    })
+    .await;
+    let url = s.url("/v1/chat/completions");
+    for field in ["max_tokens", "max_completion_tokens"] {
+        let mut body = chat("x");
+        body[field] = json!(1_000_000);
+        let r = post_anonymous(&url, body).await;
+        assert_eq!((r.status, code(&r)), (400, "invalid_request"), "{}", r.body);
+        let m = r.body["error"]["message"].as_str().unwrap();
+        assert!(
+            m.starts_with(&format!(
+                "{field}: 1000000 is more than the free tier allows (4096"
+            )),
+            "{m}"
+        );
+    }
+    assert_eq!(a.hits(), 0, "nothing reached the provider");
+    let r = post_anonymous(&url, chat("x")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sent = a.last_request.lock().unwrap().clone().unwrap();
+    assert_eq!(sent["max_tokens"], 4096, "{sent}");
+    let mut body = chat("x");
+    body["max_tokens"] = json!(100);
+    assert_eq!(post_anonymous(&url, body).await.status, 200);
+    let sent = a.last_request.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        sent["max_tokens"], 100,
+        "a request under the cap reaches the provider unchanged"
+    );
+    // Enterprise has no cap by default.
+    let mut body = chat("x");
+    body["max_tokens"] = json!(200_000);
+    assert_eq!(post(&url, body).await.status, 200);
+    s.stop().await;
+}
+
+/// A stream has a total time limit beside the provider's per-chunk one: past it the client
+/// gets what came, an error event and [DONE]; the provider is not blamed.
+#[tokio::test]
+async fn a_stream_ends_at_its_total_time_limit() {
+    let a = FakeProvider::start(Behavior {
+        reply: Some("a b c d e f g h i j k l m n o p".into()),
+        chunk_delay_ms: 200,
+        ..Behavior::default()
+    })
+    .await;
+    let pa = provider("a", &a, 0);
+    let s = TestServer::start(move |c: &mut Config| {
+        c.providers = vec![pa];
+        c.pipeline.stream_max_secs = 1;
+    })
+    .await;
+    let mut body = chat("long");
+    body["stream"] = json!(true);
+    let t = Instant::now();
+    let r = owner_client()
+        .post(s.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, text) = read_stream(r).await;
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_millis(2_500),
+        "cut at about 1 s, not after the whole 3.2 s stream: {took:?}"
+    );
+    assert!(text.contains("\"code\":\"request_timeout\""), "{text}");
+    assert!(text.contains("pipeline.stream_max_secs"), "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert_eq!(breaker(&s, "a").await, "closed");
     s.stop().await;
 }

@@ -418,6 +418,8 @@ async fn the_token_limit_is_exact_across_two_origins_sharing_redis() {
         c.database_url = Some(pg.database_url());
         c.usage.token_limits.free = 1_000;
         c.pipeline.max_concurrency = 16;
+        // The token limit is under test, not the share of provider slots.
+        c.pipeline.slots_per_subject.free = 0;
     };
     let a = server(&fake, tweak).await;
     let b = server(&fake, tweak).await;

@@ -117,6 +117,8 @@ error_codes! {
     RateLimited = "rate_limited", 429;
     /// Too many failed authentications from this client address (its /64 for IPv6).
     TooManyFailedAuth = "too_many_failed_auth", 429;
+    /// The caller already holds its tier's share of the provider slots, and as many waiting.
+    TooManyConcurrentRequests = "too_many_concurrent_requests", 429;
     /// Over the tier's token limit per window (`retry_after`; the `RateLimit` headers name the
     /// token policy).
     TokenLimitExceeded = "token_limit_exceeded", 429;
@@ -282,6 +284,7 @@ mod tests {
             (WrongDimension, 422),
             (RateLimited, 429),
             (TokenLimitExceeded, 429),
+            (TooManyConcurrentRequests, 429),
             (UpstreamFailed, 502),
             (OriginUnavailable, 503),
             (InvalidSignature, 400),

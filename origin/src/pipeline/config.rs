@@ -3,6 +3,7 @@
 use crate::settings::{ConfigError, KeyDoc, Ty};
 use heady_shared::breaker::BreakerPolicy;
 use heady_shared::drift::DriftPolicy;
+use heady_shared::Tier;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -20,12 +21,56 @@ pub struct PipelineConfig {
     pub max_attempts: usize,
     /// Messages per request at most.
     pub max_messages: usize,
+    /// Provider slots one subject may hold at once, per tier (and as many waiting); 0: up to
+    /// `max_concurrency`.
+    pub slots_per_subject: PerTier,
+    /// Completion tokens a chat request may ask for, per tier; 0: no cap.
+    pub max_tokens: PerTier,
+    /// A streamed answer's whole time at most; between chunks the provider's `timeout_ms`.
+    pub stream_max_secs: u64,
     pub readiness: ReadinessConfig,
     pub breaker: BreakerPolicy,
     pub critique: CritiqueConfig,
     pub patterns: PatternConfig,
     pub drift: DriftConfig,
     pub memory: RecallConfig,
+}
+
+/// One number per tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerTier {
+    pub free: u64,
+    pub pro: u64,
+    pub enterprise: u64,
+}
+
+impl PerTier {
+    pub fn of(&self, tier: Tier) -> u64 {
+        match tier {
+            Tier::Free => self.free,
+            Tier::Pro => self.pro,
+            Tier::Enterprise => self.enterprise,
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// The slots a subject of `tier` may hold at once.
+    pub fn share_of(&self, tier: Tier) -> usize {
+        match self.slots_per_subject.of(tier) as usize {
+            0 => self.max_concurrency,
+            n => n.min(self.max_concurrency),
+        }
+    }
+
+    /// The cap on a request's completion tokens for `tier` (`None`: no cap).
+    pub fn max_tokens_of(&self, tier: Tier) -> Option<u64> {
+        match self.max_tokens.of(tier) {
+            0 => None,
+            n => Some(n),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,6 +141,17 @@ impl Default for PipelineConfig {
             deadline_ms: 30_000,
             max_attempts: 3,
             max_messages: 256,
+            slots_per_subject: PerTier {
+                free: 2,
+                pro: 4,
+                enterprise: 0,
+            },
+            max_tokens: PerTier {
+                free: 4_096,
+                pro: 32_768,
+                enterprise: 0,
+            },
+            stream_max_secs: 600,
             readiness: ReadinessConfig::default(),
             breaker: BreakerPolicy::default(),
             critique: CritiqueConfig::default(),
@@ -196,6 +252,31 @@ impl PipelineConfig {
         range("deadline_ms", self.deadline_ms as f64, 1.0, 3_600_000.0)?;
         range("max_attempts", self.max_attempts as f64, 1.0, 10.0)?;
         range("max_messages", self.max_messages as f64, 1.0, 100_000.0)?;
+        for (tier, v) in [
+            ("free", self.slots_per_subject.free),
+            ("pro", self.slots_per_subject.pro),
+            ("enterprise", self.slots_per_subject.enterprise),
+        ] {
+            range(
+                &format!("slots_per_subject.{tier}"),
+                v as f64,
+                0.0,
+                10_000.0,
+            )?;
+        }
+        for (tier, v) in [
+            ("free", self.max_tokens.free),
+            ("pro", self.max_tokens.pro),
+            ("enterprise", self.max_tokens.enterprise),
+        ] {
+            range(&format!("max_tokens.{tier}"), v as f64, 0.0, 1_000_000.0)?;
+        }
+        range(
+            "stream_max_secs",
+            self.stream_max_secs as f64,
+            1.0,
+            86_400.0,
+        )?;
         let r = &self.readiness;
         range("readiness.trials", r.trials as f64, 1.0, 1_000_000.0)?;
         range("readiness.threshold", r.threshold, 0.0, 1.0)?;
@@ -264,6 +345,13 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc::new("pipeline.deadline_ms", Ty::Int, "deadline the plan stage estimates against (`X-Heady-Deadline-Ms` overrides per request)"),
     KeyDoc::new("pipeline.max_attempts", Ty::Int, "provider calls per request at most (fallbacks plus the critique retry)"),
     KeyDoc::new("pipeline.max_messages", Ty::Int, "messages per request at most"),
+    KeyDoc::new("pipeline.slots_per_subject.free", Ty::Int, "provider slots one Free subject (an anonymous address, a key's account) may hold at once, and as many more may wait; beyond that 429 `too_many_concurrent_requests` (0: up to `max_concurrency`)"),
+    KeyDoc::new("pipeline.slots_per_subject.pro", Ty::Int, "the same for Pro"),
+    KeyDoc::new("pipeline.slots_per_subject.enterprise", Ty::Int, "the same for Enterprise"),
+    KeyDoc::new("pipeline.max_tokens.free", Ty::Int, "completion tokens a Free chat request may ask for (`max_tokens` / `max_completion_tokens`; above: 400; absent: `max_tokens` is set to this) (0: no cap)"),
+    KeyDoc::new("pipeline.max_tokens.pro", Ty::Int, "the same for Pro"),
+    KeyDoc::new("pipeline.max_tokens.enterprise", Ty::Int, "the same for Enterprise"),
+    KeyDoc::new("pipeline.stream_max_secs", Ty::Int, "a streamed answer's whole time at most, then it ends with an error event (between chunks the provider's `timeout_ms` applies)"),
     KeyDoc::new("pipeline.readiness.trials", Ty::Int, "stage 2: Monte Carlo trials per estimate of P(answer within the deadline)"),
     KeyDoc::new("pipeline.readiness.threshold", Ty::Float, "below this probability a provider is passed over"),
     KeyDoc::new("pipeline.readiness.min_observations", Ty::Int, "outcomes a provider needs before its estimate counts"),

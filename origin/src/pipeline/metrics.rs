@@ -85,7 +85,7 @@ impl PipelineMetrics {
         );
         registry.register(
             "heady_pipeline_refusals",
-            "Requests refused early by reason (not_ready, overloaded, providers_unavailable)",
+            "Requests refused early by reason (no_provider, not_ready, overloaded, too_many_concurrent, providers_unavailable)",
             m.refusals.clone(),
         );
         registry.register(

@@ -24,6 +24,8 @@ pub struct StreamEnd {
     pub model: Option<String>,
     /// The provider's usage report (its last chunk, asked for with `include_usage`).
     pub usage: Option<serde_json::Value>,
+    /// Cut at `pipeline.stream_max_secs`.
+    pub time_limited: bool,
 }
 
 fn sse(data: &[u8]) -> Bytes {
@@ -37,6 +39,11 @@ fn sse(data: &[u8]) -> Bytes {
 fn error_event(e: &ProviderError) -> Bytes {
     // The provider's own text (URLs, account ids) goes to the log, not the client.
     let v = serde_json::json!({"error": {"message": format!("the provider's stream broke off: {}", e.summary()), "type": "upstream_error", "code": heady_shared::ErrorCode::UpstreamFailed.as_str()}});
+    sse(v.to_string().as_bytes())
+}
+
+fn time_limit_event(secs: u64) -> Bytes {
+    let v = serde_json::json!({"error": {"message": format!("the stream reached its time limit of {secs} s (pipeline.stream_max_secs)"), "type": "timeout", "code": heady_shared::ErrorCode::RequestTimeout.as_str()}});
     sse(v.to_string().as_bytes())
 }
 
@@ -69,8 +76,18 @@ async fn pump(
         ..
     } = *opened;
     let mut end = StreamEnd::default();
+    let limit = std::time::Duration::from_secs(p.config.stream_max_secs);
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
-        match source.next().await {
+        let Ok(next) = tokio::time::timeout_at(deadline, source.next()).await else {
+            // The stream's whole time is up: the client gets what came so far and an error
+            // event; the provider is not blamed (its breaker and drift see no failure).
+            tracing::warn!(request_id = %inbound.request_id, secs = p.config.stream_max_secs, "stream cut at its time limit");
+            let _ = tx.send(time_limit_event(p.config.stream_max_secs)).await;
+            end.time_limited = true;
+            break;
+        };
+        match next {
             Ok(Some(ev)) => {
                 end.text.push_str(&ev.delta_text);
                 if ev.finish_reason.is_some() {

@@ -1,5 +1,6 @@
 //! Stage 3, execute: one provider call per pass, under the admission bound (default 6 at once,
-//! a queue ordered by service-group weight, 503 `overloaded` + Retry-After past the wait).
+//! a queue ordered by service-group weight, 503 `overloaded` + Retry-After past the wait, and a
+//! share per subject: 429 `too_many_concurrent_requests` past it).
 
 use super::ingest::Ingested;
 use super::plan::Planned;
@@ -45,12 +46,28 @@ pub async fn run(
         return Ok(None);
     };
     let wait = Duration::from_millis(p.config.queue_max_wait_ms);
-    let permit = match p.admission.acquire(ingested.route.weight, wait).await {
+    let permit = match p
+        .admission
+        .acquire(&ingested.claimant, ingested.route.weight, wait)
+        .await
+    {
         Ok(permit) => permit,
         Err(why) => {
             if probe {
                 // Give the probe back: this call never reached the provider.
                 p.lock_health(i).breaker.cancel_probe();
+            }
+            if why == Refused::SubjectBusy {
+                p.metrics.refused("too_many_concurrent");
+                let share = ingested.claimant.share;
+                return Err(Error::new(
+                    ErrorCode::TooManyConcurrentRequests,
+                    format!(
+                        "this caller already has {share} requests at a provider and {share} waiting, its tier's share of the {} slots (pipeline.slots_per_subject)",
+                        p.config.max_concurrency
+                    ),
+                )
+                .with_retry_after(1));
             }
             p.metrics.refused("overloaded");
             let detail = match why {
@@ -58,7 +75,7 @@ pub async fn run(
                     "{} requests are already waiting (pipeline.queue_max_len)",
                     p.config.queue_max_len
                 ),
-                Refused::TimedOut => format!(
+                Refused::TimedOut | Refused::SubjectBusy => format!(
                     "no provider slot came free within {} ms (pipeline.queue_max_wait_ms)",
                     p.config.queue_max_wait_ms
                 ),

@@ -6,9 +6,10 @@ use super::entry::Entered;
 use super::Compensation;
 use crate::error::{Error, ErrorCode};
 use crate::memory::{id_of, new_key, MemoryError, NewRow, Scope};
+use crate::pipeline::admission::Claimant;
 use crate::pipeline::{Inbound, Ledger, MemoryAccess, Pipeline, Surface};
 use crate::rt::blocking;
-use heady_shared::AccountId;
+use heady_shared::{AccountId, Tier};
 use heady_shared::{Route, Zone};
 use serde_json::{json, Map, Value};
 
@@ -36,6 +37,8 @@ pub struct Ingested {
     pub embedding: Option<Vec<f32>>,
     /// Earlier turns put in front of the messages.
     pub recalled: usize,
+    /// Who the provider slot is for, and its tier's share of the slots.
+    pub claimant: Claimant,
 }
 
 pub const SESSION_HEADER: &str = "x-heady-session-id";
@@ -254,6 +257,10 @@ pub async fn run(
     if let Some(s) = &session {
         check_session(s)?;
     }
+    let tier = inbound.meter.payer.tier;
+    if let Some(cap) = p.config.max_tokens_of(tier) {
+        cap_max_tokens(&mut req.body, tier, cap)?;
+    }
     let action = &inbound.action;
     let route = p.conductor.table().route(action).map_err(|e| {
         Error::new(
@@ -352,7 +359,35 @@ pub async fn run(
         zone: decision.zone,
         embedding,
         recalled,
+        claimant: Claimant {
+            subject: inbound.meter.payer.subject.as_str().into(),
+            share: p.config.share_of(tier),
+        },
     })
+}
+
+/// The tier's cap on completion tokens: a request asking for more is refused, one asking for
+/// nothing gets `max_tokens` = the cap (so no provider default runs past it).
+fn cap_max_tokens(body: &mut Map<String, Value>, tier: Tier, cap: u64) -> Result<(), Error> {
+    let mut asked = false;
+    for field in ["max_tokens", "max_completion_tokens"] {
+        match body.get(field).and_then(Value::as_u64) {
+            Some(n) if n > cap => {
+                return Err(bad(
+                    field,
+                    format!(
+                    "{n} is more than the {tier} tier allows ({cap}, pipeline.max_tokens.{tier})"
+                ),
+                ))
+            }
+            Some(_) => asked = true,
+            None => {}
+        }
+    }
+    if !asked {
+        body.insert("max_tokens".into(), json!(cap));
+    }
+    Ok(())
 }
 
 /// A conversation turn as a memory row of `owner`.
