@@ -112,9 +112,10 @@ async fn stalled_sockets_are_closed_within_the_header_timeout_while_others_are_s
         "{STALLED} stalled sockets opened in {opened:?}; closed after {first:?} .. {last:?}; \
          meanwhile {requests} requests served, slowest {worst:?}"
     );
-    // Closed by the header timeout (2 s), not before it, and with little slack after it.
+    // Closed by the header timeout (2 s), not before it; the last within 3x the timeout (the
+    // 2,000 closes share 2 cores with the client here, and with builds on a busy machine).
     assert!(first >= Duration::from_millis(1900), "{first:?}");
-    assert!(last <= Duration::from_millis(4500), "{last:?}");
+    assert!(last <= Duration::from_millis(6000), "{last:?}");
     assert!(requests >= 20, "{requests}");
     assert!(worst < Duration::from_secs(1), "{worst:?}");
     s.stop().await;
