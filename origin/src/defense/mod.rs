@@ -11,6 +11,7 @@ pub mod config;
 pub mod edge;
 pub mod failed_auth;
 pub mod limiter;
+pub mod nonces;
 pub mod tunnel;
 
 use crate::accounts::{AccountStore, KeyRefusal};
@@ -142,6 +143,8 @@ pub struct Defense {
     policies: [LogPolicy; 3],
     metrics: Arc<Metrics>,
     edge: EdgeVerifier,
+    /// Edge nonces, handshake hellos and PQC signatures, each accepted once.
+    nonces: Arc<nonces::NonceStore>,
     require_edge: bool,
 }
 
@@ -179,20 +182,24 @@ impl Defense {
         if let Some(s) = &sessions {
             tracing::info!(identity = %s.fingerprint(), policy = %cfg.tunnel_auth, "tunnel sessions: this origin's identity");
         }
+        let nonces = Arc::new(nonces::NonceStore::new(
+            redis.clone(),
+            metrics.nonces_degraded.clone(),
+            background.clone(),
+        ));
         let edge = EdgeVerifier::new(
             cfg.tunnel_auth,
             hmac,
             sessions,
             cfg.edge_max_skew_secs,
-            redis.clone(),
-            metrics.nonces_degraded.clone(),
-            background.clone(),
+            nonces.clone(),
         );
         Ok(Defense {
             enabled: cfg.enabled,
             accounts,
             failed_auth: FailedAuth::new(cfg.max_failed_auth_per_minute, redis.clone()),
             edge,
+            nonces,
             require_edge: cfg.require_edge,
             limiter: Arc::new(RateLimiter::new(redis, metrics.clone(), background)),
             trusted: cfg.trusted_proxies.clone(),
