@@ -1,5 +1,6 @@
 //! The defense stage every request passes before a handler runs:
-//! identify (API key, verified edge claims, or anonymous by client IP) -> exact rate limit and
+//! identify (API key, PQC-signed request, verified edge claims, or anonymous by client IP) ->
+//! exact rate limit and
 //! ban check (`/api` and `/v1`) -> classification gate -> tier gate.
 //!
 //! Decisions come from `heady-shared` (tiers, classification, the sliding log); this module
@@ -12,6 +13,7 @@ pub mod edge;
 pub mod failed_auth;
 pub mod limiter;
 pub mod nonces;
+pub mod pqc;
 pub mod tunnel;
 
 use crate::accounts::{AccountStore, KeyRefusal};
@@ -293,12 +295,13 @@ impl Defense {
 
     /// Identifies the caller. A request signed by the edge is verified (401 when forged,
     /// stale or replayed) and its subject, tier, clearance and client IP are believed. A bearer
-    /// API key is then checked here too (401 when malformed, unknown or revoked) and decides
-    /// subject, tier and clearance. Otherwise the caller is anonymous by client IP (Free,
-    /// PUBLIC).
+    /// API key, or a PQC API key's signature ([`pqc`]), is then checked here too (401 when
+    /// malformed, unknown or revoked; 400 when both are sent) and decides subject, tier and
+    /// clearance. Otherwise the caller is anonymous by client IP (Free, PUBLIC).
     pub async fn identify(self: &Arc<Self>, req: Presented<'_>) -> Result<Identity, Error> {
         let headers = req.headers;
         let mut vouched = None;
+        let mut edge_host = None;
         if headers.contains_key(wire::header::SIGNATURE) {
             let verifier = &self.edge;
             let now = limiter::now_ms() / 1000;
@@ -311,6 +314,7 @@ impl Defense {
                     client_ip,
                     subject,
                 }) => {
+                    edge_host = Some(envelope.host.clone());
                     vouched = Some(Identity {
                         anonymous: subject.is_anonymous(),
                         subject,
@@ -352,6 +356,19 @@ impl Defense {
             Some(v) => v.client_ip,
             None => self.client_ip(headers, req.peer),
         };
+        if pqc::is_signed(headers) {
+            if headers.contains_key(http::header::AUTHORIZATION) {
+                self.count("unauthenticated", Tier::Free);
+                return Err(Error::new(
+                    ErrorCode::ConflictingCredentials,
+                    "the request carries both a bearer key (Authorization) and a PQC signature (Signature-Input): send one",
+                ));
+            }
+            let now = limiter::now_ms() / 1000;
+            return self
+                .identify_signed(&req, edge_host.as_deref(), client_ip, now)
+                .await;
+        }
         let Some(auth) = headers.get(http::header::AUTHORIZATION) else {
             return Ok(vouched.unwrap_or_else(|| anonymous(client_ip)));
         };
