@@ -27,8 +27,8 @@ pub mod readiness;
 pub mod sliding_log;
 pub mod subject;
 pub mod tiers;
-pub mod tunnel;
 pub mod token_bucket;
+pub mod tunnel;
 pub mod wire;
 pub mod zone;
 

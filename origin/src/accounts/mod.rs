@@ -342,7 +342,10 @@ pub(crate) fn encode_public_key(k: &heady_shared::http_sig::PublicKey) -> String
 
 /// Is `id` shaped like a key id (16 lowercase hex digits)?
 pub fn well_formed_id(id: &str) -> bool {
-    id.len() == 16 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    id.len() == 16
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Unix seconds now.
@@ -451,7 +454,11 @@ pub(crate) fn key_of(
         expires_at,
         models: split_models(models),
         revoked_at,
-        kind: if pq { KeyKind::MlDsa65 } else { KeyKind::Bearer },
+        kind: if pq {
+            KeyKind::MlDsa65
+        } else {
+            KeyKind::Bearer
+        },
     })
 }
 

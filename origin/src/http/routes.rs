@@ -3,8 +3,7 @@
 //! in one `{param}` segment, which matches any one non-empty segment (the handler reads it).
 
 use crate::api::{
-    accounts, billing, brain, conductor, health, memory, openai, tunnel, usage, Ctx, Handler,
-    Reply,
+    accounts, billing, brain, conductor, health, memory, openai, tunnel, usage, Ctx, Handler, Reply,
 };
 use crate::defense::RoutePolicy;
 use crate::error::{Error, ErrorCode};
