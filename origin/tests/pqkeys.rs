@@ -314,6 +314,48 @@ async fn a_signature_is_accepted_once_across_origins_sharing_redis() {
     b.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revocation_reaches_another_origin_at_once() {
+    // Two origins on one PostgreSQL and one Redis; keys cached for a minute, so only the
+    // invalidation broadcast explains a refusal within a second.
+    let pg = common::FreshPg::create().await;
+    let redis = RedisServer::start();
+    let url = heady_origin::config::RedisUrl::parse(&redis.url()).unwrap();
+    let shared = |c: &mut heady_origin::config::Config| {
+        c.database_url = Some(pg.database_url());
+        c.redis_url = Some(url.clone());
+        c.defense.key_cache_secs = 60;
+    };
+    let a = defended(shared).await;
+    let b = defended(shared).await;
+    let key = registered(&a, "ent", Tier::Enterprise, 21).await;
+    let h = headers_for(&key, "GET", "/api/identity", None, b"", unix_now());
+    let (st, v) = send(&b.base, "GET", "/api/identity", &h, b"").await;
+    assert_eq!(st, 200, "{v}");
+    a.state
+        .defense
+        .accounts
+        .revoke_key(&key.public_key().key_id(), unix_now() as i64)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let h = headers_for(&key, "GET", "/api/identity", None, b"", unix_now());
+        let (st, v) = send(&b.base, "GET", "/api/identity", &h, b"").await;
+        if (st, code(&v)) == (401, "revoked_api_key") {
+            break;
+        }
+        assert_eq!(st, 200, "{v}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other origin still accepts the revoked key"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
 /// The Python of deploy/setup.sh's venv (or `HEADY_PYTHON`).
 fn python() -> std::path::PathBuf {
     if let Ok(p) = std::env::var("HEADY_PYTHON") {
