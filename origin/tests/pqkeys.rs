@@ -573,3 +573,37 @@ async fn the_cli_makes_keys_and_signs_and_other_libraries_agree() {
     }
     s.stop().await;
 }
+
+/// A keyid is public: bad signatures naming a good, cached key are throttled per address like
+/// bad bearer keys, before any ML-DSA verification.
+#[tokio::test]
+async fn bad_signatures_naming_a_good_key_are_throttled() {
+    let s = defended(|_| {}).await;
+    let key = registered(&s, "ent-flood", Tier::Enterprise, 21).await;
+    let base = s.url("");
+    let good = headers_for(&key, "POST", ROUTE, None, BODY, unix_now());
+    let (st, v) = send(&base, "POST", ROUTE, &good, BODY).await;
+    assert_eq!(st, 200, "{v}");
+    let max = s.state.config.defense.max_failed_auth_per_minute;
+    for i in 0..max {
+        let mut h = headers_for(&key, "POST", ROUTE, None, BODY, unix_now());
+        for (k, v) in h.iter_mut() {
+            if *k == "signature" {
+                // Flip one base64 character inside the byte sequence.
+                let at = v.find(':').unwrap() + 10;
+                let c = if &v[at..at + 1] == "A" { "B" } else { "A" };
+                v.replace_range(at..at + 1, c);
+            }
+        }
+        let (st, v) = send(&base, "POST", ROUTE, &h, BODY).await;
+        assert_eq!(
+            (st, code(&v)),
+            (401, "invalid_request_signature"),
+            "attempt {i}: {v}"
+        );
+    }
+    let fresh = headers_for(&key, "POST", ROUTE, None, BODY, unix_now());
+    let (st, v) = send(&base, "POST", ROUTE, &fresh, BODY).await;
+    assert_eq!((st, code(&v)), (429, "too_many_failed_auth"), "{v}");
+    s.stop().await;
+}

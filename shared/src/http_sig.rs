@@ -45,6 +45,10 @@ pub const SIGNATURE_BYTES: usize = 3309;
 /// Most bytes of Signature-Input or Signature read (a signature is ~4.4 kB of base64).
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
+/// Members of a dictionary, items of an inner list and parameters of one item, at most: far
+/// more than any signature needs, and few enough that duplicate checks stay cheap.
+pub const MAX_MEMBERS: usize = 64;
+
 /// Why a signed request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SigError {
@@ -308,6 +312,9 @@ pub mod sf {
                 if out.iter().any(|(k, _)| *k == key) {
                     return Err(format!("parameter {key:?} appears twice"));
                 }
+                if out.len() >= super::MAX_MEMBERS {
+                    return Err(format!("more than {} parameters", super::MAX_MEMBERS));
+                }
                 out.push((key, value));
             }
             Ok(out)
@@ -331,6 +338,12 @@ pub mod sf {
                     self.at += 1;
                     let params = self.params()?;
                     return Ok(Member::InnerList(items, params));
+                }
+                if items.len() >= super::MAX_MEMBERS {
+                    return Err(format!(
+                        "more than {} items in an inner list",
+                        super::MAX_MEMBERS
+                    ));
                 }
                 items.push(self.item()?);
                 if !matches!(self.peek(), Some(b' ' | b')')) {
@@ -365,6 +378,9 @@ pub mod sf {
             };
             if out.iter().any(|(k, _)| *k == key) {
                 return Err(format!("key {key:?} appears twice"));
+            }
+            if out.len() >= super::MAX_MEMBERS {
+                return Err(format!("more than {} members", super::MAX_MEMBERS));
             }
             out.push((key, member));
             p.skip_ows();
@@ -705,6 +721,12 @@ pub fn content_digest(body: &[u8]) -> String {
 pub fn check_content_digest(value: Option<&str>, body: &[u8]) -> Result<(), SigError> {
     const CD: &str = "Content-Digest";
     let value = value.ok_or(SigError::Missing(CD))?;
+    if value.len() > MAX_HEADER_BYTES {
+        return Err(malformed(
+            CD,
+            format!("longer than {MAX_HEADER_BYTES} bytes"),
+        ));
+    }
     let members = sf::parse_dictionary(value).map_err(|e| malformed(CD, e))?;
     let digest_of = |alg: &str| {
         members
@@ -1126,6 +1148,34 @@ mod tests {
             panic!()
         };
         assert_eq!(base64::engine::general_purpose::STANDARD.encode(b), sig);
+    }
+
+    #[test]
+    fn oversized_fields_are_refused_before_any_quadratic_work() {
+        let body = b"x";
+        let good = content_digest(body);
+        // 65 distinct members: refused, however short.
+        let many: Vec<String> = (0..65).map(|i| format!("a{i}=1")).collect();
+        let many = format!("{}, {good}", many.join(", "));
+        assert!(many.len() < MAX_HEADER_BYTES);
+        assert!(matches!(
+            check_content_digest(Some(&many), body),
+            Err(SigError::Malformed { header: "Content-Digest", ref problem }) if problem.contains("64")
+        ));
+        // 64 are fine.
+        let ok: Vec<String> = (0..63).map(|i| format!("a{i}=1")).collect();
+        check_content_digest(Some(&format!("{}, {good}", ok.join(", "))), body).unwrap();
+        // Longer than 16 KiB: refused unparsed.
+        let long = format!("{good}, pad=\"{}\"", "p".repeat(MAX_HEADER_BYTES));
+        assert!(matches!(
+            check_content_digest(Some(&long), body),
+            Err(SigError::Malformed { header: "Content-Digest", ref problem }) if problem.contains("longer")
+        ));
+        // Parameters and inner lists are bounded the same way.
+        let params: String = (0..65).map(|i| format!(";p{i}=1")).collect();
+        assert!(sf::parse_dictionary(&format!("sig1=(\"@method\"){params}")).is_err());
+        let items: Vec<String> = (0..65).map(|i| format!("\"h{i}\"")).collect();
+        assert!(sf::parse_dictionary(&format!("sig1=({})", items.join(" "))).is_err());
     }
 
     #[test]
