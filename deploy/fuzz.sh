@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes the origin's cloudflared config parser/validator/matcher/renderer for a bounded time
-# (the checks are heady_tunnel_config::fuzz::tunnel_config; its tests run them on the seeds).
+# Fuzzes, each for a bounded time, the origin's cloudflared config parser/validator/matcher/
+# renderer (heady_tunnel_config::fuzz::tunnel_config; its tests run them on the seeds) and the
+# parsers of PQC-signed requests (heady_shared::http_sig::fuzz).
 #   deploy/fuzz.sh            # 60 s
 #   FUZZ_SECONDS=600 deploy/fuzz.sh
 # cargo-fuzz needs a nightly compiler (for -Zsanitizer); without the nightly toolchain the
@@ -29,3 +30,9 @@ echo "[fuzz] tunnel_config for ${seconds}s"
 cargo "${toolchain[@]}" fuzz run --fuzz-dir "$fuzz_dir" tunnel_config \
     "$corpus" "$fuzz_dir/seeds/tunnel_config" -- \
     -dict="$fuzz_dir/tunnel_config.dict" -max_total_time="$seconds" -max_len=4096 -timeout=10
+
+corpus="$fuzz_dir/corpus/http_sig"
+mkdir -p "$corpus"
+echo "[fuzz] http_sig for ${seconds}s"
+cargo "${toolchain[@]}" fuzz run --fuzz-dir "$fuzz_dir" http_sig \
+    "$corpus" "$fuzz_dir/seeds/http_sig" -- -max_total_time="$seconds" -max_len=8192 -timeout=10

@@ -356,10 +356,57 @@ impl WriteSlot {
     }
 }
 
+/// Request headers never passed to the origin: hop-by-hop, the transport's.
+const DROPPED: [&str; 8] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "te",
+    "trailer",
+];
+
+/// Whether a client's request header goes on to the origin: all but the hop-by-hop and
+/// transport ones, and anything a client could use to impersonate the edge (`x-heady-*`,
+/// which the edge sets itself, and Cloudflare's `cf-*`). End-to-end credentials pass
+/// unchanged: `Authorization`, and a PQC API key's `Signature-Input`, `Signature` and
+/// `Content-Digest`, which the origin verifies over the same path, query and body.
+pub fn passed_to_origin(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    !(DROPPED.contains(&lower.as_str())
+        || lower.starts_with("x-heady-")
+        || lower.starts_with("cf-"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use heady_shared::limiter::{BanPolicy, LimitOutcome, SubjectPolicy};
+
+    #[test]
+    fn end_to_end_credentials_reach_the_origin_and_edge_headers_do_not() {
+        use heady_shared::http_sig::header;
+        for name in [
+            header::SIGNATURE_INPUT,
+            header::SIGNATURE,
+            header::CONTENT_DIGEST,
+            "Signature-Input",
+            "Authorization",
+            "content-type",
+        ] {
+            assert!(passed_to_origin(name), "{name}");
+        }
+        for name in heady_shared::wire::header::ALL.into_iter().chain([
+            "Host",
+            "CF-Connecting-IP",
+            "x-heady-session",
+            "Content-Length",
+        ]) {
+            assert!(!passed_to_origin(name), "{name}");
+        }
+    }
 
     const KEY: &str = "hk_abcdefghijklmnop0123";
 

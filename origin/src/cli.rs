@@ -59,12 +59,30 @@ pub enum Command {
         #[command(subcommand)]
         command: AccountsCommand,
     },
-    /// API keys: create (prints the key once), add, list, revoke.
+    /// API keys: create (prints the key once), add, list, revoke; create-pq and register-pq
+    /// for ML-DSA-65 keys that sign requests (Enterprise).
     Keys {
         #[command(flatten)]
         target: AdminTarget,
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Sign a request with an ML-DSA-65 key (from `keys create-pq`): prints the
+    /// Content-Digest, Signature-Input and Signature headers to send, one per line (for
+    /// `curl -H @FILE`).
+    SignRequest {
+        /// The private key file `keys create-pq` wrote (PEM, PKCS#8 with the seed).
+        #[arg(long, value_name = "FILE")]
+        key_file: PathBuf,
+        /// GET, POST, ...
+        #[arg(long, value_name = "M")]
+        method: String,
+        /// The URL as the client sends it (its host is the signed @authority).
+        #[arg(long, value_name = "URL")]
+        url: String,
+        /// The request body, exactly as sent.
+        #[arg(long, value_name = "FILE")]
+        body_file: Option<PathBuf>,
     },
     /// Bans imposed by the abuse rule: list, lift.
     Bans {
@@ -215,6 +233,32 @@ pub enum KeysCommand {
         #[arg(value_name = "ID")]
         id: String,
     },
+    /// Make an ML-DSA-65 key pair for an Enterprise account: the private key goes to --out
+    /// (mode 0600, PEM), the public key is registered; prints the key id (the `keyid`).
+    CreatePq {
+        /// The account (id or name).
+        #[arg(long, value_name = "ACCOUNT")]
+        account: String,
+        /// Where to write the private key (must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// A note for operators.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Register an ML-DSA-65 public key made elsewhere for an Enterprise account; prints the
+    /// key id (the `keyid`).
+    RegisterPq {
+        /// The account (id or name).
+        #[arg(long, value_name = "ACCOUNT")]
+        account: String,
+        /// The 1,952-byte FIPS 204 public key encoding, raw or base64.
+        #[arg(long, value_name = "FILE")]
+        public_key_file: PathBuf,
+        /// A note for operators.
+        #[arg(long)]
+        label: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,6 +305,105 @@ fn read_secret(file: Option<&std::path::Path>) -> Result<String, String> {
         ));
     }
     Ok(key)
+}
+
+/// A public key file (raw or base64), as base64 for the admin operation.
+fn read_public_key(file: &std::path::Path) -> Result<String, String> {
+    use base64::Engine as _;
+    let data =
+        std::fs::read(file).map_err(|e| format!("--public-key-file {}: {e}", file.display()))?;
+    let key = heady_shared::http_sig::PublicKey::from_raw_or_base64(&data)
+        .map_err(|e| format!("--public-key-file {}: {e}", file.display()))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(key.as_bytes()))
+}
+
+/// `keys create-pq`: the private key is written first (never a registered key whose private
+/// half was lost) and removed again when the registration is refused.
+fn create_pq(
+    target: AdminTarget,
+    account: String,
+    out: &std::path::Path,
+    label: Option<String>,
+) -> i32 {
+    use base64::Engine as _;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = heady_shared::http_sig::SigningKey::from_seed(rand::random());
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .and_then(|mut f| {
+            f.write_all(key.to_pem().as_bytes())?;
+            f.sync_all()
+        });
+    if let Err(e) = written {
+        eprintln!("heady-origin: --out {}: {e}", out.display());
+        return 2;
+    }
+    let op = AdminOp::RegisterPqKey {
+        account,
+        public_key: base64::engine::general_purpose::STANDARD.encode(key.public_key().as_bytes()),
+        label,
+    };
+    let code = admin(target, op, false);
+    if code != 0 {
+        let _ = std::fs::remove_file(out);
+    } else {
+        eprintln!("the private key is in {} (mode 0600)", out.display());
+    }
+    code
+}
+
+/// `sign-request`: the headers that sign one request with the key in `key_file`, now.
+fn sign_request(
+    key_file: &std::path::Path,
+    method: &str,
+    url: &str,
+    body_file: Option<&std::path::Path>,
+) -> Result<Vec<(&'static str, String)>, String> {
+    let pem = std::fs::read_to_string(key_file)
+        .map_err(|e| format!("--key-file {}: {e}", key_file.display()))?;
+    let key = heady_shared::http_sig::SigningKey::from_pem(&pem)
+        .map_err(|e| format!("--key-file {}: {e}", key_file.display()))?;
+    let body = match body_file {
+        Some(f) => std::fs::read(f).map_err(|e| format!("--body-file {}: {e}", f.display()))?,
+        None => Vec::new(),
+    };
+    let method = method.trim();
+    ::http::Method::from_bytes(method.as_bytes())
+        .map_err(|_| format!("--method {method:?} is not an HTTP method"))?;
+    let parsed = url::Url::parse(url).map_err(|e| format!("--url {url:?}: {e}"))?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| format!("--url {url:?} has no host"))?;
+    // url gives no port when it is the scheme's default, as RFC 9421 wants @authority.
+    let authority = match parsed.port() {
+        Some(p) => format!("{host}:{p}").to_ascii_lowercase(),
+        None => host.to_ascii_lowercase(),
+    };
+    let req = heady_shared::http_sig::Request {
+        method,
+        authority: &authority,
+        path: parsed.path(),
+        query: parsed.query(),
+    };
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let names = |h: &'static str| match h {
+        heady_shared::http_sig::header::CONTENT_DIGEST => "Content-Digest",
+        heady_shared::http_sig::header::SIGNATURE_INPUT => "Signature-Input",
+        _ => "Signature",
+    };
+    Ok(
+        heady_shared::http_sig::sign_request(&key, &req, &body, created, &rand::random())
+            .into_iter()
+            .map(|(h, v)| (names(h), v))
+            .collect(),
+    )
 }
 
 fn parse_tier(s: &str) -> Result<Tier, String> {
@@ -402,9 +545,49 @@ pub fn run(cli: Cli) -> i32 {
                 },
                 KeysCommand::List { account, json } => (AdminOp::ListKeys { account }, json),
                 KeysCommand::Revoke { id } => (AdminOp::RevokeKey { id }, false),
+                KeysCommand::CreatePq {
+                    account,
+                    out,
+                    label,
+                } => return create_pq(target, account, &out, label),
+                KeysCommand::RegisterPq {
+                    account,
+                    public_key_file,
+                    label,
+                } => match read_public_key(&public_key_file) {
+                    Ok(public_key) => (
+                        AdminOp::RegisterPqKey {
+                            account,
+                            public_key,
+                            label,
+                        },
+                        false,
+                    ),
+                    Err(e) => {
+                        eprintln!("heady-origin: {e}");
+                        return 2;
+                    }
+                },
             };
             admin(target, op, json)
         }
+        Command::SignRequest {
+            key_file,
+            method,
+            url,
+            body_file,
+        } => match sign_request(&key_file, &method, &url, body_file.as_deref()) {
+            Ok(headers) => {
+                for (name, value) in headers {
+                    println!("{name}: {value}");
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("heady-origin: {e}");
+                2
+            }
+        },
         Command::Bans { target, command } => {
             let (op, json) = match command {
                 BansCommand::List { json } => (AdminOp::ListBans, json),
@@ -585,13 +768,14 @@ fn print_reply(reply: AdminReply, json: bool) -> i32 {
     };
     let print_keys = |keys: &[crate::accounts::KeyRecord]| {
         println!(
-            "{:<16}  {:<29}  {:<20}  {:<20}  {:<20}  {:<16}  LABEL",
-            "ID", "ACCOUNT", "CREATED", "EXPIRES", "REVOKED", "MODELS"
+            "{:<16}  {:<9}  {:<29}  {:<20}  {:<20}  {:<20}  {:<16}  LABEL",
+            "ID", "KIND", "ACCOUNT", "CREATED", "EXPIRES", "REVOKED", "MODELS"
         );
         for k in keys {
             println!(
-                "{:<16}  {:<29}  {:<20}  {:<20}  {:<20}  {:<16}  {}",
+                "{:<16}  {:<9}  {:<29}  {:<20}  {:<20}  {:<20}  {:<16}  {}",
                 k.id,
+                k.kind.as_str(),
                 k.account_id,
                 when(k.created_at),
                 k.expires_at.map(when).unwrap_or_else(|| "-".into()),
@@ -640,6 +824,14 @@ fn print_reply(reply: AdminReply, json: bool) -> i32 {
         }
         AdminReply::Revoked(k) => {
             println!("revoked {} (account {})", k.id, k.account_id);
+            0
+        }
+        AdminReply::Registered(k) => {
+            println!("{}", k.id);
+            eprintln!(
+                "registered ML-DSA-65 key {} for account {}: sign requests with keyid=\"{}\"",
+                k.id, k.account_id, k.id
+            );
             0
         }
         AdminReply::Account(a) => {

@@ -140,7 +140,7 @@ pub struct Outage {
 }
 
 impl Outage {
-    /// `what` names the user in the log lines ("edge nonce check").
+    /// `what` names the user in the log lines ("nonce check").
     pub fn new(what: &'static str, gauge: Gauge) -> Arc<Outage> {
         Arc::new(Outage {
             what,

@@ -412,6 +412,87 @@ async fn billing_behaviour(s: &AccountStore) {
     assert_eq!(s.account(&dan.id).await.unwrap().unwrap().tier, Tier::Free);
 }
 
+/// ML-DSA-65 keys: Enterprise only, stored beside bearer keys, found by id with their public
+/// key, never by the bearer lookup, judged and cached like bearer keys.
+async fn pq_key_behaviour(s: &AccountStore) {
+    use heady_shared::http_sig::SigningKey;
+    let now = 5_000;
+    let (ent, _) = s
+        .ensure_account("pq-ent", Tier::Enterprise, Classification::Internal, now)
+        .await
+        .unwrap();
+    let (pro, _) = s
+        .ensure_account("pq-pro", Tier::Pro, Classification::Internal, now)
+        .await
+        .unwrap();
+    let key = SigningKey::from_seed([42; 32]);
+    let public = key.public_key();
+    assert!(matches!(
+        s.register_pq_key(&pro.id, public, None, now).await,
+        Err(AccountError::UpgradeRequired(_))
+    ));
+    assert!(matches!(
+        s.register_pq_key(&mint_account_id(), public, None, now)
+            .await,
+        Err(AccountError::NotFound(_))
+    ));
+    let r = s
+        .register_pq_key(&ent.id, public, Some("ci".into()), now)
+        .await
+        .unwrap();
+    assert_eq!(r.id, public.key_id());
+    assert_eq!(r.kind, heady_origin::accounts::KeyKind::MlDsa65);
+    assert!(matches!(
+        s.register_pq_key(&ent.id, public, None, now).await,
+        Err(AccountError::Conflict(_))
+    ));
+    let listed = s.keys(Some(&ent.id)).await.unwrap();
+    assert_eq!(listed, vec![r.clone()]);
+    assert_eq!(s.pq_cached(&r.id, now).map(|v| v.is_ok()), None);
+    let g = s.pq_lookup(&r.id, now).await.unwrap().unwrap();
+    assert_eq!(g.public_key.as_bytes(), public.as_bytes());
+    assert_eq!(g.grant.account, ent);
+    assert_eq!(g.grant.key, r);
+    assert!(s.pq_cached(&r.id, now).unwrap().is_ok());
+    // Never a bearer key: the hash of the public key is not found by `lookup`'s query, and
+    // a bearer key's id is not a signing key.
+    let bearer = s
+        .create_key(&ent.id, KeyOptions::default(), now)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.pq_lookup(&bearer.record.id, now).await.unwrap(),
+        Err(KeyRefusal::Unknown)
+    ));
+    assert!(matches!(
+        s.pq_lookup("not-a-key-id", now).await.unwrap(),
+        Err(KeyRefusal::Malformed)
+    ));
+    // Revocation and a disabled account reach the cached answer.
+    s.revoke_key(&r.id, now + 1).await.unwrap();
+    assert_eq!(s.pq_cached(&r.id, now + 1).map(|v| v.is_ok()), None);
+    assert!(matches!(
+        s.pq_lookup(&r.id, now + 1).await.unwrap(),
+        Err(KeyRefusal::Revoked)
+    ));
+    let other = SigningKey::from_seed([43; 32]);
+    let r2 = s
+        .register_pq_key(&ent.id, other.public_key(), None, now)
+        .await
+        .unwrap();
+    assert!(s.pq_lookup(&r2.id, now).await.unwrap().is_ok());
+    let off = AccountChange {
+        status: Some(AccountStatus::Disabled),
+        ..Default::default()
+    };
+    s.update_account(&ent.id, &off).await.unwrap();
+    assert_eq!(s.pq_cached(&r2.id, now).map(|v| v.is_ok()), None);
+    assert!(matches!(
+        s.pq_lookup(&r2.id, now).await.unwrap(),
+        Err(KeyRefusal::AccountDisabled)
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn duckdb_backend() {
     let dir = tempfile::tempdir().unwrap();
@@ -419,6 +500,7 @@ async fn duckdb_backend() {
     assert_eq!(s.backend_name(), "duckdb");
     store_behaviour(&s).await;
     billing_behaviour(&s).await;
+    pq_key_behaviour(&s).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -428,6 +510,7 @@ async fn postgres_backend() {
     assert_eq!(s.backend_name(), "postgres");
     store_behaviour(&s).await;
     billing_behaviour(&s).await;
+    pq_key_behaviour(&s).await;
     drop(s);
 }
 

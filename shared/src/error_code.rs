@@ -49,6 +49,11 @@ error_codes! {
     UpstreamRejected = "upstream_rejected", 400;
     /// A webhook whose signature header is missing, malformed, stale or does not verify.
     InvalidSignature = "invalid_signature", 400;
+    /// A PQC-signed request whose `Signature-Input`, `Signature` or `Content-Digest` is
+    /// malformed, or covers too little (RFC 9421; the message names the problem).
+    MalformedSignature = "malformed_signature", 400;
+    /// A request with both a bearer key and a PQC signature: send one.
+    ConflictingCredentials = "conflicting_credentials", 400;
     // 401
     /// The route needs more than PUBLIC clearance and no key was sent.
     AuthenticationRequired = "authentication_required", 401;
@@ -69,7 +74,14 @@ error_codes! {
     InvalidEdgeSignature = "invalid_edge_signature", 401;
     /// A correctly signed envelope whose subject is not a [`crate::Subject`].
     InvalidEdgeSubject = "invalid_edge_subject", 401;
+    /// A tunnelled request whose nonce was already used, or a PQC signature already accepted.
     ReplayedRequest = "replayed_request", 401;
+    /// A PQC signature that does not verify over the request (a changed method, authority,
+    /// path, query or body), or by a key that is not registered.
+    InvalidRequestSignature = "invalid_request_signature", 401;
+    /// A PQC signature whose `created` is more than 300 s from the origin's clock, or whose
+    /// `expires` has passed.
+    StaleSignature = "stale_signature", 401;
     /// Under `tunnel_auth = "pq-hybrid"` a request signed with only the shared HMAC key is
     /// refused: no downgrade.
     TunnelSessionRequired = "tunnel_session_required", 401;
@@ -290,6 +302,10 @@ mod tests {
             (InvalidSignature, 400),
             (StripeFailed, 502),
             (BillingNotConfigured, 503),
+            (MalformedSignature, 400),
+            (ConflictingCredentials, 400),
+            (InvalidRequestSignature, 401),
+            (StaleSignature, 401),
         ] {
             assert_eq!(code.default_status(), status, "{code}");
         }

@@ -5,7 +5,8 @@
 //!
 //! The contracts both sides speak are defined here once: the request [`Subject`], the
 //! [`ErrorCode`]s and JSON [`ErrorBody`], the [`IdentityAnswer`], the tunnel [`wire`] format,
-//! the [`api_paths`] and the default [`embedding`] model, and the [`tunnel`] session handshake.
+//! the [`api_paths`] and the default [`embedding`] model, the [`tunnel`] session handshake, and
+//! the HTTP Message Signatures of PQC API keys ([`http_sig`]).
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod drift;
 pub mod embedding;
 pub mod error_code;
 pub mod groups;
+pub mod http_sig;
 pub mod identity;
 pub mod limiter;
 pub mod properties;

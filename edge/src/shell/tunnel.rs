@@ -20,19 +20,6 @@ use worker::{
 /// Seconds a client should wait when the origin cannot be reached.
 const ORIGIN_RETRY_AFTER_SECS: u64 = 5;
 
-/// Request headers never passed to the origin: hop-by-hop, the transport's, and anything a
-/// client could use to impersonate the edge.
-const DROPPED: [&str; 8] = [
-    "host",
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "te",
-    "trailer",
-];
-
 #[wasm_bindgen]
 extern "C" {
     #[wasm_bindgen(js_namespace = crypto, js_name = randomUUID)]
@@ -256,11 +243,7 @@ pub async fn forward(
     let query = url.query().unwrap_or("").to_owned();
     let headers = Headers::new();
     for (name, value) in req.headers().entries() {
-        let lower = name.to_ascii_lowercase();
-        if DROPPED.contains(&lower.as_str())
-            || lower.starts_with("x-heady-")
-            || lower.starts_with("cf-")
-        {
+        if !defense::passed_to_origin(&name) {
             continue;
         }
         let _ = headers.append(&name, &value);

@@ -1,4 +1,5 @@
-//! The embedded backend: tables `accounts` and `account_keys` in the daemon's DuckDB file.
+//! The embedded backend: tables `accounts` and `account_keys` in the daemon's DuckDB file
+//! (an ML-DSA-65 key is a row of `account_keys` with its `public_key`, base64).
 //! Blocking; the store calls it through `crate::rt::blocking`.
 //!
 //! A database from before accounts has a table `api_keys` (user, tier, clearance per key): on
@@ -11,7 +12,7 @@ use super::billing::{
     SUBSCRIPTION_COLS,
 };
 use super::{account_of, join_models, key_of, mint_account_id, Account, AccountChange};
-use super::{AccountError, Grant, KeyRecord};
+use super::{AccountError, Grant, KeyRecord, PqGrant};
 use crate::db::Database;
 use duckdb::{params, OptionalExt};
 use heady_shared::{AccountId, AccountStatus, Classification, Tier};
@@ -44,6 +45,7 @@ ALTER TABLE accounts ADD COLUMN IF NOT EXISTS past_due_since BIGINT;
 ALTER TABLE accounts ADD COLUMN IF NOT EXISTS billing_event_at BIGINT;
 ALTER TABLE accounts ADD COLUMN IF NOT EXISTS invoice_status VARCHAR;
 ALTER TABLE accounts ADD COLUMN IF NOT EXISTS invoice_at BIGINT;
+ALTER TABLE account_keys ADD COLUMN IF NOT EXISTS public_key VARCHAR;
 CREATE TABLE IF NOT EXISTS billing_events (
     id VARCHAR PRIMARY KEY,
     type VARCHAR NOT NULL,
@@ -70,6 +72,11 @@ fn account_cols_of_a() -> String {
         .join(", ")
 }
 const KEY_COLS: &str = "id, account_id, label, created_at, expires_at, models, revoked_at";
+/// What [`key_row`] reads: [`KEY_COLS`] and whether the key is an ML-DSA-65 public key.
+const KEY_SELECT: &str =
+    "id, account_id, label, created_at, expires_at, models, revoked_at, public_key IS NOT NULL";
+/// [`KEY_SELECT`] of the table aliased `k`.
+const KEY_SELECT_K: &str = "k.id, k.account_id, k.label, k.created_at, k.expires_at, k.models, k.revoked_at, k.public_key IS NOT NULL";
 
 pub struct DuckAccounts {
     db: Database,
@@ -117,6 +124,7 @@ fn key_row(r: &duckdb::Row<'_>) -> duckdb::Result<Result<KeyRecord, AccountError
         r.get(4)?,
         r.get(5)?,
         r.get(6)?,
+        r.get(7)?,
     ))
 }
 
@@ -222,13 +230,20 @@ impl DuckAccounts {
         Ok(Some(a))
     }
 
-    pub fn insert_key(&self, k: &KeyRecord, hash: &str) -> Result<(), AccountError> {
+    /// Stores a key; `public_key` (base64) for an ML-DSA-65 key.
+    pub fn insert_key(
+        &self,
+        k: &KeyRecord,
+        hash: &str,
+        public_key: Option<&str>,
+    ) -> Result<(), AccountError> {
         self.db.with_writer(|conn| {
             conn.execute(
                 &format!(
-                    "INSERT INTO account_keys (hash, {KEY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    "INSERT INTO account_keys (public_key, hash, {KEY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 ),
                 params![
+                    public_key,
                     hash,
                     k.id,
                     k.account_id.as_str(),
@@ -253,7 +268,7 @@ impl DuckAccounts {
     pub fn keys(&self, account: Option<&AccountId>) -> Result<Vec<KeyRecord>, AccountError> {
         self.db.with_reader(|conn| {
             let mut stmt = conn.prepare(&format!(
-                "SELECT {KEY_COLS} FROM account_keys WHERE CAST(? AS VARCHAR) IS NULL OR account_id = ? ORDER BY created_at, id"
+                "SELECT {KEY_SELECT} FROM account_keys WHERE CAST(? AS VARCHAR) IS NULL OR account_id = ? ORDER BY created_at, id"
             ))?;
             let a = account.map(AccountId::as_str);
             let rows = stmt.query_map(params![a, a], key_row)?;
@@ -268,7 +283,7 @@ impl DuckAccounts {
                 params![now_secs, id],
             )?;
             conn.query_row(
-                &format!("SELECT {KEY_COLS} FROM account_keys WHERE id = ?"),
+                &format!("SELECT {KEY_SELECT} FROM account_keys WHERE id = ?"),
                 params![id],
                 key_row,
             )
@@ -281,14 +296,15 @@ impl DuckAccounts {
         self.db.with_reader(|conn| {
             conn.query_row(
                 &format!(
-                    "SELECT k.id, k.account_id, k.label, k.created_at, k.expires_at, k.models, k.revoked_at, {}
-                     FROM account_keys k JOIN accounts a ON a.id = k.account_id WHERE k.hash = ?",
+                    "SELECT {KEY_SELECT_K}, {}
+                     FROM account_keys k JOIN accounts a ON a.id = k.account_id
+                     WHERE k.hash = ? AND k.public_key IS NULL",
                     account_cols_of_a()
                 ),
                 params![hash],
                 |r| {
                     let key = key_row(r)?;
-                    let account = account_row_at(r, 7)?;
+                    let account = account_row_at(r, 8)?;
                     Ok((key, account))
                 },
             )
@@ -297,6 +313,37 @@ impl DuckAccounts {
                 Ok(Grant {
                     key: k?,
                     account: a?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    /// The ML-DSA-65 key with this id, with its account.
+    pub fn pq_grant(&self, id: &str) -> Result<Option<PqGrant>, AccountError> {
+        self.db.with_reader(|conn| {
+            conn.query_row(
+                &format!(
+                    "SELECT {KEY_SELECT_K}, k.public_key, {}
+                     FROM account_keys k JOIN accounts a ON a.id = k.account_id
+                     WHERE k.id = ? AND k.public_key IS NOT NULL",
+                    account_cols_of_a()
+                ),
+                params![id],
+                |r| {
+                    let key = key_row(r)?;
+                    let public: String = r.get(8)?;
+                    let account = account_row_at(r, 9)?;
+                    Ok((key, public, account))
+                },
+            )
+            .optional()?
+            .map(|(k, p, a)| -> Result<PqGrant, AccountError> {
+                let key = k?;
+                let public_key = super::decode_public_key(&key.id, &p)?;
+                Ok(PqGrant {
+                    grant: Grant { key, account: a? },
+                    public_key,
                 })
             })
             .transpose()

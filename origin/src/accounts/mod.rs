@@ -2,8 +2,11 @@
 //!
 //! An account (`acct_` + 24 base32 characters) has a unique name, a tier, a clearance and a
 //! status; its keys (`hk_` + 64 hex digits, stored only as SHA-256 hashes) each carry an
-//! optional expiry, an optional model allowlist and a label. Everything a caller owns belongs
-//! to an account.
+//! optional expiry, an optional model allowlist and a label. An Enterprise account may also
+//! register ML-DSA-65 public keys ([`KeyKind::MlDsa65`], "PQC API keys"): stored beside the
+//! bearer keys (the hash is of the public key, the id its first 16 hex digits), listed and
+//! revoked like them, used to verify signed requests (`heady_shared::http_sig`). Everything a
+//! caller owns belongs to an account.
 //!
 //! Where they live ([`store::Backend`]): the daemon's DuckDB file by default, or PostgreSQL
 //! when `database_url` is set, shared by every origin. Key lookups are cached for
@@ -51,6 +54,25 @@ pub struct Account {
     pub subscription: Subscription,
 }
 
+/// What a key is: a bearer secret, or an ML-DSA-65 public key that verifies signed requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyKind {
+    #[default]
+    #[serde(rename = "bearer")]
+    Bearer,
+    #[serde(rename = "ml-dsa-65")]
+    MlDsa65,
+}
+
+impl KeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Bearer => "bearer",
+            KeyKind::MlDsa65 => "ml-dsa-65",
+        }
+    }
+}
+
 /// One API key, without its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRecord {
@@ -67,6 +89,8 @@ pub struct KeyRecord {
     pub models: Option<Vec<String>>,
     #[serde(default)]
     pub revoked_at: Option<i64>,
+    #[serde(default)]
+    pub kind: KeyKind,
 }
 
 /// A newly created key: the secret is shown once and never stored.
@@ -82,6 +106,13 @@ pub struct CreatedKey {
 pub struct Grant {
     pub key: KeyRecord,
     pub account: Account,
+}
+
+/// A registered ML-DSA-65 key with its account: what a signed request's `keyid` finds.
+#[derive(Debug, Clone)]
+pub struct PqGrant {
+    pub grant: Grant,
+    pub public_key: heady_shared::http_sig::PublicKey,
 }
 
 /// Why a presented key was refused (all 401 to the client).
@@ -141,6 +172,9 @@ pub enum AccountError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The account's tier does not include this (403 `upgrade_required`).
+    #[error("upgrade_required: {0}")]
+    UpgradeRequired(String),
     /// The store failed (the text is for the log, not for clients).
     #[error("account store: {0}")]
     Store(String),
@@ -286,6 +320,34 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A stored public key (base64) read back.
+pub(crate) fn decode_public_key(
+    id: &str,
+    b64: &str,
+) -> Result<heady_shared::http_sig::PublicKey, AccountError> {
+    heady_shared::http_sig::PublicKey::from_raw_or_base64(b64.as_bytes()).map_err(|problem| {
+        AccountError::Damaged {
+            what: "key",
+            id: id.to_string(),
+            problem,
+        }
+    })
+}
+
+/// How a public key is stored: base64 of the 1,952-byte FIPS 204 encoding.
+pub(crate) fn encode_public_key(k: &heady_shared::http_sig::PublicKey) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(k.as_bytes())
+}
+
+/// Is `id` shaped like a key id (16 lowercase hex digits)?
+pub fn well_formed_id(id: &str) -> bool {
+    id.len() == 16
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Unix seconds now.
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
@@ -369,6 +431,7 @@ pub(crate) fn account_of(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn key_of(
     id: String,
     account_id: String,
@@ -377,6 +440,7 @@ pub(crate) fn key_of(
     expires_at: Option<i64>,
     models: Option<String>,
     revoked_at: Option<i64>,
+    pq: bool,
 ) -> Result<KeyRecord, AccountError> {
     Ok(KeyRecord {
         account_id: AccountId::parse(&account_id).map_err(|e| AccountError::Damaged {
@@ -390,6 +454,11 @@ pub(crate) fn key_of(
         expires_at,
         models: split_models(models),
         revoked_at,
+        kind: if pq {
+            KeyKind::MlDsa65
+        } else {
+            KeyKind::Bearer
+        },
     })
 }
 
@@ -407,6 +476,7 @@ mod tests {
                 expires_at: Some(100),
                 models: None,
                 revoked_at: None,
+                kind: KeyKind::Bearer,
             },
             account: Account {
                 id: AccountId::from_random([1; 15]),

@@ -9,7 +9,9 @@ use super::billing::{
     SUBSCRIPTION_COLS,
 };
 use super::KeyRecord;
-use super::{account_of, join_models, key_of, Account, AccountChange, AccountError, Grant};
+use super::{
+    account_of, join_models, key_of, Account, AccountChange, AccountError, Grant, PqGrant,
+};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use heady_shared::AccountId;
 use std::time::Duration;
@@ -70,6 +72,9 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     );
     CREATE INDEX billing_events_by_account ON billing_events (account_id, created);",
     ),
+    // PQC API keys: an ML-DSA-65 public key (base64) on a key row; its id is what a signed
+    // request names.
+    (3, "ALTER TABLE api_keys ADD COLUMN public_key TEXT;"),
 ];
 
 /// The account's own columns, then the subscription's ([`SUBSCRIPTION_COLS`]).
@@ -88,6 +93,11 @@ fn account_cols_of_a() -> String {
         .join(", ")
 }
 const KEY_COLS: &str = "id, account_id, label, created_at, expires_at, models, revoked_at";
+/// What [`key_row`] reads: [`KEY_COLS`] and whether the key is an ML-DSA-65 public key.
+const KEY_SELECT: &str =
+    "id, account_id, label, created_at, expires_at, models, revoked_at, public_key IS NOT NULL";
+/// [`KEY_SELECT`] of the table aliased `k`.
+const KEY_SELECT_K: &str = "k.id, k.account_id, k.label, k.created_at, k.expires_at, k.models, k.revoked_at, k.public_key IS NOT NULL";
 
 pub struct PgAccounts {
     pool: Pool,
@@ -131,6 +141,7 @@ fn key_row(r: &Row) -> Result<KeyRecord, AccountError> {
         r.try_get(4).map_err(store_err)?,
         r.try_get(5).map_err(store_err)?,
         r.try_get(6).map_err(store_err)?,
+        r.try_get(7).map_err(store_err)?,
     )
 }
 
@@ -322,11 +333,17 @@ impl PgAccounts {
         .transpose()
     }
 
-    pub async fn insert_key(&self, k: &KeyRecord, hash: &str) -> Result<(), AccountError> {
+    /// Stores a key; `public_key` (base64) for an ML-DSA-65 key.
+    pub async fn insert_key(
+        &self,
+        k: &KeyRecord,
+        hash: &str,
+        public_key: Option<&str>,
+    ) -> Result<(), AccountError> {
         let c = self.client().await?;
         c.execute(
             &format!(
-                "INSERT INTO api_keys (hash, {KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                "INSERT INTO api_keys (hash, {KEY_COLS}, public_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ),
             &[
                 &hash,
@@ -337,6 +354,7 @@ impl PgAccounts {
                 &k.expires_at,
                 &join_models(&k.models),
                 &k.revoked_at,
+                &public_key,
             ],
         )
         .await
@@ -355,7 +373,7 @@ impl PgAccounts {
         let a = account.map(AccountId::as_str);
         c.query(
             &format!(
-                "SELECT {KEY_COLS} FROM api_keys WHERE $1::TEXT IS NULL OR account_id = $1 ORDER BY created_at, id"
+                "SELECT {KEY_SELECT} FROM api_keys WHERE $1::TEXT IS NULL OR account_id = $1 ORDER BY created_at, id"
             ),
             &[&a],
         )
@@ -379,7 +397,7 @@ impl PgAccounts {
         .await
         .map_err(store_err)?;
         c.query_opt(
-            &format!("SELECT {KEY_COLS} FROM api_keys WHERE id = $1"),
+            &format!("SELECT {KEY_SELECT} FROM api_keys WHERE id = $1"),
             &[&id],
         )
         .await
@@ -392,8 +410,9 @@ impl PgAccounts {
         let c = self.client().await?;
         let stmt = c
             .prepare_cached(&format!(
-                "SELECT k.id, k.account_id, k.label, k.created_at, k.expires_at, k.models, k.revoked_at, {}
-                 FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.hash = $1",
+                "SELECT {KEY_SELECT_K}, {}
+                 FROM api_keys k JOIN accounts a ON a.id = k.account_id
+                 WHERE k.hash = $1 AND k.public_key IS NULL",
                 account_cols_of_a()
             ))
             .await
@@ -404,7 +423,37 @@ impl PgAccounts {
             .map(|r| -> Result<Grant, AccountError> {
                 Ok(Grant {
                     key: key_row(&r)?,
-                    account: account_row(&r, 7)?,
+                    account: account_row(&r, 8)?,
+                })
+            })
+            .transpose()
+    }
+
+    /// The ML-DSA-65 key with this id, with its account.
+    pub async fn pq_grant(&self, id: &str) -> Result<Option<PqGrant>, AccountError> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(&format!(
+                "SELECT {KEY_SELECT_K}, k.public_key, {}
+                 FROM api_keys k JOIN accounts a ON a.id = k.account_id
+                 WHERE k.id = $1 AND k.public_key IS NOT NULL",
+                account_cols_of_a()
+            ))
+            .await
+            .map_err(store_err)?;
+        c.query_opt(&stmt, &[&id])
+            .await
+            .map_err(store_err)?
+            .map(|r| -> Result<PqGrant, AccountError> {
+                let key = key_row(&r)?;
+                let public: String = r.try_get(8).map_err(store_err)?;
+                let public_key = super::decode_public_key(&key.id, &public)?;
+                Ok(PqGrant {
+                    grant: Grant {
+                        key,
+                        account: account_row(&r, 9)?,
+                    },
+                    public_key,
                 })
             })
             .transpose()

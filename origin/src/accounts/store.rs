@@ -7,12 +7,13 @@ use super::config::DatabaseUrl;
 use super::duck::DuckAccounts;
 use super::pg::PgAccounts;
 use super::{
-    check_label, check_models, check_name, hash_of, id_of_hash, judge, mint_account_id, mint_key,
-    well_formed, Account, AccountChange, AccountError, CreatedKey, Grant, KeyOptions, KeyRecord,
-    KeyRefusal,
+    check_label, check_models, check_name, encode_public_key, hash_of, id_of_hash, judge,
+    mint_account_id, mint_key, well_formed, well_formed_id, Account, AccountChange, AccountError,
+    CreatedKey, Grant, KeyKind, KeyOptions, KeyRecord, KeyRefusal, PqGrant,
 };
 use crate::db::Database;
 use crate::redis::Redis;
+use heady_shared::http_sig::PublicKey;
 use heady_shared::{AccountId, AccountStatus, Classification, Tier};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -44,6 +45,8 @@ pub struct AccountStore {
     backend: Backend,
     /// hash -> (what the store said, when).
     cache: RwLock<HashMap<String, (Option<Grant>, Instant)>>,
+    /// ML-DSA-65 key id -> (what the store said, when).
+    pq_cache: RwLock<HashMap<String, (Option<PqGrant>, Instant)>>,
     cache_ttl: Duration,
     redis: Option<Arc<Redis>>,
 }
@@ -111,6 +114,7 @@ impl AccountStore {
         Ok(AccountStore {
             backend,
             cache: RwLock::new(HashMap::new()),
+            pq_cache: RwLock::new(HashMap::new()),
             cache_ttl,
             redis,
         })
@@ -408,13 +412,14 @@ impl AccountStore {
             expires_at: opts.expires_at,
             models,
             revoked_at: None,
+            kind: KeyKind::Bearer,
         };
         match &self.backend {
             Backend::Duck(d) => {
                 let (r, h) = (record.clone(), hash.clone());
-                duck!(d, |d| d.insert_key(&r, &h))?
+                duck!(d, |d| d.insert_key(&r, &h, None))?
             }
-            Backend::Pg(p) => p.insert_key(&record, &hash).await?,
+            Backend::Pg(p) => p.insert_key(&record, &hash, None).await?,
         }
         // A miss may be cached for this key (tried before it existed).
         self.invalidate(Invalidation::Key(record.id.clone())).await;
@@ -422,6 +427,48 @@ impl AccountStore {
             key: key.to_string(),
             record,
         })
+    }
+
+    /// Registers an ML-DSA-65 public key for an Enterprise account (others:
+    /// `UpgradeRequired`); its id is the first 16 hex digits of the key's SHA-256.
+    pub async fn register_pq_key(
+        &self,
+        account: &AccountId,
+        public_key: &PublicKey,
+        label: Option<String>,
+        now_secs: i64,
+    ) -> Result<KeyRecord, AccountError> {
+        if let Some(l) = &label {
+            check_label(l)?;
+        }
+        let a = self.require_account(account).await?;
+        if a.tier != Tier::Enterprise {
+            return Err(AccountError::UpgradeRequired(format!(
+                "PQC API keys are for Enterprise accounts; account {} is {}",
+                a.id, a.tier
+            )));
+        }
+        let hash = public_key.hash_hex();
+        let record = KeyRecord {
+            id: public_key.key_id(),
+            account_id: account.clone(),
+            label,
+            created_at: now_secs,
+            expires_at: None,
+            models: None,
+            revoked_at: None,
+            kind: KeyKind::MlDsa65,
+        };
+        let encoded = encode_public_key(public_key);
+        match &self.backend {
+            Backend::Duck(d) => {
+                let (r, h) = (record.clone(), hash.clone());
+                duck!(d, |d| d.insert_key(&r, &h, Some(&encoded)))?
+            }
+            Backend::Pg(p) => p.insert_key(&record, &hash, Some(&encoded)).await?,
+        }
+        self.invalidate(Invalidation::Key(record.id.clone())).await;
+        Ok(record)
     }
 
     pub async fn keys(&self, account: Option<&AccountId>) -> Result<Vec<KeyRecord>, AccountError> {
@@ -495,21 +542,72 @@ impl AccountStore {
         Ok(verdict)
     }
 
+    /// Cached verdict on the ML-DSA-65 key `id`; `None` when the cache has nothing fresh.
+    pub fn pq_cached(&self, id: &str, now_secs: i64) -> Option<Result<PqGrant, KeyRefusal>> {
+        if !well_formed_id(id) {
+            return Some(Err(KeyRefusal::Malformed));
+        }
+        let cache = self.pq_cache.read().unwrap_or_else(|p| p.into_inner());
+        let (found, at) = cache.get(id)?;
+        if at.elapsed() > self.cache_ttl {
+            return None;
+        }
+        Some(pq_verdict(found.as_ref(), now_secs))
+    }
+
+    /// Looks the ML-DSA-65 key `id` up in the store and caches what it found.
+    pub async fn pq_lookup(
+        &self,
+        id: &str,
+        now_secs: i64,
+    ) -> Result<Result<PqGrant, KeyRefusal>, AccountError> {
+        if !well_formed_id(id) {
+            return Ok(Err(KeyRefusal::Malformed));
+        }
+        let found = match &self.backend {
+            Backend::Duck(d) => {
+                let i = id.to_string();
+                duck!(d, |d| d.pq_grant(&i))?
+            }
+            Backend::Pg(p) => p.pq_grant(id).await?,
+        };
+        let verdict = pq_verdict(found.as_ref(), now_secs);
+        let mut cache = self.pq_cache.write().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_MAX {
+            let ttl = self.cache_ttl;
+            cache.retain(|_, (_, at)| at.elapsed() <= ttl);
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(id.to_string(), (found, Instant::now()));
+        Ok(verdict)
+    }
+
     /// Drops the cached lookups `inv` affects, here only.
     pub fn drop_cached(&self, inv: &Invalidation) {
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        let mut pq = self.pq_cache.write().unwrap_or_else(|p| p.into_inner());
         match inv {
             Invalidation::Account(id) => {
-                cache.retain(|_, (g, _)| g.as_ref().is_none_or(|g| &g.account.id != id))
+                cache.retain(|_, (g, _)| g.as_ref().is_none_or(|g| &g.account.id != id));
+                pq.retain(|_, (g, _)| g.as_ref().is_none_or(|g| &g.grant.account.id != id));
             }
             // The id is the hash's first 16 digits: misses are matched too.
-            Invalidation::Key(id) => cache.retain(|hash, _| !hash.starts_with(id.as_str())),
+            Invalidation::Key(id) => {
+                cache.retain(|hash, _| !hash.starts_with(id.as_str()));
+                pq.remove(id);
+            }
         }
     }
 
     /// Forgets every cached lookup (after the broadcast was interrupted).
     pub fn clear_cache(&self) {
         self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.pq_cache
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
@@ -539,6 +637,14 @@ impl AccountStore {
             Backend::Duck(_) => Ok(Vec::new()),
             Backend::Pg(p) => p.migrate().await,
         }
+    }
+}
+
+/// [`judge`] for an ML-DSA-65 key (the tier is checked after the signature verifies).
+fn pq_verdict(found: Option<&PqGrant>, now_secs: i64) -> Result<PqGrant, KeyRefusal> {
+    match found {
+        Some(g) => judge(Some(&g.grant), now_secs).map(|_| g.clone()),
+        None => Err(KeyRefusal::Unknown),
     }
 }
 

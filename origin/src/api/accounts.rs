@@ -25,6 +25,7 @@ pub fn error_of(e: AccountError) -> Error {
         AccountError::Invalid { .. } => Error::bad_request(e.to_string()),
         AccountError::NotFound(m) => Error::not_found(m),
         AccountError::Conflict(m) => Error::new(ErrorCode::InvalidRequest, m).with_status(409),
+        AccountError::UpgradeRequired(m) => Error::forbidden(ErrorCode::UpgradeRequired, m),
         e @ (AccountError::Store(_) | AccountError::Damaged { .. }) => {
             tracing::error!(error = %e, "account store failed");
             Error::unavailable("the account store is not answering; try again shortly")
@@ -261,6 +262,35 @@ pub async fn create_key(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
         .await
         .map_err(error_of)?;
     audit(&c, "create key", &k.record.id);
+    Reply::json(201, &k)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPqKey {
+    /// Base64 of the 1,952-byte FIPS 204 encoding.
+    public_key: String,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+/// `POST /api/admin/accounts/{id}/pq-keys` `{"public_key","label"?}`: registers an ML-DSA-65
+/// public key for an Enterprise account (others: 403 `upgrade_required`) -> 201 with the key
+/// (`id` is the `keyid` to sign with).
+pub async fn register_pq_key(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
+    operator(&c)?;
+    require_json(&c)?;
+    let id = account_param(&c)?;
+    let req: NewPqKey = parse_body(&c.body)?;
+    let public = heady_shared::http_sig::PublicKey::from_raw_or_base64(req.public_key.as_bytes())
+        .map_err(|e| Error::bad_request(format!("public_key: {e}")))?;
+    let k = s
+        .defense
+        .accounts
+        .register_pq_key(&id, &public, req.label, now_secs())
+        .await
+        .map_err(error_of)?;
+    audit(&c, "register pq key", &k.id);
     Reply::json(201, &k)
 }
 

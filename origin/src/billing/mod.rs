@@ -50,6 +50,7 @@ fn unavailable(e: AccountError) -> Error {
         AccountError::Invalid { .. } => Error::bad_request(e.to_string()),
         AccountError::NotFound(m) => Error::not_found(m),
         AccountError::Conflict(m) => Error::new(ErrorCode::InvalidRequest, m).with_status(409),
+        AccountError::UpgradeRequired(m) => Error::forbidden(ErrorCode::UpgradeRequired, m),
         e @ (AccountError::Store(_) | AccountError::Damaged { .. }) => {
             tracing::error!(error = %e, "account store failed");
             Error::unavailable("the account store is not answering; try again shortly")

@@ -68,6 +68,13 @@ pub enum AdminOp {
     RevokeKey {
         id: String,
     },
+    /// An ML-DSA-65 public key (base64 of the FIPS 204 encoding) for an Enterprise account.
+    RegisterPqKey {
+        account: String,
+        public_key: String,
+        #[serde(default)]
+        label: Option<String>,
+    },
     ListBans,
     LiftBan {
         subject: String,
@@ -90,6 +97,7 @@ pub enum AdminReply {
     Added(KeyRecord),
     Keys(Vec<KeyRecord>),
     Revoked(KeyRecord),
+    Registered(KeyRecord),
     Bans(Vec<BanEntry>),
     Lifted {
         subject: String,
@@ -219,6 +227,21 @@ async fn run(defense: &Arc<Defense>, op: AdminOp) -> Result<AdminReply, AccountE
                 })?;
             tracing::info!(id = %r.id, account = %r.account_id, "api key revoked");
             AdminReply::Revoked(r)
+        }
+        AdminOp::RegisterPqKey {
+            account,
+            public_key,
+            label,
+        } => {
+            let account = resolve(defense, &account).await?;
+            let public =
+                heady_shared::http_sig::PublicKey::from_raw_or_base64(public_key.as_bytes())
+                    .map_err(|e| AccountError::invalid("public_key", e))?;
+            let k = store
+                .register_pq_key(&account.id, &public, label, now_secs())
+                .await?;
+            tracing::info!(id = %k.id, account = %account.id, "ML-DSA-65 key registered");
+            AdminReply::Registered(k)
         }
         AdminOp::ListBans => match defense.limiter.bans().await {
             Ok(b) => AdminReply::Bans(b),

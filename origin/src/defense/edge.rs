@@ -6,31 +6,23 @@
 //! Two schemes, chosen by the signature header and allowed by `defense.tunnel_auth`: the
 //! shared-secret HMAC (`hmac-sha256`, refused under `pq-hybrid`: no downgrade) and a MAC under
 //! a post-quantum hybrid session (`session-hmac-sha256`, the session's ticket in
-//! `x-heady-session`, opened by `tunnel::TunnelSessions`). The same nonce store refuses a
-//! replayed request and a replayed handshake hello. Nonces are remembered in Redis when
-//! configured (a replay sent to another origin is caught too), else in-process. When a Redis
-//! call fails the in-process set takes over at once and stays in charge until a background
-//! probe finds Redis back (`redis::Outage`: `heady_nonces_degraded`, one log line each way),
-//! so no request waits on a Redis already known to be down.
+//! `x-heady-session`, opened by `tunnel::TunnelSessions`). The same nonce store
+//! ([`super::nonces`], Redis when configured) refuses a replayed request and a replayed
+//! handshake hello.
 
+use super::nonces::NonceStore;
 use super::tunnel::{HandshakeRefusal, TunnelSessions};
-use crate::lifecycle::Background;
-use crate::redis::{Outage, Redis};
 use heady_shared::tunnel::TunnelAuth;
 use heady_shared::wire::{self, Envelope, HmacSha256, RequestLine, SessionMac, WireError};
 use heady_shared::{Subject, SubjectError};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub struct EdgeVerifier {
     policy: TunnelAuth,
     hmac: Option<HmacSha256>,
     sessions: Option<TunnelSessions>,
     max_skew_secs: u64,
-    redis: Option<Arc<Redis>>,
-    outage: Arc<Outage>,
-    background: Background,
-    seen: Mutex<HashMap<String, u64>>,
+    nonces: Arc<NonceStore>,
 }
 
 /// Why a tunnelled request was refused (401 to the caller).
@@ -69,31 +61,24 @@ impl EdgeVerifier {
         hmac: Option<HmacSha256>,
         sessions: Option<TunnelSessions>,
         max_skew_secs: u64,
-        redis: Option<Arc<Redis>>,
-        degraded: prometheus_client::metrics::gauge::Gauge,
-        background: Background,
+        nonces: Arc<NonceStore>,
     ) -> EdgeVerifier {
         EdgeVerifier {
             policy,
             hmac,
             sessions,
             max_skew_secs,
-            redis,
-            outage: Outage::new("edge nonce check", degraded),
-            background,
-            seen: Mutex::new(HashMap::new()),
+            nonces,
         }
     }
 
     /// Where nonces are kept now: `redis`, `degraded (in-process)`, `in-process`, or
     /// `no edge key` when neither an HMAC key nor a tunnel identity is configured.
     pub fn store(&self) -> &'static str {
-        match &self.redis {
-            _ if self.hmac.is_none() && self.sessions.is_none() => "no edge key",
-            None => "in-process",
-            Some(_) if self.outage.is_down() => "degraded (in-process)",
-            Some(_) => "redis",
+        if self.hmac.is_none() && self.sessions.is_none() {
+            return "no edge key";
         }
+        self.nonces.store()
     }
 
     pub fn policy(&self) -> TunnelAuth {
@@ -197,44 +182,8 @@ impl EdgeVerifier {
 
     /// Records the nonce; `false` if it was seen before.
     async fn first_use(&self, nonce: &str, now_secs: u64) -> bool {
-        if let Some(redis) = self.redis.as_ref().filter(|_| !self.outage.is_down()) {
-            let key = format!("heady:nonce:{nonce}");
-            let ttl = self.nonce_ttl_secs();
-            let set = redis
-                .call("SET NX nonce", |mut c| async move {
-                    redis::cmd("SET")
-                        .arg(key)
-                        .arg(1)
-                        .arg("NX")
-                        .arg("EX")
-                        .arg(ttl)
-                        .query_async::<Option<String>>(&mut c)
-                        .await
-                })
-                .await;
-            match set {
-                Ok(first) => {
-                    // Also remember locally, so a Redis outage later still refuses it.
-                    self.first_use_local(nonce, now_secs);
-                    return first.is_some();
-                }
-                Err(e) => self.outage.failed(redis, &e, &self.background),
-            }
-        }
-        self.first_use_local(nonce, now_secs)
-    }
-
-    fn first_use_local(&self, nonce: &str, now_secs: u64) -> bool {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() > 100_000 {
-            seen.retain(|_, &mut expires| expires > now_secs);
-        }
-        match seen.get(nonce) {
-            Some(&expires) if expires > now_secs => false,
-            _ => {
-                seen.insert(nonce.to_string(), now_secs + self.nonce_ttl_secs());
-                true
-            }
-        }
+        self.nonces
+            .first_use(nonce, self.nonce_ttl_secs(), now_secs)
+            .await
     }
 }

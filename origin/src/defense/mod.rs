@@ -1,5 +1,6 @@
 //! The defense stage every request passes before a handler runs:
-//! identify (API key, verified edge claims, or anonymous by client IP) -> exact rate limit and
+//! identify (API key, PQC-signed request, verified edge claims, or anonymous by client IP) ->
+//! exact rate limit and
 //! ban check (`/api` and `/v1`) -> classification gate -> tier gate.
 //!
 //! Decisions come from `heady-shared` (tiers, classification, the sliding log); this module
@@ -11,6 +12,8 @@ pub mod config;
 pub mod edge;
 pub mod failed_auth;
 pub mod limiter;
+pub mod nonces;
+pub mod pqc;
 pub mod tunnel;
 
 use crate::accounts::{AccountStore, KeyRefusal};
@@ -142,6 +145,8 @@ pub struct Defense {
     policies: [LogPolicy; 3],
     metrics: Arc<Metrics>,
     edge: EdgeVerifier,
+    /// Edge nonces, handshake hellos and PQC signatures, each accepted once.
+    nonces: Arc<nonces::NonceStore>,
     require_edge: bool,
 }
 
@@ -179,20 +184,24 @@ impl Defense {
         if let Some(s) = &sessions {
             tracing::info!(identity = %s.fingerprint(), policy = %cfg.tunnel_auth, "tunnel sessions: this origin's identity");
         }
+        let nonces = Arc::new(nonces::NonceStore::new(
+            redis.clone(),
+            metrics.nonces_degraded.clone(),
+            background.clone(),
+        ));
         let edge = EdgeVerifier::new(
             cfg.tunnel_auth,
             hmac,
             sessions,
             cfg.edge_max_skew_secs,
-            redis.clone(),
-            metrics.nonces_degraded.clone(),
-            background.clone(),
+            nonces.clone(),
         );
         Ok(Defense {
             enabled: cfg.enabled,
             accounts,
             failed_auth: FailedAuth::new(cfg.max_failed_auth_per_minute, redis.clone()),
             edge,
+            nonces,
             require_edge: cfg.require_edge,
             limiter: Arc::new(RateLimiter::new(redis, metrics.clone(), background)),
             trusted: cfg.trusted_proxies.clone(),
@@ -286,12 +295,13 @@ impl Defense {
 
     /// Identifies the caller. A request signed by the edge is verified (401 when forged,
     /// stale or replayed) and its subject, tier, clearance and client IP are believed. A bearer
-    /// API key is then checked here too (401 when malformed, unknown or revoked) and decides
-    /// subject, tier and clearance. Otherwise the caller is anonymous by client IP (Free,
-    /// PUBLIC).
+    /// API key, or a PQC API key's signature ([`pqc`]), is then checked here too (401 when
+    /// malformed, unknown or revoked; 400 when both are sent) and decides subject, tier and
+    /// clearance. Otherwise the caller is anonymous by client IP (Free, PUBLIC).
     pub async fn identify(self: &Arc<Self>, req: Presented<'_>) -> Result<Identity, Error> {
         let headers = req.headers;
         let mut vouched = None;
+        let mut edge_host = None;
         if headers.contains_key(wire::header::SIGNATURE) {
             let verifier = &self.edge;
             let now = limiter::now_ms() / 1000;
@@ -304,6 +314,7 @@ impl Defense {
                     client_ip,
                     subject,
                 }) => {
+                    edge_host = Some(envelope.host.clone());
                     vouched = Some(Identity {
                         anonymous: subject.is_anonymous(),
                         subject,
@@ -345,6 +356,19 @@ impl Defense {
             Some(v) => v.client_ip,
             None => self.client_ip(headers, req.peer),
         };
+        if pqc::is_signed(headers) {
+            if headers.contains_key(http::header::AUTHORIZATION) {
+                self.count("unauthenticated", Tier::Free);
+                return Err(Error::new(
+                    ErrorCode::ConflictingCredentials,
+                    "the request carries both a bearer key (Authorization) and a PQC signature (Signature-Input): send one",
+                ));
+            }
+            let now = limiter::now_ms() / 1000;
+            return self
+                .identify_signed(&req, edge_host.as_deref(), client_ip, now)
+                .await;
+        }
         let Some(auth) = headers.get(http::header::AUTHORIZATION) else {
             return Ok(vouched.unwrap_or_else(|| anonymous(client_ip)));
         };

@@ -67,6 +67,7 @@ fn routes() -> &'static [RouteEntry] {
             route!(PATCH "/api/admin/accounts/{id}", operator, accounts::change),
             route!(GET "/api/admin/accounts/{id}/keys", operator, accounts::keys),
             route!(POST "/api/admin/accounts/{id}/keys", operator, accounts::create_key),
+            route!(POST "/api/admin/accounts/{id}/pq-keys", operator, accounts::register_pq_key),
             route!(DELETE "/api/admin/keys/{id}", operator, accounts::revoke_key),
             route!(GET "/health", public, health::health),
             route!(GET "/ready", public, health::ready),

@@ -80,9 +80,11 @@ async fn answer(app: Arc<App>, peer: IpAddr, req: Request<Incoming>) -> Response
     let span = tracing::debug_span!("request", id = %request_id, %method, route = matched.name);
     let mut limit_headers = Vec::new();
     let result = async {
-        // Only the edge's signature covers the body; any other request is identified,
-        // limited and authorized on its head, and a refusal is sent without reading the body.
-        let signed = parts.headers.contains_key(wire::header::SIGNATURE);
+        // Only the edge's signature and a PQC key's signature (through Content-Digest) cover
+        // the body; any other request is identified, limited and authorized on its head, and
+        // a refusal is sent without reading the body.
+        let signed = parts.headers.contains_key(wire::header::SIGNATURE)
+            || crate::defense::pqc::is_signed(&parts.headers);
         let mut incoming = Some(incoming);
         let mut body = Bytes::new();
         if signed {
