@@ -16,7 +16,7 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 echo "[test] checking heady-shared builds for wasm32-unknown-unknown"
 cargo build --release -p heady-shared --target wasm32-unknown-unknown
 echo "[test] running the tests"
-cargo test --release --workspace
+cargo test --release --workspace --no-fail-fast
 echo "[test] building the edge Worker and checking the bundle: wrangler deploy --dry-run --outdir dist"
 # wrangler's [build] command is deploy/build-edge.sh (worker-build --release).
 tests/edge/node_modules/.bin/wrangler deploy --dry-run --outdir dist
