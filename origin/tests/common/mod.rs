@@ -191,16 +191,29 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// Starts on a free port. The port is free when picked but another test's listener may take
+    /// it before redis-server binds it, so the server counts as started only when it answers
+    /// PING itself; if it exited (the port was taken), it is started again on another port.
     pub fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port)
+        for _ in 0..10 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            if let Some(server) = Self::try_start_on(port) {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of 10 free ports");
     }
 
     pub fn start_on(port: u16) -> RedisServer {
+        Self::try_start_on(port)
+            .unwrap_or_else(|| panic!("redis-server did not start on port {port}"))
+    }
+
+    fn try_start_on(port: u16) -> Option<RedisServer> {
         let mut child = std::process::Command::new("redis-server")
             .args([
                 "--port",
@@ -215,15 +228,18 @@ impl RedisServer {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server is installed (deploy/setup.sh installs it)");
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return RedisServer { port, child };
+        for _ in 0..500 {
+            if let Ok(Some(_)) = child.try_wait() {
+                return None;
+            }
+            if answers_ping(port) {
+                return Some(RedisServer { port, child });
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         let _ = child.kill();
         let _ = child.wait();
-        panic!("redis-server did not start on port {port}");
+        None
     }
 
     pub fn url(&self) -> String {
@@ -249,6 +265,19 @@ impl RedisServer {
             .success();
         assert!(ok, "kill {sig} redis-server");
     }
+}
+
+/// Whether a Redis server answers PING on `port` (not some other test's listener).
+fn answers_ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut sock) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = [0u8; 7];
+    sock.write_all(b"PING\r\n").is_ok()
+        && sock.read_exact(&mut buf).is_ok()
+        && &buf == b"+PONG\r\n"
 }
 
 /// A request as the edge Worker sends it: the envelope headers and an HMAC over the request
