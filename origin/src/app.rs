@@ -41,6 +41,10 @@ pub struct App {
     /// Usage recording, its store, and the token limiter.
     pub usage: Arc<Usage>,
     pub background: Background,
+    /// The mesh's TLS and this node's name in it, when `[mesh]` is configured.
+    pub mesh: Option<(crate::mesh::MeshTls, String)>,
+    /// Where the mesh listener listens, once it does (`mesh.listen` may ask for port 0).
+    pub mesh_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// Stops the storage threads (indexer, checkpointer); cancelled after memory has closed.
     storage: CancellationToken,
 }
@@ -77,6 +81,21 @@ impl App {
         if let Some(r) = &redis {
             crate::accounts::broadcast::subscribe(accounts.clone(), r.clone(), &background);
         }
+        let mesh = if config.mesh.enabled() {
+            let tls = crate::mesh::MeshTls::load(&config.mesh)?;
+            let name = crate::mesh::tls::own_name(&config.mesh)?;
+            if !config.mesh.peers.is_empty() {
+                let client = crate::mesh::MeshClient::new(&tls, Duration::from_secs(2))?;
+                accounts.set_peers(Arc::new(crate::mesh::Peers::new(
+                    client,
+                    config.mesh.peers.clone(),
+                )));
+            }
+            tracing::info!(node = %name, peers = config.mesh.peers.len(), "mesh: this node's certificate loaded");
+            Some((tls, name))
+        } else {
+            None
+        };
         // Rows stored before memory had owners go to the account named `legacy`, made only
         // when there are such rows.
         let legacy = if MemoryStore::unowned_rows(&db)? > 0 {
@@ -156,6 +175,8 @@ impl App {
             billing,
             usage,
             background,
+            mesh,
+            mesh_addr: std::sync::OnceLock::new(),
             storage,
         }))
     }
@@ -204,10 +225,30 @@ impl App {
                 &self.background,
             );
         }
+        if let (Some(addr), Some((tls, _))) = (self.config.mesh.listen, &self.mesh) {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("mesh.listen {addr}: {e}"))?;
+            if let Ok(bound) = listener.local_addr() {
+                let _ = self.mesh_addr.set(bound);
+            }
+            // It stops accepting when the background work is cancelled and drains itself.
+            self.background
+                .spawn_to_end(crate::mesh::server::serve(
+                    listener,
+                    self.clone(),
+                    tls.server.clone(),
+                ));
+        }
         if let Some(path) = self.config.admin_socket_path() {
             crate::defense::admin::serve(&path, self.defense.clone(), &self.background).await?;
         }
         Ok(())
+    }
+
+    /// This node's name in the mesh (its certificate's CN), if it has one.
+    pub fn mesh_name(&self) -> Option<&str> {
+        self.mesh.as_ref().map(|(_, n)| n.as_str())
     }
 
     /// Every account's tier, for the retention sweeper (`None` when the store does not

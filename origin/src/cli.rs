@@ -91,6 +91,54 @@ pub enum Command {
         #[command(subcommand)]
         command: BansCommand,
     },
+    /// The mesh's CA and certificates: `mesh ca init`, `mesh issue`.
+    #[command(subcommand)]
+    Mesh(MeshCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MeshCommand {
+    /// The mesh CA.
+    #[command(subcommand)]
+    Ca(MeshCaCommand),
+    /// Make a node's (or an operator's) key and certificate, signed by the CA: writes
+    /// NAME.pem and NAME.key (mode 0600) into --out; prints the serial number and expiry.
+    Issue {
+        /// The node's name: its certificate's CN (what `mesh.operators` lists) and a DNS name.
+        #[arg(long)]
+        name: String,
+        /// The CA's directory (from `mesh ca init`).
+        #[arg(long, value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// Where to write NAME.pem and NAME.key.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// More DNS names peers reach this node by, comma-separated.
+        #[arg(long, value_name = "A,B", value_delimiter = ',')]
+        dns: Vec<String>,
+        /// IP addresses peers reach this node at, comma-separated.
+        #[arg(long, value_name = "IP,IP", value_delimiter = ',')]
+        ip: Vec<std::net::IpAddr>,
+        /// Validity in days (then issue a new one; the old one can go to mesh.revoked).
+        #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..=825))]
+        days: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MeshCaCommand {
+    /// Make the CA's key (ca.key, mode 0600) and certificate (ca.pem) in --dir; refuses to
+    /// overwrite an existing CA.
+    Init {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The CA certificate's name (CN).
+        #[arg(long, default_value = "heady-mesh-ca")]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u64).range(1..=7300))]
+        days: u64,
+    },
 }
 
 /// Which daemon (or database) an operator command acts on.
@@ -102,6 +150,20 @@ pub struct AdminTarget {
     /// The daemon's data directory.
     #[arg(long, value_name = "DIR", global = true)]
     data_dir: Option<PathBuf>,
+    /// Instead: the mesh listener of the origin to run the command on (`https://host:port`),
+    /// reached with an operator's mesh certificate (`--mesh-cert`, `--mesh-key`, `--mesh-ca`,
+    /// or `[mesh]` of `--config`).
+    #[arg(long, value_name = "URL", global = true)]
+    remote: Option<String>,
+    /// With --remote: the operator's certificate from the mesh CA.
+    #[arg(long, value_name = "FILE", global = true)]
+    mesh_cert: Option<PathBuf>,
+    /// With --remote: its private key.
+    #[arg(long, value_name = "FILE", global = true)]
+    mesh_key: Option<PathBuf>,
+    /// With --remote: the mesh CA's certificate.
+    #[arg(long, value_name = "FILE", global = true)]
+    mesh_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -595,6 +657,7 @@ pub fn run(cli: Cli) -> i32 {
             };
             admin(target, op, json)
         }
+        Command::Mesh(cmd) => mesh(cmd),
         Command::ConfigReference { write } => config_reference(write.as_deref()),
         Command::CheckConfig { config } => {
             match Config::load(config.as_deref(), &heady_env(), &Overrides::default()) {
@@ -654,15 +717,97 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     .await
 }
 
-/// Runs an operator command: through the daemon's admin socket when it answers, else against
-/// the database (and Redis) directly.
+/// `mesh ca init` and `mesh issue`.
+fn mesh(cmd: MeshCommand) -> i32 {
+    use crate::mesh::ca;
+    const DAY: u64 = 86_400;
+    let result = match cmd {
+        MeshCommand::Ca(MeshCaCommand::Init { dir, name, days }) => {
+            ca::init(&dir, &name, Duration::from_secs(days * DAY)).map(|cert| {
+                println!("mesh CA: {}", cert.display());
+                println!(
+                    "its key is {} (mode 0600): keep it off the origins; every node trusts {}",
+                    dir.join(ca::CA_KEY).display(),
+                    cert.display()
+                );
+            })
+        }
+        MeshCommand::Issue {
+            name,
+            ca_dir,
+            out,
+            dns,
+            ip,
+            days,
+        } => ca::issue(
+            &ca_dir,
+            &ca::NodeSpec {
+                name,
+                dns,
+                ips: ip,
+                not_before: None,
+                validity: Duration::from_secs(days * DAY),
+            },
+        )
+        .and_then(|issued| {
+            let (cert, key) = ca::write_issued(&out, &issued)?;
+            let expires = chrono::DateTime::<chrono::Utc>::from(issued.not_after)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            println!("certificate: {}", cert.display());
+            println!("key:         {} (mode 0600)", key.display());
+            println!("serial:      {}", issued.serial);
+            println!("expires:     {expires}");
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("heady-origin: {e}");
+            1
+        }
+    }
+}
+
+/// An operator command on another origin, through its mesh listener.
+async fn remote_admin(
+    target: &AdminTarget,
+    cfg: &Config,
+    url: &str,
+    op: &AdminOp,
+) -> anyhow::Result<AdminReply> {
+    let mut mesh = cfg.mesh.clone();
+    if let Some(c) = &target.mesh_cert {
+        mesh.cert = Some(c.clone());
+    }
+    if let Some(k) = &target.mesh_key {
+        mesh.key = Some(k.clone());
+    }
+    if let Some(ca) = &target.mesh_ca {
+        mesh.ca = Some(ca.clone());
+    }
+    if mesh.cert.is_none() || mesh.key.is_none() || mesh.ca.is_none() {
+        anyhow::bail!("--remote needs a mesh certificate: --mesh-cert, --mesh-key and --mesh-ca (or [mesh] cert, key and ca in --config)");
+    }
+    let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("--remote {url:?}: {e}"))?;
+    if parsed.scheme() != "https" || parsed.host().is_none() {
+        anyhow::bail!("--remote {url:?}: must be https://host:port (a mesh listener)");
+    }
+    let tls = crate::mesh::MeshTls::load(&mesh)?;
+    crate::mesh::MeshClient::new(&tls, Duration::from_secs(30))?
+        .admin(url, op)
+        .await
+}
+
+/// Runs an operator command: on another origin through the mesh with `--remote`; else through
+/// the daemon's admin socket when it answers, else against the database (and Redis) directly.
 fn admin(target: AdminTarget, op: AdminOp, json: bool) -> i32 {
     let cfg = match Config::load(
         target.config.as_deref(),
         &heady_env(),
         &Overrides {
             listen: None,
-            data_dir: target.data_dir,
+            data_dir: target.data_dir.clone(),
         },
     ) {
         Ok(c) => c,
@@ -682,6 +827,9 @@ fn admin(target: AdminTarget, op: AdminOp, json: bool) -> i32 {
         }
     };
     let reply = rt.block_on(async {
+        if let Some(url) = &target.remote {
+            return remote_admin(&target, &cfg, url, &op).await;
+        }
         if let Some(sock) = cfg.admin_socket_path() {
             if let Some(reply) = crate::defense::admin::request(&sock, &op).await? {
                 return Ok(reply);
@@ -735,6 +883,13 @@ async fn open_defense(cfg: &Config) -> anyhow::Result<std::sync::Arc<crate::defe
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if cfg.mesh.enabled() && !cfg.mesh.peers.is_empty() {
+        let tls = crate::mesh::MeshTls::load(&cfg.mesh)?;
+        accounts.set_peers(std::sync::Arc::new(crate::mesh::Peers::new(
+            crate::mesh::MeshClient::new(&tls, Duration::from_secs(2))?,
+            cfg.mesh.peers.clone(),
+        )));
+    }
     Ok(std::sync::Arc::new(crate::defense::Defense::new(
         &cfg.defense,
         std::sync::Arc::new(accounts),

@@ -59,6 +59,10 @@ pub struct Config {
     pub billing: BillingConfig,
     /// Token limits per tier, usage recording, the meter outbox.
     pub usage: UsageConfig,
+    /// HTTPS on the public listener.
+    pub tls: crate::tls::TlsConfig,
+    /// The mesh: mutual TLS between origins and operators.
+    pub mesh: crate::mesh::MeshConfig,
 }
 
 impl Default for Config {
@@ -79,6 +83,8 @@ impl Default for Config {
             pipeline: PipelineConfig::default(),
             billing: BillingConfig::default(),
             usage: UsageConfig::default(),
+            tls: crate::tls::TlsConfig::default(),
+            mesh: crate::mesh::MeshConfig::default(),
         }
     }
 }
@@ -262,6 +268,8 @@ impl Config {
             crate::pipeline::config::KEYS,
             crate::billing::config::KEYS,
             crate::usage::config::KEYS,
+            crate::tls::KEYS,
+            crate::mesh::config::KEYS,
         ]
         .into_iter()
         .flatten()
@@ -349,6 +357,8 @@ impl Config {
         self.pipeline.validate()?;
         self.billing.validate()?;
         self.usage.validate()?;
+        self.tls.validate()?;
+        self.mesh.validate()?;
         Ok(())
     }
 }

@@ -26,12 +26,14 @@ pub mod error;
 pub mod http;
 pub mod lifecycle;
 pub mod memory;
+pub mod mesh;
 pub mod metrics;
 pub mod pipeline;
 pub mod providers;
 pub mod redis;
 pub mod rt;
 pub mod settings;
+pub mod tls;
 pub mod usage;
 // Linux syscalls (thread priority, allocator tuning): the one module with `unsafe`.
 #[allow(unsafe_code)]

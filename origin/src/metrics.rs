@@ -63,8 +63,17 @@ pub struct WebhookLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of the mesh listener's request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MeshLabels {
+    pub route: String,
+    pub status: u16,
+}
+
 pub struct Metrics {
     pub registry: Registry,
+    pub mesh_handshakes: Family<OutcomeLabels, Counter>,
+    pub mesh_requests: Family<MeshLabels, Counter>,
     pub requests: Family<HttpLabels, Counter>,
     pub latency: Family<HttpLabels, Histogram>,
     pub memory_vectors: Gauge,
@@ -194,8 +203,22 @@ impl Default for Metrics {
             "Accounts moved to Free because their past_due grace ran out",
             grace_expired.clone(),
         );
+        let mesh_handshakes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "heady_mesh_handshakes",
+            "Mesh listener TLS handshakes by outcome (accepted, no_certificate, unknown_issuer, expired, revoked, bad_certificate, incompatible, timeout, tls_error, io_error)",
+            mesh_handshakes.clone(),
+        );
+        let mesh_requests = Family::<MeshLabels, Counter>::default();
+        registry.register(
+            "heady_mesh_requests",
+            "Mesh listener requests by route and status",
+            mesh_requests.clone(),
+        );
         Metrics {
             registry,
+            mesh_handshakes,
+            mesh_requests,
             tunnel_handshakes,
             stripe_calls,
             webhooks,
@@ -218,6 +241,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    pub fn mesh_handshake(&self, outcome: &'static str) {
+        self.mesh_handshakes
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn mesh_request(&self, route: String, status: u16) {
+        self.mesh_requests
+            .get_or_create(&MeshLabels { route, status })
+            .inc();
+    }
+
     pub fn observe(&self, route: &'static str, method: &http::Method, status: u16, secs: f64) {
         let method = match *method {
             http::Method::GET => Method::GET,

@@ -49,6 +49,8 @@ pub struct AccountStore {
     pq_cache: RwLock<HashMap<String, (Option<PqGrant>, Instant)>>,
     cache_ttl: Duration,
     redis: Option<Arc<Redis>>,
+    /// The other origins' mesh listeners, told of every change (`mesh.peers`).
+    peers: std::sync::OnceLock<Arc<crate::mesh::Peers>>,
 }
 
 impl AccountStore {
@@ -117,6 +119,7 @@ impl AccountStore {
             pq_cache: RwLock::new(HashMap::new()),
             cache_ttl,
             redis,
+            peers: std::sync::OnceLock::new(),
         })
     }
 
@@ -613,9 +616,18 @@ impl AccountStore {
             .clear();
     }
 
-    /// Drops the entries here and tells the other origins (when Redis is configured).
+    /// Tell these peers of every change from now on (once).
+    pub fn set_peers(&self, peers: Arc<crate::mesh::Peers>) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// Drops the entries here and tells the other origins: on Redis when it is configured,
+    /// and through the mesh to `mesh.peers`.
     async fn invalidate(&self, inv: Invalidation) {
         self.drop_cached(&inv);
+        if let Some(peers) = self.peers.get() {
+            peers.announce(&inv).await;
+        }
         if let Some(r) = &self.redis {
             if let Err(e) = broadcast::publish(r, &inv).await {
                 tracing::warn!(error = %e, what = %inv, "could not broadcast an account change: other origins see it within defense.key_cache_secs");

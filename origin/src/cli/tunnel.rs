@@ -27,6 +27,10 @@ pub enum TunnelCommand {
         /// The service of the last, catch-all rule.
         #[arg(long, value_name = "SERVICE", default_value = "http_status:404")]
         catch_all: String,
+        /// With an https:// --origin-url: the CA file (as cloudflared's host sees it) that
+        /// cloudflared checks the origin's certificate against (`originRequest.caPool`).
+        #[arg(long, value_name = "FILE")]
+        ca_pool: Option<String>,
         /// Write here (atomically) instead of to standard output.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
@@ -90,6 +94,7 @@ pub fn run_with(command: TunnelCommand, out: &mut dyn Write, err: &mut dyn Write
             credentials_file,
             origin_url,
             catch_all,
+            ca_pool,
             out: target,
         } => {
             let settings = RenderSettings {
@@ -98,6 +103,7 @@ pub fn run_with(command: TunnelCommand, out: &mut dyn Write, err: &mut dyn Write
                 tunnel_id,
                 origin_url,
                 catch_all,
+                ca_pool,
             };
             render_command(&properties, &settings, target.as_deref(), out, err)
         }

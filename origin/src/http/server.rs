@@ -183,9 +183,14 @@ pub async fn serve(
             .keep_alive_interval(every)
             .keep_alive_timeout(every);
     }
+    let tls = app
+        .config
+        .tls
+        .server_config()?
+        .map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
     let fd_limit = crate::sys::raise_fd_limit();
-    tracing::info!(addr = %listener.local_addr()?, ?fd_limit, "listening");
+    tracing::info!(addr = %listener.local_addr()?, ?fd_limit, tls = tls.is_some(), "listening");
     if fd_limit.is_some_and(|n| n < 4096) {
         tracing::warn!(
             ?fd_limit,
@@ -210,34 +215,18 @@ pub async fn serve(
                 let state = ConnState::new();
                 let svc_state = state.clone();
                 let svc = service_fn(move |req| handle(app.clone(), peer_ip, svc_state.clone(), req));
-                let io = TokioIo::new(Watched::new(stream, state.clone()));
-                let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
                 let draining = draining.clone();
+                let builder = builder.clone();
+                let tls = tls.clone();
                 connections.spawn(async move {
-                    tokio::pin!(conn);
-                    let mut closing = false;
-                    loop {
-                        tokio::select! {
-                            ended = conn.as_mut() => {
-                                if let Err(e) = ended {
-                                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                                }
-                                break;
+                    match tls {
+                        None => drive(&builder, stream, svc, state, draining, timeouts, peer).await,
+                        Some(acceptor) => {
+                            match tokio::time::timeout(timeouts.header, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => drive(&builder, stream, svc, state, draining, timeouts, peer).await,
+                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!(%peer, "TLS handshake not complete within http.header_timeout_secs: closing"),
                             }
-                            _ = draining.cancelled(), if !closing => {
-                                conn.as_mut().graceful_shutdown();
-                                closing = true;
-                            }
-                            expiry = state.expired(timeouts), if !closing => match expiry {
-                                Expiry::Header => {
-                                    tracing::debug!(%peer, "request head not complete within http.header_timeout_secs: closing");
-                                    break;
-                                }
-                                Expiry::Idle => {
-                                    conn.as_mut().graceful_shutdown();
-                                    closing = true;
-                                }
-                            },
                         }
                     }
                 });
@@ -259,6 +248,53 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// One connection, served until it ends, times out, or the server drains.
+async fn drive<I, S>(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: I,
+    svc: S,
+    state: Arc<ConnState>,
+    draining: CancellationToken,
+    timeouts: Timeouts,
+    peer: std::net::SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<body::Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let io = TokioIo::new(Watched::new(stream, state.clone()));
+    let conn = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = draining.cancelled(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            expiry = state.expired(timeouts), if !closing => match expiry {
+                Expiry::Header => {
+                    tracing::debug!(%peer, "request head not complete within http.header_timeout_secs: closing");
+                    break;
+                }
+                Expiry::Idle => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            },
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

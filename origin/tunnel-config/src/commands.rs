@@ -116,6 +116,15 @@ fn check_settings(settings: &RenderSettings) -> Result<(), String> {
     one_line("--credentials-file", &settings.credentials_file)?;
     parse_service(&settings.origin_url, false).map_err(|e| format!("--origin-url: {e}"))?;
     parse_service(&settings.catch_all, false).map_err(|e| format!("--catch-all: {e}"))?;
+    if let Some(ca) = &settings.ca_pool {
+        one_line("--ca-pool", ca)?;
+        if !settings.origin_url.starts_with("https://") {
+            return Err(format!(
+                "--ca-pool is for an https:// --origin-url (got {:?})",
+                settings.origin_url
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -586,6 +595,29 @@ mod tests {
     }
 
     #[test]
+    fn an_https_origin_is_checked_against_the_ca_pool_and_the_result_validates() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let properties = write(dir.path(), "properties.toml", REAL_PROPERTIES);
+        let settings = RenderSettings {
+            origin_url: "https://127.0.0.1:8443".into(),
+            ca_pool: Some("/etc/heady/mesh/ca.pem".into()),
+            ..example_settings()
+        };
+        let target = dir.path().join("config.yml");
+        let rendered =
+            run_captured(|out, err| render_command(&properties, &settings, Some(&target), out, err));
+        assert_eq!(rendered.code, 0, "{}", rendered.err);
+        let yaml = std::fs::read_to_string(&target).unwrap();
+        assert!(
+            yaml.contains("originRequest:\n  caPool: /etc/heady/mesh/ca.pem\n"),
+            "{yaml}"
+        );
+        assert!(yaml.contains("service: https://127.0.0.1:8443"), "{yaml}");
+        let checked = validate_file(&target, false);
+        assert_eq!(checked.code, 0, "{}{}", checked.out, checked.err);
+    }
+
+    #[test]
     fn render_rejects_bad_arguments_with_2_and_bad_properties_with_1() {
         let dir = tempfile::tempdir().expect("temp dir");
         let properties = write(dir.path(), "properties.toml", REAL_PROPERTIES);
@@ -594,6 +626,7 @@ mod tests {
             credentials_file: RenderSettings::default_credentials_file(tunnel_id),
             origin_url: origin_url.into(),
             catch_all: catch_all.into(),
+            ca_pool: None,
         };
         for (bad, flag) in [
             (
@@ -615,6 +648,13 @@ mod tests {
             (
                 command("id", "http://127.0.0.1:8080", "http_status:4040"),
                 "--catch-all",
+            ),
+            (
+                RenderSettings {
+                    ca_pool: Some("/etc/heady/ca.pem".into()),
+                    ..command("id", "http://127.0.0.1:8080", "http_status:404")
+                },
+                "--ca-pool",
             ),
         ] {
             let result = run_captured(|out, err| render_command(&properties, &bad, None, out, err));

@@ -62,6 +62,7 @@ fn render_agrees_with_validate_and_match(text: &str) {
         ),
         origin_url: "http://127.0.0.1:8080".into(),
         catch_all: "http_status:404".into(),
+        ca_pool: None,
     };
     let yaml = render(&properties, &settings);
     let (config, warnings) = match parse(&yaml) {

@@ -16,6 +16,9 @@ pub struct RenderSettings {
     pub origin_url: String,
     /// The last rule's service, e.g. `http_status:404`.
     pub catch_all: String,
+    /// With an `https://` origin URL: the CA file cloudflared checks the origin's certificate
+    /// against (top-level `originRequest.caPool`).
+    pub ca_pool: Option<String>,
 }
 
 impl RenderSettings {
@@ -36,6 +39,10 @@ pub fn render(properties: &Properties, settings: &RenderSettings) -> String {
     out.push_str("# and render again rather than editing this one.\n");
     line(&mut out, 0, "tunnel", &settings.tunnel_id);
     line(&mut out, 0, "credentials-file", &settings.credentials_file);
+    if let Some(ca) = &settings.ca_pool {
+        out.push_str("originRequest:\n");
+        line(&mut out, 2, "caPool", ca);
+    }
     out.push_str("ingress:\n");
     for property in properties.origin_properties() {
         let _ = writeln!(
@@ -209,6 +216,7 @@ pub(super) mod tests {
             credentials_file: "/etc/cloudflared/00000000-0000-4000-8000-000000000000.json".into(),
             origin_url: "http://127.0.0.1:8080".into(),
             catch_all: "http_status:404".into(),
+            ca_pool: None,
         }
     }
 
