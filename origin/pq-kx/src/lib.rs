@@ -14,8 +14,10 @@ use rustls::crypto::CryptoProvider;
 pub use hybrid::X25519MLKEM768;
 
 /// ring's default provider with key exchange groups X25519MLKEM768, X25519, P-256, P-384, in that
-/// order of preference. A client also offers a plain X25519 share in its first ClientHello (from
-/// the hybrid share's X25519 half), so a classical-only server needs no HelloRetryRequest.
+/// order. A client lists them so and also offers a plain X25519 share in its first ClientHello
+/// (the hybrid share's X25519 half), so a classical-only server needs no HelloRetryRequest. A
+/// rustls 0.23 server takes the first group of the client's list that it supports: two peers
+/// with this provider always agree on X25519MLKEM768.
 pub fn provider() -> CryptoProvider {
     CryptoProvider {
         kx_groups: vec![

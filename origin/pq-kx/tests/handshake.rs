@@ -100,3 +100,14 @@ fn the_harness_sees_a_hello_retry_request() {
     assert_eq!(hs.server_group(), Some(NamedGroup::X25519));
     assert_eq!(hs.client_flights, 3);
 }
+
+#[test]
+fn the_server_follows_the_clients_order_of_groups() {
+    // rustls 0.23 servers take the first group in the client's list that they support, so a
+    // client that lists X25519 first gets X25519 even from a hybrid-first server; mesh peers
+    // use `provider()` on both ends, whose list starts with the hybrid.
+    let pki = TestPki::new();
+    let client = with_groups(provider(), &[kx_group::X25519, X25519MLKEM768]);
+    let hs = handshake(&pki.client_config(client), &pki.server_config(provider())).unwrap();
+    assert_eq!(hs.server_group(), Some(NamedGroup::X25519));
+}
