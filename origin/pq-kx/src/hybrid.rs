@@ -324,3 +324,52 @@ mod tests {
         assert_eq!(format!("{X25519MLKEM768:?}"), "X25519MlKem768");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A share of `len` bytes from `seed` (a repeating pattern keeps the strategy cheap).
+    fn bytes(len: usize, seed: &[u8]) -> Vec<u8> {
+        seed.iter().copied().cycle().take(len).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_client_share_is_answered_or_refused_as_invalid(
+            len in prop_oneof![
+                Just(MLKEM768_ENCAPSULATION_KEY_LEN + X25519_LEN),
+                0usize..2500,
+            ],
+            seed in proptest::collection::vec(any::<u8>(), 1..64),
+        ) {
+            let share = bytes(len, &seed);
+            match X25519MLKEM768.start_and_complete(&share) {
+                Ok(done) => {
+                    prop_assert_eq!(len, MLKEM768_ENCAPSULATION_KEY_LEN + X25519_LEN);
+                    prop_assert_eq!(done.pub_key.len(), MLKEM768_CIPHERTEXT_LEN + X25519_LEN);
+                    prop_assert_eq!(done.secret.secret_bytes().len(), 64);
+                }
+                Err(e) => prop_assert_eq!(e, INVALID_KEY_SHARE),
+            }
+        }
+
+        #[test]
+        fn any_server_share_completes_or_is_refused_as_invalid(
+            len in prop_oneof![Just(MLKEM768_CIPHERTEXT_LEN + X25519_LEN), 0usize..2500],
+            seed in proptest::collection::vec(any::<u8>(), 1..64),
+        ) {
+            let client = X25519MLKEM768.start().unwrap();
+            match client.complete(&bytes(len, &seed)) {
+                Ok(secret) => {
+                    prop_assert_eq!(len, MLKEM768_CIPHERTEXT_LEN + X25519_LEN);
+                    prop_assert_eq!(secret.secret_bytes().len(), 64);
+                }
+                Err(e) => prop_assert_eq!(e, INVALID_KEY_SHARE),
+            }
+        }
+    }
+}
