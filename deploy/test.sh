@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: heady-shared (native and wasm32), the origin daemon (real DuckDB, real
-# HTTP, real redis-server processes, kill -9 durability), the embedders' wire formats, the
+# HTTP, real redis-server processes, kill -9 durability), the embedders' wire formats, the mesh's
+# post-quantum TLS key exchange against an independent implementation (aws-lc-rs), the
 # edge's routes/pages against deploy/properties.toml, and the built edge Worker in workerd
 # (Miniflare) against a real heady-origin.
 set -euo pipefail
@@ -17,6 +18,8 @@ echo "[test] checking heady-shared builds for wasm32-unknown-unknown"
 cargo build --release -p heady-shared --target wasm32-unknown-unknown
 echo "[test] running the tests"
 cargo test --release --workspace --no-fail-fast
+echo "[test] X25519MLKEM768 interop: heady-pq-kx against rustls's aws-lc-rs provider (own workspace)"
+cargo test --release --manifest-path origin/pq-kx/interop/Cargo.toml
 echo "[test] building the edge Worker and checking the bundle: wrangler deploy --dry-run --outdir dist"
 # wrangler's [build] command is deploy/build-edge.sh (worker-build --release).
 tests/edge/node_modules/.bin/wrangler deploy --dry-run --outdir dist
