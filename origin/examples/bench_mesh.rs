@@ -66,7 +66,11 @@ async fn handshakes(
         assert!(buf.starts_with(b"HTTP/1.1 200"));
         group = format!(
             "{:?}",
-            tls.get_ref().1.negotiated_key_exchange_group().unwrap().name()
+            tls.get_ref()
+                .1
+                .negotiated_key_exchange_group()
+                .unwrap()
+                .name()
         );
     }
     (n as f64 / t.elapsed().as_secs_f64(), group)
@@ -112,7 +116,7 @@ struct Run {
     p99: Duration,
 }
 
-async fn load<F, Fut>(conns: usize, per_conn: usize, open: F) -> Run
+async fn load<F, Fut>(conns: usize, open: F) -> Run
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Vec<Duration>> + Send + 'static,
@@ -137,7 +141,12 @@ fn main() {
     let n_requests = common::arg("--requests", 100_000);
     let conns = common::arg("--conns", 32);
     let dir = tempfile::tempdir().unwrap();
-    ca::init(&dir.path().join("ca"), "bench-ca", Duration::from_secs(86_400)).unwrap();
+    ca::init(
+        &dir.path().join("ca"),
+        "bench-ca",
+        Duration::from_secs(86_400),
+    )
+    .unwrap();
     for name in ["bench-origin", "bench-client"] {
         let issued = ca::issue(
             &dir.path().join("ca"),
@@ -207,7 +216,7 @@ fn main() {
 
         let per_conn = n_requests / conns;
         let connector = tokio_rustls::TlsConnector::from(hybrid.clone());
-        let over_mesh = load(conns, per_conn, || {
+        let over_mesh = load(conns, || {
             let connector = connector.clone();
             async move {
                 let tcp = tokio::net::TcpStream::connect(mesh).await.unwrap();
@@ -218,7 +227,7 @@ fn main() {
             }
         })
         .await;
-        let over_plain = load(conns, per_conn, || async move {
+        let over_plain = load(conns, || async move {
             let tcp = tokio::net::TcpStream::connect(plain).await.unwrap();
             tcp.set_nodelay(true).unwrap();
             keepalive(tcp, "/health", per_conn).await

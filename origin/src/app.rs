@@ -233,12 +233,11 @@ impl App {
                 let _ = self.mesh_addr.set(bound);
             }
             // It stops accepting when the background work is cancelled and drains itself.
-            self.background
-                .spawn_to_end(crate::mesh::server::serve(
-                    listener,
-                    self.clone(),
-                    tls.server.clone(),
-                ));
+            self.background.spawn_to_end(crate::mesh::server::serve(
+                listener,
+                self.clone(),
+                tls.server.clone(),
+            ));
         }
         if let Some(path) = self.config.admin_socket_path() {
             crate::defense::admin::serve(&path, self.defense.clone(), &self.background).await?;

@@ -56,8 +56,18 @@ impl Pki {
         let mut revoked_serial = String::new();
         for name in ["origin-a", "origin-b", "ops", "stranger", "revoked-node"] {
             let (code, out, err) = cli(&[
-                "mesh", "issue", "--name", name, "--ca-dir", &p("ca"), "--out", &p("certs"),
-                "--ip", "127.0.0.1", "--days", "30",
+                "mesh",
+                "issue",
+                "--name",
+                name,
+                "--ca-dir",
+                &p("ca"),
+                "--out",
+                &p("certs"),
+                "--ip",
+                "127.0.0.1",
+                "--days",
+                "30",
             ]);
             assert_eq!(code, 0, "{out}{err}");
             if name == "revoked-node" {
@@ -71,12 +81,24 @@ impl Pki {
         }
         // A second issue of a name refuses to overwrite its files.
         let (code, _, err) = cli(&[
-            "mesh", "issue", "--name", "ops", "--ca-dir", &p("ca"), "--out", &p("certs"),
+            "mesh",
+            "issue",
+            "--name",
+            "ops",
+            "--ca-dir",
+            &p("ca"),
+            "--out",
+            &p("certs"),
         ]);
         assert_ne!(code, 0);
         assert!(err.contains("exists"), "{err}");
         // Another CA, and a certificate of ours that expired yesterday.
-        ca::init(&dir.path().join("other-ca"), "other-ca", Duration::from_secs(86_400)).unwrap();
+        ca::init(
+            &dir.path().join("other-ca"),
+            "other-ca",
+            Duration::from_secs(86_400),
+        )
+        .unwrap();
         let intruder = ca::issue(
             &dir.path().join("other-ca"),
             &ca::NodeSpec {
@@ -127,8 +149,23 @@ impl Pki {
     }
 }
 
-fn mesh_url(s: &TestServer) -> String {
-    format!("https://{}", s.state.mesh_addr.get().expect("mesh listener"))
+/// The mesh listener's address, once `App::start` has bound it.
+async fn mesh_addr(s: &TestServer) -> std::net::SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(a) = s.state.mesh_addr.get() {
+            return *a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the mesh listener never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn mesh_url(s: &TestServer) -> String {
+    format!("https://{}", mesh_addr(s).await)
 }
 
 /// A TLS 1.3 client trusting `ca`, presenting `cert`/`key` when given, with our provider.
@@ -163,7 +200,7 @@ async fn mesh_get(
     connector: &tokio_rustls::TlsConnector,
     path: &str,
 ) -> (Result<String, String>, Option<String>) {
-    let addr = *s.state.mesh_addr.get().unwrap();
+    let addr = mesh_addr(s).await;
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from("127.0.0.1").unwrap().to_owned();
     let mut tls = match connector.connect(name, tcp).await {
@@ -218,7 +255,10 @@ async fn wait_counted(s: &TestServer, outcome: &str, at_least: f64) {
 async fn the_mesh_listener_admits_only_certificates_of_its_ca() {
     let pki = Pki::make();
     let a = TestServer::start(|c| pki.node(c, "origin-a")).await;
-    let ok = tls_client(&pki.ca(), Some((&pki.cert("stranger"), &pki.key("stranger"))));
+    let ok = tls_client(
+        &pki.ca(),
+        Some((&pki.cert("stranger"), &pki.key("stranger"))),
+    );
     let (resp, group) = mesh_get(&a, &ok, "/mesh/health").await;
     let resp = resp.unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
@@ -231,7 +271,8 @@ async fn the_mesh_listener_admits_only_certificates_of_its_ca() {
     let (resp, _) = mesh_get(&a, &ok, "/mesh/nothing").await;
     assert!(resp.unwrap().starts_with("HTTP/1.1 404"));
 
-    let cases: [(&str, Option<(PathBuf, PathBuf)>, &str); 4] = [
+    type Identity = Option<(PathBuf, PathBuf)>;
+    let cases: [(&str, Identity, &str); 4] = [
         ("no certificate", None, "no_certificate"),
         (
             "another CA's",
@@ -280,7 +321,7 @@ async fn operators_act_on_a_remote_origin_and_peers_drop_a_revoked_key_at_once()
         c.defense.key_cache_secs = 300;
     })
     .await;
-    let a_mesh = mesh_url(&a);
+    let a_mesh = mesh_url(&a).await;
     let b = TestServer::start(|c| {
         pki.node(c, "origin-b");
         c.database_url = Some(pg.database_url());
@@ -289,7 +330,7 @@ async fn operators_act_on_a_remote_origin_and_peers_drop_a_revoked_key_at_once()
         c.mesh.peers = vec![a_mesh.clone()];
     })
     .await;
-    let b_mesh = mesh_url(&b);
+    let b_mesh = mesh_url(&b).await;
     let ca_path = pki.ca().to_string_lossy().into_owned();
     let as_node = |name: &str| {
         vec![
@@ -314,7 +355,11 @@ async fn operators_act_on_a_remote_origin_and_peers_drop_a_revoked_key_at_once()
         &["accounts", "create", "--name", "mesh-user", "--tier", "pro"],
     );
     assert_eq!(code, 0, "{out}{err}");
-    let (code, out, err) = remote(&a_mesh, "ops", &["keys", "create", "--account", "mesh-user"]);
+    let (code, out, err) = remote(
+        &a_mesh,
+        "ops",
+        &["keys", "create", "--account", "mesh-user"],
+    );
     assert_eq!(code, 0, "{out}{err}");
     let key = out.lines().next().unwrap().trim().to_string();
     let key_id = err
@@ -326,7 +371,10 @@ async fn operators_act_on_a_remote_origin_and_peers_drop_a_revoked_key_at_once()
     // A node that is not an operator is refused, and says so.
     let (code, out, err) = remote(&a_mesh, "stranger", &["accounts", "list"]);
     assert_ne!(code, 0, "{out}");
-    assert!(err.contains("403") && err.contains("mesh.operators"), "{err}");
+    assert!(
+        err.contains("403") && err.contains("mesh.operators"),
+        "{err}"
+    );
     // A client of another CA does not get that far.
     let (code, _, err) = cli(&[
         "accounts",
@@ -365,12 +413,9 @@ async fn operators_act_on_a_remote_origin_and_peers_drop_a_revoked_key_at_once()
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(account(&a).await, 401);
     assert_eq!(account(&b).await, 401);
-    let served = a
-        .state
-        .metrics
-        .encode()
-        .lines()
-        .any(|l| l.starts_with("heady_mesh_requests_total{route=\"/mesh/invalidate\",status=\"200\"}"));
+    let served = a.state.metrics.encode().lines().any(|l| {
+        l.starts_with("heady_mesh_requests_total{route=\"/mesh/invalidate\",status=\"200\"}")
+    });
     assert!(served, "A served an invalidation from B");
     b.stop().await;
     a.stop().await;

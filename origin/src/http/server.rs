@@ -261,8 +261,11 @@ async fn drive<I, S>(
     peer: std::net::SocketAddr,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<body::Body>, Error = Infallible>
-        + Clone
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<body::Body>,
+            Error = Infallible,
+        > + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,

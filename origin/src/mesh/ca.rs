@@ -5,8 +5,8 @@
 //! lists) and the node's name as CN.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use std::io::Write;
 use std::net::IpAddr;
@@ -155,7 +155,8 @@ pub fn init(dir: &Path, name: &str, validity: Duration) -> Result<PathBuf, Strin
 /// Signs a node certificate with the CA in `ca_dir`.
 pub fn issue(ca_dir: &Path, spec: &NodeSpec) -> Result<Issued, String> {
     check_name(&spec.name)?;
-    let read = |p: PathBuf| std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()));
+    let read =
+        |p: PathBuf| std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()));
     let ca_pem = read(ca_dir.join(CA_CERT))?;
     let ca_key = KeyPair::from_pem(&read(ca_dir.join(CA_KEY))?)
         .map_err(|e| format!("{}: {e}", ca_dir.join(CA_KEY).display()))?;
@@ -192,9 +193,7 @@ pub fn issue(ca_dir: &Path, spec: &NodeSpec) -> Result<Issued, String> {
     params.not_after = offset(not_after)?;
     let (sn, hex) = serial();
     params.serial_number = Some(sn);
-    let cert = params
-        .signed_by(&key, &issuer)
-        .map_err(|e| e.to_string())?;
+    let cert = params.signed_by(&key, &issuer).map_err(|e| e.to_string())?;
     Ok(Issued {
         name: spec.name.clone(),
         serial: hex,
@@ -228,7 +227,11 @@ pub fn name_and_serial(der: &[u8]) -> Option<(String, String)> {
         .next()
         .and_then(|cn| cn.as_str().ok())?
         .to_string();
-    let serial: String = cert.raw_serial().iter().map(|b| format!("{b:02x}")).collect();
+    let serial: String = cert
+        .raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     Some((name, normalize_serial(&serial)?))
 }
 
@@ -266,8 +269,8 @@ mod tests {
             },
         )
         .unwrap();
-        let der = rustls::pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes())
-            .unwrap();
+        let der =
+            rustls::pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
         let (name, serial) = name_and_serial(&der).unwrap();
         assert_eq!(name, "origin-a");
         assert_eq!(serial, issued.serial);

@@ -49,8 +49,12 @@ impl MeshClient {
             .post(base, "/mesh/admin", op)
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
-        if let Ok(reply) = serde_json::from_slice::<AdminReply>(&bytes) {
-            return Ok(reply);
+        // 200: done; 400: the command's own refusal (`AdminReply::Error`). Anything else is
+        // the mesh's (403 for a node that is not an operator) and says its status.
+        if matches!(status, 200 | 400) {
+            if let Ok(reply) = serde_json::from_slice::<AdminReply>(&bytes) {
+                return Ok(reply);
+            }
         }
         let message = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()

@@ -41,9 +41,8 @@ impl MeshConfig {
             ("mesh.cert", self.cert.is_some()),
             ("mesh.key", self.key.is_some()),
         ];
-        let needed = self.listen.is_some()
-            || !self.peers.is_empty()
-            || set.iter().any(|(_, on)| *on);
+        let needed =
+            self.listen.is_some() || !self.peers.is_empty() || set.iter().any(|(_, on)| *on);
         if needed {
             if let Some((key, _)) = set.iter().find(|(_, on)| !*on) {
                 let why = if self.listen.is_some() {
@@ -108,7 +107,11 @@ mod tests {
             listen: Some("127.0.0.1:9443".parse().unwrap()),
             ..Default::default()
         };
-        assert!(listen.validate().unwrap_err().to_string().starts_with("mesh.ca:"));
+        assert!(listen
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("mesh.ca:"));
         let full = MeshConfig {
             ca: Some("ca.pem".into()),
             cert: Some("node.pem".into()),
@@ -122,11 +125,19 @@ mod tests {
             peers: vec!["http://10.0.0.2:9443".into()],
             ..full.clone()
         };
-        assert!(bad.validate().unwrap_err().to_string().starts_with("mesh.peers:"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("mesh.peers:"));
         let bad = MeshConfig {
             revoked: vec!["xyz".into()],
             ..full
         };
-        assert!(bad.validate().unwrap_err().to_string().starts_with("mesh.revoked:"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("mesh.revoked:"));
     }
 }

@@ -210,7 +210,10 @@ async fn route(
             let inv: Invalidation = b.what.parse().map_err(Error::bad_request)?;
             app.defense.accounts.drop_cached(&inv);
             tracing::debug!(node = %caller.name, what = %inv, "mesh: invalidation");
-            Ok(json(StatusCode::OK, &serde_json::json!({"dropped": inv.to_string()})))
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({"dropped": inv.to_string()}),
+            ))
         }
         (&Method::POST, "/mesh/admin") => {
             if !app.config.mesh.operators.iter().any(|o| o == &caller.name) {

@@ -275,9 +275,7 @@ fn answers_ping(port: u16) -> bool {
     };
     let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
     let mut buf = [0u8; 7];
-    sock.write_all(b"PING\r\n").is_ok()
-        && sock.read_exact(&mut buf).is_ok()
-        && &buf == b"+PONG\r\n"
+    sock.write_all(b"PING\r\n").is_ok() && sock.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
 /// A request as the edge Worker sends it: the envelope headers and an HMAC over the request

@@ -604,8 +604,9 @@ mod tests {
             ..example_settings()
         };
         let target = dir.path().join("config.yml");
-        let rendered =
-            run_captured(|out, err| render_command(&properties, &settings, Some(&target), out, err));
+        let rendered = run_captured(|out, err| {
+            render_command(&properties, &settings, Some(&target), out, err)
+        });
         assert_eq!(rendered.code, 0, "{}", rendered.err);
         let yaml = std::fs::read_to_string(&target).unwrap();
         assert!(
