@@ -91,8 +91,13 @@ impl App {
                     config.mesh.peers.clone(),
                 )));
             }
-            tracing::info!(node = %name, peers = config.mesh.peers.len(), "mesh: this node's certificate loaded");
-            Some((tls, name))
+            let expires = crate::mesh::tls::own_expiry(&config.mesh)?;
+            let days_left = (expires - crate::accounts::now_secs()) / 86_400;
+            tracing::info!(node = %name, peers = config.mesh.peers.len(), days_left, "mesh: this node's certificate loaded");
+            if days_left < 14 {
+                tracing::warn!(node = %name, days_left, "mesh: this node's certificate expires soon: issue a new one (heady-origin mesh issue) and restart");
+            }
+            Some((tls, name, expires))
         } else {
             None
         };
@@ -122,6 +127,10 @@ impl App {
         memory.start_indexer()?;
         let embedder = embedder::from_config(&config.embedder, config.memory.dim);
         let mut metrics = Metrics::default();
+        let mesh = mesh.map(|(tls, name, expires)| {
+            metrics.mesh_cert_expiry.set(expires);
+            (tls, name)
+        });
         let usage_store = UsageStore::open(
             config.database_url.as_ref(),
             Some(db.clone()),

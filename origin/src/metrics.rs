@@ -74,6 +74,7 @@ pub struct Metrics {
     pub registry: Registry,
     pub mesh_handshakes: Family<OutcomeLabels, Counter>,
     pub mesh_requests: Family<MeshLabels, Counter>,
+    pub mesh_cert_expiry: Gauge,
     pub requests: Family<HttpLabels, Counter>,
     pub latency: Family<HttpLabels, Histogram>,
     pub memory_vectors: Gauge,
@@ -215,8 +216,15 @@ impl Default for Metrics {
             "Mesh listener requests by route and status",
             mesh_requests.clone(),
         );
+        let mesh_cert_expiry = Gauge::default();
+        registry.register(
+            "heady_mesh_cert_expiry_timestamp_seconds",
+            "When this node's mesh certificate expires (Unix time; 0: no mesh)",
+            mesh_cert_expiry.clone(),
+        );
         Metrics {
             registry,
+            mesh_cert_expiry,
             mesh_handshakes,
             mesh_requests,
             tunnel_handshakes,

@@ -45,6 +45,7 @@ fn cli(args: &[&str]) -> (i32, String, String) {
 struct Pki {
     dir: tempfile::TempDir,
     revoked_serial: String,
+    origin_a_serial: String,
 }
 
 impl Pki {
@@ -53,7 +54,7 @@ impl Pki {
         let p = |s: &str| dir.path().join(s).to_string_lossy().into_owned();
         let (code, out, err) = cli(&["mesh", "ca", "init", "--dir", &p("ca")]);
         assert_eq!(code, 0, "{out}{err}");
-        let mut revoked_serial = String::new();
+        let mut serials = std::collections::HashMap::new();
         for name in ["origin-a", "origin-b", "ops", "stranger", "revoked-node"] {
             let (code, out, err) = cli(&[
                 "mesh",
@@ -70,14 +71,13 @@ impl Pki {
                 "30",
             ]);
             assert_eq!(code, 0, "{out}{err}");
-            if name == "revoked-node" {
-                revoked_serial = out
-                    .lines()
-                    .find_map(|l| l.strip_prefix("serial:"))
-                    .unwrap()
-                    .trim()
-                    .to_string();
-            }
+            let serial = out
+                .lines()
+                .find_map(|l| l.strip_prefix("serial:"))
+                .unwrap()
+                .trim()
+                .to_string();
+            serials.insert(name, serial);
         }
         // A second issue of a name refuses to overwrite its files.
         let (code, _, err) = cli(&[
@@ -122,7 +122,8 @@ impl Pki {
         ca::write_issued(&dir.path().join("certs"), &expired).unwrap();
         Pki {
             dir,
-            revoked_serial,
+            revoked_serial: serials["revoked-node"].clone(),
+            origin_a_serial: serials["origin-a"].clone(),
         }
     }
 
@@ -140,12 +141,16 @@ impl Pki {
 
     /// `[mesh]` for node `name`, listening on a free port.
     fn node(&self, c: &mut Config, name: &str) {
-        c.mesh.listen = Some("127.0.0.1:0".parse().unwrap());
-        c.mesh.ca = Some(self.ca());
-        c.mesh.cert = Some(self.cert(name));
-        c.mesh.key = Some(self.key(name));
-        c.mesh.operators = vec!["ops".into()];
-        c.mesh.revoked = vec![self.revoked_serial.clone()];
+        self.node_config(&mut c.mesh, name);
+    }
+
+    fn node_config(&self, m: &mut heady_origin::mesh::MeshConfig, name: &str) {
+        m.listen = Some("127.0.0.1:0".parse().unwrap());
+        m.ca = Some(self.ca());
+        m.cert = Some(self.cert(name));
+        m.key = Some(self.key(name));
+        m.operators = vec!["ops".into()];
+        m.revoked = vec![self.revoked_serial.clone()];
     }
 }
 
@@ -199,30 +204,33 @@ async fn mesh_get(
     s: &TestServer,
     connector: &tokio_rustls::TlsConnector,
     path: &str,
-) -> (Result<String, String>, Option<String>) {
+) -> (Result<String, String>, Option<String>, Option<String>) {
     let addr = mesh_addr(s).await;
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from("127.0.0.1").unwrap().to_owned();
     let mut tls = match connector.connect(name, tcp).await {
         Ok(t) => t,
-        Err(e) => return (Err(e.to_string()), None),
+        Err(e) => return (Err(e.to_string()), None, None),
     };
     let group = tls
         .get_ref()
         .1
         .negotiated_key_exchange_group()
         .map(|g| format!("{:?}", g.name()));
+    let kind = tls.get_ref().1.handshake_kind().map(|k| format!("{k:?}"));
     let req = format!("GET {path} HTTP/1.1\r\nHost: mesh\r\nConnection: close\r\n\r\n");
     if let Err(e) = tls.write_all(req.as_bytes()).await {
-        return (Err(e.to_string()), group);
+        return (Err(e.to_string()), group, kind);
     }
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut buf)).await;
     match read {
-        Ok(Ok(_)) if !buf.is_empty() => (Ok(String::from_utf8_lossy(&buf).into_owned()), group),
-        Ok(Ok(_)) => (Err("closed without an answer".into()), group),
-        Ok(Err(e)) => (Err(e.to_string()), group),
-        Err(_) => (Err("no answer within 5 s".into()), group),
+        Ok(Ok(_)) if !buf.is_empty() => {
+            (Ok(String::from_utf8_lossy(&buf).into_owned()), group, kind)
+        }
+        Ok(Ok(_)) => (Err("closed without an answer".into()), group, kind),
+        Ok(Err(e)) => (Err(e.to_string()), group, kind),
+        Err(_) => (Err("no answer within 5 s".into()), group, kind),
     }
 }
 
@@ -259,7 +267,8 @@ async fn the_mesh_listener_admits_only_certificates_of_its_ca() {
         &pki.ca(),
         Some((&pki.cert("stranger"), &pki.key("stranger"))),
     );
-    let (resp, group) = mesh_get(&a, &ok, "/mesh/health").await;
+    let (resp, group, kind) = mesh_get(&a, &ok, "/mesh/health").await;
+    assert_eq!(kind.as_deref(), Some("Full"));
     let resp = resp.unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains(r#""caller":"stranger""#), "{resp}");
@@ -267,9 +276,22 @@ async fn the_mesh_listener_admits_only_certificates_of_its_ca() {
     assert_eq!(group.as_deref(), Some("X25519MLKEM768"));
     wait_counted(&a, "accepted", 1.0).await;
 
-    // A node that is not an operator may not run operator commands.
-    let (resp, _) = mesh_get(&a, &ok, "/mesh/nothing").await;
+    // Sessions are not resumed: a second connection of the same client (whose config would
+    // resume if offered a ticket) is a full handshake, its certificate checked again.
+    let (resp, _, kind) = mesh_get(&a, &ok, "/mesh/nothing").await;
     assert!(resp.unwrap().starts_with("HTTP/1.1 404"));
+    assert_eq!(kind.as_deref(), Some("Full"));
+    wait_counted(&a, "accepted", 2.0).await;
+
+    // A client that has revoked the origin's own certificate refuses the origin.
+    let mut node = heady_origin::mesh::MeshConfig::default();
+    pki.node_config(&mut node, "stranger");
+    node.revoked = vec![pki.origin_a_serial.clone()];
+    let distrusting = heady_origin::mesh::MeshTls::load(&node).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(distrusting.client.clone());
+    let (resp, _, _) = mesh_get(&a, &connector, "/mesh/health").await;
+    let err = resp.unwrap_err();
+    assert!(err.to_lowercase().contains("revoked"), "{err}");
 
     type Identity = Option<(PathBuf, PathBuf)>;
     let cases: [(&str, Identity, &str); 4] = [
@@ -298,16 +320,48 @@ async fn the_mesh_listener_admits_only_certificates_of_its_ca() {
             &pki.ca(),
             identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
         );
-        let (resp, _) = mesh_get(&a, &client, "/mesh/health").await;
+        let (resp, _, _) = mesh_get(&a, &client, "/mesh/health").await;
         assert!(resp.is_err(), "{what}: {resp:?}");
         wait_counted(&a, outcome, 1.0).await;
     }
     // A server certificate the client does not trust is refused by the client, too.
     let other_ca = pki.dir.path().join("other-ca").join(ca::CA_CERT);
     let distrustful = tls_client(&other_ca, Some((&pki.cert("ops"), &pki.key("ops"))));
-    let (resp, _) = mesh_get(&a, &distrustful, "/mesh/health").await;
+    let (resp, _, _) = mesh_get(&a, &distrustful, "/mesh/health").await;
     assert!(resp.is_err(), "{resp:?}");
     a.stop().await;
+}
+
+#[test]
+fn a_node_certificate_the_mesh_would_refuse_stops_the_start() {
+    let pki = Pki::make();
+    for (cert, key, why) in [
+        (
+            pki.dir.path().join("other/ops.pem"),
+            pki.dir.path().join("other/ops.key"),
+            "not valid under mesh.ca",
+        ),
+        (
+            pki.cert("expired-node"),
+            pki.key("expired-node"),
+            "not valid under mesh.ca",
+        ),
+        (
+            pki.cert("revoked-node"),
+            pki.key("revoked-node"),
+            "mesh.revoked lists",
+        ),
+        (pki.cert("ops"), pki.key("stranger"), "mesh.cert / mesh.key"),
+    ] {
+        let mut m = heady_origin::mesh::MeshConfig::default();
+        pki.node_config(&mut m, "origin-a");
+        m.cert = Some(cert);
+        m.key = Some(key);
+        let e = heady_origin::mesh::MeshTls::load(&m)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(why), "{why}: {e}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

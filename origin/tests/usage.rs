@@ -428,6 +428,12 @@ async fn the_token_limit_is_exact_across_two_origins_sharing_redis() {
     body["max_tokens"] = json!(90);
     let urls = [a.url("/v1/chat/completions"), b.url("/v1/chat/completions")];
     let c = client_with(&key);
+    // Both origins know the key before the burst (B would otherwise look it up in PostgreSQL
+    // while A answers from its cache, and A could take every reservation).
+    for s in [&a, &b] {
+        let r = send(&c, "GET", &s.url("/api/account"), None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
     let tasks: Vec<_> = (0..24)
         .map(|i| {
             let (c, url, body) = (c.clone(), urls[i % 2].clone(), body.clone());

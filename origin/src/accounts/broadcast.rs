@@ -53,6 +53,12 @@ impl std::str::FromStr for Invalidation {
     }
 }
 
+/// Another way to tell the other origins of a change (the mesh's peers, `mesh::Peers`): the
+/// store calls it beside the Redis publish, and it logs its own failures.
+pub trait Announce: Send + Sync {
+    fn announce<'a>(&'a self, inv: &'a Invalidation) -> futures_util::future::BoxFuture<'a, ()>;
+}
+
 pub async fn publish(redis: &Redis, inv: &Invalidation) -> Result<(), RedisError> {
     let msg = inv.to_string();
     redis

@@ -50,7 +50,7 @@ pub struct AccountStore {
     cache_ttl: Duration,
     redis: Option<Arc<Redis>>,
     /// The other origins' mesh listeners, told of every change (`mesh.peers`).
-    peers: std::sync::OnceLock<Arc<crate::mesh::Peers>>,
+    peers: std::sync::OnceLock<Arc<dyn broadcast::Announce>>,
 }
 
 impl AccountStore {
@@ -617,7 +617,7 @@ impl AccountStore {
     }
 
     /// Tell these peers of every change from now on (once).
-    pub fn set_peers(&self, peers: Arc<crate::mesh::Peers>) {
+    pub fn set_peers(&self, peers: Arc<dyn broadcast::Announce>) {
         let _ = self.peers.set(peers);
     }
 
@@ -625,14 +625,19 @@ impl AccountStore {
     /// and through the mesh to `mesh.peers`.
     async fn invalidate(&self, inv: Invalidation) {
         self.drop_cached(&inv);
-        if let Some(peers) = self.peers.get() {
-            peers.announce(&inv).await;
-        }
-        if let Some(r) = &self.redis {
-            if let Err(e) = broadcast::publish(r, &inv).await {
-                tracing::warn!(error = %e, what = %inv, "could not broadcast an account change: other origins see it within defense.key_cache_secs");
+        let mesh = async {
+            if let Some(peers) = self.peers.get() {
+                peers.announce(&inv).await;
             }
-        }
+        };
+        let redis = async {
+            if let Some(r) = &self.redis {
+                if let Err(e) = broadcast::publish(r, &inv).await {
+                    tracing::warn!(error = %e, what = %inv, "could not broadcast an account change: other origins see it within defense.key_cache_secs");
+                }
+            }
+        };
+        tokio::join!(mesh, redis);
     }
 
     /// Can the store answer? (`/ready`.)

@@ -3,11 +3,12 @@
 //! imports it.
 
 pub mod body;
-mod conn;
+pub(crate) mod conn;
 pub mod respond;
 pub mod routes;
 mod server;
 
+pub(crate) use server::drive;
 pub use server::{serve, shutdown_signal};
 
 use crate::app::App;

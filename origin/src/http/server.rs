@@ -251,7 +251,7 @@ pub async fn serve(
 }
 
 /// One connection, served until it ends, times out, or the server drains.
-async fn drive<I, S>(
+pub(crate) async fn drive<I, S>(
     builder: &auto::Builder<TokioExecutor>,
     stream: I,
     svc: S,

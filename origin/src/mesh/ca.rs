@@ -1,7 +1,7 @@
 //! The mesh CA (rcgen): `mesh ca init` makes a CA key and self-signed certificate; `mesh issue`
 //! makes a node's key and a certificate signed by the CA, valid for both TLS roles (a node is
 //! a server on its mesh listener and a client toward its peers). Keys are ECDSA P-256 and
-//! written with mode 0600; certificates carry a random 127-bit serial (what `mesh.revoked`
+//! written with mode 0600; certificates carry a random 126-bit serial (what `mesh.revoked`
 //! lists) and the node's name as CN.
 
 use rcgen::{
@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const CA_CERT: &str = "ca.pem";
 pub const CA_KEY: &str = "ca.key";
 
-/// What `issue` made.
-#[derive(Debug, Clone)]
+/// What `issue` made. Its `Debug` leaves the private key out.
+#[derive(Clone)]
 pub struct Issued {
     pub name: String,
     /// Lower-case hex, no separators.
@@ -26,6 +26,16 @@ pub struct Issued {
     pub not_after: SystemTime,
     pub cert_pem: String,
     pub key_pem: String,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("name", &self.name)
+            .field("serial", &self.serial)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a node's certificate is for.
@@ -216,6 +226,12 @@ pub fn write_issued(dir: &Path, issued: &Issued) -> Result<(PathBuf, PathBuf), S
     write_private(&key, &issued.key_pem)?;
     write_public(&cert, &issued.cert_pem)?;
     Ok((cert, key))
+}
+
+/// When a DER certificate expires (Unix seconds).
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 /// The peer's name (CN) and serial (normalized hex) from its DER certificate.

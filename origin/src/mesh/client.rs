@@ -16,6 +16,11 @@ impl MeshClient {
     pub fn new(tls: &MeshTls, timeout: Duration) -> anyhow::Result<MeshClient> {
         let http = reqwest::Client::builder()
             .use_preconfigured_tls((*tls.client).clone())
+            // Straight to the peer: no proxy from the environment, no redirects (a body must
+            // never be re-sent elsewhere), nothing but HTTPS.
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(true)
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()
@@ -88,7 +93,7 @@ impl Peers {
 
     /// Tells every peer at once; waits for all (each bounded by the client's timeout). A peer
     /// that does not answer is logged: it sees the change within `defense.key_cache_secs`.
-    pub async fn announce(&self, inv: &Invalidation) {
+    pub async fn tell(&self, inv: &Invalidation) {
         let body = serde_json::json!({ "what": inv.to_string() });
         let calls = self.urls.iter().map(|url| {
             let body = &body;
@@ -105,5 +110,11 @@ impl Peers {
             }
         });
         futures_util::future::join_all(calls).await;
+    }
+}
+
+impl crate::accounts::broadcast::Announce for Peers {
+    fn announce<'a>(&'a self, inv: &'a Invalidation) -> futures_util::future::BoxFuture<'a, ()> {
+        Box::pin(self.tell(inv))
     }
 }

@@ -16,12 +16,13 @@ use crate::app::App;
 use crate::defense::admin::{AdminOp, AdminReply};
 use crate::error::{Error, ErrorCode};
 use crate::http::body::{self, full, Body};
+use crate::http::conn::{ConnState, Timeouts, Tracked};
 use crate::http::respond;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,7 +30,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::task::TaskTracker;
 
 const MAX_BODY: usize = 64 * 1024;
 
@@ -41,17 +41,36 @@ pub struct Caller {
     pub addr: SocketAddr,
 }
 
+/// At most this many mesh connections at once (handshakes included); more wait in the
+/// kernel's accept queue. Peers keep a few connections each.
+const MAX_CONNECTIONS: usize = 512;
+
 /// Serves until the app's background work is cancelled, then lets open requests finish (up to
-/// 10 s).
+/// 10 s; connections still open then are cut). Connections are held to the same header and
+/// idle timeouts as the public listener (`http.*`).
 pub async fn serve(listener: TcpListener, app: Arc<App>, tls: Arc<rustls::ServerConfig>) {
     let acceptor = TlsAcceptor::from(tls);
     let token = app.background.token();
-    let connections = TaskTracker::new();
-    let handshake_timeout = app.config.http.header_timeout();
+    let mut connections = tokio::task::JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let timeouts = Timeouts {
+        header: app.config.http.header_timeout(),
+        idle: app.config.http.idle_timeout(),
+    };
+    let builder = auto::Builder::new(TokioExecutor::new());
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "mesh listener: mutual TLS 1.3");
     }
     loop {
+        // Finished connections are reaped as we go.
+        while connections.try_join_next().is_some() {}
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            _ = token.cancelled() => break,
+        };
         let (stream, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(x) => x,
@@ -66,20 +85,25 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, tls: Arc<rustls::Server
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
-        let token = token.clone();
+        let draining = token.clone();
+        let builder = builder.clone();
         connections.spawn(async move {
-            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
+            let _slot = slot;
+            let handshake = tokio::select! {
+                h = tokio::time::timeout(timeouts.header, acceptor.accept(stream)) => h,
+                _ = draining.cancelled() => return,
+            };
             let tls = match handshake {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     let outcome = refusal(&e);
                     app.metrics.mesh_handshake(outcome);
-                    tracing::info!(%addr, error = %e, outcome, "mesh: handshake refused");
+                    tracing::debug!(%addr, error = %e, outcome, "mesh: handshake refused");
                     return;
                 }
                 Err(_) => {
                     app.metrics.mesh_handshake("timeout");
-                    tracing::info!(%addr, "mesh: handshake not complete within http.header_timeout_secs");
+                    tracing::debug!(%addr, "mesh: handshake not complete within http.header_timeout_secs");
                     return;
                 }
             };
@@ -96,34 +120,31 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, tls: Arc<rustls::Server
             app.metrics.mesh_handshake("accepted");
             tracing::debug!(%addr, node = %name, %serial, "mesh: connection");
             let caller = Arc::new(Caller { name, serial, addr });
+            let state = ConnState::new();
+            let svc_state = state.clone();
             let svc = service_fn(move |req| {
                 let app = app.clone();
                 let caller = caller.clone();
-                async move { Ok::<_, Infallible>(answer(&app, &caller, req).await) }
+                let busy = svc_state.begin();
+                async move {
+                    let resp = answer(&app, &caller, req).await;
+                    Ok::<_, Infallible>(resp.map(|b| Tracked::boxed(b, busy)))
+                }
             });
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection(TokioIo::new(tls), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                ended = conn.as_mut() => {
-                    if let Err(e) = ended {
-                        tracing::debug!(%addr, error = %e, "mesh: connection ended with an error");
-                    }
-                }
-                _ = token.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
+            crate::http::drive(&builder, tls, svc, state, draining, timeouts, addr).await;
         });
     }
     drop(listener);
-    connections.close();
-    if tokio::time::timeout(Duration::from_secs(10), connections.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("mesh: connections still open after 10 s");
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "mesh: connections still open after 10 s: closing them"
+        );
+        connections.shutdown().await;
     }
 }
 

@@ -4,8 +4,9 @@
 
 use super::config::MeshConfig;
 use crate::tls::{certs, key, provider};
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
@@ -54,12 +55,38 @@ impl MeshTls {
         let inner = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
             .build()
             .map_err(|e| anyhow::anyhow!("mesh.ca: {e}"))?;
-        let revoked = cfg
-            .revoked
-            .iter()
-            .filter_map(|s| super::ca::normalize_serial(s))
-            .collect();
-        let verifier: Arc<dyn ClientCertVerifier> = Arc::new(Revocable { inner, revoked });
+        let revoked: Arc<HashSet<String>> = Arc::new(
+            cfg.revoked
+                .iter()
+                .filter_map(|s| super::ca::normalize_serial(s))
+                .collect(),
+        );
+        // This node's own certificate must be one its peers accept: of the mesh CA, current,
+        // for both roles, not revoked.
+        inner
+            .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "mesh.cert: {} is not valid under mesh.ca ({}): {e}",
+                    cert_path.display(),
+                    cfg.ca
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new(""))
+                        .display()
+                )
+            })?;
+        if let Some((_, serial)) = super::ca::name_and_serial(&chain[0]) {
+            if revoked.contains(&serial) {
+                anyhow::bail!(
+                    "mesh.cert: {} has serial {serial}, which mesh.revoked lists",
+                    cert_path.display()
+                );
+            }
+        }
+        let verifier: Arc<dyn ClientCertVerifier> = Arc::new(Revocable {
+            inner,
+            revoked: revoked.clone(),
+        });
         let mut server = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
@@ -72,11 +99,23 @@ impl MeshTls {
                 )
             })?;
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let client = rustls::ClientConfig::builder_with_provider(provider())
+        // No resumption: every connection presents a certificate and is checked in full (a
+        // resumed session would carry a certificate that has since expired or been revoked).
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        server.send_tls13_tickets = 0;
+        let server_verifier: Arc<dyn ServerCertVerifier> = Arc::new(RevocableServer {
+            inner: WebPkiServerVerifier::builder_with_provider(roots, provider())
+                .build()
+                .map_err(|e| anyhow::anyhow!("mesh.ca: {e}"))?,
+            revoked,
+        });
+        let mut client = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(roots)
+            .dangerous()
+            .with_custom_certificate_verifier(server_verifier)
             .with_client_auth_cert(chain, node_key)
             .map_err(|e| anyhow::anyhow!("mesh.cert / mesh.key: {e}"))?;
+        client.resumption = rustls::client::Resumption::disabled();
         Ok(MeshTls {
             server: Arc::new(server),
             client: Arc::new(client),
@@ -84,11 +123,78 @@ impl MeshTls {
     }
 }
 
-/// The CA's check, then the revocation list.
+/// Refused when `mesh.revoked` lists the certificate's serial (or it cannot be read).
+fn check_revoked(
+    revoked: &HashSet<String>,
+    end_entity: &CertificateDer<'_>,
+) -> Result<(), rustls::Error> {
+    match super::ca::name_and_serial(end_entity) {
+        Some((_, serial)) if revoked.contains(&serial) => Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Revoked,
+        )),
+        Some(_) => Ok(()),
+        None => Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::BadEncoding,
+        )),
+    }
+}
+
+/// The CA's check of a client, then the revocation list.
 #[derive(Debug)]
 struct Revocable {
     inner: Arc<dyn ClientCertVerifier>,
-    revoked: HashSet<String>,
+    revoked: Arc<HashSet<String>>,
+}
+
+/// The CA's check of a server (its name too), then the revocation list: a peer whose key
+/// leaked and was revoked cannot pose as that peer either.
+#[derive(Debug)]
+struct RevocableServer {
+    inner: Arc<WebPkiServerVerifier>,
+    revoked: Arc<HashSet<String>>,
+}
+
+impl ServerCertVerifier for RevocableServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ok = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        check_revoked(&self.revoked, end_entity)?;
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 impl ClientCertVerifier for Revocable {
@@ -113,15 +219,8 @@ impl ClientCertVerifier for Revocable {
         let ok = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        match super::ca::name_and_serial(end_entity) {
-            Some((_, serial)) if self.revoked.contains(&serial) => Err(
-                rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked),
-            ),
-            Some(_) => Ok(ok),
-            None => Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::BadEncoding,
-            )),
-        }
+        check_revoked(&self.revoked, end_entity)?;
+        Ok(ok)
     }
 
     fn verify_tls12_signature(
@@ -145,6 +244,17 @@ impl ClientCertVerifier for Revocable {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
+}
+
+/// When this node's certificate expires (Unix seconds).
+pub fn own_expiry(cfg: &MeshConfig) -> anyhow::Result<i64> {
+    let path = cfg
+        .cert
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("mesh.cert is not set"))?;
+    let chain = certs(path).map_err(|e| anyhow::anyhow!("mesh.cert: {e}"))?;
+    super::ca::not_after(&chain[0])
+        .ok_or_else(|| anyhow::anyhow!("mesh.cert: {}: no readable expiry", path.display()))
 }
 
 /// This node's name: the CN of `mesh.cert`.
