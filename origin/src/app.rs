@@ -234,20 +234,6 @@ impl App {
                 &self.background,
             );
         }
-        if let (Some(addr), Some((tls, _))) = (self.config.mesh.listen, &self.mesh) {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("mesh.listen {addr}: {e}"))?;
-            if let Ok(bound) = listener.local_addr() {
-                let _ = self.mesh_addr.set(bound);
-            }
-            // It stops accepting when the background work is cancelled and drains itself.
-            self.background.spawn_to_end(crate::mesh::server::serve(
-                listener,
-                self.clone(),
-                tls.server.clone(),
-            ));
-        }
         if let Some(path) = self.config.admin_socket_path() {
             crate::defense::admin::serve(&path, self.defense.clone(), &self.background).await?;
         }

@@ -4,6 +4,7 @@
 
 pub mod body;
 pub(crate) mod conn;
+pub mod mesh;
 pub mod respond;
 pub mod routes;
 mod server;
@@ -25,6 +26,7 @@ pub async fn run(
     drain: Duration,
 ) -> anyhow::Result<()> {
     app.start().await?;
+    mesh::start(&app).await?;
     let served = serve(listener, app.clone(), shutdown, drain).await;
     let closed = app.shutdown().await;
     served.and(closed)

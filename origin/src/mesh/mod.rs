@@ -2,13 +2,13 @@
 //!
 //! - [`ca`]: `heady-origin mesh ca init` and `mesh issue` (rcgen).
 //! - [`tls`]: mutual TLS 1.3 with X25519MLKEM768 preferred, revocation by serial.
-//! - [`server`]: the mesh listener (`mesh.listen`) and its routes.
+//! - the mesh listener (`mesh.listen`) and its routes are in `http::mesh`, beside the public
+//!   listener.
 //! - [`client`]: calls to peers (key-cache invalidation) and the CLI's `--remote`.
 
 pub mod ca;
 pub mod client;
 pub mod config;
-pub mod server;
 pub mod tls;
 
 pub use client::{MeshClient, Peers};

@@ -1,4 +1,4 @@
-//! The mesh listener: mutual TLS 1.3 ([`super::tls`]), then HTTP/1.1 or HTTP/2 with a few
+//! The mesh listener: mutual TLS 1.3 ([`crate::mesh::tls`]), then HTTP/1.1 or HTTP/2 with a few
 //! routes for nodes of the mesh. Every caller is known by its certificate's name:
 //!
 //! - `GET /mesh/health`: this node's name and the caller's (any node);
@@ -39,6 +39,23 @@ pub struct Caller {
     pub name: String,
     pub serial: String,
     pub addr: SocketAddr,
+}
+
+/// Binds `mesh.listen` (when the mesh is configured) and serves it on the app's background
+/// work: it stops accepting when that is cancelled and drains itself.
+pub async fn start(app: &Arc<App>) -> anyhow::Result<()> {
+    let (Some(addr), Some((tls, _))) = (app.config.mesh.listen, &app.mesh) else {
+        return Ok(());
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("mesh.listen {addr}: {e}"))?;
+    if let Ok(bound) = listener.local_addr() {
+        let _ = app.mesh_addr.set(bound);
+    }
+    app.background
+        .spawn_to_end(serve(listener, app.clone(), tls.server.clone()));
+    Ok(())
 }
 
 /// At most this many mesh connections at once (handshakes included); more wait in the
@@ -112,7 +129,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, tls: Arc<rustls::Server
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .and_then(|c| super::ca::name_and_serial(c));
+                .and_then(|c| crate::mesh::ca::name_and_serial(c));
             let Some((name, serial)) = caller else {
                 app.metrics.mesh_handshake("bad_certificate");
                 return;
@@ -131,7 +148,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, tls: Arc<rustls::Server
                     Ok::<_, Infallible>(resp.map(|b| Tracked::boxed(b, busy)))
                 }
             });
-            crate::http::drive(&builder, tls, svc, state, draining, timeouts, addr).await;
+            super::drive(&builder, tls, svc, state, draining, timeouts, addr).await;
         });
     }
     drop(listener);
