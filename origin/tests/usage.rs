@@ -400,8 +400,8 @@ async fn enterprise_is_not_token_limited_by_default() {
     s.stop().await;
 }
 
-/// 24 concurrent requests, half to each origin, while the provider takes 2 s to answer:
-/// every reservation is made before any is settled, so the bucket of 1,000 admits exactly
+/// 24 concurrent requests, alternating between the origins, while the provider takes 2 s to
+/// answer: every reservation is made before any is settled, so the bucket of 1,000 admits exactly
 /// 10 reservations of 97, whichever origin they reach.
 #[tokio::test]
 async fn the_token_limit_is_exact_across_two_origins_sharing_redis() {
@@ -437,7 +437,12 @@ async fn the_token_limit_is_exact_across_two_origins_sharing_redis() {
     let tasks: Vec<_> = (0..24)
         .map(|i| {
             let (c, url, body) = (c.clone(), urls[i % 2].clone(), body.clone());
-            tokio::spawn(async move { send(&c, "POST", &url, Some(body)).await })
+            // 20 ms apart, alternating origins: they reach the bucket in turn (both origins
+            // admit some), all within 0.5 s, long before the first answer at 2 s.
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20 * i as u64)).await;
+                send(&c, "POST", &url, Some(body)).await
+            })
         })
         .collect();
     let mut statuses: HashMap<u16, usize> = HashMap::new();
