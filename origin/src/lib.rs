@@ -8,7 +8,7 @@
 //! api                          one file per resource: decode -> call the domain -> render a Reply
 //! app                          App: the parts, their background tasks, the shutdown order
 //! domain                       conductor, pipeline, providers, memory, defense, accounts, billing, usage
-//! infrastructure               redis, lifecycle, metrics, config, error, rt, sys
+//! infrastructure               redis, pg, tls, lifecycle, metrics, config, error, rt, sys
 //! ```
 
 #![deny(unsafe_code)]
@@ -27,11 +27,13 @@ pub mod http;
 pub mod lifecycle;
 pub mod memory;
 pub mod metrics;
+pub mod pg;
 pub mod pipeline;
 pub mod providers;
 pub mod redis;
 pub mod rt;
 pub mod settings;
+pub mod tls;
 pub mod usage;
 // Linux syscalls (thread priority, allocator tuning): the one module with `unsafe`.
 #[allow(unsafe_code)]
