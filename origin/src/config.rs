@@ -674,7 +674,10 @@ mod tests {
             Some("redis_url = \"redis://127.0.0.1:6379\"\n[redis_tls]\nca = \"/x.pem\""),
             &[],
         );
-        assert!(e.starts_with("redis_url:") && e.contains("rediss://"), "{e}");
+        assert!(
+            e.starts_with("redis_url:") && e.contains("rediss://"),
+            "{e}"
+        );
         let e = err_of(Some("[redis_tls]\ncert = \"/c.pem\""), &[]);
         assert!(e.starts_with("redis_tls.cert: set redis_url"), "{e}");
     }

@@ -392,6 +392,21 @@ impl PgTarget {
     }
 }
 
+/// An error with its causes (tokio-postgres's `Display` leaves out why a TLS handshake or a
+/// connection failed: that is in `source()`).
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text = format!("{text}: {next}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// tokio-postgres's TLS hook over tokio-rustls.
 #[derive(Clone)]
 pub struct RustlsConnect(Arc<rustls::ClientConfig>);

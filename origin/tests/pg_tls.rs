@@ -228,7 +228,9 @@ impl Drop for PgCluster {
 async fn connect(url: &DatabaseUrl, tls: &TlsFiles) -> Result<deadpool_postgres::Object, String> {
     let target = PgTarget::new(url, tls).map_err(|e| e.to_string())?;
     let pool = target.pool(1, Duration::from_secs(5))?;
-    pool.get().await.map_err(|e| e.to_string())
+    pool.get()
+        .await
+        .map_err(|e| heady_origin::pg::with_causes(&e))
 }
 
 /// (TLS in use, the client certificate's DN as the server saw it).

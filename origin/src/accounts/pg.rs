@@ -164,10 +164,12 @@ impl PgAccounts {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, AccountError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| AccountError::Store(format!("connecting to PostgreSQL: {e}")))
+        self.pool.get().await.map_err(|e| {
+            AccountError::Store(format!(
+                "connecting to PostgreSQL: {}",
+                crate::pg::with_causes(&e)
+            ))
+        })
     }
 
     /// Applies the migrations not yet recorded, under the advisory lock. Returns the versions

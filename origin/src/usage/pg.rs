@@ -67,10 +67,12 @@ impl PgUsage {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, UsageError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| UsageError::Store(format!("connecting to PostgreSQL: {e}")))
+        self.pool.get().await.map_err(|e| {
+            UsageError::Store(format!(
+                "connecting to PostgreSQL: {}",
+                crate::pg::with_causes(&e)
+            ))
+        })
     }
 
     /// Applies the usage migrations not yet recorded; answers the versions applied.
