@@ -229,7 +229,9 @@ fn bad_tls_settings_stop_the_start_with_the_key_and_the_file() {
     );
 
     let missing = pki.dir.path().join("nowhere.pem");
-    let cases: Vec<(Vec<(&str, String)>, &str, String)> = vec![
+    // (variables, how the error starts, what it holds)
+    type Case<'a> = (Vec<(&'a str, String)>, &'a str, String);
+    let cases: Vec<Case> = vec![
         (
             vec![url.clone(), ("HEADY_REDIS_TLS_CA", p(&missing))],
             "HEADY_REDIS_TLS_CA: cannot read",
