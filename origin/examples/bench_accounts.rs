@@ -120,8 +120,9 @@ async fn main() {
             .unwrap(),
     );
     let pg_url = DatabaseUrl::parse(bench_url.as_str()).unwrap();
+    let target = heady_origin::pg::PgTarget::from_url(&pg_url).unwrap();
     let pg = Arc::new(
-        AccountStore::connect(Some(&pg_url), None, ttl, None, Duration::from_secs(5))
+        AccountStore::connect(Some(&target), None, ttl, None, Duration::from_secs(5))
             .await
             .unwrap(),
     );

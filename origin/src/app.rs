@@ -17,6 +17,7 @@ use crate::lifecycle::Background;
 use crate::memory::embedder::{self, Embedder};
 use crate::memory::MemoryStore;
 use crate::metrics::Metrics;
+use crate::pg::PgTarget;
 use crate::pipeline::Pipeline;
 use crate::redis::{Redis, RedisError};
 use crate::usage::{TokenLimiter, Usage, UsageMetrics, UsageStore};
@@ -62,15 +63,21 @@ impl App {
             storage.child_token(),
         )?;
         let redis = match &config.redis_url {
-            Some(url) => Some(Arc::new(Redis::open(
+            Some(url) => Some(Arc::new(Redis::open_with_files(
                 url.as_str(),
+                &config.redis_tls,
                 Duration::from_millis(config.defense.redis_timeout_ms),
             )?)),
             None => None,
         };
+        let pg = config
+            .database_url
+            .as_ref()
+            .map(|url| PgTarget::new(url, &config.database_tls))
+            .transpose()?;
         let accounts = Arc::new(
             AccountStore::open(
-                config.database_url.as_ref(),
+                pg.as_ref(),
                 Some(db.clone()),
                 Duration::from_secs(config.defense.key_cache_secs),
                 redis.clone(),
@@ -131,12 +138,8 @@ impl App {
             metrics.mesh_cert_expiry.set(expires);
             (tls, name)
         });
-        let usage_store = UsageStore::open(
-            config.database_url.as_ref(),
-            Some(db.clone()),
-            Duration::from_secs(5),
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let usage_store = UsageStore::open(pg.as_ref(), Some(db.clone()), Duration::from_secs(5))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let usage_metrics = UsageMetrics::register(&mut metrics.registry);
         let usage = Arc::new(Usage::new(
             config.usage.clone(),

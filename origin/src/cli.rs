@@ -868,14 +868,20 @@ async fn open_defense(cfg: &Config) -> anyhow::Result<std::sync::Arc<crate::defe
         ),
     };
     let redis = match &cfg.redis_url {
-        Some(url) => Some(std::sync::Arc::new(crate::redis::Redis::open(
+        Some(url) => Some(std::sync::Arc::new(crate::redis::Redis::open_with_files(
             url.as_str(),
+            &cfg.redis_tls,
             Duration::from_millis(cfg.defense.redis_timeout_ms),
         )?)),
         None => None,
     };
+    let pg = cfg
+        .database_url
+        .as_ref()
+        .map(|url| crate::pg::PgTarget::new(url, &cfg.database_tls))
+        .transpose()?;
     let accounts = crate::accounts::AccountStore::connect(
-        cfg.database_url.as_ref(),
+        pg.as_ref(),
         db,
         Duration::from_secs(cfg.defense.key_cache_secs),
         redis.clone(),

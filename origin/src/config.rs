@@ -15,14 +15,15 @@ mod reference;
 pub use crate::settings::ConfigError;
 pub(crate) use crate::settings::{in_range, invalid};
 
-pub use crate::accounts::config::DatabaseUrl;
 pub use crate::billing::config::BillingConfig;
 pub use crate::conductor::config::ConductorConfig;
 pub use crate::defense::config::{DefenseConfig, Secret};
 pub use crate::memory::config::{MemoryConfig, Quantization};
 pub use crate::memory::embedder_config::{EmbedderConfig, EmbedderKind};
+pub use crate::pg::DatabaseUrl;
 use crate::pipeline::config::PipelineConfig;
 use crate::providers::config::ProviderConfig;
+pub use crate::tls::TlsFiles;
 pub use crate::usage::config::UsageConfig;
 pub use env::{heady_env, NOT_CONFIG};
 pub use reference::{generated_part, reference_markdown, splice, KeyDoc, Ty, DOC_BEGIN, DOC_END};
@@ -44,6 +45,10 @@ pub struct Config {
     /// Optional PostgreSQL for accounts and keys, shared by every origin; unset: the DuckDB
     /// file holds them.
     pub database_url: Option<DatabaseUrl>,
+    /// `[redis_tls]`: the CA and client certificate for a `rediss://` `redis_url`.
+    pub redis_tls: TlsFiles,
+    /// `[database_tls]`: the CA and client certificate for `database_url` (see its `sslmode`).
+    pub database_tls: TlsFiles,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     pub log_format: LogFormat,
@@ -72,6 +77,8 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             redis_url: None,
             database_url: None,
+            redis_tls: TlsFiles::default(),
+            database_tls: TlsFiles::default(),
             max_body_bytes: 1024 * 1024,
             log_format: LogFormat::Text,
             http: HttpConfig::default(),
@@ -179,6 +186,11 @@ impl RedisUrl {
         &self.0
     }
 
+    /// `rediss://`: TLS.
+    pub fn is_tls(&self) -> bool {
+        self.0.starts_with("rediss://")
+    }
+
     /// A client for it (no connection is made).
     pub fn client(&self) -> redis::RedisResult<redis::Client> {
         redis::Client::open(self.0.as_str())
@@ -248,9 +260,16 @@ const KEYS: &[KeyDoc] = &[
     KeyDoc::new("listen", Ty::Str, "HTTP listen address (`--listen` overrides)"),
     KeyDoc::new("data_dir", Ty::Str, "directory of the DuckDB file `heady.duckdb` and the persisted index `hnsw.usearch` (`--data-dir` overrides)"),
     KeyDoc::new("redis_url", Ty::Str, "Redis (`redis://`, `rediss://` or `unix://`) for the exact limiter, bans and edge nonces, shared by every origin; `/ready` checks it; unset: they live in this process"),
-    KeyDoc::new("database_url", Ty::Str, "PostgreSQL (`postgres://user:password@host:5432/db`) for accounts and API keys, shared by every origin; schema migrations run at start; unset: they live in the DuckDB file; the password is never printed"),
+    KeyDoc::new("database_url", Ty::Str, "PostgreSQL (`postgres://user:password@host:5432/db`) for accounts and API keys, shared by every origin; schema migrations run at start; unset: they live in the DuckDB file; `?sslmode=disable|prefer|require|verify-ca|verify-full` as libpq means them (default `prefer`), also `sslrootcert`, `sslcert`, `sslkey`; the password is never printed"),
     KeyDoc::new("max_body_bytes", Ty::Int, "larger request bodies get 413 (1 KiB - 64 MiB)"),
     KeyDoc::new("log_format", Ty::Str, "`text` or `json` (the level is `HEADY_LOG`, e.g. `info,heady_origin=debug`)"),
+];
+
+/// `[redis_tls]`.
+const REDIS_TLS_KEYS: &[KeyDoc] = &[
+    KeyDoc::new("redis_tls.ca", Ty::Str, "PEM CA bundle the Redis server's certificate must chain to (a `rediss://` `redis_url` only); unset: the system's CA store").aliases(&["HEADY_REDIS_TLS_CA"]),
+    KeyDoc::new("redis_tls.cert", Ty::Str, "PEM client certificate presented to Redis (for `tls-auth-clients yes`)").aliases(&["HEADY_REDIS_TLS_CERT"]),
+    KeyDoc::new("redis_tls.key", Ty::Str, "PEM private key of `redis_tls.cert`; checked against the certificate at start").aliases(&["HEADY_REDIS_TLS_KEY"]),
 ];
 
 impl Config {
@@ -258,6 +277,8 @@ impl Config {
     pub fn keys() -> impl Iterator<Item = &'static KeyDoc> {
         [
             KEYS,
+            REDIS_TLS_KEYS,
+            crate::pg::KEYS,
             HTTP_KEYS,
             crate::memory::config::KEYS,
             crate::memory::embedder_config::KEYS,
@@ -337,6 +358,36 @@ impl Config {
         }
     }
 
+    /// `[redis_tls]` and `[database_tls]` fit their URLs, and their files are readable, PEM,
+    /// and each key belongs to its certificate.
+    fn check_tls(&self) -> Result<(), ConfigError> {
+        if let Some(key) = self.redis_tls.first_set("redis_tls") {
+            match &self.redis_url {
+                None => return Err(invalid(&key, "set redis_url too (a rediss:// URL)")),
+                Some(url) if !url.is_tls() => {
+                    return Err(invalid(
+                        "redis_url",
+                        format!("{key} is set: TLS needs a rediss:// URL (got {url})"),
+                    ))
+                }
+                Some(_) => {
+                    self.redis_tls.load("redis_tls")?;
+                }
+            }
+        }
+        match &self.database_url {
+            Some(url) => {
+                crate::pg::PgTarget::new(url, &self.database_tls)?;
+            }
+            None => {
+                if let Some(key) = self.database_tls.first_set("database_tls") {
+                    return Err(invalid(&key, "set database_url too"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The checks types cannot make: ranges, and keys that depend on each other.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.data_dir.as_os_str().is_empty() {
@@ -348,6 +399,7 @@ impl Config {
             1024,
             64 * 1024 * 1024,
         )?;
+        self.check_tls()?;
         self.http.validate()?;
         self.memory.validate()?;
         self.defense.validate()?;
@@ -607,6 +659,37 @@ mod tests {
         );
         assert!(wal.starts_with("memory.idle_checkpoint_mb:"), "{wal}");
         assert!(err_of(Some("[memory]\nwal_limit_mb = 0"), &[]).starts_with("memory.wal_limit_mb:"));
+    }
+
+    #[test]
+    fn tls_sections_need_their_urls_and_readable_files() {
+        let e = err_of(Some("[database_tls]\nca = \"/x.pem\""), &[]);
+        assert!(e.starts_with("database_tls.ca: set database_url"), "{e}");
+        let e = err_of(
+            None,
+            &[
+                (
+                    "HEADY_DATABASE_URL",
+                    "postgres://u:hunter2-pw@h/d?sslmode=verify-full",
+                ),
+                ("HEADY_DATABASE_TLS_CA", "/nonexistent/ca.pem"),
+            ],
+        );
+        assert!(
+            e.starts_with("HEADY_DATABASE_TLS_CA: cannot read /nonexistent/ca.pem")
+                && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = err_of(
+            Some("redis_url = \"redis://127.0.0.1:6379\"\n[redis_tls]\nca = \"/x.pem\""),
+            &[],
+        );
+        assert!(
+            e.starts_with("redis_url:") && e.contains("rediss://"),
+            "{e}"
+        );
+        let e = err_of(Some("[redis_tls]\ncert = \"/c.pem\""), &[]);
+        assert!(e.starts_with("redis_tls.cert: set redis_url"), "{e}");
     }
 
     #[test]

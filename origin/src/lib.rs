@@ -8,7 +8,7 @@
 //! api                          one file per resource: decode -> call the domain -> render a Reply
 //! app                          App: the parts, their background tasks, the shutdown order
 //! domain                       conductor, pipeline, providers, memory, defense, accounts, billing, usage
-//! infrastructure               redis, lifecycle, metrics, config, error, rt, sys
+//! infrastructure               redis, pg, tls, lifecycle, metrics, config, error, rt, sys
 //! ```
 
 #![deny(unsafe_code)]
@@ -28,6 +28,7 @@ pub mod lifecycle;
 pub mod memory;
 pub mod mesh;
 pub mod metrics;
+pub mod pg;
 pub mod pipeline;
 pub mod providers;
 pub mod redis;

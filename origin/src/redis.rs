@@ -4,6 +4,7 @@
 //! Every call is bounded by `timeout`: a slow Redis is an error the caller decides about (the
 //! limiter decides in-process, the nonce check remembers locally), never a stuck request.
 
+use crate::tls::{ClientTls, TlsFiles};
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,9 @@ use tokio::sync::RwLock;
 pub enum RedisError {
     #[error("redis_url: {0}")]
     Url(String),
+    /// A `[redis_tls]` file is missing, unreadable or does not fit (the message names it).
+    #[error("{0}")]
+    Tls(String),
     #[error("timed out connecting to redis")]
     ConnectTimeout,
     #[error("connecting to redis: {0}")]
@@ -33,6 +37,16 @@ pub struct Redis {
     client: ::redis::Client,
     conn: RwLock<Option<ConnectionManager>>,
     timeout: Duration,
+    /// The CA and client certificate given for `rediss://` (`None`: the system's CA store, no
+    /// client certificate).
+    tls: Option<TlsShown>,
+}
+
+/// What `Debug` says about the TLS settings (never the key).
+#[derive(Clone, Copy)]
+struct TlsShown {
+    own_ca: bool,
+    client_cert: bool,
 }
 
 impl std::fmt::Debug for Redis {
@@ -42,18 +56,73 @@ impl std::fmt::Debug for Redis {
         f.debug_struct("Redis")
             .field("addr", &info.addr.to_string())
             .field("timeout", &self.timeout)
+            .field(
+                "tls",
+                &self.tls.map(|t| {
+                    let ca = if t.own_ca { "redis_tls.ca" } else { "system" };
+                    format!("CA: {ca}, client certificate: {}", t.client_cert)
+                }),
+            )
             .finish()
     }
 }
 
 impl Redis {
-    /// Parses the URL; connects lazily, on first use.
+    /// Parses the URL; connects lazily, on first use. A `rediss://` URL verifies the server
+    /// against the system's CA store and offers no client certificate.
     pub fn open(url: &str, timeout: Duration) -> Result<Redis, RedisError> {
-        let client = ::redis::Client::open(url).map_err(|e| RedisError::Url(e.to_string()))?;
+        Redis::open_tls(url, None, timeout)
+    }
+
+    /// [`Redis::open`] with the `[redis_tls]` files (`redis_tls` names their keys in errors).
+    pub fn open_with_files(
+        url: &str,
+        files: &TlsFiles,
+        timeout: Duration,
+    ) -> Result<Redis, RedisError> {
+        let tls = if files.is_empty() {
+            None
+        } else {
+            let loaded = files
+                .load("redis_tls")
+                .map_err(|e| RedisError::Tls(e.to_string()))?;
+            Some(loaded)
+        };
+        Redis::open_tls(url, tls.as_ref(), timeout)
+    }
+
+    /// [`Redis::open`] for `rediss://` with a CA to verify the server and a client certificate.
+    pub fn open_tls(
+        url: &str,
+        tls: Option<&ClientTls>,
+        timeout: Duration,
+    ) -> Result<Redis, RedisError> {
+        if url.starts_with("rediss://") {
+            // The redis crate builds its rustls config from the process default provider.
+            crate::tls::install_process_default();
+        }
+        let client = match tls {
+            None => ::redis::Client::open(url),
+            Some(t) => ::redis::Client::build_with_tls(
+                url,
+                ::redis::TlsCertificates {
+                    client_tls: t.client_pem().map(|(cert, key)| ::redis::ClientTlsConfig {
+                        client_cert: cert.to_vec(),
+                        client_key: key.to_vec(),
+                    }),
+                    root_cert: t.ca_pem().map(<[u8]>::to_vec),
+                },
+            ),
+        }
+        .map_err(|e| RedisError::Url(e.to_string()))?;
         Ok(Redis {
             client,
             conn: RwLock::new(None),
             timeout,
+            tls: tls.map(|t| TlsShown {
+                own_ca: t.has_ca(),
+                client_cert: t.has_client_cert(),
+            }),
         })
     }
 
@@ -81,7 +150,7 @@ impl Redis {
         )
         .await
         .map_err(|_| RedisError::ConnectTimeout)?
-        .map_err(|e| RedisError::Connect(e.to_string()))?;
+        .map_err(|e| RedisError::Connect(self.explain(e.to_string())))?;
         *guard = Some(cm.clone());
         Ok(cm)
     }
@@ -97,7 +166,7 @@ impl Redis {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(RedisError::Command {
                 command,
-                message: e.to_string(),
+                message: self.explain(e.to_string()),
             }),
             Err(_) => Err(RedisError::Timeout {
                 command,
@@ -106,12 +175,45 @@ impl Redis {
         }
     }
 
+    /// `message`, with what a TLS refusal means for the settings (TLS 1.3 reports a refused
+    /// client certificate only as the server's alert on the first read).
+    fn explain(&self, message: String) -> String {
+        let has_cert = self.tls.is_some_and(|t| t.client_cert);
+        let hint = if message.contains("CertificateRequired") && !has_cert {
+            "the server asks for a client certificate: set redis_tls.cert and redis_tls.key"
+        } else if has_cert
+            && [
+                "UnknownCA",
+                "BadCertificate",
+                "CertificateUnknown",
+                "DecryptError",
+            ]
+            .iter()
+            .any(|a| message.contains(a))
+        {
+            "the server refused the client certificate: it must chain to the server's tls-ca-cert-file"
+        } else if [
+            "UnknownIssuer",
+            "not valid for name",
+            "expired",
+            "not valid yet",
+        ]
+        .iter()
+        .any(|a| message.contains(a))
+        {
+            "the server's certificate is not trusted: check redis_tls.ca and the host in redis_url"
+        } else {
+            return message;
+        };
+        format!("{message} ({hint})")
+    }
+
     /// A connection of its own for SUBSCRIBE (a subscribed connection can do nothing else).
     pub async fn pubsub(&self) -> Result<::redis::aio::PubSub, RedisError> {
         tokio::time::timeout(self.timeout * 2, self.client.get_async_pubsub())
             .await
             .map_err(|_| RedisError::ConnectTimeout)?
-            .map_err(|e| RedisError::Connect(e.to_string()))
+            .map_err(|e| RedisError::Connect(self.explain(e.to_string())))
     }
 
     /// PING; a failure drops the connection so the next call starts afresh.
@@ -214,6 +316,16 @@ mod tests {
             Redis::open("http://x", Duration::from_millis(1)),
             Err(RedisError::Url(_))
         ));
+    }
+
+    #[test]
+    fn tls_refusals_say_what_to_change() {
+        let r = Redis::open("rediss://127.0.0.1:6380", Duration::from_millis(100)).unwrap();
+        let e = r.explain("received fatal alert: CertificateRequired".into());
+        assert!(e.contains("set redis_tls.cert and redis_tls.key"), "{e}");
+        let e = r.explain("invalid peer certificate: UnknownIssuer".into());
+        assert!(e.contains("redis_tls.ca"), "{e}");
+        assert_eq!(r.explain("Connection refused".into()), "Connection refused");
     }
 
     #[test]

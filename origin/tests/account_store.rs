@@ -25,15 +25,9 @@ async fn duck_store(dir: &tempfile::TempDir, ttl: Duration) -> AccountStore {
 }
 
 async fn pg_store(pg: &FreshPg, ttl: Duration) -> AccountStore {
-    AccountStore::connect(
-        Some(&pg.database_url()),
-        None,
-        ttl,
-        None,
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap()
+    AccountStore::connect(Some(&pg.target()), None, ttl, None, Duration::from_secs(5))
+        .await
+        .unwrap()
 }
 
 /// The behaviour both backends must share.
@@ -517,12 +511,12 @@ async fn postgres_backend() {
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_migrations_run_once_even_when_origins_start_together() {
     let pg = FreshPg::create().await;
-    let url = pg.database_url();
+    let target = pg.target();
     let starts = (0..4).map(|_| {
-        let url = url.clone();
+        let target = target.clone();
         tokio::spawn(async move {
             AccountStore::connect(
-                Some(&url),
+                Some(&target),
                 None,
                 Duration::from_secs(5),
                 None,
@@ -556,7 +550,7 @@ async fn a_bad_database_url_is_a_clear_error() {
         .port();
     let url = DatabaseUrl::parse(&format!("postgres://u:hunter2@127.0.0.1:{port}/x")).unwrap();
     let e = AccountStore::connect(
-        Some(&url),
+        Some(&heady_origin::pg::PgTarget::from_url(&url).unwrap()),
         None,
         Duration::from_secs(1),
         None,

@@ -179,7 +179,7 @@ fn tls_client(ca: &Path, identity: Option<(&Path, &Path)>) -> tokio_rustls::TlsC
     for c in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
-    let builder = rustls::ClientConfig::builder_with_provider(heady_origin::tls::provider())
+    let builder = rustls::ClientConfig::builder_with_provider(heady_origin::tls::crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .with_root_certificates(roots);

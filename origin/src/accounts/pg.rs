@@ -12,11 +12,12 @@ use super::KeyRecord;
 use super::{
     account_of, join_models, key_of, Account, AccountChange, AccountError, Grant, PqGrant,
 };
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use crate::pg::PgTarget;
+use deadpool_postgres::Pool;
 use heady_shared::AccountId;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 
 /// Advisory lock id held while migrating ("heady" in ASCII).
 const MIGRATION_LOCK: i64 = 0x68_65_61_64_79;
@@ -152,36 +153,23 @@ fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
 impl PgAccounts {
     /// Connects (a pool of `pool_size`), then applies the migrations this database lacks.
     pub async fn open(
-        cfg: tokio_postgres::Config,
+        target: &PgTarget,
         pool_size: usize,
         timeout: Duration,
     ) -> Result<PgAccounts, AccountError> {
-        let mut cfg = cfg;
-        cfg.connect_timeout(timeout);
-        let mgr = Manager::from_config(
-            cfg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(mgr)
-            .max_size(pool_size)
-            .wait_timeout(Some(timeout))
-            .create_timeout(Some(timeout))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(store_err)?;
+        let pool = target.pool(pool_size, timeout).map_err(store_err)?;
         let store = PgAccounts { pool };
         store.migrate().await?;
         Ok(store)
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, AccountError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| AccountError::Store(format!("connecting to PostgreSQL: {e}")))
+        self.pool.get().await.map_err(|e| {
+            AccountError::Store(format!(
+                "connecting to PostgreSQL: {}",
+                crate::pg::with_causes(&e)
+            ))
+        })
     }
 
     /// Applies the migrations not yet recorded, under the advisory lock. Returns the versions

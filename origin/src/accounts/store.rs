@@ -3,7 +3,6 @@
 
 use super::billing::{Applied, BillingEvent, BillingEventRecord, Decide};
 use super::broadcast::{self, Invalidation};
-use super::config::DatabaseUrl;
 use super::duck::DuckAccounts;
 use super::pg::PgAccounts;
 use super::{
@@ -12,6 +11,7 @@ use super::{
     CreatedKey, Grant, KeyKind, KeyOptions, KeyRecord, KeyRefusal, PqGrant,
 };
 use crate::db::Database;
+use crate::pg::PgTarget;
 use crate::redis::Redis;
 use heady_shared::http_sig::PublicKey;
 use heady_shared::{AccountId, AccountStatus, Classification, Tier};
@@ -54,22 +54,22 @@ pub struct AccountStore {
 }
 
 impl AccountStore {
-    /// PostgreSQL when `url` is set (connects and migrates: needs a tokio runtime, and must
+    /// PostgreSQL when `pg` is given (connects and migrates: needs a tokio runtime, and must
     /// not be called on one of its worker threads: use [`AccountStore::connect`] there), else
     /// the DuckDB file `db` (migrating an old `api_keys` table). Blocking.
     pub fn open(
-        url: Option<&DatabaseUrl>,
+        pg: Option<&PgTarget>,
         db: Option<Database>,
         cache_ttl: Duration,
         redis: Option<Arc<Redis>>,
         timeout: Duration,
     ) -> Result<AccountStore, AccountError> {
-        match url {
+        match pg {
             Some(_) => {
                 let handle = tokio::runtime::Handle::try_current().map_err(|_| {
                     AccountError::Store("the PostgreSQL backend needs a tokio runtime".into())
                 })?;
-                handle.block_on(Self::connect(url, db, cache_ttl, redis, timeout))
+                handle.block_on(Self::connect(pg, db, cache_ttl, redis, timeout))
             }
             None => Self::with_backend(Self::duck(db)?, cache_ttl, redis),
         }
@@ -77,21 +77,17 @@ impl AccountStore {
 
     /// [`AccountStore::open`] for async callers.
     pub async fn connect(
-        url: Option<&DatabaseUrl>,
+        pg: Option<&PgTarget>,
         db: Option<Database>,
         cache_ttl: Duration,
         redis: Option<Arc<Redis>>,
         timeout: Duration,
     ) -> Result<AccountStore, AccountError> {
-        let backend = match url {
-            Some(url) => {
-                let cfg = url
-                    .pg_config()
-                    .map_err(|m| AccountError::invalid("database_url", m))?;
-                let pg = PgAccounts::open(cfg, PG_POOL, timeout)
-                    .await
-                    .map_err(|e| AccountError::Store(format!("database_url {url}: {e}")))?;
-                Backend::Pg(pg)
+        let backend = match pg {
+            Some(pg) => {
+                Backend::Pg(PgAccounts::open(pg, PG_POOL, timeout).await.map_err(|e| {
+                    AccountError::Store(format!("database_url {}: {e}", pg.shown()))
+                })?)
             }
             None => Self::duck(db)?,
         };

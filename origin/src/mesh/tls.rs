@@ -1,9 +1,9 @@
 //! The mesh's mutual TLS: TLS 1.3 only, the post-quantum hybrid X25519MLKEM768 preferred
-//! (`crate::tls::provider`), the mesh CA as the only trust anchor both ways, a client
+//! (`crate::tls::crypto_provider`), the mesh CA as the only trust anchor both ways, a client
 //! certificate required, and certificates whose serial is in `mesh.revoked` refused.
 
 use super::config::MeshConfig;
-use crate::tls::{certs, key, provider};
+use crate::tls::{certs, crypto_provider as provider, key};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};

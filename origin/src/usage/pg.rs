@@ -7,11 +7,11 @@
 
 use super::store::{Batch, DailyRow, MeterBucket};
 use super::{Counts, UsageError};
+use crate::pg::PgTarget;
 use chrono::NaiveDate;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::Pool;
 use heady_shared::AccountId;
 use std::time::Duration;
-use tokio_postgres::NoTls;
 
 /// Advisory lock id held while migrating usage ("usage" in ASCII).
 const MIGRATION_LOCK: i64 = 0x75_73_61_67_65;
@@ -56,35 +56,23 @@ fn damaged(what: &str, e: impl std::fmt::Display) -> UsageError {
 
 impl PgUsage {
     pub async fn open(
-        mut cfg: tokio_postgres::Config,
+        target: &PgTarget,
         pool_size: usize,
         timeout: Duration,
     ) -> Result<PgUsage, UsageError> {
-        cfg.connect_timeout(timeout);
-        let mgr = Manager::from_config(
-            cfg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(mgr)
-            .max_size(pool_size)
-            .wait_timeout(Some(timeout))
-            .create_timeout(Some(timeout))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(store_err)?;
+        let pool = target.pool(pool_size, timeout).map_err(store_err)?;
         let store = PgUsage { pool };
         store.migrate().await?;
         Ok(store)
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, UsageError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| UsageError::Store(format!("connecting to PostgreSQL: {e}")))
+        self.pool.get().await.map_err(|e| {
+            UsageError::Store(format!(
+                "connecting to PostgreSQL: {}",
+                crate::pg::with_causes(&e)
+            ))
+        })
     }
 
     /// Applies the usage migrations not yet recorded; answers the versions applied.

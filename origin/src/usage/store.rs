@@ -16,8 +16,8 @@
 use super::duck::DuckUsage;
 use super::pg::PgUsage;
 use super::{Counts, UsageError};
-use crate::accounts::config::DatabaseUrl;
 use crate::db::Database;
+use crate::pg::PgTarget;
 use chrono::NaiveDate;
 use heady_shared::AccountId;
 use std::sync::Arc;
@@ -92,24 +92,18 @@ macro_rules! duck {
 }
 
 impl UsageStore {
-    /// PostgreSQL when `url` is set (connects and migrates), else the DuckDB file `db`.
+    /// PostgreSQL when `pg` is given (connects and migrates), else the DuckDB file `db`.
     pub async fn connect(
-        url: Option<&DatabaseUrl>,
+        pg: Option<&PgTarget>,
         db: Option<Database>,
         timeout: Duration,
     ) -> Result<UsageStore, UsageError> {
-        let backend = match url {
-            Some(url) => {
-                let cfg = url.pg_config().map_err(|m| UsageError::Invalid {
-                    field: "database_url",
-                    message: m,
-                })?;
-                Backend::Pg(
-                    PgUsage::open(cfg, PG_POOL, timeout)
-                        .await
-                        .map_err(|e| UsageError::Store(format!("database_url {url}: {e}")))?,
-                )
-            }
+        let backend = match pg {
+            Some(pg) => Backend::Pg(
+                PgUsage::open(pg, PG_POOL, timeout)
+                    .await
+                    .map_err(|e| UsageError::Store(format!("database_url {}: {e}", pg.shown())))?,
+            ),
             None => {
                 let db = db.ok_or_else(|| {
                     UsageError::Store(
@@ -125,11 +119,11 @@ impl UsageStore {
     /// [`UsageStore::connect`] for blocking callers (start-up): PostgreSQL needs a tokio
     /// runtime, and must not be opened on one of its worker threads.
     pub fn open(
-        url: Option<&DatabaseUrl>,
+        pg: Option<&PgTarget>,
         db: Option<Database>,
         timeout: Duration,
     ) -> Result<UsageStore, UsageError> {
-        match url {
+        match pg {
             None => Ok(UsageStore {
                 backend: Backend::Duck(Arc::new(DuckUsage::open(db.ok_or_else(|| {
                     UsageError::Store(
@@ -141,7 +135,7 @@ impl UsageStore {
                 let handle = tokio::runtime::Handle::try_current().map_err(|_| {
                     UsageError::Store("the PostgreSQL backend needs a tokio runtime".into())
                 })?;
-                handle.block_on(Self::connect(url, db, timeout))
+                handle.block_on(Self::connect(pg, db, timeout))
             }
         }
     }

@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 //! Test support: an in-process daemon on a free port, and a child-process one.
 
+pub mod certs;
 pub mod fake_provider;
 pub mod fake_stripe;
 
@@ -188,6 +189,18 @@ pub fn clustered(dim: usize, cluster: u64, salt: u64) -> Vec<f64> {
 pub struct RedisServer {
     pub port: u16,
     child: std::process::Child,
+    /// Speaks only TLS on `port`.
+    tls: bool,
+}
+
+/// The PEM files of a TLS redis-server: its certificate and key, the CA its clients'
+/// certificates must chain to, and a client certificate that does (to check it is up).
+pub struct RedisTlsFiles {
+    pub server_cert: std::path::PathBuf,
+    pub server_key: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
+    pub client_cert: std::path::PathBuf,
+    pub client_key: std::path::PathBuf,
 }
 
 impl RedisServer {
@@ -233,7 +246,11 @@ impl RedisServer {
                 return None;
             }
             if answers_ping(port) {
-                return Some(RedisServer { port, child });
+                return Some(RedisServer {
+                    port,
+                    child,
+                    tls: false,
+                });
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -242,8 +259,75 @@ impl RedisServer {
         None
     }
 
+    /// A redis-server with TLS only (`--port 0 --tls-port`), asking clients for a certificate
+    /// from `files.ca` when `auth_clients`. Up once `redis-cli --tls` with the files' client
+    /// certificate gets PONG (a TLS port does not answer a plain PING).
+    pub fn start_tls(files: &RedisTlsFiles, auth_clients: bool) -> RedisServer {
+        let port = free_port();
+        let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+        let mut child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-cert-file",
+                &path(&files.server_cert),
+                "--tls-key-file",
+                &path(&files.server_key),
+                "--tls-ca-cert-file",
+                &path(&files.ca),
+                "--tls-auth-clients",
+                if auth_clients { "yes" } else { "no" },
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (deploy/setup.sh installs it)");
+        for _ in 0..200 {
+            let pong = std::process::Command::new("redis-cli")
+                .args([
+                    "--tls",
+                    "--cacert",
+                    &path(&files.ca),
+                    "--cert",
+                    &path(&files.client_cert),
+                    "--key",
+                    &path(&files.client_key),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "PING",
+                ])
+                .stderr(std::process::Stdio::null())
+                .output()
+                .expect("redis-cli is installed (with redis-server)");
+            if String::from_utf8_lossy(&pong.stdout).trim() == "PONG" {
+                return RedisServer {
+                    port,
+                    child,
+                    tls: true,
+                };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("redis-server with TLS exited: {status} (is it built with TLS?)");
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("redis-server with TLS did not answer PING on port {port}");
+    }
+
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Freezes the server (SIGSTOP): connections stay open and nothing answers, the way a
@@ -359,6 +443,11 @@ impl FreshPg {
 
     pub fn database_url(&self) -> heady_origin::config::DatabaseUrl {
         heady_origin::config::DatabaseUrl::parse(&self.url()).unwrap()
+    }
+
+    /// The URL as the stores take it (no `[database_tls]`).
+    pub fn target(&self) -> heady_origin::pg::PgTarget {
+        heady_origin::pg::PgTarget::from_url(&self.database_url()).unwrap()
     }
 }
 
