@@ -1003,7 +1003,9 @@ mod tests {
 
         // Another key's public key, or another account tier: refused as at the origin.
         let other = http_sig::SigningKey::from_seed([2; 32]);
-        let e = prepared.accept(&enterprise(), other.public_key()).unwrap_err();
+        let e = prepared
+            .accept(&enterprise(), other.public_key())
+            .unwrap_err();
         assert_eq!(
             (e.status(), e.code),
             (401, ErrorCode::InvalidRequestSignature)
@@ -1083,7 +1085,10 @@ mod tests {
         // A signature and a bearer key together: 400, as at the origin.
         assert!(is_signed(true, false) && is_signed(false, true) && !is_signed(false, false));
         let e = conflicting_credentials();
-        assert_eq!((e.status(), e.code), (400, ErrorCode::ConflictingCredentials));
+        assert_eq!(
+            (e.status(), e.code),
+            (400, ErrorCode::ConflictingCredentials)
+        );
     }
 
     #[test]
@@ -1106,13 +1111,18 @@ mod tests {
         assert_eq!((got.clone(), ttl), (session.clone(), 7));
         assert_eq!(public_key.as_bytes(), key.public_key().as_bytes());
         // An answer for another key than asked is not believed.
-        let other = http_sig::SigningKey::from_seed([2; 32]).public_key().key_id();
+        let other = http_sig::SigningKey::from_seed([2; 32])
+            .public_key()
+            .key_id();
         assert!(parse_pq_identity(&text, &other).is_err());
 
         let cached = CachedPqKey::known(CachedSession::new(got, 1_000, ttl), &public_key);
         let stored = serde_json::to_string(&cached).unwrap();
         assert!(stored.contains(r#""until_ms":8000"#), "{stored}");
-        assert_eq!(serde_json::from_str::<CachedPqKey>(&stored).unwrap(), cached);
+        assert_eq!(
+            serde_json::from_str::<CachedPqKey>(&stored).unwrap(),
+            cached
+        );
         assert_eq!(cached.isolate_until(1_000), 1_000 + SESSION_CACHE_MS);
         assert_eq!(cached.isolate_until(5_000), 8_000);
         match serde_json::from_str::<CachedPqKey>(&stored).unwrap() {
@@ -1130,7 +1140,10 @@ mod tests {
             refused: unknown_pq_key(),
         };
         let stored = serde_json::to_string(&refused).unwrap();
-        assert_eq!(serde_json::from_str::<CachedPqKey>(&stored).unwrap(), refused);
+        assert_eq!(
+            serde_json::from_str::<CachedPqKey>(&stored).unwrap(),
+            refused
+        );
         assert_eq!(refused.isolate_until(0), REFUSED_KEY_CACHE_SECS * 1000);
         assert_eq!(pq_session_key(&keyid), format!("pq:{keyid}"));
     }

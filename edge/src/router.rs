@@ -224,7 +224,11 @@ mod tests {
         );
         // The edge's own lookups at the origin are not reachable through it.
         assert_eq!(
-            run("headyapi.com", "GET", "/api/identity/pq-keys/0123456789abcdef"),
+            run(
+                "headyapi.com",
+                "GET",
+                "/api/identity/pq-keys/0123456789abcdef"
+            ),
             "404 headyapi.com json=true"
         );
         assert_eq!(

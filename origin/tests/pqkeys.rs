@@ -659,8 +659,7 @@ async fn the_edge_learns_a_pq_key_s_account_and_public_key_and_nobody_else_does(
     // The edge: the account's session and the public key the keyid names.
     let (st, text) = edge_lookup(&s.base, &keyid, EDGE_KEY).await;
     assert_eq!(st, 200, "{text}");
-    let (identity, public_key) =
-        heady_shared::identity::PqKeyAnswer::parse(&text, &keyid).unwrap();
+    let (identity, public_key) = heady_shared::identity::PqKeyAnswer::parse(&text, &keyid).unwrap();
     assert_eq!(identity.tier, Tier::Enterprise);
     assert_eq!(identity.clearance, Classification::Internal);
     assert!(identity.subject.to_string().starts_with("user:acct_"));

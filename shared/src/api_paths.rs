@@ -93,7 +93,12 @@ mod tests {
         assert_eq!(path, "/api/identity/pq-keys/0123456789abcdef");
         assert!(is_api_path(&path) && action_of(&path).is_none());
         assert!(is_edge_only(&path) && is_edge_only(PQ_KEY_IDENTITY));
-        for other in [IDENTITY, "/api/identity/pq-keysx", "/api/chat", "/api/identity/pq"] {
+        for other in [
+            IDENTITY,
+            "/api/identity/pq-keysx",
+            "/api/chat",
+            "/api/identity/pq",
+        ] {
             assert!(!is_edge_only(other), "{other}");
         }
     }

@@ -201,7 +201,7 @@ describe("PQC API keys at the edge", () => {
     assert.equal(again.headers.get("x-heady-served-by"), "origin");
   });
 
-  test("a revoked key: refused by the origin at once, then by the edge", async () => {
+  test("a revoked key: the origin refuses it at once (the edge still holds its session)", async () => {
     const { file, keyid: id } = pqKey("pq-ent", "revoked");
     const ok = await send("POST", ROUTE, { headers: sign("POST", ROUTE, BODY, file), body: BODY });
     assert.equal(ok.status, 200, ok.text);
