@@ -41,11 +41,13 @@ thread_local! {
     static SESSIONS: RefCell<HashMap<String, (u64, CachedKey)>> = RefCell::new(HashMap::new());
     /// PQC API key id -> (trusted until ms, its session and parsed public key, or the
     /// origin's refusal), under the same rules as SESSIONS.
-    static PQ_KEYS: RefCell<HashMap<String, (u64, Result<(Session, PublicKey), ApiError>)>> =
-        RefCell::new(HashMap::new());
+    static PQ_KEYS: RefCell<HashMap<String, (u64, PqKey)>> = RefCell::new(HashMap::new());
     /// Client address -> its failed-authentication count.
     static FAILED_AUTH: RefCell<HashMap<Subject, FailedAuth>> = RefCell::new(HashMap::new());
 }
+
+/// A PQC API key's session and parsed public key, or the origin's refusal of it.
+type PqKey = Result<(Session, PublicKey), ApiError>;
 
 /// One address's failed authentications as this isolate knows them.
 #[derive(Default)]
@@ -200,7 +202,7 @@ async fn pq_key(
 ) -> Result<(Session, PublicKey), ApiError> {
     let now = call.now_ms;
     let keyid = prepared.keyid().to_string();
-    let remember = |until: u64, entry: &Result<(Session, PublicKey), ApiError>| {
+    let remember = |until: u64, entry: &PqKey| {
         PQ_KEYS.with(|k| {
             let mut map = k.borrow_mut();
             map.retain(|_, (until, _)| now < *until);
@@ -259,7 +261,7 @@ async fn pq_key(
 
 /// A cached PQC key entry as the isolate keeps it; `None` when its public key does not read
 /// back (then the origin is asked again).
-fn open(entry: &CachedPqKey) -> Option<Result<(Session, PublicKey), ApiError>> {
+fn open(entry: &CachedPqKey) -> Option<PqKey> {
     match entry {
         CachedPqKey::Known {
             session,
