@@ -1,11 +1,13 @@
-//! Edge defense rules (pure): who is asking, how their state is named and kept in KV, how
-//! isolate-local counts merge with what KV holds, and when a KV key may be written again.
+//! Edge defense rules (pure): who is asking (a bearer key, a PQC API key's signature, or
+//! the client's address), how their state is named and kept in KV, how isolate-local counts
+//! merge with what KV holds, and when a KV key may be written again.
 //!
 //! The decisions themselves (sliding window, ban rule, RateLimit headers) are heady-shared's
 //! `SubjectPolicy`; this module only adapts them to KV's limits: one write per key per second,
 //! eventual consistency, TTLs of at least 60 seconds.
 
-use heady_shared::identity::IdentityError;
+use heady_shared::http_sig::{self, PublicKey, SigError};
+use heady_shared::identity::{IdentityError, PqKeyAnswer};
 use heady_shared::limiter::{SlidingWindow, SubjectState, WindowState};
 use heady_shared::wire::{body_sha256, hex_encode};
 use heady_shared::{ApiError, Classification, ErrorCode, IdentityAnswer, Subject, Tier};
@@ -239,6 +241,185 @@ pub fn parse_identity(body: &str) -> Result<(Session, u64), IdentityError> {
         },
         ttl,
     ))
+}
+
+/// Does the request carry an RFC 9421 signature (`Signature-Input` or `Signature`)? Such a
+/// request is a PQC API key's, whatever else it holds, exactly as at the origin.
+pub fn is_signed(signature_input: bool, signature: bool) -> bool {
+    signature_input || signature
+}
+
+/// 400 for a request with both a bearer key and a signature, as at the origin.
+pub fn conflicting_credentials() -> ApiError {
+    ApiError::new(
+        ErrorCode::ConflictingCredentials,
+        "the request carries both a bearer key (Authorization) and a PQC signature (Signature-Input): send one",
+    )
+}
+
+/// A signed request as the edge received it: the signature headers, the request target with
+/// `authority` the property host the client called (what the edge vouches for to the origin),
+/// and the body the edge forwards.
+pub struct SignedRequest<'a> {
+    pub signature_input: Option<&'a str>,
+    pub signature: Option<&'a str>,
+    pub target: http_sig::Request<'a>,
+    pub body: &'a [u8],
+    /// A header field's value as the signature base takes it; `None` when absent.
+    pub field: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// A signature that passed every check needing no key; [`PreparedSignature::accept`] does the
+/// rest once the key is known.
+pub struct PreparedSignature {
+    keyid: String,
+    signature: Vec<u8>,
+    base: String,
+}
+
+impl std::fmt::Debug for PreparedSignature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PreparedSignature(keyid {})", self.keyid)
+    }
+}
+
+/// The refusal of a signature, with the origin's code and status (400 for a malformed one,
+/// 401 for one that does not match or is stale).
+pub fn signature_refused(e: SigError) -> ApiError {
+    ApiError::new(e.code(), e.to_string())
+}
+
+fn unknown_pq_key() -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidRequestSignature,
+        "keyid names no registered ML-DSA-65 key (see `heady-origin keys list`)",
+    )
+}
+
+/// The checks of a signed request that need no key, cheapest first, as the origin makes them:
+/// the headers' shape, `created` within 300 s of `now_secs`, Content-Digest against the body,
+/// the signature base; and a `keyid` shaped like a key id (else 401, no lookup).
+pub fn prepare_signed(
+    req: &SignedRequest<'_>,
+    now_secs: u64,
+) -> Result<PreparedSignature, ApiError> {
+    let input = req
+        .signature_input
+        .ok_or(SigError::Missing("Signature-Input"))
+        .map_err(signature_refused)?;
+    let (sig, base) = http_sig::prepare(
+        input,
+        req.signature,
+        &req.target,
+        req.body,
+        req.field,
+        now_secs,
+    )
+    .map_err(signature_refused)?;
+    let keyid = sig.input.keyid().to_string();
+    if !http_sig::is_key_id(&keyid) {
+        return Err(unknown_pq_key());
+    }
+    Ok(PreparedSignature {
+        keyid,
+        signature: sig.signature,
+        base,
+    })
+}
+
+impl PreparedSignature {
+    pub fn keyid(&self) -> &str {
+        &self.keyid
+    }
+
+    /// The KV key of the key's cached session (a key id is public: no hash needed).
+    pub fn session_key(&self) -> String {
+        pq_session_key(&self.keyid)
+    }
+
+    /// Verifies the signature with the key's public key, then the account's tier: the
+    /// session the request is counted against. 401 `invalid_request_signature` for a
+    /// signature that does not verify, 403 `upgrade_required` for an account no longer
+    /// Enterprise, as at the origin.
+    pub fn accept(&self, session: &Session, key: &PublicKey) -> Result<Session, ApiError> {
+        key.verify(self.base.as_bytes(), &self.signature)
+            .map_err(signature_refused)?;
+        if session.tier != Tier::Enterprise {
+            return Err(ApiError::new(
+                ErrorCode::UpgradeRequired,
+                format!(
+                    "PQC API keys are for Enterprise accounts; this key's account is {}",
+                    session.tier
+                ),
+            ));
+        }
+        Ok(session.clone())
+    }
+}
+
+/// The KV key of a PQC API key's cached session.
+pub fn pq_session_key(keyid: &str) -> String {
+    format!("pq:{keyid}")
+}
+
+/// Whether a refusal of a credential counts against the client's address: malformed,
+/// unknown, revoked and bad ones (400, 401) do; a tier (403) or a throttle (429) does not.
+pub fn counts_as_failed_auth(refusal: &ApiError) -> bool {
+    matches!(refusal.status(), 400 | 401)
+}
+
+/// Reads the origin's answer for the PQC API key `keyid` into the session to cache, the
+/// public key that verifies its signatures, and how long to trust them (seconds, 1-60).
+pub fn parse_pq_identity(
+    body: &str,
+    keyid: &str,
+) -> Result<(Session, PublicKey, u64), IdentityError> {
+    let (answer, key) = PqKeyAnswer::parse(body, keyid)?;
+    let ttl = answer.cache_ttl_secs();
+    Ok((
+        Session {
+            subject: answer.subject,
+            tier: answer.tier,
+            clearance: answer.clearance,
+        },
+        key,
+        ttl,
+    ))
+}
+
+/// What the session cache holds for a PQC API key: its session and public key (base64), or
+/// the origin's refusal; trusted as long as [`CachedKey`]'s entries are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CachedPqKey {
+    Known {
+        #[serde(flatten)]
+        session: CachedSession,
+        public_key: String,
+    },
+    Refused {
+        refused: ApiError,
+    },
+}
+
+impl CachedPqKey {
+    pub fn known(session: CachedSession, key: &PublicKey) -> CachedPqKey {
+        CachedPqKey::Known {
+            session,
+            public_key: key.to_base64(),
+        }
+    }
+
+    /// Until when (Unix ms) an isolate may use this entry without reading KV again.
+    pub fn isolate_until(&self, now_ms: u64) -> u64 {
+        match self {
+            CachedPqKey::Known { session, .. } => CachedKey::Known(session.clone()),
+            CachedPqKey::Refused { refused } => CachedKey::Refused {
+                refused: refused.clone(),
+            },
+        }
+        .isolate_until(now_ms)
+    }
 }
 
 pub fn ban_key(subject: &Subject) -> String {
@@ -743,6 +924,228 @@ mod tests {
         };
         let e = memory_owner(&no_account).unwrap_err();
         assert_eq!((e.status(), e.code), (403, ErrorCode::MemoryUnavailable));
+    }
+
+    /// A request to `path` on headyapi.com signed with `key` at `created`: (headers, body).
+    fn signed_by(
+        key: &http_sig::SigningKey,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        created: u64,
+    ) -> Vec<(&'static str, String)> {
+        let target = http_sig::Request {
+            method,
+            authority: "headyapi.com",
+            path,
+            query: None,
+        };
+        http_sig::sign_request(key, &target, body, created, &[3; 32])
+    }
+
+    /// Runs the edge's checks on a request as received (`authority` the host called).
+    fn check(
+        headers: &[(&'static str, String)],
+        authority: &str,
+        path: &str,
+        body: &[u8],
+        now: u64,
+    ) -> Result<PreparedSignature, ApiError> {
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        let (input, sig) = (
+            get(http_sig::header::SIGNATURE_INPUT),
+            get(http_sig::header::SIGNATURE),
+        );
+        let req = SignedRequest {
+            signature_input: input.as_deref(),
+            signature: sig.as_deref(),
+            target: http_sig::Request {
+                method: "POST",
+                authority,
+                path,
+                query: None,
+            },
+            body,
+            field: &get,
+        };
+        prepare_signed(&req, now)
+    }
+
+    fn enterprise() -> Session {
+        Session {
+            subject: Subject::account(&heady_shared::AccountId::from_random([4; 15])),
+            tier: Tier::Enterprise,
+            clearance: Classification::Internal,
+        }
+    }
+
+    #[test]
+    fn a_signed_request_is_its_key_s_enterprise_account_once_it_verifies() {
+        let key = http_sig::SigningKey::from_seed([1; 32]);
+        let now = 1_765_100_000;
+        let body = br#"{"input":"fn main() {}"}"#;
+        let h = signed_by(&key, "POST", "/api/code", body, now);
+        let prepared = check(&h, "headyapi.com", "/api/code", body, now + 10).unwrap();
+        assert_eq!(prepared.keyid(), key.public_key().key_id());
+        assert_eq!(
+            prepared.session_key(),
+            format!("pq:{}", key.public_key().key_id())
+        );
+        assert!(!format!("{prepared:?}").contains("signature: ["));
+        let session = prepared.accept(&enterprise(), key.public_key()).unwrap();
+        assert_eq!(session, enterprise());
+        assert_eq!(session.tier.limits().requests_per_window, None);
+
+        // Another key's public key, or another account tier: refused as at the origin.
+        let other = http_sig::SigningKey::from_seed([2; 32]);
+        let e = prepared
+            .accept(&enterprise(), other.public_key())
+            .unwrap_err();
+        assert_eq!(
+            (e.status(), e.code),
+            (401, ErrorCode::InvalidRequestSignature)
+        );
+        assert!(counts_as_failed_auth(&e));
+        let pro = Session {
+            tier: Tier::Pro,
+            ..enterprise()
+        };
+        let e = prepared.accept(&pro, key.public_key()).unwrap_err();
+        assert_eq!((e.status(), e.code), (403, ErrorCode::UpgradeRequired));
+        assert!(!counts_as_failed_auth(&e));
+    }
+
+    #[test]
+    fn each_change_to_a_signed_request_is_refused_with_the_origin_s_code() {
+        let key = http_sig::SigningKey::from_seed([1; 32]);
+        let now = 1_765_100_000;
+        let body = br#"{"input":"fn main() {}"}"#;
+        let h = signed_by(&key, "POST", "/api/code", body, now);
+        let refused = |r: Result<PreparedSignature, ApiError>| {
+            let e = r
+                .and_then(|p| p.accept(&enterprise(), key.public_key()))
+                .unwrap_err();
+            (e.status(), e.code)
+        };
+        // One changed body byte: Content-Digest, before any key is looked up.
+        let tampered = br#"{"input":"fn main() {!"}"#;
+        assert_eq!(
+            refused(check(&h, "headyapi.com", "/api/code", tampered, now)),
+            (401, ErrorCode::InvalidRequestSignature)
+        );
+        // Another path or another host than signed: the signature does not verify.
+        assert_eq!(
+            refused(check(&h, "headyapi.com", "/api/codE", body, now)),
+            (401, ErrorCode::InvalidRequestSignature)
+        );
+        assert_eq!(
+            refused(check(&h, "headyme.com", "/api/code", body, now)),
+            (401, ErrorCode::InvalidRequestSignature)
+        );
+        // created more than 300 s away.
+        assert_eq!(
+            refused(check(&h, "headyapi.com", "/api/code", body, now + 301)),
+            (401, ErrorCode::StaleSignature)
+        );
+        // A Signature without its Signature-Input, or a body the signature does not cover.
+        let only_sig: Vec<_> = h
+            .iter()
+            .filter(|(k, _)| *k != http_sig::header::SIGNATURE_INPUT)
+            .cloned()
+            .collect();
+        assert_eq!(
+            refused(check(&only_sig, "headyapi.com", "/api/code", body, now)),
+            (400, ErrorCode::MalformedSignature)
+        );
+        let no_body = signed_by(&key, "POST", "/api/code", b"", now);
+        assert_eq!(
+            refused(check(&no_body, "headyapi.com", "/api/code", body, now)),
+            (400, ErrorCode::MalformedSignature)
+        );
+        // A keyid that is no key id: refused without a lookup.
+        let odd: Vec<_> = h
+            .iter()
+            .map(|(k, v)| {
+                let v = v.replace(&key.public_key().key_id(), "NOT-A-KEY-ID");
+                (*k, v)
+            })
+            .collect();
+        assert_eq!(
+            refused(check(&odd, "headyapi.com", "/api/code", body, now)),
+            (401, ErrorCode::InvalidRequestSignature)
+        );
+        assert!(counts_as_failed_auth(&signature_refused(
+            SigError::NoPqcSignature
+        )));
+        // A signature and a bearer key together: 400, as at the origin.
+        assert!(is_signed(true, false) && is_signed(false, true) && !is_signed(false, false));
+        let e = conflicting_credentials();
+        assert_eq!(
+            (e.status(), e.code),
+            (400, ErrorCode::ConflictingCredentials)
+        );
+    }
+
+    #[test]
+    fn the_origin_s_answer_for_a_pq_key_is_cached_with_its_public_key() {
+        let key = http_sig::SigningKey::from_seed([1; 32]);
+        let keyid = key.public_key().key_id();
+        let session = enterprise();
+        let answer = PqKeyAnswer::new(
+            IdentityAnswer::new(
+                session.subject.clone(),
+                session.tier,
+                session.clearance,
+                Some(keyid.clone()),
+                7,
+            ),
+            key.public_key(),
+        );
+        let text = serde_json::to_string(&answer).unwrap();
+        let (got, public_key, ttl) = parse_pq_identity(&text, &keyid).unwrap();
+        assert_eq!((got.clone(), ttl), (session.clone(), 7));
+        assert_eq!(public_key.as_bytes(), key.public_key().as_bytes());
+        // An answer for another key than asked is not believed.
+        let other = http_sig::SigningKey::from_seed([2; 32])
+            .public_key()
+            .key_id();
+        assert!(parse_pq_identity(&text, &other).is_err());
+
+        let cached = CachedPqKey::known(CachedSession::new(got, 1_000, ttl), &public_key);
+        let stored = serde_json::to_string(&cached).unwrap();
+        assert!(stored.contains(r#""until_ms":8000"#), "{stored}");
+        assert_eq!(
+            serde_json::from_str::<CachedPqKey>(&stored).unwrap(),
+            cached
+        );
+        assert_eq!(cached.isolate_until(1_000), 1_000 + SESSION_CACHE_MS);
+        assert_eq!(cached.isolate_until(5_000), 8_000);
+        match serde_json::from_str::<CachedPqKey>(&stored).unwrap() {
+            CachedPqKey::Known {
+                session: s,
+                public_key: b64,
+            } => {
+                assert_eq!(s.session(), session);
+                let back = PublicKey::from_raw_or_base64(b64.as_bytes()).unwrap();
+                assert_eq!(back.key_id(), keyid);
+            }
+            other => panic!("{other:?}"),
+        }
+        let refused = CachedPqKey::Refused {
+            refused: unknown_pq_key(),
+        };
+        let stored = serde_json::to_string(&refused).unwrap();
+        assert_eq!(
+            serde_json::from_str::<CachedPqKey>(&stored).unwrap(),
+            refused
+        );
+        assert_eq!(refused.isolate_until(0), REFUSED_KEY_CACHE_SECS * 1000);
+        assert_eq!(pq_session_key(&keyid), format!("pq:{keyid}"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What to do with a request, decided from the property list alone (pure: no I/O).
 
 use crate::site;
-use heady_shared::api_paths::{action_of, is_api_path, BILLING_WEBHOOK};
+use heady_shared::api_paths::{action_of, is_api_path, is_edge_only, BILLING_WEBHOOK};
 use heady_shared::properties::{Properties, Property, Serve};
 use heady_shared::GroupTable;
 
@@ -87,7 +87,8 @@ pub fn plan<'a>(
         return redirect(property);
     }
     if is_api_path(facts.path) {
-        if !property.origin {
+        // The origin answers these to the edge's own requests: no client's is passed on.
+        if !property.origin || is_edge_only(facts.path) {
             return Plan::NotFound { host, json: true };
         }
         let api = match action_of(facts.path) {
@@ -219,6 +220,19 @@ mod tests {
         );
         assert_eq!(
             run("headyapi.com", "POST", "/api/billing/checkout"),
+            "api headyapi Passthrough"
+        );
+        // The edge's own lookups at the origin are not reachable through it.
+        assert_eq!(
+            run(
+                "headyapi.com",
+                "GET",
+                "/api/identity/pq-keys/0123456789abcdef"
+            ),
+            "404 headyapi.com json=true"
+        );
+        assert_eq!(
+            run("headyapi.com", "GET", "/api/identity"),
             "api headyapi Passthrough"
         );
         // A static property without origin access has no API.

@@ -607,3 +607,83 @@ async fn bad_signatures_naming_a_good_key_are_throttled() {
     assert_eq!((st, code(&v)), (429, "too_many_failed_auth"), "{v}");
     s.stop().await;
 }
+
+/// The edge's own lookup of a keyid (`GET /api/identity/pq-keys/{keyid}`), as the edge sends
+/// it: vouched for by its tunnel signature (HMAC here) as the anonymous client.
+async fn edge_lookup(base: &str, keyid: &str, edge_key: &str) -> (u16, String) {
+    use heady_shared::wire;
+    let path = heady_shared::api_paths::pq_key_identity_path(keyid);
+    let auth = wire::HmacSha256::new(edge_key.as_bytes()).unwrap();
+    let line = wire::RequestLine {
+        method: "GET",
+        path: &path,
+        query: "",
+        body_sha256: wire::body_sha256(b""),
+    };
+    let envelope = wire::Envelope {
+        host: HOST.into(),
+        subject: "ip:198.51.100.7".into(),
+        tier: Tier::Free,
+        clearance: Classification::Public,
+        client_ip: "198.51.100.7".into(),
+        timestamp: unix_now(),
+        nonce: format!("lookup-{:020}", rand::random::<u64>()),
+    };
+    let mut req = client().get(format!("{base}{path}"));
+    for (k, v) in wire::sign(&auth, &line, &envelope) {
+        req = req.header(k, v);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_edge_learns_a_pq_key_s_account_and_public_key_and_nobody_else_does() {
+    const EDGE_KEY: &str = "an-edge-secret-of-at-least-32-bytes!!";
+    let s = defended(|c| {
+        c.defense.edge_key = Some(heady_origin::config::Secret(EDGE_KEY.into()));
+        c.defense.tunnel_auth = heady_shared::tunnel::TunnelAuth::Hmac;
+    })
+    .await;
+    let key = registered(&s, "ent-edge", Tier::Enterprise, 21).await;
+    let keyid = key.public_key().key_id();
+    let path = heady_shared::api_paths::pq_key_identity_path(&keyid);
+
+    // Not through the edge: refused, whatever the caller presents.
+    let (st, v) = send(&s.base, "GET", &path, &[], b"").await;
+    assert_eq!((st, code(&v)), (401, "edge_required"), "{v}");
+    let h = headers_for(&key, "GET", &path, None, b"", unix_now());
+    let (st, v) = send(&s.base, "GET", &path, &h, b"").await;
+    assert_eq!((st, code(&v)), (401, "edge_required"), "{v}");
+
+    // The edge: the account's session and the public key the keyid names.
+    let (st, text) = edge_lookup(&s.base, &keyid, EDGE_KEY).await;
+    assert_eq!(st, 200, "{text}");
+    let (identity, public_key) = heady_shared::identity::PqKeyAnswer::parse(&text, &keyid).unwrap();
+    assert_eq!(identity.tier, Tier::Enterprise);
+    assert_eq!(identity.clearance, Classification::Internal);
+    assert!(identity.subject.to_string().starts_with("user:acct_"));
+    assert_eq!(public_key.as_bytes(), key.public_key().as_bytes());
+    assert!(!text.contains("PRIVATE"), "{text}");
+
+    // Unknown, malformed and revoked keyids: the codes a signed request gets.
+    let unknown = SigningKey::from_seed([22; 32]).public_key().key_id();
+    for (id, want) in [
+        (unknown.as_str(), "invalid_request_signature"),
+        ("not-a-key-id", "invalid_request_signature"),
+    ] {
+        let (st, text) = edge_lookup(&s.base, id, EDGE_KEY).await;
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!((st, code(&v)), (401, want), "{id}: {v}");
+    }
+    s.state
+        .defense
+        .accounts
+        .revoke_key(&keyid, unix_now() as i64)
+        .await
+        .unwrap();
+    let (st, text) = edge_lookup(&s.base, &keyid, EDGE_KEY).await;
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((st, code(&v)), (401, "revoked_api_key"), "{v}");
+    s.stop().await;
+}

@@ -7,6 +7,11 @@ pub const API: &str = "/api";
 pub const OPENAI: &str = "/v1";
 /// `GET`: who the origin takes the caller to be ([`crate::identity::IdentityAnswer`]).
 pub const IDENTITY: &str = "/api/identity";
+/// `GET {PQ_KEY_IDENTITY}/{keyid}`: the account and public key of a PQC API key
+/// ([`crate::identity::PqKeyAnswer`]). Asked by the edge only, to verify signed requests
+/// itself: the origin answers it only to a request the edge vouches for, and the edge never
+/// passes a client's request to it ([`is_edge_only`]).
+pub const PQ_KEY_IDENTITY: &str = "/api/identity/pq-keys";
 /// `POST`: the tunnel session handshake (a hello in, a welcome out, both
 /// `application/octet-stream`; [`crate::tunnel::handshake`]). Authenticated by its own
 /// signatures, so neither an edge signature nor the rate limiter applies to it.
@@ -19,6 +24,17 @@ pub const MEMORY_SEARCH: &str = "/api/memory/search";
 /// rate limited per client address: the edge passes it through on the ban list alone, the
 /// origin counts bad signatures as failed authentication.
 pub const BILLING_WEBHOOK: &str = "/api/billing/webhook";
+
+/// The origin path that answers for the PQC API key `keyid`.
+pub fn pq_key_identity_path(keyid: &str) -> String {
+    format!("{PQ_KEY_IDENTITY}/{keyid}")
+}
+
+/// Paths only the edge itself asks the origin: a client's request to one is not passed on.
+pub fn is_edge_only(path: &str) -> bool {
+    path.strip_prefix(PQ_KEY_IDENTITY)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
 
 /// `/api`, `/v1` and everything under them.
 pub fn is_api_path(path: &str) -> bool {
@@ -69,6 +85,22 @@ mod tests {
         }
         assert!(is_api_path(IDENTITY) && is_api_path(MEMORY_SEARCH));
         assert!(is_api_path(BILLING_WEBHOOK) && action_of(BILLING_WEBHOOK).is_none());
+    }
+
+    #[test]
+    fn the_pq_key_lookup_is_the_edge_s_own() {
+        let path = pq_key_identity_path("0123456789abcdef");
+        assert_eq!(path, "/api/identity/pq-keys/0123456789abcdef");
+        assert!(is_api_path(&path) && action_of(&path).is_none());
+        assert!(is_edge_only(&path) && is_edge_only(PQ_KEY_IDENTITY));
+        for other in [
+            IDENTITY,
+            "/api/identity/pq-keysx",
+            "/api/chat",
+            "/api/identity/pq",
+        ] {
+            assert!(!is_edge_only(other), "{other}");
+        }
     }
 
     #[test]

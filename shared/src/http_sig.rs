@@ -797,6 +797,11 @@ impl PublicKey {
         &self.bytes
     }
 
+    /// The encoding in standard base64 (what [`PublicKey::from_raw_or_base64`] reads).
+    pub fn to_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(&self.bytes)
+    }
+
     /// SHA-256 of the encoding, in hex: what the store keeps to find the key.
     pub fn hash_hex(&self) -> String {
         crate::wire::hex_encode(&Sha256::digest(&self.bytes))
@@ -823,6 +828,14 @@ impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PublicKey(ml-dsa-65 {})", self.key_id())
     }
+}
+
+/// Is `id` the form of a key id ([`PublicKey::key_id`]): 16 lowercase hex digits?
+pub fn is_key_id(id: &str) -> bool {
+    id.len() == 16
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Standard base64; padding optional when reading (RFC 8941 §4.2.7).

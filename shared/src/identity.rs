@@ -1,7 +1,8 @@
-//! The identity answer: who the origin takes a caller to be (`GET /api/identity`). The edge
-//! asks it on a session-cache miss, with the caller's API key, and caches the answer in KV for
-//! at most [`MAX_SESSION_TTL_SECS`]: a tier change (a Stripe subscription, an operator) reaches
-//! the edge within that.
+//! The identity answer: who the origin takes a caller to be (`GET /api/identity`), and for a
+//! PQC API key, with its public key ([`PqKeyAnswer`]). The edge asks it on a session-cache
+//! miss, with the caller's API key (or the keyid), and caches the answer in KV for at most
+//! [`MAX_SESSION_TTL_SECS`]: a tier change (a Stripe subscription, an operator) reaches the
+//! edge within that.
 //!
 //! ```json
 //! {"subject":"user:alice","tier":"pro","clearance":"internal","key_id":"3f9a0c1d2e4b5a69",
@@ -10,6 +11,7 @@
 //! ```
 
 use crate::classification::Classification;
+use crate::http_sig::PublicKey;
 use crate::subject::Subject;
 use crate::tiers::{Feature, Tier, TierLimits};
 use serde::{Deserialize, Serialize};
@@ -48,6 +50,8 @@ pub enum IdentityError {
     NotAKeyHolder(Subject),
     #[error("identity answer: \"anonymous\" is {anonymous} but the subject is {subject}")]
     Inconsistent { subject: Subject, anonymous: bool },
+    #[error("PQC key answer: {0}")]
+    PublicKey(String),
 }
 
 impl IdentityAnswer {
@@ -75,6 +79,11 @@ impl IdentityAnswer {
     pub fn parse_key_holder(body: &str) -> Result<IdentityAnswer, IdentityError> {
         let answer: IdentityAnswer =
             serde_json::from_str(body).map_err(|e| IdentityError::Malformed(e.to_string()))?;
+        answer.key_holder()
+    }
+
+    fn key_holder(self) -> Result<IdentityAnswer, IdentityError> {
+        let answer = self;
         if answer.anonymous != answer.subject.is_anonymous() {
             return Err(IdentityError::Inconsistent {
                 subject: answer.subject,
@@ -92,6 +101,50 @@ impl IdentityAnswer {
     pub fn cache_ttl_secs(&self) -> u64 {
         self.ttl_secs
             .clamp(MIN_SESSION_TTL_SECS, MAX_SESSION_TTL_SECS)
+    }
+}
+
+/// The origin's answer for a PQC API key (`GET /api/identity/pq-keys/{keyid}`, asked by the
+/// edge only): whom a request signed with the key identifies, as [`IdentityAnswer`] does for a
+/// bearer key, and the public key that verifies its signatures (base64 of the 1,952-byte FIPS
+/// 204 encoding). Nothing private: the origin holds no private key.
+///
+/// ```json
+/// {"subject":"user:acct_...","tier":"enterprise","clearance":"internal",
+///  "key_id":"3f9c0a7d12e4b856","anonymous":false,...,"ttl_secs":60,"public_key":"..."}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PqKeyAnswer {
+    #[serde(flatten)]
+    pub identity: IdentityAnswer,
+    pub public_key: String,
+}
+
+impl PqKeyAnswer {
+    pub fn new(identity: IdentityAnswer, public_key: &PublicKey) -> PqKeyAnswer {
+        PqKeyAnswer {
+            identity,
+            public_key: public_key.to_base64(),
+        }
+    }
+
+    /// Parses the answer to the lookup of `keyid`: it must name a key holder, and its public
+    /// key must be the one `keyid` names (the key id is its hash), so no answer can make
+    /// another key verify the request.
+    pub fn parse(body: &str, keyid: &str) -> Result<(IdentityAnswer, PublicKey), IdentityError> {
+        let answer: PqKeyAnswer =
+            serde_json::from_str(body).map_err(|e| IdentityError::Malformed(e.to_string()))?;
+        let identity = answer.identity.key_holder()?;
+        let key = PublicKey::from_raw_or_base64(answer.public_key.as_bytes())
+            .map_err(IdentityError::PublicKey)?;
+        if key.key_id() != keyid || identity.key_id.as_deref() != Some(keyid) {
+            return Err(IdentityError::PublicKey(format!(
+                "asked for key {keyid}, got key {} (key_id {:?})",
+                key.key_id(),
+                identity.key_id
+            )));
+        }
+        Ok((identity, key))
     }
 }
 
@@ -189,6 +242,59 @@ mod tests {
         );
         // Fields added later are ignored.
         assert!(IdentityAnswer::parse_key_holder(&with(json!({"plan": "x"}))).is_ok());
+    }
+
+    #[test]
+    fn a_pq_key_answer_carries_the_public_key_its_keyid_names() {
+        let key = crate::http_sig::SigningKey::from_seed([9; 32]);
+        let other = crate::http_sig::SigningKey::from_seed([8; 32]);
+        let keyid = key.public_key().key_id();
+        let identity = |id: &str| {
+            IdentityAnswer::new(
+                "user:acct_aaaaaaaaaaaaaaaaaaaaaaaa".parse().unwrap(),
+                Tier::Enterprise,
+                Classification::Internal,
+                Some(id.to_string()),
+                60,
+            )
+        };
+        let answer = PqKeyAnswer::new(identity(&keyid), key.public_key());
+        let text = serde_json::to_string(&answer).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["tier"], "enterprise");
+        assert_eq!(v["key_id"], keyid.as_str());
+        assert_eq!(v["public_key"].as_str().unwrap().len(), 2604);
+        let (got, pk) = PqKeyAnswer::parse(&text, &keyid).unwrap();
+        assert_eq!(got, identity(&keyid));
+        assert_eq!(pk.as_bytes(), key.public_key().as_bytes());
+        // Another key than the one asked for, whatever key_id says, is refused.
+        let swapped = PqKeyAnswer::new(identity(&keyid), other.public_key());
+        let err = PqKeyAnswer::parse(&serde_json::to_string(&swapped).unwrap(), &keyid)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("asked for key"), "{err}");
+        assert!(PqKeyAnswer::parse(&text, &other.public_key().key_id()).is_err());
+        // An anonymous subject, a broken key or a missing one: refused naming the problem.
+        let mut anon = answer.clone();
+        anon.identity = IdentityAnswer::new(
+            "ip:192.0.2.1".parse().unwrap(),
+            Tier::Enterprise,
+            Classification::Internal,
+            Some(keyid.clone()),
+            60,
+        );
+        assert!(matches!(
+            PqKeyAnswer::parse(&serde_json::to_string(&anon).unwrap(), &keyid),
+            Err(IdentityError::NotAKeyHolder(_))
+        ));
+        let mut broken = answer.clone();
+        broken.public_key = "AAAA".into();
+        assert!(matches!(
+            PqKeyAnswer::parse(&serde_json::to_string(&broken).unwrap(), &keyid),
+            Err(IdentityError::PublicKey(_))
+        ));
+        let without: String = text.replace("\"public_key\"", "\"pk\"");
+        assert!(PqKeyAnswer::parse(&without, &keyid).is_err());
     }
 
     #[test]

@@ -3,10 +3,10 @@
 
 use super::{ai, limits, respond, tunnel, vectorize};
 use crate::conductor::{self, Bindings, Dispatch};
-use crate::defense::{self, Session};
+use crate::defense::{self, Session, SignedRequest};
 use crate::router::{self, Api, Plan, RequestFacts};
 use crate::site;
-use heady_shared::{ApiError, ErrorCode, GroupTable};
+use heady_shared::{http_sig, ApiError, ErrorCode, GroupTable};
 use std::net::IpAddr;
 use worker::{event, Context, Date, Env, Request, Response, ResponseBuilder};
 
@@ -148,10 +148,30 @@ async fn api_request(call: &Call, req: &mut Request, api: Api) -> Response {
             Err(e) => respond::error(&e, &[]),
         };
     }
-    let auth = req.headers().get("authorization").ok().flatten();
-    let session = match limits::identify(call, auth.as_deref()).await {
-        Ok(s) => s,
-        Err(e) => return respond::error(&e, &[]),
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let auth = header("authorization");
+    let signed = defense::is_signed(
+        header(http_sig::header::SIGNATURE_INPUT).is_some(),
+        header(http_sig::header::SIGNATURE).is_some(),
+    );
+    // A signed request's body is read first: the signature covers its digest.
+    let (session, read) = if signed {
+        if auth.is_some() {
+            return respond::error(&defense::conflicting_credentials(), &[]);
+        }
+        let body = match read_body(req).await {
+            Ok(b) => b,
+            Err(e) => return respond::error(&e, &[]),
+        };
+        match identify_signed(call, req, &body).await {
+            Ok(s) => (s, Some(body)),
+            Err(e) => return respond::error(&e, &[]),
+        }
+    } else {
+        match limits::identify(call, auth.as_deref()).await {
+            Ok(s) => (s, None),
+            Err(e) => return respond::error(&e, &[]),
+        }
     };
     if let Some(banned) = limits::banned(call, &session.subject).await {
         return respond::error(&banned, &[]);
@@ -160,9 +180,12 @@ async fn api_request(call: &Call, req: &mut Request, api: Api) -> Response {
         Ok(headers) => headers,
         Err(refusal) => return refusal,
     };
-    let body = match read_body(req).await {
-        Ok(b) => b,
-        Err(e) => return respond::error(&e, &rate),
+    let body = match read {
+        Some(b) => b,
+        None => match read_body(req).await {
+            Ok(b) => b,
+            Err(e) => return respond::error(&e, &rate),
+        },
     };
     let Api::Conductor { action } = api else {
         return tunnel::forward(call, req, &session, None, body, &rate).await;
@@ -178,6 +201,12 @@ async fn api_request(call: &Call, req: &mut Request, api: Api) -> Response {
             ),
             &rate,
         );
+    }
+    // A signed request goes to the origin as sent (the signature covers its path and body),
+    // which verifies it again and accepts each signature once: the edge does not answer it
+    // with Workers AI, where a replay could not be refused exactly.
+    if signed {
+        return tunnel::forward(call, req, &session, None, body, &rate).await;
     }
     // Memory is the caller's account's (one Vectorize namespace each); anonymous callers
     // have none, and the origin classes memory INTERNAL: refused here as there.
@@ -206,6 +235,34 @@ async fn api_request(call: &Call, req: &mut Request, api: Api) -> Response {
         }
         Ok(Dispatch::Edge(job)) => ai::run(call, &action, job, owner.as_deref(), &rate).await,
     }
+}
+
+/// Checks a PQC API key's signature over the request as the client sent it to the property
+/// host (`limits::identify_signed`).
+async fn identify_signed(call: &Call, req: &Request, body: &[u8]) -> Result<Session, ApiError> {
+    let url = req
+        .url()
+        .map_err(|e| ApiError::bad_request(format!("request URL: {e}")))?;
+    let method = req.method().to_string();
+    let headers = req.headers();
+    let field = |name: &str| headers.get(name).ok().flatten();
+    let (input, signature) = (
+        field(http_sig::header::SIGNATURE_INPUT),
+        field(http_sig::header::SIGNATURE),
+    );
+    let signed = SignedRequest {
+        signature_input: input.as_deref(),
+        signature: signature.as_deref(),
+        target: http_sig::Request {
+            method: &method,
+            authority: &call.host,
+            path: url.path(),
+            query: url.query(),
+        },
+        body,
+        field: &field,
+    };
+    limits::identify_signed(call, &signed).await
 }
 
 /// The request body, refused above [`conductor::MAX_BODY_BYTES`].

@@ -1,4 +1,5 @@
-//! Defense I/O against KV (binding `HEADY_KV`): session cache (known and refused keys),
+//! Defense I/O against KV (binding `HEADY_KV`): session cache (known and refused keys, bearer
+//! and PQC),
 //! failed-authentication counts per client address, ban list, and the sliding-window limiter
 //! with coalesced writes. The rules are in `crate::defense` and
 //! heady-shared's `SubjectPolicy`.
@@ -6,9 +7,10 @@
 use super::entry::Call;
 use super::{respond, tunnel};
 use crate::defense::{
-    self, BanRecord, CachedKey, CachedSession, Flush, Session, WriteSlot, BAN_CACHE_MS,
-    MIN_KV_WRITE_INTERVAL_MS,
+    self, BanRecord, CachedKey, CachedPqKey, CachedSession, Flush, Session, SignedRequest,
+    WriteSlot, BAN_CACHE_MS, MIN_KV_WRITE_INTERVAL_MS,
 };
+use heady_shared::http_sig::PublicKey;
 use heady_shared::limiter::{BanPolicy, LimitOutcome, SubjectPolicy, SubjectState, WindowState};
 use heady_shared::{ApiError, ErrorCode, Subject};
 use std::cell::RefCell;
@@ -37,9 +39,15 @@ thread_local! {
     /// SESSION_CACHE_MS per known key (never past the session's own expiry), and
     /// REFUSED_KEY_CACHE_SECS per refused one.
     static SESSIONS: RefCell<HashMap<String, (u64, CachedKey)>> = RefCell::new(HashMap::new());
+    /// PQC API key id -> (trusted until ms, its session and parsed public key, or the
+    /// origin's refusal), under the same rules as SESSIONS.
+    static PQ_KEYS: RefCell<HashMap<String, (u64, PqKey)>> = RefCell::new(HashMap::new());
     /// Client address -> its failed-authentication count.
     static FAILED_AUTH: RefCell<HashMap<Subject, FailedAuth>> = RefCell::new(HashMap::new());
 }
+
+/// A PQC API key's session and parsed public key, or the origin's refusal of it.
+type PqKey = Result<(Session, PublicKey), ApiError>;
 
 /// One address's failed authentications as this isolate knows them.
 #[derive(Default)]
@@ -153,6 +161,115 @@ pub async fn identify(call: &Call, authorization: Option<&str>) -> Result<Sessio
             failed_auth(call, &client);
             Err(refused)
         }
+    }
+}
+
+/// The session of a request signed with a PQC API key: the edge checks the signature itself
+/// (`defense::prepare_signed`, then the key's public key) and believes only a good one. As
+/// at the origin, an address over the failed-authentication limit is refused before any
+/// signature work (a keyid is public: naming a good one must not lift the throttle), and
+/// every refused signature counts against it. The key's session and public key come from
+/// the isolate, KV (`pq:<keyid>`, the TTLs of bearer keys), else the origin.
+pub async fn identify_signed(call: &Call, req: &SignedRequest<'_>) -> Result<Session, ApiError> {
+    let client = Session::anonymous(call.client_ip).subject;
+    if let Some(blocked) = failed_auth_blocked(call, &client).await {
+        return Err(blocked);
+    }
+    let prepared = match defense::prepare_signed(req, call.now_ms / 1000) {
+        Ok(p) => p,
+        Err(refused) => {
+            failed_auth(call, &client);
+            return Err(refused);
+        }
+    };
+    let verdict = match pq_key(call, &prepared).await {
+        Ok((session, key)) => prepared.accept(&session, &key),
+        Err(refused) => Err(refused),
+    };
+    if let Err(refused) = &verdict {
+        if defense::counts_as_failed_auth(refused) {
+            failed_auth(call, &client);
+        }
+    }
+    verdict
+}
+
+/// The session and public key of a signed request's key, or the origin's refusal of it (also
+/// 503 when the origin cannot be asked: the signature cannot be checked).
+async fn pq_key(
+    call: &Call,
+    prepared: &defense::PreparedSignature,
+) -> Result<(Session, PublicKey), ApiError> {
+    let now = call.now_ms;
+    let keyid = prepared.keyid().to_string();
+    let remember = |until: u64, entry: &PqKey| {
+        PQ_KEYS.with(|k| {
+            let mut map = k.borrow_mut();
+            map.retain(|_, (until, _)| now < *until);
+            map.insert(keyid.clone(), (until, entry.clone()));
+        })
+    };
+    let cached = PQ_KEYS.with(|k| {
+        k.borrow()
+            .get(&keyid)
+            .filter(|(until, _)| now < *until)
+            .map(|(_, entry)| entry.clone())
+    });
+    if let Some(entry) = cached {
+        return entry;
+    }
+    let kv = kv(call)?;
+    let cache_key = prepared.session_key();
+    match kv.get(&cache_key).json::<CachedPqKey>().await {
+        // A session past its own expiry is a miss: the origin is asked again.
+        Ok(Some(CachedPqKey::Known { session, .. })) if !session.is_fresh(now) => {}
+        Ok(Some(entry)) => {
+            if let Some(opened) = open(&entry) {
+                remember(entry.isolate_until(now), &opened);
+                return opened;
+            }
+        }
+        Ok(None) => {}
+        Err(e) => console_error!("session cache read failed: {e}"),
+    }
+    let (entry, opened, ttl) = match tunnel::pq_key(call, &keyid).await? {
+        Ok((session, key, ttl)) => (
+            CachedPqKey::known(CachedSession::new(session.clone(), now, ttl), &key),
+            Ok((session, key)),
+            ttl,
+        ),
+        Err(refused) if refused.status() == 429 => return Err(refused),
+        Err(refused) => (
+            CachedPqKey::Refused {
+                refused: refused.clone(),
+            },
+            Err(refused),
+            defense::REFUSED_KEY_CACHE_SECS,
+        ),
+    };
+    match kv.put(&cache_key, json_text(&entry)) {
+        Ok(put) => {
+            if let Err(e) = put.expiration_ttl(defense::kv_ttl(ttl)).execute().await {
+                console_error!("session cache write failed: {e}");
+            }
+        }
+        Err(e) => console_error!("session cache write failed: {e}"),
+    }
+    remember(entry.isolate_until(now), &opened);
+    opened
+}
+
+/// A cached PQC key entry as the isolate keeps it; `None` when its public key does not read
+/// back (then the origin is asked again).
+fn open(entry: &CachedPqKey) -> Option<PqKey> {
+    match entry {
+        CachedPqKey::Known {
+            session,
+            public_key,
+        } => PublicKey::from_raw_or_base64(public_key.as_bytes())
+            .ok()
+            .map(|key| Ok((session.session(), key))),
+        CachedPqKey::Refused { refused } => Some(Err(refused.clone())),
     }
 }
 

@@ -9,6 +9,7 @@ use super::respond;
 use super::session::{self as tunnel_session, Peer};
 use crate::defense::{self, ApiKey, Session};
 use heady_shared::api_paths;
+use heady_shared::http_sig::PublicKey;
 use heady_shared::tunnel::TunnelAuth;
 use heady_shared::wire::{self, Envelope, HmacSha256, RequestLine, SessionMac};
 use heady_shared::{ApiError, ErrorBody, ErrorCode};
@@ -273,30 +274,59 @@ pub async fn identity(
     call: &Call,
     key: &ApiKey,
 ) -> Result<Result<(Session, u64), ApiError>, ApiError> {
-    let origin = origin(call)?;
     let headers = Headers::new();
     let _ = headers.set("authorization", &format!("Bearer {}", key.as_str()));
+    let text = match lookup(call, api_paths::IDENTITY, headers).await? {
+        Ok(text) => text,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    defense::parse_identity(&text)
+        .map(Ok)
+        .map_err(|e| unavailable(&e.to_string()))
+}
+
+/// Asks the origin for the account and public key of the PQC API key `keyid`, as
+/// [`identity`] does for a bearer key: `Ok(Ok(session, key, ttl))`, `Ok(Err(refusal))`, or
+/// `Err` when the origin cannot answer.
+pub async fn pq_key(
+    call: &Call,
+    keyid: &str,
+) -> Result<Result<(Session, PublicKey, u64), ApiError>, ApiError> {
+    let path = api_paths::pq_key_identity_path(keyid);
+    let text = match lookup(call, &path, Headers::new()).await? {
+        Ok(text) => text,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    defense::parse_pq_identity(&text, keyid)
+        .map(Ok)
+        .map_err(|e| unavailable(&e.to_string()))
+}
+
+/// `GET path` at the origin for the edge itself, vouched for as the anonymous client until
+/// the origin has answered: `Ok(Ok(body))` on 200, `Ok(Err(refusal))` on 401, 403 or 429 (the
+/// origin's error), `Err` when the origin cannot answer.
+async fn lookup(
+    call: &Call,
+    path: &str,
+    headers: Headers,
+) -> Result<Result<String, ApiError>, ApiError> {
+    let origin = origin(call)?;
     let _ = headers.set("accept", "application/json");
-    // Until the origin has answered, the request is vouched for as the anonymous client.
     let asking = Session::anonymous(call.client_ip);
     let out = Outgoing {
         method: "GET",
-        path: api_paths::IDENTITY,
+        path,
         query: "",
         headers,
         body: Vec::new(),
     };
     let mut response = send(call, &origin, out, &asking).await?;
     match response.status_code() {
-        200 => {
-            let text = response
-                .text()
-                .await
-                .map_err(|e| unavailable(&format!("identity body: {e}")))?;
-            defense::parse_identity(&text)
-                .map(Ok)
-                .map_err(|e| unavailable(&e.to_string()))
-        }
+        200 => response
+            .text()
+            .await
+            .map(Ok)
+            .map_err(|e| unavailable(&format!("identity body: {e}"))),
         status @ (401 | 403 | 429) => {
             let text = response.text().await.unwrap_or_default();
             let refusal = serde_json::from_str::<heady_shared::ErrorBody>(&text)

@@ -336,16 +336,12 @@ pub(crate) fn decode_public_key(
 
 /// How a public key is stored: base64 of the 1,952-byte FIPS 204 encoding.
 pub(crate) fn encode_public_key(k: &heady_shared::http_sig::PublicKey) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(k.as_bytes())
+    k.to_base64()
 }
 
 /// Is `id` shaped like a key id (16 lowercase hex digits)?
 pub fn well_formed_id(id: &str) -> bool {
-    id.len() == 16
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    heady_shared::http_sig::is_key_id(id)
 }
 
 /// Unix seconds now.

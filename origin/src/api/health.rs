@@ -3,7 +3,8 @@
 use super::{Ctx, Reply};
 use crate::app::App;
 use crate::error::Error;
-use heady_shared::IdentityAnswer;
+use heady_shared::identity::PqKeyAnswer;
+use heady_shared::{ErrorCode, IdentityAnswer, Subject};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -24,6 +25,38 @@ pub async fn identity(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
         who.clearance,
         who.key_id.clone(),
         s.config.defense.session_ttl_secs,
+    );
+    Reply::ok(&answer)
+}
+
+/// `GET /api/identity/pq-keys/{keyid}`: the account and public key of a PQC API key
+/// (heady-shared's `PqKeyAnswer`), so the edge verifies a signed request itself and limits it
+/// as the key's account. Answered only to the edge (a request its tunnel signature vouches
+/// for; the edge passes no client's request here): 401 `edge_required` otherwise. Unknown,
+/// revoked or expired keys get the 401 a request signed with them gets.
+pub async fn pq_key(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
+    if !c.identity.via_edge {
+        return Err(Error::unauthorized(
+            ErrorCode::EdgeRequired,
+            "the holder of a PQC API key is told only to the Heady edge",
+        ));
+    }
+    let keyid = c.path.rsplit('/').next().unwrap_or_default();
+    let now = crate::defense::limiter::now_ms() / 1000;
+    let found = s
+        .defense
+        .pq_key_holder(keyid, c.identity.client_ip, now)
+        .await?;
+    let account = found.grant.account;
+    let answer = PqKeyAnswer::new(
+        IdentityAnswer::new(
+            Subject::account(&account.id),
+            account.tier,
+            account.clearance,
+            Some(found.grant.key.id),
+            s.config.defense.session_ttl_secs,
+        ),
+        &found.public_key,
     );
     Reply::ok(&answer)
 }

@@ -49,6 +49,9 @@ pub struct Identity {
     /// The key's model allowlist (`None`: every model).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<String>>,
+    /// The request came through the edge: its tunnel signature verified.
+    #[serde(skip)]
+    pub via_edge: bool,
 }
 
 impl Identity {
@@ -323,6 +326,7 @@ impl Defense {
                         key_id: None,
                         client_ip,
                         models: None,
+                        via_edge: true,
                     })
                 }
                 Err(e) => {
@@ -424,6 +428,7 @@ impl Defense {
                 client_ip,
                 anonymous: false,
                 models: grant.key.models,
+                via_edge: vouched.is_some(),
             }),
             Err(refusal) => {
                 self.count("unauthenticated", Tier::Free);
@@ -590,6 +595,7 @@ pub fn anonymous(client_ip: IpAddr) -> Identity {
         client_ip: ip,
         anonymous: true,
         models: None,
+        via_edge: false,
     }
 }
 

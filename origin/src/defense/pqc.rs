@@ -8,6 +8,9 @@
 //! the account's tier, and last the replay store, so only a valid signature can use up its
 //! one acceptance. The `@authority` checked is the property host the edge vouches for
 //! (`x-heady-host`) on a tunnelled request, else the request's own Host.
+//!
+//! The edge checks signatures too, before believing them: it learns a key's account and
+//! public key from [`Defense::pq_key_holder`] (`GET /api/identity/pq-keys/{keyid}`).
 
 use super::{Defense, Identity, Presented};
 use crate::accounts::{KeyRefusal, PqGrant};
@@ -60,6 +63,23 @@ fn refused(e: SigError) -> Error {
     } else {
         Error::unauthorized(code, msg)
     }
+}
+
+/// 401 for a keyid the store refuses, with the code a signed request gets.
+fn key_refused(refusal: KeyRefusal) -> Error {
+    let (code, msg) = match refusal {
+        KeyRefusal::Malformed | KeyRefusal::Unknown => (
+            ErrorCode::InvalidRequestSignature,
+            "keyid names no registered ML-DSA-65 key (see `heady-origin keys list`)",
+        ),
+        KeyRefusal::Revoked => (ErrorCode::RevokedApiKey, "the signing key has been revoked"),
+        KeyRefusal::Expired => (ErrorCode::KeyExpired, "the signing key has expired"),
+        KeyRefusal::AccountDisabled => (
+            ErrorCode::AccountDisabled,
+            "the account this signing key belongs to is disabled",
+        ),
+    };
+    Error::unauthorized(code, msg)
 }
 
 impl Defense {
@@ -139,21 +159,7 @@ impl Defense {
             Err(refusal) => {
                 self.count("unauthenticated", Tier::Free);
                 self.failed(&from, now_secs).await;
-                let (code, msg) = match refusal {
-                    KeyRefusal::Malformed | KeyRefusal::Unknown => (
-                        ErrorCode::InvalidRequestSignature,
-                        "keyid names no registered ML-DSA-65 key (see `heady-origin keys list`)",
-                    ),
-                    KeyRefusal::Revoked => {
-                        (ErrorCode::RevokedApiKey, "the signing key has been revoked")
-                    }
-                    KeyRefusal::Expired => (ErrorCode::KeyExpired, "the signing key has expired"),
-                    KeyRefusal::AccountDisabled => (
-                        ErrorCode::AccountDisabled,
-                        "the account this signing key belongs to is disabled",
-                    ),
-                };
-                return Err(Error::unauthorized(code, msg));
+                return Err(key_refused(refusal));
             }
         };
         if let Err(e) = public_key.verify(base.as_bytes(), &sig.signature) {
@@ -192,7 +198,56 @@ impl Defense {
             client_ip,
             anonymous: false,
             models: None,
+            via_edge: edge_host.is_some(),
         })
+    }
+
+    /// The account and public key of the PQC API key `keyid`, for the edge to verify signed
+    /// requests itself (`GET /api/identity/pq-keys/{keyid}`). A key a signed request would be
+    /// refused for is refused with the same code, and counts as a failed authentication of
+    /// the client's address, as a bearer key the edge asks about does; an address over the
+    /// limit is refused first. The tier is the edge's to check, after the signature verifies.
+    pub async fn pq_key_holder(
+        &self,
+        keyid: &str,
+        client_ip: IpAddr,
+        now_secs: u64,
+    ) -> Result<PqGrant, Error> {
+        let from = Subject::anonymous(client_ip).to_string();
+        let now = now_secs as i64;
+        let cached = self.accounts.pq_cached(keyid, now);
+        if !matches!(cached, Some(Ok(_))) {
+            if let Some(secs) = self.failed_auth.check(&from, now_secs).await {
+                self.count("unauthenticated", Tier::Free);
+                self.metrics
+                    .failed_auth
+                    .get_or_create(&FailedAuthLabels { outcome: "refused" })
+                    .inc();
+                return Err(Error::new(
+                    ErrorCode::TooManyFailedAuth,
+                    format!(
+                        "too many failed authentications from this address: at most {} a minute",
+                        self.failed_auth.max()
+                    ),
+                )
+                .with_retry_after(secs));
+            }
+        }
+        let verdict = match cached {
+            Some(v) => v,
+            None => self.accounts.pq_lookup(keyid, now).await.map_err(|e| {
+                tracing::error!(error = %e, "PQC key lookup failed");
+                Error::unavailable("the key store is not answering; try again shortly")
+            })?,
+        };
+        match verdict {
+            Ok(grant) => Ok(grant),
+            Err(refusal) => {
+                self.count("unauthenticated", Tier::Free);
+                self.failed(&from, now_secs).await;
+                Err(key_refused(refusal))
+            }
+        }
     }
 
     async fn failed(&self, from: &str, now_secs: u64) {

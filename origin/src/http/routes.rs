@@ -55,6 +55,7 @@ fn routes() -> &'static [RouteEntry] {
     ROUTES.get_or_init(|| {
         vec![
             route!(GET "/api/identity", public, health::identity),
+            route!(GET "/api/identity/pq-keys/{keyid}", public, health::pq_key),
             route!(POST "/api/tunnel/handshake", public, tunnel::handshake),
             route!(GET "/api/account", public.keyed(), accounts::me),
             route!(POST "/api/billing/checkout", public.keyed(), billing::checkout),
