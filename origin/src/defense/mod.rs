@@ -291,6 +291,32 @@ impl Defense {
         })
     }
 
+    /// 429 `too_many_failed_auth` (counted) when the address `from` is over its failed
+    /// authentications of the minute; `what` names them in the message.
+    pub(crate) async fn throttle_failed_auth(
+        &self,
+        from: &str,
+        now_secs: u64,
+        what: &str,
+    ) -> Result<(), Error> {
+        let Some(secs) = self.failed_auth.check(from, now_secs).await else {
+            return Ok(());
+        };
+        self.count("unauthenticated", Tier::Free);
+        self.metrics
+            .failed_auth
+            .get_or_create(&FailedAuthLabels { outcome: "refused" })
+            .inc();
+        Err(Error::new(
+            ErrorCode::TooManyFailedAuth,
+            format!(
+                "too many failed {what} from this address: at most {} a minute",
+                self.failed_auth.max()
+            ),
+        )
+        .with_retry_after(secs))
+    }
+
     fn is_trusted(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.trusted.iter().any(|n| n.contains(&ip))
@@ -396,21 +422,8 @@ impl Defense {
         // address's failed attempts, so a flood of guesses never reaches the store.
         let from = || Subject::anonymous(client_ip).to_string();
         if !matches!(cached, Some(Ok(_))) {
-            if let Some(secs) = self.failed_auth.check(&from(), now as u64).await {
-                self.count("unauthenticated", Tier::Free);
-                self.metrics
-                    .failed_auth
-                    .get_or_create(&FailedAuthLabels { outcome: "refused" })
-                    .inc();
-                return Err(Error::new(
-                    ErrorCode::TooManyFailedAuth,
-                    format!(
-                        "too many failed API keys from this address: at most {} a minute",
-                        self.failed_auth.max()
-                    ),
-                )
-                .with_retry_after(secs));
-            }
+            self.throttle_failed_auth(&from(), now as u64, "API keys")
+                .await?;
         }
         let verdict = match cached {
             Some(v) => v,

@@ -114,21 +114,8 @@ impl Defense {
         let from = Subject::anonymous(client_ip).to_string();
         // A keyid is public: naming a good one must not lift the throttle on the ML-DSA
         // verification (about 90 us each), so the address is checked before any work.
-        if let Some(secs) = self.failed_auth.check(&from, now_secs).await {
-            self.count("unauthenticated", Tier::Free);
-            self.metrics
-                .failed_auth
-                .get_or_create(&FailedAuthLabels { outcome: "refused" })
-                .inc();
-            return Err(Error::new(
-                ErrorCode::TooManyFailedAuth,
-                format!(
-                    "too many failed authentications from this address: at most {} a minute",
-                    self.failed_auth.max()
-                ),
-            )
-            .with_retry_after(secs));
-        }
+        self.throttle_failed_auth(&from, now_secs, "authentications")
+            .await?;
         let (sig, base) = match http_sig::prepare(
             input,
             text(header::SIGNATURE),
@@ -217,21 +204,8 @@ impl Defense {
         let now = now_secs as i64;
         let cached = self.accounts.pq_cached(keyid, now);
         if !matches!(cached, Some(Ok(_))) {
-            if let Some(secs) = self.failed_auth.check(&from, now_secs).await {
-                self.count("unauthenticated", Tier::Free);
-                self.metrics
-                    .failed_auth
-                    .get_or_create(&FailedAuthLabels { outcome: "refused" })
-                    .inc();
-                return Err(Error::new(
-                    ErrorCode::TooManyFailedAuth,
-                    format!(
-                        "too many failed authentications from this address: at most {} a minute",
-                        self.failed_auth.max()
-                    ),
-                )
-                .with_retry_after(secs));
-            }
+            self.throttle_failed_auth(&from, now_secs, "authentications")
+                .await?;
         }
         let verdict = match cached {
             Some(v) => v,

@@ -100,24 +100,12 @@ fn serial() -> (SerialNumber, String) {
     (SerialNumber::from_slice(&bytes), hex)
 }
 
-fn write_private(path: &Path, text: &str) -> Result<(), String> {
+/// Writes a new file with `mode` (0600 for a key); refuses to replace one.
+fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), String> {
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| {
-            f.write_all(text.as_bytes())?;
-            f.sync_all()
-        })
-        .map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn write_public(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
+        .mode(mode)
         .open(path)
         .and_then(|mut f| {
             f.write_all(text.as_bytes())?;
@@ -157,8 +145,8 @@ pub fn init(dir: &Path, name: &str, validity: Duration) -> Result<PathBuf, Strin
     params.not_after = offset(now + validity)?;
     params.serial_number = Some(serial().0);
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
-    write_private(&key_path, &key.serialize_pem())?;
-    write_public(&cert_path, &cert.pem())?;
+    write_new(&key_path, &key.serialize_pem(), 0o600)?;
+    write_new(&cert_path, &cert.pem(), 0o644)?;
     Ok(cert_path)
 }
 
@@ -223,8 +211,8 @@ pub fn write_issued(dir: &Path, issued: &Issued) -> Result<(PathBuf, PathBuf), S
             return Err(format!("{} exists", p.display()));
         }
     }
-    write_private(&key, &issued.key_pem)?;
-    write_public(&cert, &issued.cert_pem)?;
+    write_new(&key, &issued.key_pem, 0o600)?;
+    write_new(&cert, &issued.cert_pem, 0o644)?;
     Ok((cert, key))
 }
 
