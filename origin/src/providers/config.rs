@@ -15,6 +15,51 @@ pub enum ProviderKind {
     WorkersAi,
 }
 
+/// What a request may need of a provider beyond plain chat. The router skips a provider that
+/// lacks one the request needs; it never sends a request stripped of it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Feature {
+    /// `tools` declared, or tool calls and tool results in the history.
+    Tools,
+    /// `response_format` of type `json_schema` (structured outputs).
+    JsonSchema,
+    /// Image content parts in a message.
+    Images,
+    /// `n` greater than 1: several choices in one answer.
+    MultipleChoices,
+}
+
+impl Feature {
+    pub const ALL: [Feature; 4] = [
+        Feature::Tools,
+        Feature::JsonSchema,
+        Feature::Images,
+        Feature::MultipleChoices,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::Tools => "tools",
+            Feature::JsonSchema => "json_schema",
+            Feature::Images => "images",
+            Feature::MultipleChoices => "multiple_choices",
+        }
+    }
+}
+
+impl ProviderKind {
+    /// What a provider of this kind can do when `features` is not set: an OpenAI-compatible
+    /// endpoint takes the whole request (a model that cannot do something refuses it with its
+    /// own 400, passed on); Workers AI's text generation takes plain chat only.
+    pub fn default_features(self) -> &'static [Feature] {
+        match self {
+            ProviderKind::Openai => &Feature::ALL,
+            ProviderKind::WorkersAi => &[],
+        }
+    }
+}
+
 /// `Debug` (what `check-config` prints) shows the key as `<secret, N bytes>`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +88,9 @@ pub struct ProviderConfig {
     /// Per-call timeout (for streams: to the response head, and between chunks).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// What the provider can do beyond plain chat; unset: its kind's defaults.
+    #[serde(default)]
+    pub features: Option<Vec<Feature>>,
 }
 
 impl ProviderConfig {
@@ -59,6 +107,15 @@ impl ProviderConfig {
             weight: default_weight(),
             priority: 0,
             timeout_ms: default_timeout_ms(),
+            features: None,
+        }
+    }
+
+    /// Whether the provider can do `f` (its `features`, else its kind's defaults).
+    pub fn can(&self, f: Feature) -> bool {
+        match &self.features {
+            Some(list) => list.contains(&f),
+            None => self.kind.default_features().contains(&f),
         }
     }
 }
@@ -232,6 +289,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc::new("providers[].weight", Ty::Float, "share of first picks among providers of the same priority"),
     KeyDoc::new("providers[].priority", Ty::Int, "fallback order: lower first"),
     KeyDoc::new("providers[].timeout_ms", Ty::Int, "per-call timeout (streams: to the response head, and between chunks)"),
+    KeyDoc::new("providers[].features", Ty::List, "what it can do beyond plain chat: `tools`, `json_schema`, `images`, `multiple_choices` (n > 1); unset: all for `openai`, none for `workers-ai`. A request needing a feature skips providers without it"),
 ];
 
 #[cfg(test)]

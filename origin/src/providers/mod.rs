@@ -24,11 +24,11 @@ pub enum ProviderError {
     Unreachable { provider: String, message: String },
     #[error("{provider} did not answer within {ms} ms")]
     Timeout { provider: String, ms: u64 },
-    #[error("{provider} answered {status}: {message}")]
+    #[error("{provider} answered {status}: {}", detail.message)]
     Upstream {
         provider: String,
         status: u16,
-        message: String,
+        detail: Refusal,
     },
     #[error("{provider} answered something that is not an OpenAI chat completion: {message}")]
     BadResponse { provider: String, message: String },
@@ -54,6 +54,78 @@ impl ProviderError {
     pub fn is_client_error(&self) -> bool {
         matches!(self, ProviderError::Upstream { status, .. } if matches!(status, 400 | 404 | 413 | 422))
     }
+}
+
+/// What a provider said with a non-2xx answer: the fields of OpenAI's error object (Anthropic's
+/// has the same `error.type` and `error.message`) and how long it asked us to wait.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Refusal {
+    pub message: String,
+    /// `error.type` (`invalid_request_error`, `rate_limit_error`, ...).
+    pub kind: Option<String>,
+    /// `error.param`: the request field at fault.
+    pub param: Option<String>,
+    /// `error.code`.
+    pub code: Option<String>,
+    /// `Retry-After` (seconds or an HTTP date) or `retry-after-ms`, in milliseconds.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl Refusal {
+    /// Reads an error answer: its body (any of the shapes [`error_message`] knows) and its
+    /// `Retry-After`.
+    pub fn parse(headers: &reqwest::header::HeaderMap, body: &str) -> Refusal {
+        let v: Option<Value> = serde_json::from_str(body).ok();
+        let field = |name: &str| {
+            v.as_ref()
+                .and_then(|v| v.pointer(&format!("/error/{name}")))
+                .and_then(|x| match x {
+                    Value::String(s) if !s.is_empty() => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+        };
+        Refusal {
+            message: error_message(body),
+            kind: field("type"),
+            param: field("param"),
+            code: field("code"),
+            retry_after_ms: retry_after_ms(headers, std::time::SystemTime::now()),
+        }
+    }
+
+    /// A refusal with only a message (a provider that reports errors in its own envelope).
+    pub fn message(message: impl Into<String>) -> Refusal {
+        Refusal {
+            message: message.into(),
+            ..Refusal::default()
+        }
+    }
+}
+
+/// `retry-after-ms` (OpenAI), else `Retry-After` as seconds or an HTTP date, capped at an hour.
+pub fn retry_after_ms(
+    headers: &reqwest::header::HeaderMap,
+    now: std::time::SystemTime,
+) -> Option<u64> {
+    const CAP_MS: u64 = 3_600_000;
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(ms) = text("retry-after-ms").and_then(|t| t.parse::<f64>().ok()) {
+        if ms.is_finite() && ms >= 0.0 {
+            return Some((ms as u64).min(CAP_MS));
+        }
+    }
+    let t = text("retry-after")?;
+    if let Ok(secs) = t.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| ((secs * 1e3) as u64).min(CAP_MS));
+    }
+    let at = httpdate::parse_http_date(t).ok()?;
+    Some(
+        at.duration_since(now)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+            .min(CAP_MS),
+    )
 }
 
 /// One call: an OpenAI chat-completions request body (`model` already chosen).
@@ -228,19 +300,20 @@ pub(crate) async fn fetch_text(
         .await
         .map_err(|e| send_error(provider, e, timeout))?;
     let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
     let text = resp
         .text()
         .await
         .map_err(|e| send_error(provider, e, timeout))?;
     if !(200..300).contains(&status) {
-        let message = error_message(&text);
+        let mut detail = Refusal::parse(&headers, &text);
+        if let Some(w) = what {
+            detail.message = format!("{w}: {}", detail.message);
+        }
         return Err(ProviderError::Upstream {
             provider: provider.to_string(),
             status,
-            message: match what {
-                Some(w) => format!("{w}: {message}"),
-                None => message,
-            },
+            detail,
         });
     }
     Ok((status, text))
@@ -270,6 +343,7 @@ pub(crate) async fn open_stream(
         .map_err(|e| send_error(provider, e, timeout))?;
     let status = resp.status().as_u16();
     if !(200..300).contains(&status) {
+        let headers = resp.headers().clone();
         let text = tokio::time::timeout(timeout, resp.text())
             .await
             .ok()
@@ -278,7 +352,7 @@ pub(crate) async fn open_stream(
         return Err(ProviderError::Upstream {
             provider: provider.to_string(),
             status,
-            message: error_message(&text),
+            detail: Refusal::parse(&headers, &text),
         });
     }
     Ok(resp)

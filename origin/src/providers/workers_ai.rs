@@ -110,7 +110,7 @@ impl Provider for WorkersAiProvider {
                 return Err(ProviderError::Upstream {
                     provider: self.name.clone(),
                     status,
-                    message: error_message(&text),
+                    detail: super::Refusal::message(error_message(&text)),
                 });
             }
             let answer = v
