@@ -14,6 +14,17 @@ pub struct Error {
     pub status: Option<u16>,
     /// Response headers that go with the error (RateLimit fields, `WWW-Authenticate`).
     pub headers: Vec<(&'static str, String)>,
+    /// A provider's refusal passed on: its `type`, `param` and `code`.
+    pub upstream: Option<Box<Upstream>>,
+}
+
+/// The fields of a provider's error object a client keeps (`error.type`, `error.param`,
+/// `error.upstream_code`).
+#[derive(Debug, Clone, Default)]
+pub struct Upstream {
+    pub kind: Option<String>,
+    pub param: Option<String>,
+    pub code: Option<String>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -26,7 +37,12 @@ impl Error {
             retry_after: None,
             status: None,
             headers: Vec::new(),
+            upstream: None,
         }
+    }
+    pub fn with_upstream(mut self, upstream: Upstream) -> Self {
+        self.upstream = Some(Box::new(upstream));
+        self
     }
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
@@ -98,6 +114,11 @@ impl Error {
         let mut error = heady_shared::ApiError::new(self.code, self.public_message());
         error.retry_after = self.retry_after;
         error.request_id = request_id.map(str::to_string);
+        if let Some(u) = &self.upstream {
+            error.kind = u.kind.clone();
+            error.param = u.param.clone();
+            error.upstream_code = u.code.clone();
+        }
         heady_shared::ErrorBody { error }
     }
 }

@@ -406,7 +406,7 @@ async fn provider_failures_reach_the_log_with_the_request_id_and_not_the_client(
 
     // Every provider failing: 502 with a plain message and the request id; the log has the
     // provider's error text under that id.
-    good.set(|b| b.fail_status = Some(503));
+    good.set(|b| b.fail_status = Some(500));
     let mut last = Value::Null;
     for _ in 0..3 {
         let r = client()

@@ -822,12 +822,24 @@ fn url_of(s: &TestServer) -> String {
 #[tokio::test]
 async fn embeddings_and_models_speak_openai() {
     let s = TestServer::start(|_| {}).await;
+    // A model the embedder does not serve is refused, naming the one it serves.
     let r = post(
         &s.url("/v1/embeddings"),
         json!({"model": "x", "input": ["alpha beta", "gamma"]}),
     )
     .await;
+    assert_eq!((r.status, code(&r)), (404, "model_not_found"), "{}", r.body);
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("lexical"));
+    let r = post(
+        &s.url("/v1/embeddings"),
+        json!({"model": "heady", "input": ["alpha beta", "gamma"]}),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["model"], "lexical");
     assert_eq!(r.body["object"], "list");
     assert_eq!(r.body["data"][1]["index"], 1);
     assert_eq!(
@@ -841,12 +853,45 @@ async fn embeddings_and_models_speak_openai() {
     .await;
     // 384 little-endian f32s = 1536 bytes = 2048 base64 characters.
     assert_eq!(r.body["data"][0]["embedding"].as_str().unwrap().len(), 2048);
-    let r = post(&s.url("/v1/embeddings"), json!({"input": [[1, 2, 3]]})).await;
-    assert_eq!(r.status, 400);
-    assert!(r.body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("input[0]:"));
+    // Token arrays (cl100k_base ids) are embedded as the text they encode, counted exactly.
+    let by_tokens = post(
+        &s.url("/v1/embeddings"),
+        json!({"input": [[9906, 1917], [3923, 374]]}),
+    )
+    .await;
+    assert_eq!(by_tokens.status, 200, "{}", by_tokens.body);
+    assert_eq!(by_tokens.body["usage"]["prompt_tokens"], 4);
+    let by_text = post(&s.url("/v1/embeddings"), json!({"input": "Hello world"})).await;
+    assert_eq!(
+        by_tokens.body["data"][0]["embedding"], by_text.body["data"][0]["embedding"],
+        "[9906, 1917] is \"Hello world\""
+    );
+    // dimensions: the lexical embedder hashes into any width.
+    let r = post(
+        &s.url("/v1/embeddings"),
+        json!({"input": "alpha", "dimensions": 64}),
+    )
+    .await;
+    assert_eq!(r.body["data"][0]["embedding"].as_array().unwrap().len(), 64);
+    for (bad, field) in [
+        (json!({"input": [[1, 2], ["x"]]}), "input[1][0]:"),
+        (json!({"input": [4_000_000_000u64]}), "input[0]:"),
+        (json!({"input": [[99_999_999]]}), "input[0]:"),
+        (json!({"input": ["a", 1]}), "input[1]:"),
+        (json!({"input": []}), "input:"),
+        (json!({"input": "a", "dimensions": 0}), "dimensions:"),
+    ] {
+        let r = post(&s.url("/v1/embeddings"), bad.clone()).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(field),
+            "{bad}: {}",
+            r.body
+        );
+    }
     s.stop().await;
 }
 
@@ -1072,5 +1117,275 @@ async fn a_stream_ends_at_its_total_time_limit() {
     assert!(text.contains("pipeline.stream_max_secs"), "{text}");
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     assert_eq!(breaker(&s, "a").await, "closed");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_429_is_retried_after_its_retry_after_then_falls_back_and_finally_tells_when() {
+    let a = FakeProvider::start(Behavior {
+        fail_status: Some(429),
+        fail_times: Some(1),
+        retry_after: Some("1".into()),
+        error: Some(json!({"message": "Rate limit reached for requests", "type": "requests", "param": null, "code": "rate_limit_exceeded"})),
+        ..Behavior::default()
+    })
+    .await;
+    let b = FakeProvider::start(Behavior::default()).await;
+    let pa = provider("a", &a, 0);
+    let mut pb = provider("b", &b, 1);
+    pb.timeout_ms = 1_500;
+    let s = TestServer::start(move |c: &mut Config| {
+        c.providers = vec![pa, pb];
+        c.pipeline.breaker.consecutive_failures = 100;
+        c.pipeline.retry.max_retry_after_ms = 2_000;
+    })
+    .await;
+
+    // One 429 with Retry-After: 1: the same provider again after about a second.
+    let t = Instant::now();
+    let r = post(&s.url("/v1/chat/completions"), chat("hello")).await;
+    let took = t.elapsed();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(took >= Duration::from_millis(1_000), "{took:?}");
+    assert!(took < Duration::from_millis(3_000), "{took:?}");
+    let attempts = r.body["heady"]["attempts"].as_array().unwrap().clone();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[0]["provider"], "a");
+    assert_eq!(attempts[0]["status"], 429);
+    assert_eq!(attempts[0]["retry_after_ms"], 1_000);
+    assert_eq!(attempts[1]["provider"], "a");
+    assert_eq!(attempts[1]["retry"], 1);
+    assert!(attempts[1]["waited_ms"].as_u64().unwrap() >= 1_000);
+    assert_eq!((a.hits(), b.hits()), (2, 0));
+
+    // Always 429 with no Retry-After: two backed-off retries, then the next provider.
+    a.set(|x| {
+        x.fail_status = Some(429);
+        x.fail_times = None;
+        x.retry_after = None;
+    });
+    let r = post(&s.url("/v1/chat/completions"), chat("hello")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let attempts = r.body["heady"]["attempts"].as_array().unwrap().clone();
+    let who: Vec<(String, u64)> = attempts
+        .iter()
+        .map(|a| {
+            (
+                a["provider"].as_str().unwrap().to_string(),
+                a["retry"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        who,
+        vec![
+            ("a".to_string(), 0),
+            ("a".to_string(), 1),
+            ("a".to_string(), 2),
+            ("b".to_string(), 0)
+        ]
+    );
+    assert_eq!(r.body["heady"]["provider"], "b");
+
+    // Every provider rate limited, each asking for longer than we wait
+    // (pipeline.retry.max_retry_after_ms): no waiting, 429 upstream_rate_limited with the
+    // shortest Retry-After.
+    b.set(|x| {
+        x.fail_status = Some(429);
+        x.retry_after = Some("3".into());
+    });
+    a.set(|x| x.retry_after = Some("20".into()));
+    let r = post(&s.url("/v1/chat/completions"), chat("hello")).await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (429, "upstream_rate_limited"),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.headers["retry-after"], "3");
+    assert_eq!(r.body["error"]["retry_after"], 3);
+
+    // Unavailable everywhere (503, and a timeout): 503 upstream_unavailable with Retry-After.
+    a.set(|x| {
+        x.fail_status = Some(503);
+        x.retry_after = None;
+    });
+    b.set(|x| {
+        x.fail_status = None;
+        x.latency_ms = 2_000;
+    });
+    let r = post_with(
+        &s.url("/v1/chat/completions"),
+        chat("hello"),
+        &[("x-heady-deadline-ms", "60000")],
+    )
+    .await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (503, "upstream_unavailable"),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.headers["retry-after"], "1");
+
+    let m = metrics(&s).await;
+    assert!(
+        metric_value(
+            &m,
+            "heady_pipeline_retries_total{provider=\"a\",status=\"429\"}"
+        ) >= 3.0,
+        "{m}"
+    );
+    assert!(
+        metric_value(&m, "heady_pipeline_fallbacks_total{provider=\"a\"}") >= 1.0,
+        "{m}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_provider_refusal_keeps_its_type_param_and_status() {
+    let a = FakeProvider::start(Behavior {
+        fail_status: Some(400),
+        error: Some(json!({"message": "Invalid 'tools[0].function.name': string does not match pattern.", "type": "invalid_request_error", "param": "tools[0].function.name", "code": "invalid_value"})),
+        ..Behavior::default()
+    })
+    .await;
+    let b = FakeProvider::start(Behavior::default()).await;
+    let (pa, pb) = (provider("a", &a, 0), provider("b", &b, 1));
+    let s = TestServer::start(move |c: &mut Config| c.providers = vec![pa, pb]).await;
+    let r = post(&s.url("/v1/chat/completions"), chat("hello")).await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (400, "upstream_rejected"),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["error"]["type"], "invalid_request_error");
+    assert_eq!(r.body["error"]["param"], "tools[0].function.name");
+    assert_eq!(r.body["error"]["upstream_code"], "invalid_value");
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("string does not match pattern"));
+    assert_eq!(
+        b.hits(),
+        0,
+        "a refusal of the request itself is not retried elsewhere"
+    );
+
+    // 422 and 404 keep their status too.
+    a.set(|x| x.fail_status = Some(404));
+    let r = post(&s.url("/v1/chat/completions"), chat("hello")).await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (404, "upstream_rejected"),
+        "{}",
+        r.body
+    );
+
+    // A 500, a malformed answer and a timeout fall back to the next provider.
+    for (what, set) in [
+        (
+            "500",
+            Box::new(|x: &mut Behavior| x.fail_status = Some(500)) as Box<dyn Fn(&mut Behavior)>,
+        ),
+        (
+            "malformed",
+            Box::new(|x: &mut Behavior| {
+                x.fail_status = None;
+                x.malformed = true;
+            }),
+        ),
+    ] {
+        a.set(|x| set(x));
+        let r = post(&s.url("/v1/chat/completions"), chat("hello")).await;
+        assert_eq!(r.status, 200, "{what}: {}", r.body);
+        assert_eq!(r.body["heady"]["provider"], "b", "{what}");
+        let attempts = r.body["heady"]["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 2, "{what}: {attempts:?}");
+    }
+    // Only the malformed provider: 502 upstream_failed naming it.
+    b.set(|x| x.malformed = true);
+    let r = post(&s.url("/v1/chat/completions"), chat("hello")).await;
+    assert_eq!((r.status, code(&r)), (502, "upstream_failed"), "{}", r.body);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_needing_tools_skips_providers_without_them() {
+    let plain = FakeProvider::start(Behavior::default()).await;
+    let tools = FakeProvider::start(Behavior {
+        tool_call: Some(("lookup".into(), r#"{"q":"x"}"#.into())),
+        ..Behavior::default()
+    })
+    .await;
+    let mut pp = provider("plain", &plain, 0);
+    pp.features = Some(vec![]);
+    let pt = provider("tools", &tools, 1);
+    let s = TestServer::start(move |c: &mut Config| c.providers = vec![pp, pt]).await;
+    let mut body = chat("find x");
+    body["tools"] = json!([{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]);
+    let r = post(&s.url("/v1/chat/completions"), body.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["heady"]["provider"], "tools");
+    assert_eq!(r.body["heady"]["plan"]["skipped"][0], "plain: tools");
+    assert_eq!(r.body["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(plain.hits(), 0);
+    // A plain request still goes to the first provider.
+    let r = post(&s.url("/v1/chat/completions"), chat("hi")).await;
+    assert_eq!(r.body["heady"]["provider"], "plain");
+    s.stop().await;
+
+    // No provider can: 400 naming the feature.
+    let plain_hits = plain.hits();
+    let mut pp = provider("plain", &plain, 0);
+    pp.features = Some(vec![]);
+    let s = TestServer::start(move |c: &mut Config| c.providers = vec![pp]).await;
+    body["n"] = json!(2);
+    let r = post(&s.url("/v1/chat/completions"), body).await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (400, "unsupported_feature"),
+        "{}",
+        r.body
+    );
+    let msg = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("tools") && msg.contains("multiple_choices"),
+        "{msg}"
+    );
+    assert_eq!(plain.hits(), plain_hits);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_tool_call_is_retried_elsewhere_and_a_good_one_is_kept() {
+    // The first provider calls a tool the request did not declare; the critique retries on the
+    // second, which calls the declared one.
+    let bad = FakeProvider::start(Behavior {
+        tool_call: Some(("launch_rockets".into(), "{}".into())),
+        ..Behavior::default()
+    })
+    .await;
+    let good = FakeProvider::start(Behavior {
+        tool_call: Some(("lookup".into(), r#"{"q":"x"}"#.into())),
+        ..Behavior::default()
+    })
+    .await;
+    let (pb, pg) = (provider("bad", &bad, 0), provider("good", &good, 1));
+    let s = TestServer::start(move |c: &mut Config| c.providers = vec![pb, pg]).await;
+    let mut body = chat("find x");
+    body["tools"] = json!([{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]);
+    let r = post(&s.url("/v1/chat/completions"), body).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["heady"]["provider"], "good");
+    let attempts = r.body["heady"]["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["critique"]["issues"][0], "invalid_tool_call");
+    assert_eq!(attempts[1]["critique"]["score"], 1.0);
+    assert_eq!(
+        r.body["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "lookup"
+    );
     s.stop().await;
 }

@@ -45,8 +45,12 @@ error_codes! {
     InvalidRequest = "invalid_request", 400;
     /// The body is not JSON.
     InvalidJson = "invalid_json", 400;
-    /// A provider refused the request itself.
+    /// A provider refused the request itself (sent with the provider's status; `type`,
+    /// `param` and `upstream_code` are the provider's).
     UpstreamRejected = "upstream_rejected", 400;
+    /// The request needs something (tools, json_schema, images, multiple_choices) that no
+    /// provider serving it can do; the message names it.
+    UnsupportedFeature = "unsupported_feature", 400;
     /// A webhook whose signature header is missing, malformed, stale or does not verify.
     InvalidSignature = "invalid_signature", 400;
     /// A PQC-signed request whose `Signature-Input`, `Signature` or `Content-Digest` is
@@ -134,6 +138,9 @@ error_codes! {
     /// Over the tier's token limit per window (`retry_after`; the `RateLimit` headers name the
     /// token policy).
     TokenLimitExceeded = "token_limit_exceeded", 429;
+    /// Every provider asked us to slow down (their 429), through retries and fallbacks
+    /// (`retry_after`).
+    UpstreamRateLimited = "upstream_rate_limited", 429;
     // 500
     Internal = "internal", 500;
     /// A binding, secret or variable the deployment needs is missing or wrong.
@@ -167,6 +174,9 @@ error_codes! {
     ProvidersUnavailable = "providers_unavailable", 503;
     /// The edge cannot reach the origin (`retry_after`).
     OriginUnavailable = "origin_unavailable", 503;
+    /// Every provider was unavailable (their 503 or 529, or no answer in time), through
+    /// retries and fallbacks (`retry_after`).
+    UpstreamUnavailable = "upstream_unavailable", 503;
     /// The billing routes need `[billing]` (Stripe) configured.
     BillingNotConfigured = "billing_not_configured", 503;
 }
@@ -204,6 +214,15 @@ pub struct ApiError {
     /// The request's id, the one its log lines carry: what to quote when reporting a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// A provider's refusal passed on: its `error.type` (`invalid_request_error`, ...).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// A provider's refusal passed on: the request field at fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    /// A provider's refusal passed on: its own `error.code` (`context_length_exceeded`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_code: Option<String>,
 }
 
 impl ApiError {
@@ -213,6 +232,9 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             request_id: None,
+            kind: None,
+            param: None,
+            upstream_code: None,
         }
     }
 
@@ -330,5 +352,12 @@ mod tests {
         assert_eq!(back.error.code, ErrorCode::RateLimited);
         assert_eq!(back.error.retry_after, None);
         assert_eq!(e.to_string(), "403 banned: banned for 900 s");
+        let mut passed = ApiError::new(ErrorCode::UpstreamRejected, "Invalid 'tools[0].name'");
+        passed.kind = Some("invalid_request_error".into());
+        passed.param = Some("tools[0].name".into());
+        assert_eq!(
+            serde_json::to_value(passed.body()).unwrap(),
+            json!({"error": {"code": "upstream_rejected", "message": "Invalid 'tools[0].name'", "type": "invalid_request_error", "param": "tools[0].name"}})
+        );
     }
 }

@@ -24,6 +24,7 @@ pub mod identity;
 pub mod limiter;
 pub mod properties;
 pub mod readiness;
+pub mod retry;
 pub mod sliding_log;
 pub mod subject;
 pub mod tiers;

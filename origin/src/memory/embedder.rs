@@ -51,6 +51,76 @@ pub struct Embedded {
 pub type CountedFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Embedded, EmbedError>> + Send + 'a>>;
 
+/// The input of a `/v1/embeddings` request: strings, or token arrays (`cl100k_base` ids).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EmbedInput {
+    Texts(Vec<String>),
+    Tokens(Vec<Vec<u32>>),
+}
+
+impl EmbedInput {
+    pub fn len(&self) -> usize {
+        match self {
+            EmbedInput::Texts(t) => t.len(),
+            EmbedInput::Tokens(t) => t.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The inputs as text: token arrays decoded with `cl100k_base`; `Err(i)` names an input
+    /// whose ids are not text.
+    pub fn texts(&self) -> Result<Vec<String>, usize> {
+        match self {
+            EmbedInput::Texts(t) => Ok(t.clone()),
+            EmbedInput::Tokens(ts) => ts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| crate::usage::tokens::decode(t).ok_or(i))
+                .collect(),
+        }
+    }
+}
+
+/// A `/v1/embeddings` request as the embedder sees it.
+#[derive(Debug, Clone)]
+pub struct EmbedRequest {
+    pub input: EmbedInput,
+    /// The model asked for; `None` (or `heady`, `heady-embed`): the configured one.
+    pub model: Option<String>,
+    pub dimensions: Option<usize>,
+}
+
+/// What answers it: one vector per input, the model that made them, the provider's count.
+pub struct EmbedAnswer {
+    pub vectors: Vec<Vec<f32>>,
+    pub model: String,
+    pub prompt_tokens: Option<u64>,
+}
+
+/// Why a `/v1/embeddings` request was not answered.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedApiError {
+    #[error("model: {asked:?} is not served here; this embedder serves {served:?} (\"heady\" names it too)")]
+    Model { asked: String, served: String },
+    #[error("dimensions: this embedder produces {dim}-dimensional vectors")]
+    Dimensions { dim: usize },
+    #[error("input[{0}]: the token ids are not cl100k_base text")]
+    Tokens(usize),
+    #[error(transparent)]
+    Failed(#[from] EmbedError),
+}
+
+pub type ApiFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<EmbedAnswer, EmbedApiError>> + Send + 'a>>;
+
+/// Names that mean "the configured embedder".
+pub fn is_alias(model: &str) -> bool {
+    matches!(model, "heady" | "heady-embed")
+}
+
 pub trait Embedder: Send + Sync {
     /// A short name for logs and `/api/memory/stats`.
     fn name(&self) -> &'static str;
@@ -67,6 +137,34 @@ pub trait Embedder: Send + Sync {
                 prompt_tokens: None,
             })
         })
+    }
+    /// A `/v1/embeddings` request. By default: the configured model only, its dimension only,
+    /// token arrays decoded to text.
+    fn embed_api<'a>(&'a self, req: &'a EmbedRequest) -> ApiFuture<'a> {
+        Box::pin(async move {
+            check_model(req.model.as_deref(), self.model())?;
+            if req.dimensions.is_some_and(|d| d != self.dim()) {
+                return Err(EmbedApiError::Dimensions { dim: self.dim() });
+            }
+            let texts = req.input.texts().map_err(EmbedApiError::Tokens)?;
+            let e = self.embed_counted(&texts).await?;
+            Ok(EmbedAnswer {
+                vectors: e.vectors,
+                model: self.model().to_string(),
+                prompt_tokens: e.prompt_tokens,
+            })
+        })
+    }
+}
+
+fn check_model(asked: Option<&str>, served: &str) -> Result<(), EmbedApiError> {
+    match asked {
+        None => Ok(()),
+        Some(m) if is_alias(m) || m == served => Ok(()),
+        Some(m) => Err(EmbedApiError::Model {
+            asked: m.to_string(),
+            served: served.to_string(),
+        }),
     }
 }
 
@@ -171,6 +269,26 @@ impl Embedder for LexicalEmbedder {
     fn embed<'a>(&'a self, texts: &'a [String]) -> EmbedFuture<'a> {
         Box::pin(async move { Ok(texts.iter().map(|t| self.embed_one(t)).collect()) })
     }
+    /// Hashing works at any width: `dimensions` from 1 to 4,096 is honoured.
+    fn embed_api<'a>(&'a self, req: &'a EmbedRequest) -> ApiFuture<'a> {
+        Box::pin(async move {
+            check_model(req.model.as_deref(), self.model())?;
+            let texts = req.input.texts().map_err(EmbedApiError::Tokens)?;
+            let vectors = match req.dimensions {
+                None => texts.iter().map(|t| self.embed_one(t)).collect(),
+                Some(d) if (1..=4_096).contains(&d) => {
+                    let other = LexicalEmbedder::new(d);
+                    texts.iter().map(|t| other.embed_one(t)).collect()
+                }
+                Some(_) => return Err(EmbedApiError::Dimensions { dim: self.dim }),
+            };
+            Ok(EmbedAnswer {
+                vectors,
+                model: self.model().to_string(),
+                prompt_tokens: None,
+            })
+        })
+    }
 }
 
 fn http_client(timeout: Duration) -> reqwest::Client {
@@ -247,6 +365,8 @@ struct OpenAiEmbeddings {
     data: Vec<OpenAiEmbedding>,
     #[serde(default)]
     usage: Option<OpenAiUsage>,
+    #[serde(default)]
+    model: Option<String>,
 }
 #[derive(Deserialize)]
 struct OpenAiUsage {
@@ -289,6 +409,43 @@ impl Embedder for OpenAiEmbedder {
     }
     fn embed<'a>(&'a self, texts: &'a [String]) -> EmbedFuture<'a> {
         Box::pin(async move { Ok(self.embed_counted(texts).await?.vectors) })
+    }
+    /// Passed on as asked: strings or token arrays, the client's `model` (any the endpoint
+    /// serves; `heady` is the configured one) and `dimensions`; the provider's usage.
+    fn embed_api<'a>(&'a self, req: &'a EmbedRequest) -> ApiFuture<'a> {
+        Box::pin(async move {
+            const P: &str = "openai";
+            let model = match req.model.as_deref() {
+                Some(m) if !is_alias(m) => m.to_string(),
+                _ => self.model.clone(),
+            };
+            let mut body = json!({"model": model, "encoding_format": "float"});
+            body["input"] = match &req.input {
+                EmbedInput::Texts(t) => json!(t),
+                EmbedInput::Tokens(t) => json!(t),
+            };
+            if let Some(d) = req.dimensions {
+                body["dimensions"] = json!(d);
+            }
+            let text = post_json(P, &self.client, &self.url, self.api_key.as_deref(), body).await?;
+            let mut parsed: OpenAiEmbeddings =
+                serde_json::from_str(&text).map_err(|e| EmbedError::BadResponse {
+                    provider: P,
+                    message: e.to_string(),
+                })?;
+            parsed.data.sort_by_key(|d| d.index);
+            let vectors: Vec<Vec<f32>> = parsed.data.into_iter().map(|d| d.embedding).collect();
+            let want = req
+                .dimensions
+                .or_else(|| vectors.first().map(Vec::len))
+                .unwrap_or(self.dim);
+            check_dims(P, &vectors, want, req.input.len())?;
+            Ok(EmbedAnswer {
+                vectors,
+                model: parsed.model.unwrap_or(model),
+                prompt_tokens: parsed.usage.and_then(|u| u.prompt_tokens),
+            })
+        })
     }
     fn embed_counted<'a>(&'a self, texts: &'a [String]) -> CountedFuture<'a> {
         Box::pin(async move {

@@ -28,6 +28,7 @@ pub struct PipelineConfig {
     pub max_tokens: PerTier,
     /// A streamed answer's whole time at most; between chunks the provider's `timeout_ms`.
     pub stream_max_secs: u64,
+    pub retry: RetryConfig,
     pub readiness: ReadinessConfig,
     pub breaker: BreakerPolicy,
     pub critique: CritiqueConfig,
@@ -69,6 +70,41 @@ impl PipelineConfig {
         match self.max_tokens.of(tier) {
             0 => None,
             n => Some(n),
+        }
+    }
+}
+
+/// Retries of a provider that answered 429 or 503 (529), before falling back to the next.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Retries per provider (0: fall back at once).
+    pub max_retries: u32,
+    /// Backoff: the n-th retry waits uniform in [0, min(max_ms, base_ms * 2^n)] (full jitter).
+    pub base_ms: u64,
+    pub max_ms: u64,
+    /// A provider's `Retry-After` is waited for up to this; a longer one falls back at once.
+    pub max_retry_after_ms: u64,
+}
+
+impl RetryConfig {
+    pub fn backoff(&self) -> heady_shared::retry::Backoff {
+        heady_shared::retry::Backoff {
+            max_retries: self.max_retries,
+            base_ms: self.base_ms,
+            cap_ms: self.max_ms,
+            max_retry_after_ms: self.max_retry_after_ms,
+        }
+    }
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: 2,
+            base_ms: 250,
+            max_ms: 4_000,
+            max_retry_after_ms: 10_000,
         }
     }
 }
@@ -152,6 +188,7 @@ impl Default for PipelineConfig {
                 enterprise: 0,
             },
             stream_max_secs: 600,
+            retry: RetryConfig::default(),
             readiness: ReadinessConfig::default(),
             breaker: BreakerPolicy::default(),
             critique: CritiqueConfig::default(),
@@ -277,6 +314,20 @@ impl PipelineConfig {
             1.0,
             86_400.0,
         )?;
+        range(
+            "retry.max_retries",
+            self.retry.max_retries as f64,
+            0.0,
+            10.0,
+        )?;
+        range("retry.base_ms", self.retry.base_ms as f64, 1.0, 60_000.0)?;
+        range("retry.max_ms", self.retry.max_ms as f64, 1.0, 600_000.0)?;
+        range(
+            "retry.max_retry_after_ms",
+            self.retry.max_retry_after_ms as f64,
+            0.0,
+            3_600_000.0,
+        )?;
         let r = &self.readiness;
         range("readiness.trials", r.trials as f64, 1.0, 1_000_000.0)?;
         range("readiness.threshold", r.threshold, 0.0, 1.0)?;
@@ -352,6 +403,10 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc::new("pipeline.max_tokens.pro", Ty::Int, "the same for Pro"),
     KeyDoc::new("pipeline.max_tokens.enterprise", Ty::Int, "the same for Enterprise"),
     KeyDoc::new("pipeline.stream_max_secs", Ty::Int, "a streamed answer's whole time at most, then it ends with an error event (between chunks the provider's `timeout_ms` applies)"),
+    KeyDoc::new("pipeline.retry.max_retries", Ty::Int, "a provider that answers 429 or 503 (529) is called again this many times before the next provider is tried, within the request's deadline (0: fall back at once)"),
+    KeyDoc::new("pipeline.retry.base_ms", Ty::Int, "backoff: the n-th retry waits a uniform time in [0, min(max_ms, base_ms * 2^n)] when the provider sent no Retry-After"),
+    KeyDoc::new("pipeline.retry.max_ms", Ty::Int, "the backoff's cap"),
+    KeyDoc::new("pipeline.retry.max_retry_after_ms", Ty::Int, "a provider's Retry-After is waited for up to this; a longer one falls back to the next provider at once"),
     KeyDoc::new("pipeline.readiness.trials", Ty::Int, "stage 2: Monte Carlo trials per estimate of P(answer within the deadline)"),
     KeyDoc::new("pipeline.readiness.threshold", Ty::Float, "below this probability a provider is passed over"),
     KeyDoc::new("pipeline.readiness.min_observations", Ty::Int, "outcomes a provider needs before its estimate counts"),

@@ -65,6 +65,21 @@ impl ProviderHealth {
             .collect()
     }
 
+    /// The median latency of recent successful calls: what another call is expected to take.
+    pub fn expected_ms(&self) -> Option<f64> {
+        let mut ok: Vec<f64> = self
+            .recent
+            .iter()
+            .filter(|(_, ok, _)| *ok)
+            .map(|(_, _, ms)| *ms)
+            .collect();
+        if ok.is_empty() {
+            return None;
+        }
+        ok.sort_by(f64::total_cmp);
+        Some(ok[ok.len() / 2])
+    }
+
     pub fn recent_success_rate(&self) -> Option<f64> {
         if self.recent.is_empty() {
             return None;

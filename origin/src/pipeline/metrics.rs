@@ -31,6 +31,12 @@ pub struct ProviderLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    pub provider: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabels {
     pub reason: &'static str,
 }
@@ -44,6 +50,10 @@ pub struct PipelineMetrics {
     pub refusals: Family<RefusalLabels, Counter>,
     pub compensations: Counter,
     pub critique_retries: Counter,
+    /// Calls made again to the same provider after its 429 or 503.
+    pub retries: Family<RetryLabels, Counter>,
+    /// Requests that went on to the next provider after this one failed.
+    pub fallbacks: Family<ProviderLabels, Counter>,
 }
 
 impl PipelineMetrics {
@@ -62,6 +72,8 @@ impl PipelineMetrics {
             refusals: Family::default(),
             compensations: Counter::default(),
             critique_retries: Counter::default(),
+            retries: Family::default(),
+            fallbacks: Family::default(),
         };
         registry.register(
             "heady_pipeline_stage_seconds",
@@ -85,7 +97,7 @@ impl PipelineMetrics {
         );
         registry.register(
             "heady_pipeline_refusals",
-            "Requests refused early by reason (no_provider, not_ready, overloaded, too_many_concurrent, providers_unavailable)",
+            "Requests refused early by reason (no_provider, unsupported_feature, not_ready, overloaded, too_many_concurrent, providers_unavailable)",
             m.refusals.clone(),
         );
         registry.register(
@@ -98,7 +110,34 @@ impl PipelineMetrics {
             "Answers retried on another provider after a low self-critique score",
             m.critique_retries.clone(),
         );
+        registry.register(
+            "heady_pipeline_retries",
+            "Provider calls retried after a 429 or 503 (529), by provider and the status that caused it",
+            m.retries.clone(),
+        );
+        registry.register(
+            "heady_pipeline_fallbacks",
+            "Requests that went on to the next provider after this one failed",
+            m.fallbacks.clone(),
+        );
         m
+    }
+
+    pub fn retried(&self, provider: &str, status: u16) {
+        self.retries
+            .get_or_create(&RetryLabels {
+                provider: provider.to_string(),
+                status,
+            })
+            .inc();
+    }
+
+    pub fn fell_back(&self, provider: &str) {
+        self.fallbacks
+            .get_or_create(&ProviderLabels {
+                provider: provider.to_string(),
+            })
+            .inc();
     }
 
     pub fn observe_stage(&self, stage: &'static str, secs: f64) {

@@ -26,6 +26,8 @@ pub struct StreamEnd {
     pub usage: Option<serde_json::Value>,
     /// Cut at `pipeline.stream_max_secs`.
     pub time_limited: bool,
+    /// The first choice's tool calls, put back together from their pieces.
+    pub tool_calls: Vec<crate::providers::ToolUse>,
 }
 
 fn sse(data: &[u8]) -> Bytes {
@@ -76,6 +78,7 @@ async fn pump(
         ..
     } = *opened;
     let mut end = StreamEnd::default();
+    let mut tools = crate::providers::ToolCallAssembler::default();
     let limit = std::time::Duration::from_secs(p.config.stream_max_secs);
     let deadline = tokio::time::Instant::now() + limit;
     loop {
@@ -90,6 +93,7 @@ async fn pump(
         match next {
             Ok(Some(ev)) => {
                 end.text.push_str(&ev.delta_text);
+                ev.tool_deltas.iter().for_each(|d| tools.push(d));
                 if ev.finish_reason.is_some() {
                     end.finish_reason = ev.finish_reason.clone();
                 }
@@ -117,6 +121,7 @@ async fn pump(
             }
         }
     }
+    end.tool_calls = tools.finish();
     // Recorded before the stream ends, so the usage API sees it once the client has [DONE].
     // A stream cut short (or whose provider sent no usage) is counted by the tokenizer.
     if let Some(a) = ledger.attempts.last() {

@@ -16,6 +16,9 @@ pub struct PlanTrace {
     pub chain_p: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,
+    /// Providers of the group skipped for lacking what the request needs ("cf: tools").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

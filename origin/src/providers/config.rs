@@ -58,6 +58,16 @@ impl ProviderKind {
             ProviderKind::WorkersAi => &[],
         }
     }
+
+    /// What the kind's client can pass on at all: `features` may list only these (Workers AI
+    /// takes `response_format` with a JSON schema on the models that support it; its client
+    /// sends no tools, images or `n`).
+    pub fn possible_features(self) -> &'static [Feature] {
+        match self {
+            ProviderKind::Openai => &Feature::ALL,
+            ProviderKind::WorkersAi => &[Feature::JsonSchema],
+        }
+    }
 }
 
 /// `Debug` (what `check-config` prints) shows the key as `<secret, N bytes>`.
@@ -228,6 +238,24 @@ pub fn validate(
                 return Err(invalid(key("model"), "must not be empty when set"));
             }
         }
+        for f in p.features.iter().flatten() {
+            if !p.kind.possible_features().contains(f) {
+                return Err(invalid(
+                    key("features"),
+                    format!(
+                        "a {:?} provider cannot pass on {} (it can: {})",
+                        p.kind,
+                        f.name(),
+                        p.kind
+                            .possible_features()
+                            .iter()
+                            .map(|f| f.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
         match p.kind {
             ProviderKind::Openai => {
                 let url = p.base_url.as_deref().ok_or_else(|| {
@@ -289,7 +317,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc::new("providers[].weight", Ty::Float, "share of first picks among providers of the same priority"),
     KeyDoc::new("providers[].priority", Ty::Int, "fallback order: lower first"),
     KeyDoc::new("providers[].timeout_ms", Ty::Int, "per-call timeout (streams: to the response head, and between chunks)"),
-    KeyDoc::new("providers[].features", Ty::List, "what it can do beyond plain chat: `tools`, `json_schema`, `images`, `multiple_choices` (n > 1); unset: all for `openai`, none for `workers-ai`. A request needing a feature skips providers without it"),
+    KeyDoc::new("providers[].features", Ty::List, "what it can do beyond plain chat: `tools`, `json_schema`, `images`, `multiple_choices` (n > 1); unset: all for `openai`, none for `workers-ai` (which may list `json_schema`). A request needing a feature skips providers without it"),
 ];
 
 #[cfg(test)]
@@ -325,6 +353,13 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.starts_with("providers[0].account_id:"), "{e}");
+        let e = one("[[providers]]\nname = \"w\"\nkind = \"workers-ai\"\naccount_id = \"a\"\napi_key = \"k\"\nmodel = \"m\"\nfeatures = [\"tools\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("providers[0].features:") && e.contains("tools"),
+            "{e}"
+        );
         one("[[providers]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:1/v1\"\ngroups = [\"reasoning\"]\nweight = 2.0\n").unwrap();
     }
 

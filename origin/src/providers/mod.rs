@@ -28,7 +28,7 @@ pub enum ProviderError {
     Upstream {
         provider: String,
         status: u16,
-        detail: Refusal,
+        detail: Box<Refusal>,
     },
     #[error("{provider} answered something that is not an OpenAI chat completion: {message}")]
     BadResponse { provider: String, message: String },
@@ -45,6 +45,32 @@ impl ProviderError {
             ProviderError::BadResponse { .. } => {
                 "answered something that is not a chat completion".into()
             }
+        }
+    }
+
+    /// The provider's HTTP status, when it answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ProviderError::Upstream { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// How long the provider asked us to wait (`Retry-After`).
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            ProviderError::Upstream { detail, .. } => detail.retry_after_ms,
+            _ => None,
+        }
+    }
+
+    /// Trying the same provider again soon may work: it asked us to slow down (429), is
+    /// briefly unavailable (503, Anthropic's 529), or did not answer in time.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProviderError::Upstream { status, .. } => heady_shared::retry::retryable(*status),
+            ProviderError::Timeout { .. } => true,
+            _ => false,
         }
     }
 
@@ -109,7 +135,12 @@ pub fn retry_after_ms(
     now: std::time::SystemTime,
 ) -> Option<u64> {
     const CAP_MS: u64 = 3_600_000;
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     if let Some(ms) = text("retry-after-ms").and_then(|t| t.parse::<f64>().ok()) {
         if ms.is_finite() && ms >= 0.0 {
             return Some((ms as u64).min(CAP_MS));
@@ -134,36 +165,114 @@ pub struct ChatCall {
     pub body: serde_json::Map<String, Value>,
 }
 
-/// A whole answer, in OpenAI's `chat.completion` shape, with the text pulled out.
+/// A whole answer, in OpenAI's `chat.completion` shape, with what the critique reads pulled
+/// out: the first choice's text and finish reason, and every choice with its tool calls.
 #[derive(Debug, Clone)]
 pub struct ChatReply {
     pub json: Value,
     pub text: String,
     pub finish_reason: Option<String>,
+    pub choices: Vec<Choice>,
+}
+
+/// One choice of an answer, as the critique sees it.
+#[derive(Debug, Clone, Default)]
+pub struct Choice {
+    pub text: String,
+    pub finish_reason: Option<String>,
+    pub tool_calls: Vec<ToolUse>,
+}
+
+pub use heady_shared::critique::ToolUse;
+
+/// `message.tool_calls` of a choice: each function call's name and arguments.
+fn tool_uses(message: Option<&Value>) -> Vec<ToolUse> {
+    message
+        .and_then(|m| m.get("tool_calls"))
+        .and_then(Value::as_array)
+        .map(|calls| {
+            calls
+                .iter()
+                .map(|c| ToolUse {
+                    name: c
+                        .pointer("/function/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    arguments: c
+                        .pointer("/function/arguments")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl ChatReply {
     pub fn from_json(provider: &str, json: Value) -> Result<ChatReply, ProviderError> {
-        let choice = json.get("choices").and_then(|c| c.get(0)).ok_or_else(|| {
-            ProviderError::BadResponse {
+        let listed = json
+            .get("choices")
+            .and_then(Value::as_array)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| ProviderError::BadResponse {
                 provider: provider.to_string(),
                 message: "no choices[0]".into(),
-            }
-        })?;
-        let text = choice
-            .pointer("/message/content")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let finish_reason = choice
-            .get("finish_reason")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+            })?;
+        let choices: Vec<Choice> = listed
+            .iter()
+            .map(|c| Choice {
+                text: content_text(c.pointer("/message/content")),
+                finish_reason: c
+                    .get("finish_reason")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                tool_calls: tool_uses(c.get("message")),
+            })
+            .collect();
         Ok(ChatReply {
+            text: choices[0].text.clone(),
+            finish_reason: choices[0].finish_reason.clone(),
+            choices,
             json,
-            text,
-            finish_reason,
         })
+    }
+}
+
+/// A piece of a streamed tool call (`delta.tool_calls[]`): the call's index, its name when the
+/// piece opens the call, and a fragment of its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolDelta {
+    pub index: usize,
+    pub name: Option<String>,
+    pub arguments: String,
+}
+
+/// Puts streamed tool-call pieces back together, call by call.
+#[derive(Debug, Default)]
+pub struct ToolCallAssembler {
+    calls: Vec<ToolUse>,
+}
+
+impl ToolCallAssembler {
+    pub fn push(&mut self, d: &ToolDelta) {
+        // Bounded: a provider cannot make us hold more than a few hundred calls.
+        if d.index >= 256 {
+            return;
+        }
+        if self.calls.len() <= d.index {
+            self.calls.resize_with(d.index + 1, ToolUse::default);
+        }
+        let c = &mut self.calls[d.index];
+        if let Some(n) = &d.name {
+            c.name.push_str(n);
+        }
+        c.arguments.push_str(&d.arguments);
+    }
+
+    pub fn finish(self) -> Vec<ToolUse> {
+        self.calls
     }
 }
 
@@ -181,6 +290,8 @@ pub struct StreamEvent {
     pub usage: Option<Value>,
     /// The chunk carries usage and no choices: the extra chunk the client may not have asked for.
     pub usage_only: bool,
+    /// Pieces of tool calls in the first choice's delta.
+    pub tool_deltas: Vec<ToolDelta>,
 }
 
 pub trait EventSource: Send {
@@ -313,7 +424,7 @@ pub(crate) async fn fetch_text(
         return Err(ProviderError::Upstream {
             provider: provider.to_string(),
             status,
-            detail,
+            detail: Box::new(detail),
         });
     }
     Ok((status, text))
@@ -352,7 +463,7 @@ pub(crate) async fn open_stream(
         return Err(ProviderError::Upstream {
             provider: provider.to_string(),
             status,
-            detail: Refusal::parse(&headers, &text),
+            detail: Box::new(Refusal::parse(&headers, &text)),
         });
     }
     Ok(resp)

@@ -3,7 +3,7 @@
 use super::sse::SseParser;
 use super::{
     fetch_text, http_client, open_stream, send_error, BoxFuture, ChatCall, ChatReply, EventSource,
-    Provider, ProviderError, StreamEvent,
+    Provider, ProviderError, StreamEvent, ToolDelta,
 };
 use bytes::Bytes;
 use serde_json::Value;
@@ -153,21 +153,51 @@ struct OpenAiEvents {
     done: bool,
 }
 
-/// Reads the text, finish reason, model and usage of a `chat.completion.chunk`; the payload is
-/// passed on byte for byte.
+/// Reads the text, finish reason, model, usage and tool-call pieces of a
+/// `chat.completion.chunk` (of its first choice: with `n` > 1 a chunk carries one choice, named
+/// by its `index`); the payload is passed on byte for byte.
 pub fn chunk_event(data: Bytes) -> StreamEvent {
     let parsed: Option<Value> = serde_json::from_slice(&data).ok();
-    let choice = parsed.as_ref().and_then(|v| v.pointer("/choices/0"));
+    let choices = parsed
+        .as_ref()
+        .and_then(|v| v.get("choices"))
+        .and_then(Value::as_array);
+    let choice = choices.and_then(|cs| {
+        cs.iter()
+            .find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
+    });
     let usage = parsed
         .as_ref()
         .and_then(|v| v.get("usage"))
         .filter(|u| u.is_object())
         .cloned();
-    let no_choices = parsed
-        .as_ref()
-        .and_then(|v| v.get("choices"))
+    let no_choices = choices.is_some_and(|c| c.is_empty());
+    let tool_deltas = choice
+        .and_then(|c| c.pointer("/delta/tool_calls"))
         .and_then(Value::as_array)
-        .is_some_and(|c| c.is_empty());
+        .map(|calls| {
+            calls
+                .iter()
+                .enumerate()
+                .map(|(k, t)| ToolDelta {
+                    index: t
+                        .get("index")
+                        .and_then(Value::as_u64)
+                        .map(|i| i as usize)
+                        .unwrap_or(k),
+                    name: t
+                        .pointer("/function/name")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    arguments: t
+                        .pointer("/function/arguments")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     StreamEvent {
         model: parsed
             .as_ref()
@@ -185,6 +215,7 @@ pub fn chunk_event(data: Bytes) -> StreamEvent {
             .and_then(|c| c.get("finish_reason"))
             .and_then(Value::as_str)
             .map(str::to_string),
+        tool_deltas,
         data,
     }
 }

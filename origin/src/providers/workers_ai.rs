@@ -70,6 +70,8 @@ impl WorkersAiProvider {
             "seed",
             "frequency_penalty",
             "presence_penalty",
+            // JSON mode, on the models that take it (a provider with `features = ["json_schema"]`).
+            "response_format",
         ] {
             if let Some(v) = call.body.get(k) {
                 body.insert(k.into(), v.clone());
@@ -110,7 +112,7 @@ impl Provider for WorkersAiProvider {
                 return Err(ProviderError::Upstream {
                     provider: self.name.clone(),
                     status,
-                    detail: super::Refusal::message(error_message(&text)),
+                    detail: Box::new(super::Refusal::message(error_message(&text))),
                 });
             }
             let answer = v
@@ -210,6 +212,7 @@ impl WorkersAiEvents {
                 None
             },
             usage_only: false,
+            tool_deltas: Vec::new(),
         }
     }
 }

@@ -23,6 +23,12 @@ pub fn count(text: &str) -> u64 {
     tiktoken_rs::cl100k_base_singleton().count_ordinary(text) as u64
 }
 
+/// The text of `cl100k_base` token ids (the tokenizer of OpenAI's embedding models); `None`
+/// when an id is not in its vocabulary or the bytes are not UTF-8.
+pub fn decode(tokens: &[u32]) -> Option<String> {
+    tiktoken_rs::cl100k_base_singleton().decode(tokens).ok()
+}
+
 /// Loads the tokenizer's tables (about 100 ms), so the first estimate does not pay for it.
 pub fn warm_up() {
     let _ = count("warm up");

@@ -8,7 +8,7 @@ use super::plan::Planned;
 use super::{Attempt, Best};
 use crate::pipeline::stream::StreamEnd;
 use crate::pipeline::{Inbound, Pipeline};
-use crate::providers::ChatReply;
+use crate::providers::{ChatReply, ToolUse};
 use heady_shared::critique::{score, Answer, Critique};
 
 /// What critique decides.
@@ -20,12 +20,32 @@ pub enum Verdict {
     Retry,
 }
 
-fn critique(ingested: &Ingested, text: &str, finish_reason: Option<&str>) -> Critique {
+/// One choice's score: a tool call is judged as an answer (a declared tool, arguments that are
+/// a JSON object, what `tool_choice` asked for), never as empty text.
+fn critique(
+    ingested: &Ingested,
+    text: &str,
+    finish_reason: Option<&str>,
+    tool_calls: &[ToolUse],
+) -> Critique {
     score(Answer {
         text,
         finish_reason,
         json_expected: ingested.chat.json_expected,
+        tool_calls,
+        tools: &ingested.chat.tools,
+        tool_choice: ingested.chat.tool_choice.as_critique(),
     })
+}
+
+/// A whole answer's score: its worst choice (with `n` > 1, every choice must be good).
+fn critique_reply(ingested: &Ingested, reply: &ChatReply) -> Critique {
+    reply
+        .choices
+        .iter()
+        .map(|c| critique(ingested, &c.text, c.finish_reason.as_deref(), &c.tool_calls))
+        .min_by(|a, b| a.score.total_cmp(&b.score))
+        .unwrap_or_else(|| critique(ingested, &reply.text, reply.finish_reason.as_deref(), &[]))
 }
 
 /// Scores the reply of the last attempt and keeps it when it is the best so far.
@@ -40,7 +60,7 @@ pub fn run(
     retried: &mut bool,
     planned: &Planned,
 ) -> Verdict {
-    let c = critique(ingested, &reply.text, reply.finish_reason.as_deref());
+    let c = critique_reply(ingested, &reply);
     let s = c.score;
     let Some(idx) = attempts.len().checked_sub(1) else {
         return Verdict::Accept;
@@ -58,7 +78,7 @@ pub fn run(
         && cfg.retry
         && !*retried
         && !planned.candidates.is_empty()
-        && attempts.len() < p.config.max_attempts
+        && attempts.iter().filter(|a| a.retry == 0).count() < p.config.max_attempts
     {
         *retried = true;
         p.metrics.critique_retries.inc();
@@ -73,7 +93,12 @@ pub fn score_stream(ingested: &Ingested, attempts: &mut [Attempt], end: &StreamE
     if end.error.is_some() {
         return;
     }
-    let c = critique(ingested, &end.text, end.finish_reason.as_deref());
+    let c = critique(
+        ingested,
+        &end.text,
+        end.finish_reason.as_deref(),
+        &end.tool_calls,
+    );
     if let Some(a) = attempts.iter_mut().rev().find(|a| a.ok) {
         a.critique = Some(c);
     }

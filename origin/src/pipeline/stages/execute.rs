@@ -113,6 +113,11 @@ pub async fn run(
         index: i,
         ms: t.elapsed().as_secs_f64() * 1e3,
         outcome: "ok".into(),
+        retry: planned.retries[i],
+        status: None,
+        retry_after_ms: None,
+        waited_ms: planned.waited_ms.take(),
+        transient: false,
         critique: None,
         ok: true,
         client_error: false,
@@ -121,6 +126,9 @@ pub async fn run(
     if let Call::Failed(e) = &result {
         attempt.ok = false;
         attempt.client_error = e.is_client_error();
+        attempt.status = e.status();
+        attempt.retry_after_ms = e.retry_after_ms();
+        attempt.transient = e.is_transient();
         // The client may see attempts (`heady.attempts`): a plain summary here, the provider's
         // own error text (URLs, account ids) only in the log (`recover`).
         attempt.outcome = format!("error: {}", e.summary());
@@ -131,7 +139,10 @@ pub async fn run(
     }))
 }
 
-/// Every candidate was tried (or skipped by its breaker).
+/// Every candidate was tried (or skipped by its breaker). When every failure was transient
+/// the client is told when to come back: 429 `upstream_rate_limited` if a provider asked us to
+/// slow down, else 503 `upstream_unavailable`, with the shortest `Retry-After` a provider gave
+/// (1 s when none did). Anything else is 502 `upstream_failed`.
 pub fn all_failed(attempts: &[Attempt]) -> Error {
     if attempts.is_empty() {
         return Error::new(
@@ -141,10 +152,31 @@ pub fn all_failed(attempts: &[Attempt]) -> Error {
     }
     let what: Vec<String> = attempts
         .iter()
-        .map(|a| format!("{}: {}", a.provider, a.outcome))
+        .map(|a| {
+            let retry = if a.retry > 0 {
+                format!(" (retry {})", a.retry)
+            } else {
+                String::new()
+            };
+            format!("{}{retry}: {}", a.provider, a.outcome)
+        })
         .collect();
-    Error::new(
-        ErrorCode::UpstreamFailed,
-        format!("no provider answered: {}", what.join("; ")),
-    )
+    let failed: Vec<&Attempt> = attempts.iter().filter(|a| !a.ok).collect();
+    let message = format!("no provider answered: {}", what.join("; "));
+    if !failed.is_empty() && failed.iter().all(|a| a.transient) {
+        let secs = failed
+            .iter()
+            .filter_map(|a| a.retry_after_ms)
+            .min()
+            .map(|ms| ms.div_ceil(1000))
+            .unwrap_or(1)
+            .max(1);
+        let code = if failed.iter().any(|a| a.status == Some(429)) {
+            ErrorCode::UpstreamRateLimited
+        } else {
+            ErrorCode::UpstreamUnavailable
+        };
+        return Error::new(code, message).with_retry_after(secs);
+    }
+    Error::new(ErrorCode::UpstreamFailed, message)
 }

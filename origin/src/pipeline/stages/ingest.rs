@@ -8,7 +8,9 @@ use crate::error::{Error, ErrorCode};
 use crate::memory::{id_of, new_key, MemoryError, NewRow, Scope};
 use crate::pipeline::admission::Claimant;
 use crate::pipeline::{Inbound, Ledger, MemoryAccess, Pipeline, Surface};
+use crate::providers::config::Feature;
 use crate::rt::blocking;
+use heady_shared::critique::ToolChoice;
 use heady_shared::{AccountId, Tier};
 use heady_shared::{Route, Zone};
 use serde_json::{json, Map, Value};
@@ -25,6 +27,34 @@ pub struct ChatRequest {
     pub json_expected: bool,
     /// Text of the last user message (memory, zone, critique context).
     pub last_user_text: String,
+    /// What the request needs of a provider beyond plain chat (the router skips providers
+    /// without it).
+    pub needs: Vec<Feature>,
+    /// Names of the function tools the request declares.
+    pub tools: Vec<String>,
+    /// What `tool_choice` asks for.
+    pub tool_choice: ToolChoiceAsked,
+}
+
+/// `tool_choice`, owned (the critique borrows it as `heady_shared::critique::ToolChoice`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ToolChoiceAsked {
+    #[default]
+    Auto,
+    None,
+    Required,
+    Named(String),
+}
+
+impl ToolChoiceAsked {
+    pub fn as_critique(&self) -> ToolChoice<'_> {
+        match self {
+            ToolChoiceAsked::Auto => ToolChoice::Auto,
+            ToolChoiceAsked::None => ToolChoice::None,
+            ToolChoiceAsked::Required => ToolChoice::Required,
+            ToolChoiceAsked::Named(n) => ToolChoice::Named(n),
+        }
+    }
 }
 
 /// What ingest hands on.
@@ -137,6 +167,12 @@ pub fn validate(
         ));
     }
     let mut last_user_text = String::new();
+    let mut needs = Vec::new();
+    let mut need = |f: Feature| {
+        if !needs.contains(&f) {
+            needs.push(f);
+        }
+    };
     for (i, m) in messages.iter().enumerate() {
         let Some(m) = m.as_object() else {
             return Err(bad(&format!("messages[{i}]"), "must be an object"));
@@ -152,13 +188,74 @@ pub fn validate(
             ));
         }
         match m.get("content") {
-            Some(Value::String(_)) | Some(Value::Array(_)) => {}
+            Some(Value::String(_)) => {}
+            Some(Value::Array(parts)) => {
+                for (k, part) in parts.iter().enumerate() {
+                    let kind = part.get("type").and_then(Value::as_str).ok_or_else(|| {
+                        bad(
+                            &format!("messages[{i}].content[{k}].type"),
+                            "required, a string",
+                        )
+                    })?;
+                    if matches!(kind, "image_url" | "input_image" | "image") {
+                        need(Feature::Images);
+                    }
+                }
+            }
             None | Some(Value::Null) if role == "assistant" => {}
             _ => {
                 return Err(bad(
                     &format!("messages[{i}].content"),
                     "must be a string or an array of content parts",
                 ))
+            }
+        }
+        match m.get("tool_calls") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(calls)) if role == "assistant" => {
+                need(Feature::Tools);
+                for (k, c) in calls.iter().enumerate() {
+                    let field = format!("messages[{i}].tool_calls[{k}]");
+                    if c.get("id").and_then(Value::as_str).is_none() {
+                        return Err(bad(&format!("{field}.id"), "required, a string"));
+                    }
+                    if c.pointer("/function/name")
+                        .and_then(Value::as_str)
+                        .is_none()
+                    {
+                        return Err(bad(&format!("{field}.function.name"), "required, a string"));
+                    }
+                    if !c
+                        .pointer("/function/arguments")
+                        .is_some_and(Value::is_string)
+                    {
+                        return Err(bad(
+                            &format!("{field}.function.arguments"),
+                            "required, a string (the arguments as JSON text)",
+                        ));
+                    }
+                }
+            }
+            Some(_) if role == "assistant" => {
+                return Err(bad(
+                    &format!("messages[{i}].tool_calls"),
+                    "must be an array",
+                ))
+            }
+            Some(_) => {
+                return Err(bad(
+                    &format!("messages[{i}].tool_calls"),
+                    "only assistant messages carry tool calls",
+                ))
+            }
+        }
+        if role == "tool" {
+            need(Feature::Tools);
+            if m.get("tool_call_id").and_then(Value::as_str).is_none() {
+                return Err(bad(
+                    &format!("messages[{i}].tool_call_id"),
+                    "required for role \"tool\", a string: the id of the call it answers",
+                ));
             }
         }
         if role == "user" {
@@ -187,8 +284,35 @@ pub fn validate(
     number_in(&body, "presence_penalty", -2.0, 2.0)?;
     count_in(&body, "max_tokens", 1, 1_000_000)?;
     count_in(&body, "max_completion_tokens", 1, 1_000_000)?;
-    count_in(&body, "n", 1, 1)
-        .map_err(|_| bad("n", "only 1 is supported (one answer per request)"))?;
+    count_in(&body, "n", 1, 128)?;
+    if body.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
+        need(Feature::MultipleChoices);
+    }
+    count_in(&body, "top_logprobs", 0, 20)?;
+    number_in(&body, "seed", i64::MIN as f64, i64::MAX as f64)?;
+    match body.get("logprobs") {
+        None | Some(Value::Null) | Some(Value::Bool(_)) => {}
+        _ => return Err(bad("logprobs", "must be true or false")),
+    }
+    match body.get("stop") {
+        None | Some(Value::Null) | Some(Value::String(_)) => {}
+        Some(Value::Array(a)) if a.len() <= 4 && a.iter().all(Value::is_string) => {}
+        _ => {
+            return Err(bad(
+                "stop",
+                "must be a string or an array of up to 4 strings",
+            ))
+        }
+    }
+    let tools = declared_tools(&body)?;
+    if !tools.is_empty() {
+        need(Feature::Tools);
+    }
+    let tool_choice = tool_choice_of(&body, &tools)?;
+    match body.get("parallel_tool_calls") {
+        None | Some(Value::Null) | Some(Value::Bool(_)) => {}
+        _ => return Err(bad("parallel_tool_calls", "must be true or false")),
+    }
     let mut client_usage = false;
     if let Some(so) = body.get("stream_options") {
         if !(so.is_object() || so.is_null()) {
@@ -204,7 +328,17 @@ pub fn validate(
         None | Some(Value::Null) => false,
         Some(Value::Object(rf)) => match rf.get("type").and_then(Value::as_str) {
             Some("text") => false,
-            Some("json_object") | Some("json_schema") => true,
+            Some("json_object") => true,
+            Some("json_schema") => {
+                if !rf.get("json_schema").is_some_and(Value::is_object) {
+                    return Err(bad(
+                        "response_format.json_schema",
+                        "required for type json_schema, an object with name and schema",
+                    ));
+                }
+                need(Feature::JsonSchema);
+                true
+            }
             _ => {
                 return Err(bad(
                     "response_format.type",
@@ -222,9 +356,103 @@ pub fn validate(
             client_usage,
             json_expected,
             last_user_text,
+            needs,
+            tools,
+            tool_choice,
         },
         session,
     ))
+}
+
+/// The names of the function tools in `tools`, checked as OpenAI checks them.
+fn declared_tools(body: &Map<String, Value>) -> Result<Vec<String>, Error> {
+    let list = match body.get("tools") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(bad("tools", "must be an array of tools")),
+    };
+    if list.len() > 128 {
+        return Err(bad("tools", "at most 128 tools"));
+    }
+    let mut names = Vec::with_capacity(list.len());
+    for (i, t) in list.iter().enumerate() {
+        match t.get("type").and_then(Value::as_str) {
+            Some("function") => {}
+            Some(other) => {
+                return Err(bad(
+                    &format!("tools[{i}].type"),
+                    format!("only \"function\" tools are supported (got {other:?})"),
+                ))
+            }
+            None => return Err(bad(&format!("tools[{i}].type"), "required: \"function\"")),
+        }
+        let name = t
+            .pointer("/function/name")
+            .and_then(Value::as_str)
+            .filter(|n| {
+                !n.is_empty()
+                    && n.len() <= 64
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            })
+            .ok_or_else(|| {
+                bad(
+                    &format!("tools[{i}].function.name"),
+                    "required: 1-64 characters of a-z, A-Z, 0-9, _ and -",
+                )
+            })?;
+        if let Some(p) = t.pointer("/function/parameters") {
+            if !p.is_object() {
+                return Err(bad(
+                    &format!("tools[{i}].function.parameters"),
+                    "must be a JSON Schema object",
+                ));
+            }
+        }
+        if names.iter().any(|n| n == name) {
+            return Err(bad(
+                &format!("tools[{i}].function.name"),
+                format!("{name:?} is declared twice"),
+            ));
+        }
+        names.push(name.to_string());
+    }
+    Ok(names)
+}
+
+fn tool_choice_of(body: &Map<String, Value>, tools: &[String]) -> Result<ToolChoiceAsked, Error> {
+    let choice = match body.get("tool_choice") {
+        None | Some(Value::Null) => ToolChoiceAsked::Auto,
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => ToolChoiceAsked::Auto,
+            "none" => ToolChoiceAsked::None,
+            "required" => ToolChoiceAsked::Required,
+            other => {
+                return Err(bad(
+                    "tool_choice",
+                    format!("must be none, auto, required or a function (got {other:?})"),
+                ))
+            }
+        },
+        Some(v @ Value::Object(_)) => {
+            let name = v
+                .pointer("/function/name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("tool_choice.function.name", "required, a string"))?;
+            if !tools.iter().any(|t| t == name) {
+                return Err(bad(
+                    "tool_choice.function.name",
+                    format!("{name:?} is not one of the declared tools"),
+                ));
+            }
+            ToolChoiceAsked::Named(name.to_string())
+        }
+        Some(_) => return Err(bad("tool_choice", "must be a string or an object")),
+    };
+    if tools.is_empty() && matches!(choice, ToolChoiceAsked::Required) {
+        return Err(bad("tool_choice", "\"required\" needs tools"));
+    }
+    Ok(choice)
 }
 
 fn check_session(s: &str) -> Result<(), Error> {
@@ -449,7 +677,7 @@ mod tests {
         .starts_with("temperature:"));
         assert!(err(
             Surface::OpenAi,
-            r#"{"model":"m","n":2,"messages":[{"role":"user","content":"x"}]}"#
+            r#"{"model":"m","n":200,"messages":[{"role":"user","content":"x"}]}"#
         )
         .starts_with("n:"));
         assert!(err(
@@ -463,6 +691,42 @@ mod tests {
             [r#"{"role":"user","content":"x"}"#; 9].join(",")
         );
         assert!(err(Surface::OpenAi, &many).starts_with("messages:"));
+    }
+
+    #[test]
+    fn tools_and_what_a_request_needs() {
+        let (r, _) = validate(
+            &Surface::OpenAi,
+            br#"{"model":"m","n":2,"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}],"tool_choice":"required","response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{}}},"messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AA=="}}]},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"get_weather","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c1","content":"sunny"}]}"#,
+            8,
+        )
+        .unwrap();
+        let mut needs = r.needs.clone();
+        needs.sort();
+        assert_eq!(
+            needs,
+            vec![
+                Feature::Tools,
+                Feature::JsonSchema,
+                Feature::Images,
+                Feature::MultipleChoices
+            ]
+        );
+        assert_eq!(r.tools, vec!["get_weather".to_string()]);
+        assert_eq!(r.tool_choice, ToolChoiceAsked::Required);
+        assert_eq!(r.last_user_text, "hi");
+        let e = |body: &str| err(Surface::OpenAi, body);
+        assert!(e(r#"{"model":"m","tools":[{"type":"function","function":{}}],"messages":[{"role":"user","content":"x"}]}"#).starts_with("tools[0].function.name:"));
+        assert!(e(r#"{"model":"m","tools":[{"type":"function","function":{"name":"a"}}],"tool_choice":{"type":"function","function":{"name":"b"}},"messages":[{"role":"user","content":"x"}]}"#).starts_with("tool_choice.function.name:"));
+        assert!(
+            e(r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#)
+                .starts_with("messages[0].tool_call_id:")
+        );
+        assert!(e(r#"{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c","function":{"name":"a","arguments":{}}}]}]}"#).starts_with("messages[0].tool_calls[0].function.arguments:"));
+        assert!(
+            e(r#"{"model":"m","stop":[1],"messages":[{"role":"user","content":"x"}]}"#)
+                .starts_with("stop:")
+        );
     }
 
     #[test]

@@ -81,6 +81,22 @@ pub struct Attempt {
     pub index: usize,
     pub ms: f64,
     pub outcome: String,
+    /// 1 for the first retry of this provider, 2 for the second...; 0 (not shown): its first
+    /// call.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retry: u32,
+    /// The provider's HTTP status when it answered with an error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// What the provider asked us to wait (`Retry-After`), in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    /// How long the pipeline waited before this call (backoff or Retry-After), in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waited_ms: Option<u64>,
+    /// The failure may pass if tried again (429, 503, 529, a timeout).
+    #[serde(skip)]
+    pub transient: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub critique: Option<Critique>,
     #[serde(skip)]
@@ -91,6 +107,10 @@ pub struct Attempt {
     /// Fed to the provider's breaker and history already.
     #[serde(skip)]
     pub recorded: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Undo actions for side effects of a request that may still fail.
@@ -169,12 +189,21 @@ pub(super) async fn run(
             executed,
             &mut ledger.attempts,
             best.is_some(),
-            &planned,
+            &mut planned,
         );
         ledger.trace.add(Stage::Recover, t);
         let reply = match recovered? {
             recover::Recovered::Fallback => {
                 ledger.trace.pass(Stage::Critique);
+                continue;
+            }
+            recover::Recovered::Retry(wait_ms) => {
+                ledger.trace.pass(Stage::Critique);
+                // The wait counts as recovery time: it is the backoff recover chose.
+                let t = Instant::now();
+                tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+                ledger.trace.add(Stage::Recover, t);
+                planned.waited_ms = Some(wait_ms);
                 continue;
             }
             recover::Recovered::KeepBest => {

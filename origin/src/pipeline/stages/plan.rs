@@ -10,9 +10,15 @@ use crate::pipeline::{Inbound, Pipeline, PlanTrace, ProviderEstimate};
 use heady_shared::readiness::{estimate, estimate_chain, SeededRng};
 use std::collections::VecDeque;
 
-/// What plan hands on: the providers to try, in order.
+/// What plan hands on: the providers to try, in order, and the request's deadline.
 pub struct Planned {
     pub candidates: VecDeque<usize>,
+    /// When the request's deadline passes (retries must fit before it).
+    pub deadline: std::time::Instant,
+    /// Retries made so far, per provider index.
+    pub retries: Vec<u32>,
+    /// The wait before the next call (a retry's backoff), for its attempt record.
+    pub waited_ms: Option<u64>,
 }
 
 pub const NO_PROVIDER: &str = "no inference provider is configured: set HEADY_OPENAI_BASE_URL (and HEADY_OPENAI_API_KEY) for one OpenAI-compatible endpoint such as a local Ollama (http://127.0.0.1:11434/v1), or add [[providers]] entries to the config file";
@@ -64,11 +70,43 @@ pub fn run(
             format!("no provider serves service group {group:?} (action {:?}): add {group:?} to a provider's groups, or leave its groups empty to serve every group", inbound.action),
         ));
     }
-    let mut order = fallback_order(&serving, entered.seed);
     *trace = PlanTrace {
         deadline_ms: entered.deadline_ms,
         ..PlanTrace::default()
     };
+    // A provider that cannot do what the request needs is skipped, never sent a request
+    // stripped of it.
+    let needs = &ingested.chat.needs;
+    let serving: Vec<(usize, u32, f64)> = serving
+        .into_iter()
+        .filter(|(i, _, _)| {
+            let config = &p.providers[*i].config;
+            let lacks: Vec<&str> = needs
+                .iter()
+                .filter(|f| !config.can(**f))
+                .map(|f| f.name())
+                .collect();
+            if !lacks.is_empty() {
+                trace
+                    .skipped
+                    .push(format!("{}: {}", config.name, lacks.join(", ")));
+            }
+            lacks.is_empty()
+        })
+        .collect();
+    if serving.is_empty() {
+        p.metrics.refused("unsupported_feature");
+        let asked: Vec<&str> = needs.iter().map(|f| f.name()).collect();
+        return Err(Error::new(
+            ErrorCode::UnsupportedFeature,
+            format!(
+                "this request needs {} and no provider serving service group {group:?} can do it ({}); providers[].features says what each can do",
+                asked.join(", "),
+                trace.skipped.iter().map(|s| s.replace(": ", " lacks ")).collect::<Vec<_>>().join("; ")
+            ),
+        ));
+    }
+    let mut order = fallback_order(&serving, entered.seed);
     if let Some(m) = &model {
         let pinned: Vec<usize> = order
             .iter()
@@ -196,6 +234,9 @@ pub fn run(
         .collect();
     Ok(Planned {
         candidates: order.into(),
+        deadline: entered.started + std::time::Duration::from_millis(entered.deadline_ms),
+        retries: vec![0; p.providers.len()],
+        waited_ms: None,
     })
 }
 

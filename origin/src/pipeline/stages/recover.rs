@@ -11,7 +11,7 @@ use crate::pipeline::admission::Permit;
 use crate::pipeline::metrics::{CallLabels, ProviderLabels};
 use crate::pipeline::stream::StreamEnd;
 use crate::pipeline::{Inbound, Ledger, Pipeline};
-use crate::providers::{ChatReply, EventSource};
+use crate::providers::{ChatReply, EventSource, ProviderError};
 use crate::rt::blocking;
 use heady_shared::breaker::BreakerState;
 
@@ -70,6 +70,8 @@ pub enum Recovered {
     Stream(Box<dyn EventSource>, Permit),
     /// The call failed; try the next candidate.
     Fallback,
+    /// The call failed transiently: wait this many ms and call the same provider again.
+    Retry(u64),
     /// A critique retry failed: keep the answer we have.
     KeepBest,
 }
@@ -81,7 +83,7 @@ pub fn run(
     executed: Executed,
     attempts: &mut Vec<Attempt>,
     have_best: bool,
-    planned: &Planned,
+    planned: &mut Planned,
 ) -> Result<Recovered, Error> {
     let Executed { mut attempt, call } = executed;
     // A stream's outcome is known at its end (`record_stream_end`); opening it succeeded.
@@ -97,33 +99,84 @@ pub fn run(
             error.as_deref(),
         );
     }
-    let (provider, outcome, client_error) = (
+    let (provider, outcome, client_error, index, retry) = (
         attempt.provider.clone(),
         attempt.outcome.clone(),
         attempt.client_error,
+        attempt.index,
+        attempt.retry,
     );
     attempts.push(attempt);
     if let Call::Failed(e) = &call {
         tracing::warn!(request_id = %inbound.request_id, provider = %provider, error = %e, "provider call failed");
     }
-    match call {
-        Call::Reply(reply) => Ok(Recovered::Reply(reply)),
-        Call::Stream(source, permit) => Ok(Recovered::Stream(source, permit)),
-        Call::Failed(_) if client_error => Err(Error::new(
-            ErrorCode::UpstreamRejected,
-            format!(
-                "{provider} refused the request: {}",
-                outcome.trim_start_matches("error: ")
-            ),
-        )),
-        Call::Failed(_) if have_best => Ok(Recovered::KeepBest),
-        Call::Failed(_) => {
-            if planned.candidates.is_empty() || attempts.len() >= p.config.max_attempts {
-                return Err(all_failed(attempts));
+    let e = match call {
+        Call::Reply(reply) => return Ok(Recovered::Reply(reply)),
+        Call::Stream(source, permit) => return Ok(Recovered::Stream(source, permit)),
+        Call::Failed(e) => e,
+    };
+    if client_error {
+        return Err(rejected(&provider, &e));
+    }
+    if have_best {
+        return Ok(Recovered::KeepBest);
+    }
+    // 429 and 503 (529): the same provider again after a backoff or its Retry-After, while
+    // retries are left and the wait fits before the deadline; then the next provider.
+    if e.status().is_some_and(heady_shared::retry::retryable) {
+        let left = planned
+            .deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .as_secs_f64()
+            * 1e3;
+        let expected = p.lock_health(index).expected_ms().unwrap_or(0.0);
+        let unit = rand::random::<f64>();
+        match p
+            .config
+            .retry
+            .backoff()
+            .next(retry, e.retry_after_ms(), unit, left, expected)
+        {
+            heady_shared::retry::Next::RetryIn(ms) => {
+                planned.retries[index] += 1;
+                planned.candidates.push_front(index);
+                p.metrics.retried(&provider, e.status().unwrap_or(0));
+                tracing::info!(request_id = %inbound.request_id, provider = %provider, wait_ms = ms, retry = retry + 1, "provider asked to slow down or is unavailable; retrying");
+                return Ok(Recovered::Retry(ms));
             }
-            tracing::info!(request_id = %inbound.request_id, provider = %provider, error = %outcome, "provider failed; falling back");
-            Ok(Recovered::Fallback)
+            heady_shared::retry::Next::FallBack(why) => {
+                tracing::info!(request_id = %inbound.request_id, provider = %provider, why = ?why, "not retrying this provider");
+            }
         }
+    }
+    let calls = attempts.iter().filter(|a| a.retry == 0).count();
+    if planned.candidates.is_empty() || calls >= p.config.max_attempts {
+        return Err(all_failed(attempts));
+    }
+    p.metrics.fell_back(&provider);
+    tracing::info!(request_id = %inbound.request_id, provider = %provider, error = %outcome, "provider failed; falling back");
+    Ok(Recovered::Fallback)
+}
+
+/// The provider refused the request itself: the client gets the provider's status, message,
+/// `type`, `param` and code, as it would from the provider (never its URL or our key: those
+/// are not in an error object).
+fn rejected(provider: &str, e: &ProviderError) -> Error {
+    match e {
+        ProviderError::Upstream { status, detail, .. } => Error::new(
+            ErrorCode::UpstreamRejected,
+            format!("{provider} refused the request: {}", detail.message),
+        )
+        .with_status(*status)
+        .with_upstream(crate::error::Upstream {
+            kind: detail.kind.clone(),
+            param: detail.param.clone(),
+            code: detail.code.clone(),
+        }),
+        other => Error::new(
+            ErrorCode::UpstreamRejected,
+            format!("{provider} refused the request: {}", other.summary()),
+        ),
     }
 }
 
