@@ -167,7 +167,7 @@ async fn counts_every_kind_of_call(s: TestServer) {
         &ann,
         "POST",
         &s.url("/v1/embeddings"),
-        Some(json!({"model": "x", "input": ["hello world", "hello"]})),
+        Some(json!({"model": "heady-embed", "input": ["hello world", "hello"]})),
     )
     .await;
     assert_eq!(a.status, 200, "{}", a.text);

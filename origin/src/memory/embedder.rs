@@ -78,7 +78,12 @@ impl EmbedInput {
             EmbedInput::Tokens(ts) => ts
                 .iter()
                 .enumerate()
-                .map(|(i, t)| crate::usage::tokens::decode(t).ok_or(i))
+                // cl100k_base: the tokenizer of OpenAI's embedding models (and of usage counts).
+                .map(|(i, t)| {
+                    tiktoken_rs::cl100k_base_singleton()
+                        .decode(t)
+                        .map_err(|_| i)
+                })
                 .collect(),
         }
     }
