@@ -73,6 +73,7 @@ async fn the_official_openai_python_client_works_unmodified() {
             weight: 1.0,
             priority: 0,
             timeout_ms: 5_000,
+            anthropic_version: None,
             features: None,
         }]
     })
