@@ -7,7 +7,7 @@ mod common;
 use common::fake_anthropic::{Answer, Behavior, FakeAnthropic, API_KEY, MODEL};
 use common::{client, client_with, new_key, owner_client, TestServer};
 use heady_origin::providers::config::{ProviderConfig, ProviderKind};
-use heady_origin::providers::{build, ChatCall, EventSource, Provider, ProviderError};
+use heady_origin::providers::{build, ChatCall, ProviderError};
 use heady_shared::{Classification, Tier};
 use serde_json::{json, Value};
 
