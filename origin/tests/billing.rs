@@ -424,6 +424,7 @@ async fn enterprise_chat_tokens_reach_stripe_as_meter_events_once() {
         weight: 1.0,
         priority: 0,
         timeout_ms: 10_000,
+        anthropic_version: None,
         features: None,
     };
     let fake_ref = &fake;

@@ -75,6 +75,7 @@ async fn the_official_openai_python_client_works_unmodified() {
             weight: 1.0,
             priority: 0,
             timeout_ms: 5_000,
+            anthropic_version: None,
             features: None,
         }]
     })
@@ -209,6 +210,7 @@ async fn tools_json_schema_n_and_token_arrays_reach_the_provider_unchanged() {
             priority: 0,
             timeout_ms: 5_000,
             features: None,
+            anthropic_version: None,
         }]
     })
     .await;

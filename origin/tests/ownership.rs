@@ -27,6 +27,7 @@ fn provider(fake: &FakeProvider) -> ProviderConfig {
         weight: 1.0,
         priority: 0,
         timeout_ms: 5_000,
+        anthropic_version: None,
         features: None,
     }
 }

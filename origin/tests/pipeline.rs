@@ -22,6 +22,7 @@ fn provider(name: &str, fake: &FakeProvider, priority: u32) -> ProviderConfig {
         weight: 1.0,
         priority,
         timeout_ms: 5_000,
+        anthropic_version: None,
         features: None,
     }
 }

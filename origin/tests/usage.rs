@@ -34,6 +34,7 @@ fn provider(fake: &FakeProvider) -> ProviderConfig {
         weight: 1.0,
         priority: 0,
         timeout_ms: 10_000,
+        anthropic_version: None,
         features: None,
     }
 }

@@ -93,6 +93,7 @@ async fn workers_ai_answers_are_translated_to_openai_shapes() {
         weight: 1.0,
         priority: 0,
         timeout_ms: 5_000,
+        anthropic_version: None,
         features: None,
     };
     let good = cf("cf", "cf-token");

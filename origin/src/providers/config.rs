@@ -13,6 +13,8 @@ pub enum ProviderKind {
     Openai,
     /// Cloudflare Workers AI REST API (`/accounts/{id}/ai/run/{model}`).
     WorkersAi,
+    /// Anthropic's Messages API (`/v1/messages`), translated to and from the OpenAI shapes.
+    Anthropic,
 }
 
 /// What a request may need of a provider beyond plain chat. The router skips a provider that
@@ -51,11 +53,13 @@ impl Feature {
 impl ProviderKind {
     /// What a provider of this kind can do when `features` is not set: an OpenAI-compatible
     /// endpoint takes the whole request (a model that cannot do something refuses it with its
-    /// own 400, passed on); Workers AI's text generation takes plain chat only.
+    /// own 400, passed on); Workers AI's text generation takes plain chat only; the Messages API
+    /// has tools and images, but neither structured outputs nor several choices.
     pub fn default_features(self) -> &'static [Feature] {
         match self {
             ProviderKind::Openai => &Feature::ALL,
             ProviderKind::WorkersAi => &[],
+            ProviderKind::Anthropic => &[Feature::Tools, Feature::Images],
         }
     }
 
@@ -66,6 +70,9 @@ impl ProviderKind {
         match self {
             ProviderKind::Openai => &Feature::ALL,
             ProviderKind::WorkersAi => &[Feature::JsonSchema],
+            // Its client translates tools and images; the Messages API has no `n` and no
+            // OpenAI-style `response_format`.
+            ProviderKind::Anthropic => &[Feature::Tools, Feature::Images],
         }
     }
 }
@@ -78,14 +85,18 @@ pub struct ProviderConfig {
     pub name: String,
     #[serde(default)]
     pub kind: ProviderKind,
-    /// openai: e.g. `http://127.0.0.1:11434/v1`; workers-ai: the API root (optional).
+    /// openai: e.g. `http://127.0.0.1:11434/v1`; workers-ai: the API root (optional);
+    /// anthropic: the API root (optional, [`ANTHROPIC_ROOT`]).
     pub base_url: Option<String>,
     pub api_key: Option<Secret>,
     /// Workers AI account id.
     pub account_id: Option<String>,
-    /// Model sent upstream. Unset (openai only): the client's `model` is forwarded, or the
+    /// Model sent upstream. Unset (openai, anthropic): the client's `model` is forwarded, or the
     /// first model the endpoint lists when the client asks for `heady`.
     pub model: Option<String>,
+    /// anthropic: the `anthropic-version` header; unset: [`ANTHROPIC_VERSION`].
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
     /// Service groups this provider serves; empty means every group.
     #[serde(default)]
     pub groups: Vec<String>,
@@ -113,6 +124,7 @@ impl ProviderConfig {
             api_key: None,
             account_id: None,
             model: None,
+            anthropic_version: None,
             groups: Vec::new(),
             weight: default_weight(),
             priority: 0,
@@ -139,6 +151,12 @@ fn default_timeout_ms() -> u64 {
 }
 
 pub const WORKERS_AI_ROOT: &str = "https://api.cloudflare.com/client/v4";
+
+/// Anthropic's API root; requests go to `{root}/v1/messages`.
+pub const ANTHROPIC_ROOT: &str = "https://api.anthropic.com";
+
+/// The Messages API version sent as `anthropic-version` unless `anthropic_version` is set.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 fn invalid(key: String, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -289,6 +307,55 @@ pub fn validate(
                     ));
                 }
             }
+            ProviderKind::Anthropic => {
+                if let Some(url) = &p.base_url {
+                    check_url(&key("base_url"), url)?;
+                }
+                match &p.api_key {
+                    Some(k) if !k.expose().is_empty() => {
+                        // Sent as a header; the message must not quote it.
+                        if !k.expose().bytes().all(|b| b.is_ascii_graphic()) {
+                            return Err(invalid(
+                                key("api_key"),
+                                "must be visible ASCII without spaces (it is sent as x-api-key)",
+                            ));
+                        }
+                    }
+                    _ => {
+                        return Err(invalid(
+                            key("api_key"),
+                            "required for kind = \"anthropic\" (sent as x-api-key)",
+                        ))
+                    }
+                }
+            }
+        }
+        match (&p.anthropic_version, p.kind) {
+            (None, _) => {}
+            (Some(v), ProviderKind::Anthropic) => {
+                // A header value: a date such as 2023-06-01, nothing a header could not carry.
+                let b = v.as_bytes();
+                let date = b.len() == 10
+                    && b.iter().enumerate().all(|(i, c)| {
+                        if i == 4 || i == 7 {
+                            *c == b'-'
+                        } else {
+                            c.is_ascii_digit()
+                        }
+                    });
+                if !date {
+                    return Err(invalid(
+                        key("anthropic_version"),
+                        format!("must be a date such as {ANTHROPIC_VERSION} (got {v:?})"),
+                    ));
+                }
+            }
+            (Some(_), _) => {
+                return Err(invalid(
+                    key("anthropic_version"),
+                    "only for kind = \"anthropic\"",
+                ))
+            }
         }
     }
     Ok(())
@@ -308,16 +375,17 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc::new("providers", Ty::Table, "inference providers for the brain router: `[[providers]]` entries (below); env: a TOML array of inline tables. `HEADY_OPENAI_BASE_URL` (+ `_API_KEY`, `_MODEL`) adds one named `openai` serving every group, ahead of the others")
         .env_extra(&ENV_SHORTCUT),
     KeyDoc::new("providers[].name", Ty::Str, "unique name, shown in responses, metrics and logs").required(),
-    KeyDoc::new("providers[].kind", Ty::Str, "`openai` (OpenAI, Ollama, vLLM, llama.cpp) or `workers-ai`"),
-    KeyDoc::new("providers[].base_url", Ty::Str, "openai: e.g. `http://127.0.0.1:11434/v1` (required); workers-ai: the API root (optional)"),
-    KeyDoc::new("providers[].api_key", Ty::Str, "bearer token (required for `workers-ai`); never printed"),
+    KeyDoc::new("providers[].kind", Ty::Str, "`openai` (OpenAI, Ollama, vLLM, llama.cpp), `workers-ai` or `anthropic` (the Messages API)"),
+    KeyDoc::new("providers[].base_url", Ty::Str, "openai: e.g. `http://127.0.0.1:11434/v1` (required); workers-ai: the API root (optional); anthropic: the API root (optional, `https://api.anthropic.com`; calls go to `{base_url}/v1/messages`)"),
+    KeyDoc::new("providers[].api_key", Ty::Str, "bearer token; for `anthropic` sent as `x-api-key` (required for `workers-ai` and `anthropic`); never printed"),
     KeyDoc::new("providers[].account_id", Ty::Str, "Cloudflare account id (required for `workers-ai`)"),
-    KeyDoc::new("providers[].model", Ty::Str, "model sent upstream (required for `workers-ai`); unset: the client's model, or the endpoint's first for `heady`"),
+    KeyDoc::new("providers[].model", Ty::Str, "model sent upstream (required for `workers-ai`); unset: the client's model, or the endpoint's first listed (`GET /models`; anthropic: `GET /v1/models`, newest first) for `heady`"),
+    KeyDoc::new("providers[].anthropic_version", Ty::Str, "anthropic only: the `anthropic-version` header; unset: `2023-06-01`"),
     KeyDoc::new("providers[].groups", Ty::List, "service groups served; empty: all"),
     KeyDoc::new("providers[].weight", Ty::Float, "share of first picks among providers of the same priority"),
     KeyDoc::new("providers[].priority", Ty::Int, "fallback order: lower first"),
     KeyDoc::new("providers[].timeout_ms", Ty::Int, "per-call timeout (streams: to the response head, and between chunks)"),
-    KeyDoc::new("providers[].features", Ty::List, "what it can do beyond plain chat: `tools`, `json_schema`, `images`, `multiple_choices` (n > 1); unset: all for `openai`, none for `workers-ai` (which may list `json_schema`). A request needing a feature skips providers without it"),
+    KeyDoc::new("providers[].features", Ty::List, "what it can do beyond plain chat: `tools`, `json_schema`, `images`, `multiple_choices` (n > 1); unset: all for `openai`, none for `workers-ai` (which may list `json_schema`), `tools` and `images` for `anthropic`. A request needing a feature skips providers without it"),
 ];
 
 #[cfg(test)]
@@ -361,6 +429,37 @@ mod tests {
             "{e}"
         );
         one("[[providers]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:1/v1\"\ngroups = [\"reasoning\"]\nweight = 2.0\n").unwrap();
+    }
+
+    #[test]
+    fn anthropic_needs_a_key_and_a_dated_version() {
+        let e = one("[[providers]]\nname = \"c\"\nkind = \"anthropic\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("providers[0].api_key:"), "{e}");
+        let e = one("[[providers]]\nname = \"c\"\nkind = \"anthropic\"\napi_key = \"k\"\nbase_url = \"api.anthropic.com\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("providers[0].base_url:"), "{e}");
+        let e = one("[[providers]]\nname = \"c\"\nkind = \"anthropic\"\napi_key = \"k\"\nanthropic_version = \"2023-06-01\\r\\nx: y\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("providers[0].anthropic_version:"), "{e}");
+        let e = one("[[providers]]\nname = \"a\"\nbase_url = \"http://x\"\nanthropic_version = \"2023-06-01\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("providers[0].anthropic_version:") && e.contains("only for"),
+            "{e}"
+        );
+        one("[[providers]]\nname = \"c\"\nkind = \"anthropic\"\napi_key = \"sk-ant-x\"\n").unwrap();
+        one("[[providers]]\nname = \"c\"\nkind = \"anthropic\"\napi_key = \"sk-ant-x\"\nmodel = \"claude-sonnet-4-5\"\nanthropic_version = \"2023-06-01\"\nbase_url = \"http://127.0.0.1:9\"\n").unwrap();
+        let p: ProviderConfig =
+            toml::from_str("name = \"c\"\nkind = \"anthropic\"\napi_key = \"sk-ant-secret\"\n")
+                .unwrap();
+        assert!(!format!("{p:?}").contains("sk-ant-secret"));
+        assert!(p.can(Feature::Tools) && p.can(Feature::Images));
+        assert!(!p.can(Feature::JsonSchema) && !p.can(Feature::MultipleChoices));
     }
 
     #[test]

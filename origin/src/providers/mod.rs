@@ -1,8 +1,10 @@
 //! The brain router's providers: inference endpoints behind one trait. `openai` speaks the
 //! OpenAI chat-completions wire format (OpenAI, Ollama, vLLM, llama.cpp server); `workers_ai`
-//! speaks Cloudflare's REST API and is translated to the OpenAI shape. Streams are read chunk by
-//! chunk and handed on event by event, never collected whole.
+//! speaks Cloudflare's REST API and `anthropic` Anthropic's Messages API, both translated to the
+//! OpenAI shapes. Streams are read chunk by chunk and handed on event by event, never collected
+//! whole.
 
+pub mod anthropic;
 pub mod config;
 pub mod openai;
 pub mod sse;
@@ -346,6 +348,21 @@ pub fn build(configs: &[ProviderConfig]) -> Vec<ProviderEntry> {
                     c.model.clone().unwrap_or_default(),
                     timeout,
                 )),
+                ProviderKind::Anthropic => Arc::new(anthropic::AnthropicProvider::new(
+                    c.name.clone(),
+                    c.base_url
+                        .clone()
+                        .unwrap_or_else(|| config::ANTHROPIC_ROOT.to_string()),
+                    c.api_key
+                        .as_ref()
+                        .map(|k| k.expose().to_string())
+                        .unwrap_or_default(),
+                    c.anthropic_version
+                        .clone()
+                        .unwrap_or_else(|| config::ANTHROPIC_VERSION.to_string()),
+                    c.model.clone(),
+                    timeout,
+                )),
             };
             ProviderEntry {
                 config: c.clone(),
@@ -428,6 +445,14 @@ pub(crate) async fn fetch_text(
         });
     }
     Ok((status, text))
+}
+
+/// Seconds since the Unix epoch: `created` of a translated answer.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub(crate) fn http_client() -> reqwest::Client {

@@ -5,7 +5,7 @@
 
 use super::sse::SseParser;
 use super::{
-    error_message, fetch_text, http_client, open_stream, send_error, BoxFuture, ChatCall,
+    error_message, fetch_text, http_client, open_stream, send_error, unix_now, BoxFuture, ChatCall,
     ChatReply, EventSource, Provider, ProviderError, StreamEvent,
 };
 use bytes::Bytes;
@@ -92,13 +92,6 @@ impl WorkersAiProvider {
     }
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl Provider for WorkersAiProvider {
     fn chat<'a>(&'a self, call: &'a ChatCall) -> BoxFuture<'a, Result<ChatReply, ProviderError>> {
         Box::pin(async move {
@@ -126,7 +119,7 @@ impl Provider for WorkersAiProvider {
             let json = json!({
                 "id": format!("chatcmpl-{:016x}", rand::random::<u64>()),
                 "object": "chat.completion",
-                "created": now_secs(),
+                "created": unix_now(),
                 "model": self.model,
                 "choices": [{
                     "index": 0,
@@ -150,7 +143,7 @@ impl Provider for WorkersAiProvider {
                 name: self.name.clone(),
                 model: self.model.clone(),
                 id: format!("chatcmpl-{:016x}", rand::random::<u64>()),
-                created: now_secs(),
+                created: unix_now(),
                 resp,
                 parser: SseParser::default(),
                 timeout: self.timeout,

@@ -2,6 +2,7 @@
 //! Test support: an in-process daemon on a free port, and a child-process one.
 
 pub mod certs;
+pub mod fake_anthropic;
 pub mod fake_provider;
 pub mod fake_stripe;
 
