@@ -450,11 +450,8 @@ fn tool_result(m: &Value, at: &str) -> Result<Value, Untranslatable> {
     let mut block = json!({"type": "tool_result", "tool_use_id": id});
     match is_set(m.get("content")) {
         None => {}
-        Some(Value::String(s)) => {
-            if !s.is_empty() {
-                block["content"] = json!(s);
-            }
-        }
+        Some(Value::String(s)) if s.is_empty() => {}
+        Some(Value::String(s)) => block["content"] = json!(s),
         Some(Value::Array(parts)) => {
             let mut texts = Vec::with_capacity(parts.len());
             for (j, p) in parts.iter().enumerate() {
