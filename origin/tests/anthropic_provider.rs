@@ -398,7 +398,7 @@ fn call(body: Value) -> ChatCall {
 
 fn upstream(e: ProviderError) -> (u16, heady_origin::providers::Refusal) {
     match e {
-        ProviderError::Upstream { status, detail, .. } => (status, detail),
+        ProviderError::Upstream { status, detail, .. } => (status, *detail),
         other => panic!("not an upstream refusal: {other:?}"),
     }
 }
