@@ -455,10 +455,10 @@ pub fn check(body: &Value) -> Result<(), String> {
             return Err(format!("{k}: Extra inputs are not permitted"));
         }
     }
-    if !obj
+    if obj
         .get("model")
         .and_then(Value::as_str)
-        .is_some_and(|m| !m.is_empty())
+        .is_none_or(|m| m.is_empty())
     {
         return Err("model: Field required".into());
     }
@@ -501,7 +501,7 @@ pub fn check(body: &Value) -> Result<(), String> {
         None | Some(Value::String(_)) => {}
         Some(Value::Array(blocks)) => {
             for (j, b) in blocks.iter().enumerate() {
-                if b["type"] != "text" || !b["text"].as_str().is_some_and(|t| !t.is_empty()) {
+                if b["type"] != "text" || b["text"].as_str().is_none_or(|t| t.is_empty()) {
                     return Err(format!("system.{j}: system blocks must be non-empty text"));
                 }
             }
@@ -595,7 +595,7 @@ pub fn check(body: &Value) -> Result<(), String> {
             let at = format!("messages.{i}.content.{j}");
             match b["type"].as_str().unwrap_or("") {
                 "text" => {
-                    if !b["text"].as_str().is_some_and(|t| !t.is_empty()) {
+                    if b["text"].as_str().is_none_or(|t| t.is_empty()) {
                         return Err(format!("{at}.text: text content blocks must be non-empty"));
                     }
                     seen_other = true;
