@@ -39,6 +39,46 @@ except Exception as ex:
 print(json.dumps(out))
 "#;
 
+/// A daemon as deployed (defense on) with `fake` as its one provider, and a Pro key of the
+/// account `name`.
+async fn daemon_with_key(
+    fake: &FakeProvider,
+    name: &str,
+    configure: impl FnOnce(&mut heady_origin::config::Config),
+) -> (TestServer, String) {
+    let base_url = fake.base_url.clone();
+    let s = TestServer::start(move |c| {
+        c.defense.enabled = true;
+        c.providers = vec![ProviderConfig {
+            name: "fake".into(),
+            kind: ProviderKind::Openai,
+            base_url: Some(base_url),
+            api_key: None,
+            account_id: None,
+            model: None,
+            groups: Vec::new(),
+            weight: 1.0,
+            priority: 0,
+            timeout_ms: 5_000,
+            anthropic_version: None,
+            features: None,
+        }];
+        configure(c);
+    })
+    .await;
+    let store = &s.state.defense.accounts;
+    let (account, _) = store
+        .ensure_account(name, Tier::Pro, Classification::Public, 0)
+        .await
+        .unwrap();
+    let key = store
+        .create_key(&account.id, Default::default(), 0)
+        .await
+        .unwrap()
+        .key;
+    (s, key)
+}
+
 fn python() -> PathBuf {
     if let Ok(p) = std::env::var("HEADY_PYTHON") {
         return PathBuf::from(p);
@@ -60,36 +100,7 @@ async fn the_official_openai_python_client_works_unmodified() {
         ..Behavior::default()
     })
     .await;
-    let base_url = fake.base_url.clone();
-    let s = TestServer::start(move |c| {
-        // As deployed: defense on, the client holds a Heady API key.
-        c.defense.enabled = true;
-        c.providers = vec![ProviderConfig {
-            name: "fake".into(),
-            kind: ProviderKind::Openai,
-            base_url: Some(base_url),
-            api_key: None,
-            account_id: None,
-            model: None,
-            groups: Vec::new(),
-            weight: 1.0,
-            priority: 0,
-            timeout_ms: 5_000,
-            anthropic_version: None,
-            features: None,
-        }]
-    })
-    .await;
-    let store = &s.state.defense.accounts;
-    let (account, _) = store
-        .ensure_account("sdk-user", Tier::Pro, Classification::Public, 0)
-        .await
-        .unwrap();
-    let key = store
-        .create_key(&account.id, Default::default(), 0)
-        .await
-        .unwrap()
-        .key;
+    let (s, key) = daemon_with_key(&fake, "sdk-user", |_| {}).await;
     let out = tokio::process::Command::new(&py)
         .arg("-c")
         .arg(SCRIPT)
@@ -192,38 +203,13 @@ async fn tools_json_schema_n_and_token_arrays_reach_the_provider_unchanged() {
         ..Behavior::default()
     })
     .await;
-    let base_url = fake.base_url.clone();
-    let s = TestServer::start(move |c| {
-        c.defense.enabled = true;
+    let embed_url = fake.base_url.clone();
+    let (s, key) = daemon_with_key(&fake, "sdk-tools", move |c| {
         c.embedder.kind = heady_origin::memory::embedder_config::EmbedderKind::Openai;
-        c.embedder.base_url = Some(base_url.clone());
+        c.embedder.base_url = Some(embed_url);
         c.embedder.model = Some("text-embedding-3-small".into());
-        c.providers = vec![ProviderConfig {
-            name: "fake".into(),
-            kind: ProviderKind::Openai,
-            base_url: Some(base_url),
-            api_key: None,
-            account_id: None,
-            model: None,
-            groups: Vec::new(),
-            weight: 1.0,
-            priority: 0,
-            timeout_ms: 5_000,
-            features: None,
-            anthropic_version: None,
-        }]
     })
     .await;
-    let store = &s.state.defense.accounts;
-    let (account, _) = store
-        .ensure_account("sdk-tools", Tier::Pro, Classification::Public, 0)
-        .await
-        .unwrap();
-    let key = store
-        .create_key(&account.id, Default::default(), 0)
-        .await
-        .unwrap()
-        .key;
     let out = tokio::process::Command::new(&py)
         .arg("-c")
         .arg(FIDELITY)

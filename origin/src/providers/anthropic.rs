@@ -11,7 +11,7 @@ use super::openai::chunk_event;
 use super::sse::SseParser;
 use super::{
     fetch_text, http_client, open_stream, send_error, unix_now, BoxFuture, ChatCall, ChatReply,
-    EventSource, Provider, ProviderError, Refusal, StreamEvent,
+    EventSource, ModelChoice, Provider, ProviderError, Refusal, StreamEvent,
 };
 use answer::StreamTranslator;
 use bytes::Bytes;
@@ -27,10 +27,9 @@ pub struct AnthropicProvider {
     /// Marked sensitive: never shown by a request's `Debug`.
     api_key: HeaderValue,
     version: HeaderValue,
-    model: Option<String>,
+    model: ModelChoice,
     timeout: Duration,
     client: reqwest::Client,
-    discovered: tokio::sync::OnceCell<String>,
 }
 
 impl AnthropicProvider {
@@ -53,10 +52,9 @@ impl AnthropicProvider {
             models_url: format!("{base}/v1/models"),
             api_key,
             version: header(version.as_str()),
-            model,
+            model: ModelChoice::new(model),
             timeout,
             client: http_client(),
-            discovered: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -65,37 +63,16 @@ impl AnthropicProvider {
             .header("anthropic-version", self.version.clone())
     }
 
-    /// The configured model; else the client's, unless it asked for `heady` (the router), in
-    /// which case the first model `GET /v1/models` lists (Anthropic lists the newest first).
     async fn model_for(&self, requested: Option<&str>) -> Result<String, ProviderError> {
-        if let Some(m) = &self.model {
-            return Ok(m.clone());
-        }
-        match requested {
-            Some(m) if !m.is_empty() && m != "heady" => Ok(m.to_string()),
-            _ => self
-                .discovered
-                .get_or_try_init(|| async {
-                    let req = self.signed(self.client.get(&self.models_url));
-                    let (_, text) =
-                        fetch_text(&self.name, self.timeout, req, Some("listing models"))
-                            .await
-                            .map_err(overloaded_as_503)?;
-                    serde_json::from_str::<Value>(&text)
-                        .ok()
-                        .and_then(|v| {
-                            v.pointer("/data/0/id")
-                                .and_then(Value::as_str)
-                                .map(str::to_string)
-                        })
-                        .ok_or_else(|| ProviderError::BadResponse {
-                            provider: self.name.clone(),
-                            message: "GET /v1/models listed no model; set providers.model".into(),
-                        })
-                })
-                .await
-                .cloned(),
-        }
+        self.model
+            .pick(&self.name, requested, || async {
+                let req = self.signed(self.client.get(&self.models_url));
+                fetch_text(&self.name, self.timeout, req, Some("listing models"))
+                    .await
+                    .map(|(_, text)| text)
+                    .map_err(overloaded_as_503)
+            })
+            .await
     }
 
     async fn body_for(

@@ -455,6 +455,60 @@ pub(crate) fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Which model a provider is sent: the configured one; else the client's, unless it asked for
+/// `heady` (the router), in which case the first model the endpoint lists, asked once.
+pub(crate) struct ModelChoice {
+    fixed: Option<String>,
+    discovered: tokio::sync::OnceCell<String>,
+}
+
+impl ModelChoice {
+    pub fn new(fixed: Option<String>) -> ModelChoice {
+        ModelChoice {
+            fixed,
+            discovered: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// `list` answers the body of the endpoint's model list (`{"data":[{"id":..}]}`); it is
+    /// called at most once.
+    pub async fn pick<F, Fut>(
+        &self,
+        provider: &str,
+        requested: Option<&str>,
+        list: F,
+    ) -> Result<String, ProviderError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<String, ProviderError>>,
+    {
+        if let Some(m) = &self.fixed {
+            return Ok(m.clone());
+        }
+        match requested {
+            Some(m) if !m.is_empty() && m != "heady" => Ok(m.to_string()),
+            _ => self
+                .discovered
+                .get_or_try_init(|| async {
+                    let text = list().await?;
+                    serde_json::from_str::<Value>(&text)
+                        .ok()
+                        .and_then(|v| {
+                            v.pointer("/data/0/id")
+                                .and_then(Value::as_str)
+                                .map(str::to_string)
+                        })
+                        .ok_or_else(|| ProviderError::BadResponse {
+                            provider: provider.to_string(),
+                            message: "its model list names no model; set providers.model".into(),
+                        })
+                })
+                .await
+                .cloned(),
+        }
+    }
+}
+
 pub(crate) fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(60))

@@ -3,7 +3,7 @@
 use super::sse::SseParser;
 use super::{
     fetch_text, http_client, open_stream, send_error, BoxFuture, ChatCall, ChatReply, EventSource,
-    Provider, ProviderError, StreamEvent, ToolDelta,
+    ModelChoice, Provider, ProviderError, StreamEvent, ToolDelta,
 };
 use bytes::Bytes;
 use serde_json::Value;
@@ -14,10 +14,9 @@ pub struct OpenAiProvider {
     chat_url: String,
     models_url: String,
     api_key: Option<String>,
-    model: Option<String>,
+    model: ModelChoice,
     timeout: Duration,
     client: reqwest::Client,
-    discovered: tokio::sync::OnceCell<String>,
 }
 
 impl OpenAiProvider {
@@ -34,10 +33,9 @@ impl OpenAiProvider {
             chat_url: format!("{base}/chat/completions"),
             models_url: format!("{base}/models"),
             api_key,
-            model,
+            model: ModelChoice::new(model),
             timeout,
             client: http_client(),
-            discovered: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -49,38 +47,18 @@ impl OpenAiProvider {
         }
     }
 
-    /// The configured model; else the client's, unless it asked for `heady` (the router),
-    /// in which case the first model the endpoint lists.
     async fn model_for(&self, requested: Option<&str>) -> Result<String, ProviderError> {
-        if let Some(m) = &self.model {
-            return Ok(m.clone());
-        }
-        match requested {
-            Some(m) if !m.is_empty() && m != "heady" => Ok(m.to_string()),
-            _ => self
-                .discovered
-                .get_or_try_init(|| async {
-                    let mut req = self.client.get(&self.models_url);
-                    if let Some(k) = &self.api_key {
-                        req = req.bearer_auth(k);
-                    }
-                    let (_, text) =
-                        fetch_text(&self.name, self.timeout, req, Some("listing models")).await?;
-                    serde_json::from_str::<Value>(&text)
-                        .ok()
-                        .and_then(|v| {
-                            v.pointer("/data/0/id")
-                                .and_then(Value::as_str)
-                                .map(str::to_string)
-                        })
-                        .ok_or_else(|| ProviderError::BadResponse {
-                            provider: self.name.clone(),
-                            message: "GET /models listed no model; set providers.model".into(),
-                        })
-                })
-                .await
-                .cloned(),
-        }
+        self.model
+            .pick(&self.name, requested, || async {
+                let mut req = self.client.get(&self.models_url);
+                if let Some(k) = &self.api_key {
+                    req = req.bearer_auth(k);
+                }
+                fetch_text(&self.name, self.timeout, req, Some("listing models"))
+                    .await
+                    .map(|(_, text)| text)
+            })
+            .await
     }
 
     async fn body_for(
