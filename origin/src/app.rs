@@ -162,6 +162,7 @@ impl App {
                 db: db.clone(),
                 embedder: embedder.clone(),
                 background: background.clone(),
+                redis: redis.clone(),
             },
             &mut metrics.registry,
         );

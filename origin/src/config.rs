@@ -287,6 +287,7 @@ impl Config {
             crate::defense::tunnel::config::KEYS,
             crate::providers::config::KEYS,
             crate::pipeline::config::KEYS,
+            crate::cache::config::KEYS,
             crate::billing::config::KEYS,
             crate::usage::config::KEYS,
             crate::tls::KEYS,

@@ -17,6 +17,7 @@ pub mod accounts;
 pub mod api;
 pub mod app;
 pub mod billing;
+pub mod cache;
 pub mod cli;
 pub mod conductor;
 pub mod config;

@@ -13,6 +13,7 @@
 pub mod account;
 pub mod api_paths;
 pub mod breaker;
+pub mod cache;
 pub mod classification;
 pub mod critique;
 pub mod drift;

@@ -68,6 +68,7 @@ pub(super) fn inbound(
         request_id: c.request_id,
         memory,
         headers: c.headers,
+        semantic_cache: false,
         body: c.body,
         meter,
     }

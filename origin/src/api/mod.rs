@@ -191,7 +191,9 @@ pub fn pipeline_reply(result: Result<Outcome, Failure>) -> Result<Reply, Error> 
                     group,
                 },
             server_timing,
+            cache,
         }) => Ok(Reply::ok(&body)?
+            .header("x-heady-cache", cache.as_str())
             .header("x-heady-provider", provider)
             .header("x-heady-group", group)
             .header("server-timing", server_timing)),
@@ -203,6 +205,7 @@ pub fn pipeline_reply(result: Result<Outcome, Failure>) -> Result<Reply, Error> 
                     group,
                 },
             server_timing,
+            cache,
         }) => Ok(Reply {
             status: 200,
             content_type: "text/event-stream",
@@ -210,6 +213,7 @@ pub fn pipeline_reply(result: Result<Outcome, Failure>) -> Result<Reply, Error> 
             body: ReplyBody::Events(events),
         }
         .header("cache-control", "no-cache")
+        .header("x-heady-cache", cache.as_str())
         .header("x-heady-provider", provider)
         .header("x-heady-group", group)
         .header("server-timing", server_timing)),

@@ -35,6 +35,8 @@ pub struct PipelineConfig {
     pub patterns: PatternConfig,
     pub drift: DriftConfig,
     pub memory: RecallConfig,
+    /// The response cache (`[pipeline.cache]`).
+    pub cache: crate::cache::CacheConfig,
 }
 
 /// One number per tier.
@@ -195,6 +197,7 @@ impl Default for PipelineConfig {
             patterns: PatternConfig::default(),
             drift: DriftConfig::default(),
             memory: RecallConfig::default(),
+            cache: crate::cache::CacheConfig::default(),
         }
     }
 }
@@ -385,7 +388,7 @@ impl PipelineConfig {
             0.0,
             100.0,
         )?;
-        Ok(())
+        self.cache.validate()
     }
 }
 

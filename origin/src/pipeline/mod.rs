@@ -10,6 +10,7 @@
 //! response of either is the http layer's job.
 
 pub mod admission;
+pub mod caching;
 pub mod config;
 pub mod health;
 pub mod metering;
@@ -19,6 +20,7 @@ pub mod stages;
 pub mod stream;
 pub mod trace;
 
+use crate::cache::ResponseCache;
 use crate::conductor::Conductor;
 use crate::db::Database;
 use crate::error::Error;
@@ -77,6 +79,8 @@ pub struct Inbound {
     pub body: Bytes,
     /// The request's charge: settled with what its provider calls used when it ends.
     pub meter: crate::usage::Meter,
+    /// The caller's account opted in to the semantic cache.
+    pub semantic_cache: bool,
 }
 
 /// A finished request.
@@ -84,6 +88,8 @@ pub struct Outcome {
     pub answer: Answer,
     /// `Server-Timing`: every stage's time, the plan's decision as the plan entry's description.
     pub server_timing: String,
+    /// Whether the answer came from the response cache (`X-Heady-Cache`).
+    pub cache: heady_shared::cache::Status,
 }
 
 pub enum Answer {
@@ -118,6 +124,10 @@ pub struct Ledger {
     pub trace: Trace,
     /// What each provider answer used (a critique retry adds a second).
     pub used: Vec<crate::usage::Used>,
+    /// What the response cache did for this request.
+    pub cache: heady_shared::cache::Status,
+    /// Where the fresh answer is stored (a cache miss that may be filled).
+    pub cache_plan: Option<caching::CachePlan>,
 }
 
 pub struct Pipeline {
@@ -130,6 +140,7 @@ pub struct Pipeline {
     pub conductor: Conductor,
     pub memory: Arc<MemoryStore>,
     pub embedder: Arc<dyn Embedder>,
+    pub cache: Arc<ResponseCache>,
     /// Stream pumps run here, so shutdown waits for them.
     background: Background,
     requests: AtomicU64,
@@ -146,6 +157,8 @@ pub struct Parts<'a> {
     pub embedder: Arc<dyn Embedder>,
     /// Where stream pumps run.
     pub background: Background,
+    /// The response cache's shared store (`None`: in this process).
+    pub redis: Option<Arc<crate::redis::Redis>>,
 }
 
 impl Pipeline {
@@ -161,6 +174,7 @@ impl Pipeline {
             db,
             embedder,
             background,
+            redis,
         } = parts;
         let providers = providers::build(provider_configs);
         let health = providers
@@ -168,7 +182,15 @@ impl Pipeline {
             .map(|_| Mutex::new(ProviderHealth::new(&config)))
             .collect();
         let patterns = PatternEngine::new(config.patterns.clone(), db);
+        let cache = Arc::new(ResponseCache::new(
+            config.cache.clone(),
+            redis,
+            embedder.dim(),
+            background.clone(),
+            registry,
+        ));
         Arc::new(Pipeline {
+            cache,
             admission: Arc::new(Admission::new(config.max_concurrency, config.queue_max_len)),
             metrics: PipelineMetrics::register(registry),
             patterns,
@@ -216,10 +238,34 @@ impl Pipeline {
                         group,
                     },
                     server_timing: ledger.trace.server_timing(),
+                    cache: ledger.cache,
+                })
+            }
+            Ok(Answered::Replay {
+                frames,
+                provider,
+                group,
+            }) => {
+                inbound.meter.take().finish(&ledger.used).await;
+                self.observe(&ledger.trace);
+                let (tx, events) = mpsc::channel::<Bytes>(frames.len().max(1));
+                for f in frames {
+                    // The channel holds every frame: nothing waits.
+                    let _ = tx.try_send(f);
+                }
+                Ok(Outcome {
+                    answer: Answer::Stream {
+                        events,
+                        provider,
+                        group,
+                    },
+                    server_timing: ledger.trace.server_timing(),
+                    cache: ledger.cache,
                 })
             }
             Ok(Answered::Stream(opened)) => {
                 let server_timing = ledger.trace.server_timing();
+                let cache = ledger.cache;
                 let (provider, group) = (opened.provider.clone(), opened.group.clone());
                 let events = stream::start(self.clone(), &self.background, inbound, ledger, opened);
                 Ok(Outcome {
@@ -229,6 +275,7 @@ impl Pipeline {
                         group,
                     },
                     server_timing,
+                    cache,
                 })
             }
             Err(error) => {

@@ -79,6 +79,11 @@ async fn pump(
     } = *opened;
     let mut end = StreamEnd::default();
     let mut tools = crate::providers::ToolCallAssembler::default();
+    // A cache miss that may be filled records the chunks as they pass.
+    let cache_plan = ledger.cache_plan.take();
+    let mut recorder = cache_plan
+        .as_ref()
+        .map(|_| super::caching::Recorder::new(p.cache.config.max_entry_bytes));
     let limit = std::time::Duration::from_secs(p.config.stream_max_secs);
     let deadline = tokio::time::Instant::now() + limit;
     loop {
@@ -102,6 +107,9 @@ async fn pump(
                 }
                 if ev.usage.is_some() {
                     end.usage = ev.usage;
+                }
+                if let Some(r) = recorder.as_mut() {
+                    r.push(&ev.data, ev.usage_only);
                 }
                 // The usage chunk was asked for by us: only a client that asked sees it.
                 if ev.usage_only && !ingested.chat.client_usage {
@@ -137,6 +145,31 @@ async fn pump(
         ledger.used.push(used);
     }
     inbound.meter.take().finish(&ledger.used).await;
+    // Stored before [DONE], so a client that asks again at once finds it. Only a stream that
+    // ended as the provider meant it to, with something in it.
+    let clean = end.error.is_none()
+        && !end.time_limited
+        && !end.client_gone
+        && end.finish_reason.is_some()
+        && critique::critique(
+            &ingested,
+            &end.text,
+            end.finish_reason.as_deref(),
+            &end.tool_calls,
+        )
+        .score
+            >= p.config.critique.threshold;
+    if let (Some(plan), Some(r), true) = (cache_plan, recorder, clean) {
+        let provider = ledger
+            .attempts
+            .last()
+            .map(|a| a.provider.clone())
+            .unwrap_or_default();
+        let tokens = ledger.used.last().map(|u| u.total()).unwrap_or(0);
+        if let Some(entry) = r.finish(&provider, &end.text, tokens) {
+            super::caching::store(&p, plan, entry).await;
+        }
+    }
     if !end.client_gone {
         let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
     }

@@ -611,3 +611,24 @@ pub async fn call(
 pub fn code(v: &serde_json::Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
+
+/// An OpenAI-compatible provider entry for a fake at `base_url`.
+pub fn openai_provider(
+    name: &str,
+    base_url: &str,
+) -> heady_origin::providers::config::ProviderConfig {
+    heady_origin::providers::config::ProviderConfig {
+        name: name.into(),
+        kind: heady_origin::providers::config::ProviderKind::Openai,
+        base_url: Some(base_url.to_string()),
+        api_key: Some("sk-test".into()),
+        account_id: None,
+        model: None,
+        groups: Vec::new(),
+        weight: 1.0,
+        priority: 0,
+        timeout_ms: 5_000,
+        anthropic_version: None,
+        features: None,
+    }
+}

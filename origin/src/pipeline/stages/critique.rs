@@ -22,7 +22,7 @@ pub enum Verdict {
 
 /// One choice's score: a tool call is judged as an answer (a declared tool, arguments that are
 /// a JSON object, what `tool_choice` asked for), never as empty text.
-fn critique(
+pub(crate) fn critique(
     ingested: &Ingested,
     text: &str,
     finish_reason: Option<&str>,

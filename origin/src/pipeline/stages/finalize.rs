@@ -4,6 +4,8 @@
 
 use super::ingest::{turn_row, Ingested};
 use super::{Answered, Best};
+use crate::cache::Entry;
+use crate::pipeline::caching;
 use crate::pipeline::{Inbound, Ledger, MemoryAccess, Pipeline};
 use crate::rt::blocking;
 use serde_json::{json, Value};
@@ -29,6 +31,7 @@ pub fn heady_object(
             MemoryAccess::Anonymous => json!({"enabled": false, "reason": "anonymous"}),
         },
         "stage_ms": ledger.trace.stage_ms(),
+        "cache": ledger.cache.as_str(),
     })
 }
 
@@ -95,6 +98,20 @@ pub async fn run(
         .map(|a| a.provider.clone())
         .unwrap_or_default();
     remember(p, inbound, ingested, ledger, best.reply.text.clone()).await;
+    // A miss is filled with an answer the critique accepted.
+    if let Some(plan) = ledger.cache_plan.take() {
+        if best.score >= p.config.critique.threshold {
+            let tokens = best
+                .reply
+                .json
+                .pointer("/usage/total_tokens")
+                .and_then(Value::as_u64)
+                .or_else(|| ledger.used.last().map(|u| u.total()))
+                .unwrap_or(0);
+            let entry = caching::json_entry(&best.reply.json, &provider, &best.reply.text, tokens);
+            caching::store(p, plan, entry).await;
+        }
+    }
     let mut body = best.reply.json;
     if let Value::Object(m) = &mut body {
         m.insert(
@@ -106,5 +123,38 @@ pub async fn run(
         body,
         provider,
         group: ingested.route.group.clone(),
+    }
+}
+
+/// Answers from the response cache: the cached `chat.completion` with this request's `heady`
+/// object, or the cached stream's frames. The answer is kept in memory as a fresh one is.
+pub async fn cached(
+    p: &Pipeline,
+    inbound: &Inbound,
+    ingested: &Ingested,
+    mut entry: Entry,
+    ledger: &mut Ledger,
+) -> Answered {
+    remember(p, inbound, ingested, ledger, entry.text.clone()).await;
+    let group = ingested.route.group.clone();
+    match entry.body.take() {
+        Some(mut body) => {
+            if let Value::Object(m) = &mut body {
+                m.insert(
+                    "heady".into(),
+                    heady_object(inbound, ingested, ledger, &entry.provider),
+                );
+            }
+            Answered::Json {
+                body,
+                provider: entry.provider,
+                group,
+            }
+        }
+        None => Answered::Replay {
+            frames: caching::replay_frames(&entry, ingested.chat.client_usage),
+            provider: entry.provider,
+            group,
+        },
     }
 }

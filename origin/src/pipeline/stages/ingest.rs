@@ -34,6 +34,10 @@ pub struct ChatRequest {
     pub tools: Vec<String>,
     /// What `tool_choice` asks for.
     pub tool_choice: ToolChoiceAsked,
+    /// The request's `heady.cache` parameter (taken out of the body).
+    pub cache: heady_shared::cache::Param,
+    /// The request's `Cache-Control` directives.
+    pub cache_directives: heady_shared::cache::Directives,
 }
 
 /// `tool_choice`, owned (the critique borrows it as `heady_shared::critique::ToolChoice`).
@@ -136,6 +140,7 @@ pub fn validate(
             }
         }
     }
+    let cache = heady_options(body.remove("heady"))?;
     if let Some(v) = body.remove("session_id") {
         match v {
             Value::String(s) => session = Some(s),
@@ -359,9 +364,41 @@ pub fn validate(
             needs,
             tools,
             tool_choice,
+            cache,
+            cache_directives: Default::default(),
         },
         session,
     ))
+}
+
+/// Heady's own request options, `"heady": {"cache": ...}` (OpenAI clients send it with
+/// `extra_body`); never sent to a provider.
+fn heady_options(v: Option<Value>) -> Result<heady_shared::cache::Param, Error> {
+    let m = match v {
+        None | Some(Value::Null) => return Ok(Default::default()),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return Err(bad(
+                "heady",
+                "must be an object, e.g. {\"cache\": {\"ttl\": 60}}",
+            ))
+        }
+    };
+    let mut cache = heady_shared::cache::Param::default();
+    for (k, v) in m {
+        match k.as_str() {
+            "cache" => {
+                cache = heady_shared::cache::Param::parse(&v).map_err(|e| bad("heady.cache", e))?
+            }
+            other => {
+                return Err(bad(
+                    &format!("heady.{other}"),
+                    "unknown option (heady.cache is known)",
+                ))
+            }
+        }
+    }
+    Ok(cache)
 }
 
 /// The names of the function tools in `tools`, checked as OpenAI checks them.
@@ -481,6 +518,13 @@ pub async fn run(
         ),
         None => None,
     };
+    if let Some(v) = inbound.headers.get(http::header::CACHE_CONTROL) {
+        let text = v
+            .to_str()
+            .map_err(|_| bad("Cache-Control", "must be visible ASCII"))?;
+        req.cache_directives =
+            heady_shared::cache::Directives::parse(text).map_err(|e| bad("Cache-Control", e))?;
+    }
     let session = body_session.or(header_session);
     if let Some(s) = &session {
         check_session(s)?;

@@ -149,6 +149,12 @@ pub enum Answered {
         group: String,
     },
     Stream(Box<Opened>),
+    /// A stream replayed from the response cache: every frame, `[DONE]` last.
+    Replay {
+        frames: Vec<bytes::Bytes>,
+        provider: String,
+        group: String,
+    },
 }
 
 /// Runs stages 0-8 for one request.
@@ -164,6 +170,27 @@ pub(super) async fn run(
     let ingested = ingest::run(p, inbound, &entered, ledger).await;
     ledger.trace.add(Stage::Ingest, t);
     let ingested = ingested?;
+    // The response cache, before the plan: a hit needs no provider.
+    let t = Instant::now();
+    let looked = crate::pipeline::caching::lookup(p, inbound, &ingested).await;
+    ledger.trace.add(Stage::Plan, t);
+    ledger.cache = looked.status;
+    if let Some(entry) = looked.entry {
+        for stage in [
+            Stage::Execute,
+            Stage::Recover,
+            Stage::Critique,
+            Stage::Optimize,
+        ] {
+            ledger.trace.pass(stage);
+        }
+        let t = Instant::now();
+        let answered = finalize::cached(p, inbound, &ingested, entry, ledger).await;
+        ledger.trace.add(Stage::Finalize, t);
+        ledger.trace.pass(Stage::Monitor);
+        return Ok(answered);
+    }
+    ledger.cache_plan = looked.plan;
     let mut planned = ledger.trace.time(Stage::Plan, |trace| {
         plan::run(p, inbound, &entered, &ingested, &mut trace.plan)
     })?;
