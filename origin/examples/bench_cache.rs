@@ -16,7 +16,7 @@
 
 mod common;
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod test_support;
 
 use rand::{Rng, SeedableRng};

@@ -414,18 +414,8 @@ async fn enterprise_chat_tokens_reach_stripe_as_meter_events_once() {
     let fake = FakeStripe::start(SECRET_KEY).await;
     let provider = FakeProvider::start(Behavior::default()).await;
     let p = heady_origin::providers::config::ProviderConfig {
-        name: "fake".into(),
-        kind: heady_origin::providers::config::ProviderKind::Openai,
-        base_url: Some(provider.base_url.clone()),
-        api_key: Some("sk-test".into()),
-        account_id: None,
-        model: None,
-        groups: Vec::new(),
-        weight: 1.0,
-        priority: 0,
         timeout_ms: 10_000,
-        anthropic_version: None,
-        features: None,
+        ..common::openai_provider("fake", &provider.base_url)
     };
     let fake_ref = &fake;
     let s = TestServer::start(move |c| {

@@ -8,7 +8,7 @@ mod common;
 
 use common::fake_provider::{Behavior, FakeProvider};
 use common::TestServer;
-use heady_origin::providers::config::{ProviderConfig, ProviderKind};
+use heady_origin::providers::config::ProviderConfig;
 use heady_shared::{Classification, Tier};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -50,18 +50,8 @@ async fn daemon_with_key(
     let s = TestServer::start(move |c| {
         c.defense.enabled = true;
         c.providers = vec![ProviderConfig {
-            name: "fake".into(),
-            kind: ProviderKind::Openai,
-            base_url: Some(base_url),
             api_key: None,
-            account_id: None,
-            model: None,
-            groups: Vec::new(),
-            weight: 1.0,
-            priority: 0,
-            timeout_ms: 5_000,
-            anthropic_version: None,
-            features: None,
+            ..common::openai_provider("fake", &base_url)
         }];
         configure(c);
     })

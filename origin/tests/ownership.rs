@@ -7,7 +7,7 @@ mod common;
 use common::fake_provider::{Behavior, FakeProvider};
 use common::{client, client_with, TestServer};
 use heady_origin::config::Config;
-use heady_origin::providers::config::{ProviderConfig, ProviderKind};
+use heady_origin::providers::config::ProviderConfig;
 use heady_shared::{Classification, Tier};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
@@ -16,20 +16,7 @@ const ACCOUNT_A: &str = "alice";
 const ACCOUNT_B: &str = "bob";
 
 fn provider(fake: &FakeProvider) -> ProviderConfig {
-    ProviderConfig {
-        name: "a".into(),
-        kind: ProviderKind::Openai,
-        base_url: Some(fake.base_url.clone()),
-        api_key: Some("sk-test".into()),
-        account_id: None,
-        model: None,
-        groups: Vec::new(),
-        weight: 1.0,
-        priority: 0,
-        timeout_ms: 5_000,
-        anthropic_version: None,
-        features: None,
-    }
+    common::openai_provider("a", &fake.base_url)
 }
 
 /// A new key of the account named `name`.

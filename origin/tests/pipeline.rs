@@ -6,24 +6,14 @@ mod common;
 use common::fake_provider::{Behavior, FakeProvider};
 use common::{client, owner_client, TestServer};
 use heady_origin::config::Config;
-use heady_origin::providers::config::{ProviderConfig, ProviderKind};
+use heady_origin::providers::config::ProviderConfig;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 fn provider(name: &str, fake: &FakeProvider, priority: u32) -> ProviderConfig {
     ProviderConfig {
-        name: name.into(),
-        kind: ProviderKind::Openai,
-        base_url: Some(fake.base_url.clone()),
-        api_key: Some("sk-test".into()),
-        account_id: None,
-        model: None,
-        groups: Vec::new(),
-        weight: 1.0,
         priority,
-        timeout_ms: 5_000,
-        anthropic_version: None,
-        features: None,
+        ..common::openai_provider(name, &fake.base_url)
     }
 }
 

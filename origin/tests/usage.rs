@@ -10,7 +10,7 @@ mod common;
 use common::fake_provider::{Behavior, FakeProvider};
 use common::{client, client_with, new_key, FreshPg, RedisServer, TestServer};
 use heady_origin::config::{Config, RedisUrl};
-use heady_origin::providers::config::{ProviderConfig, ProviderKind};
+use heady_origin::providers::config::ProviderConfig;
 use heady_origin::usage::meter::{report_once, MeterEvent, MeterSink, MeterSinkError, SinkFuture};
 use heady_origin::usage::tokens;
 use heady_shared::token_bucket::{TokenOutcome, TokenPolicy, TokenState};
@@ -24,18 +24,8 @@ const REPLY: &str = "Hello from the fake provider.";
 
 fn provider(fake: &FakeProvider) -> ProviderConfig {
     ProviderConfig {
-        name: "fake".into(),
-        kind: ProviderKind::Openai,
-        base_url: Some(fake.base_url.clone()),
-        api_key: Some("sk-test".into()),
-        account_id: None,
-        model: None,
-        groups: Vec::new(),
-        weight: 1.0,
-        priority: 0,
         timeout_ms: 10_000,
-        anthropic_version: None,
-        features: None,
+        ..common::openai_provider("fake", &fake.base_url)
     }
 }
 

@@ -67,14 +67,7 @@ impl CacheConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let check = |key: &str, v: f64, lo: f64, hi: f64| {
-            if v.is_finite() && v >= lo && v <= hi {
-                Ok(())
-            } else {
-                Err(ConfigError::Invalid {
-                    key: format!("pipeline.cache.{key}"),
-                    message: format!("must be between {lo} and {hi} (got {v})"),
-                })
-            }
+            crate::pipeline::config::range(&format!("cache.{key}"), v, lo, hi)
         };
         check("max_ttl_secs", self.max_ttl_secs as f64, 1.0, 31_536_000.0)?;
         check(

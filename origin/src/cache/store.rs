@@ -26,6 +26,27 @@ pub enum StoreError {
 }
 
 impl Store {
+    /// One Redis command under the outage guard: while Redis is known down, none is sent.
+    async fn redis<T, F, Fut>(
+        redis: &Arc<Redis>,
+        outage: &Arc<Outage>,
+        background: &Background,
+        command: &'static str,
+        f: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(::redis::aio::ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = ::redis::RedisResult<T>>,
+    {
+        if outage.is_down() {
+            return Err(StoreError::Down);
+        }
+        redis.call(command, f).await.map_err(|e| {
+            outage.failed(redis, &e, background);
+            e.into()
+        })
+    }
+
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
             Store::Local(l) => Ok(l.get(key)),
@@ -34,22 +55,14 @@ impl Store {
                 outage,
                 background,
             } => {
-                if outage.is_down() {
-                    return Err(StoreError::Down);
-                }
                 let key = key.to_string();
-                let r = redis
-                    .call("GET", |mut c| async move {
-                        ::redis::cmd("GET")
-                            .arg(&key)
-                            .query_async::<Option<Vec<u8>>>(&mut c)
-                            .await
-                    })
-                    .await;
-                r.map_err(|e| {
-                    outage.failed(redis, &e, background);
-                    e.into()
+                Store::redis(redis, outage, background, "GET", |mut c| async move {
+                    ::redis::cmd("GET")
+                        .arg(&key)
+                        .query_async::<Option<Vec<u8>>>(&mut c)
+                        .await
                 })
+                .await
             }
         }
     }
@@ -68,25 +81,17 @@ impl Store {
                 outage,
                 background,
             } => {
-                if outage.is_down() {
-                    return Err(StoreError::Down);
-                }
                 let key = key.to_string();
-                let r = redis
-                    .call("SET", |mut c| async move {
-                        ::redis::cmd("SET")
-                            .arg(&key)
-                            .arg(value)
-                            .arg("EX")
-                            .arg(ttl_secs)
-                            .query_async::<()>(&mut c)
-                            .await
-                    })
-                    .await;
-                r.map_err(|e| {
-                    outage.failed(redis, &e, background);
-                    e.into()
+                Store::redis(redis, outage, background, "SET", |mut c| async move {
+                    ::redis::cmd("SET")
+                        .arg(&key)
+                        .arg(value)
+                        .arg("EX")
+                        .arg(ttl_secs)
+                        .query_async::<()>(&mut c)
+                        .await
                 })
+                .await
             }
         }
     }

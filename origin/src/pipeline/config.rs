@@ -263,7 +263,8 @@ impl Default for RecallConfig {
     }
 }
 
-fn range(key: &str, v: f64, lo: f64, hi: f64) -> Result<(), ConfigError> {
+/// `pipeline.{key}` must be within [lo, hi].
+pub(crate) fn range(key: &str, v: f64, lo: f64, hi: f64) -> Result<(), ConfigError> {
     if v.is_finite() && v >= lo && v <= hi {
         Ok(())
     } else {
