@@ -52,7 +52,8 @@ pub enum Command {
     /// Cloudflare Tunnel config: render it from deploy/properties.toml, validate one, match a URL.
     #[command(subcommand)]
     Tunnel(tunnel::TunnelCommand),
-    /// Accounts: create, list, show, set-tier, disable, enable.
+    /// Accounts: create, list, show, set-tier, set-clearance, set-semantic-cache, disable,
+    /// enable.
     Accounts {
         #[command(flatten)]
         target: AdminTarget,
@@ -205,6 +206,14 @@ pub enum AccountsCommand {
         account: String,
         #[arg(value_name = "CLEARANCE", value_parser = parse_clearance)]
         clearance: Classification,
+    },
+    /// Let an account's requests be answered from the semantic cache (on), or not (off, the
+    /// default).
+    SetSemanticCache {
+        #[arg(value_name = "ACCOUNT")]
+        account: String,
+        #[arg(value_name = "on|off", value_parser = parse_on_off, action = clap::ArgAction::Set, required = true)]
+        on: bool,
     },
     /// Disable an account: its keys get 401 account_disabled.
     Disable {
@@ -476,6 +485,14 @@ fn parse_clearance(s: &str) -> Result<Classification, String> {
     s.parse::<Classification>().map_err(|e| e.to_string())
 }
 
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("expected on or off".into()),
+    }
+}
+
 fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("HEADY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -561,6 +578,16 @@ pub fn run(cli: Cli) -> i32 {
                         account,
                         AccountChange {
                             clearance: Some(clearance),
+                            ..Default::default()
+                        },
+                    ),
+                    false,
+                ),
+                AccountsCommand::SetSemanticCache { account, on } => (
+                    update(
+                        account,
+                        AccountChange {
+                            semantic_cache: Some(on),
                             ..Default::default()
                         },
                     ),
@@ -951,17 +978,18 @@ fn print_reply(reply: AdminReply, json: bool) -> i32 {
     };
     let print_accounts = |accounts: &[crate::accounts::Account]| {
         println!(
-            "{:<29}  {:<24}  {:<10}  {:<11}  {:<8}  CREATED",
-            "ID", "NAME", "TIER", "CLEARANCE", "STATUS"
+            "{:<29}  {:<24}  {:<10}  {:<11}  {:<8}  {:<14}  CREATED",
+            "ID", "NAME", "TIER", "CLEARANCE", "STATUS", "SEMANTIC_CACHE"
         );
         for a in accounts {
             println!(
-                "{:<29}  {:<24}  {:<10}  {:<11}  {:<8}  {}",
+                "{:<29}  {:<24}  {:<10}  {:<11}  {:<8}  {:<14}  {}",
                 a.id,
                 a.name,
                 a.tier.to_string(),
                 a.clearance.to_string(),
                 a.status.to_string(),
+                if a.semantic_cache { "on" } else { "off" },
                 when(a.created_at)
             );
         }

@@ -1,5 +1,6 @@
 //! The account store on both backends, the same test body against each: real DuckDB, and a
-//! fresh database on the local PostgreSQL server.
+//! fresh database on the local PostgreSQL server. Plus PostgreSQL's migrations: run once when
+//! origins start together, and migration 4 on a database at 3.
 
 mod common;
 
@@ -8,7 +9,8 @@ use heady_origin::accounts::billing::{
     Applied, BillingDecision, BillingEvent, Decide, InvoiceStatus, SubscriptionStatus,
 };
 use heady_origin::accounts::{
-    mint_account_id, well_formed, AccountChange, AccountError, AccountStore, KeyOptions, KeyRefusal,
+    mint_account_id, well_formed, AccountChange, AccountError, AccountStore, KeyOptions,
+    KeyRefusal, PG_MIGRATIONS,
 };
 use heady_origin::config::DatabaseUrl;
 use heady_origin::db::Database;
@@ -37,6 +39,7 @@ async fn store_behaviour(s: &AccountStore) {
         .create_account("ann", Tier::Pro, Classification::Internal, now)
         .await
         .unwrap();
+    assert!(!ann.semantic_cache, "the semantic cache is off by default");
     assert!(matches!(
         s.create_account("ann", Tier::Free, Classification::Public, now)
             .await,
@@ -127,6 +130,61 @@ async fn store_behaviour(s: &AccountStore) {
         s.update_account(&ann.id, &AccountChange::default()).await,
         Err(AccountError::Invalid { .. })
     ));
+
+    // The semantic-cache switch: stored, in the key's cached grant at once, kept by changes
+    // that do not name it, and only on the account it was set for.
+    assert!(
+        !s.lookup(&k.key, now)
+            .await
+            .unwrap()
+            .unwrap()
+            .account
+            .semantic_cache
+    );
+    let cache_on = AccountChange {
+        semantic_cache: Some(true),
+        ..Default::default()
+    };
+    assert!(
+        s.update_account(&ann.id, &cache_on)
+            .await
+            .unwrap()
+            .semantic_cache
+    );
+    assert_eq!(s.cached(&k.key, now), None, "the change cleared the cache");
+    assert!(
+        s.lookup(&k.key, now)
+            .await
+            .unwrap()
+            .unwrap()
+            .account
+            .semantic_cache
+    );
+    let pro = AccountChange {
+        tier: Some(Tier::Pro),
+        ..Default::default()
+    };
+    let kept = s.update_account(&ann.id, &pro).await.unwrap();
+    assert!(kept.semantic_cache, "a tier change keeps the switch");
+    assert!(s.account(&ann.id).await.unwrap().unwrap().semantic_cache);
+    assert!(
+        s.account_by_name("ann")
+            .await
+            .unwrap()
+            .unwrap()
+            .semantic_cache
+    );
+    assert!(!s.account(&bob.id).await.unwrap().unwrap().semantic_cache);
+    let mut listed: Vec<(String, bool)> = s
+        .accounts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.name, a.semantic_cache))
+        .collect();
+    listed.sort();
+    assert_eq!(listed, [("ann".into(), true), ("bob".into(), false)]);
+    s.update_account(&ann.id, &on).await.unwrap();
 
     // Revocation wins over everything; revoking twice keeps the first time.
     let r = s.revoke_key(&g.key.id, now + 5).await.unwrap();
@@ -406,6 +464,30 @@ async fn billing_behaviour(s: &AccountStore) {
     assert_eq!(s.account(&dan.id).await.unwrap().unwrap().tier, Tier::Free);
 }
 
+/// After `store_behaviour`, on the store opened again: the switch is as it was left.
+async fn switch_survives_reopening(s: &AccountStore) {
+    let ann = s.account_by_name("ann").await.unwrap().unwrap();
+    assert!(ann.semantic_cache, "{ann:?}");
+    assert!(
+        !s.account_by_name("bob")
+            .await
+            .unwrap()
+            .unwrap()
+            .semantic_cache
+    );
+    let off = AccountChange {
+        semantic_cache: Some(false),
+        ..Default::default()
+    };
+    assert!(
+        !s.update_account(&ann.id, &off)
+            .await
+            .unwrap()
+            .semantic_cache
+    );
+    assert!(!s.account(&ann.id).await.unwrap().unwrap().semantic_cache);
+}
+
 /// ML-DSA-65 keys: Enterprise only, stored beside bearer keys, found by id with their public
 /// key, never by the bearer lookup, judged and cached like bearer keys.
 async fn pq_key_behaviour(s: &AccountStore) {
@@ -495,6 +577,9 @@ async fn duckdb_backend() {
     store_behaviour(&s).await;
     billing_behaviour(&s).await;
     pq_key_behaviour(&s).await;
+    drop(s);
+    let s = duck_store(&dir, Duration::from_secs(60)).await;
+    switch_survives_reopening(&s).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -505,6 +590,111 @@ async fn postgres_backend() {
     store_behaviour(&s).await;
     billing_behaviour(&s).await;
     pq_key_behaviour(&s).await;
+    drop(s);
+    let s = pg_store(&pg, Duration::from_secs(60)).await;
+    switch_survives_reopening(&s).await;
+    drop(s);
+}
+
+/// One SQL statement on the test database, straight through a connection of its own.
+async fn pg_exec(pg: &FreshPg, sql: &str) -> Vec<tokio_postgres::Row> {
+    let (c, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(conn);
+    let rows = c.query(sql, &[]).await.unwrap();
+    drop(c);
+    let _ = task.await;
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_migration_4_adds_the_switch_to_a_database_at_migration_3() {
+    let pg = FreshPg::create().await;
+    // The database as an origin of migration 3 left it, with an account in it.
+    pg_exec(
+        &pg,
+        "CREATE TABLE schema_migrations (
+            version INTEGER PRIMARY KEY,
+            applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        )",
+    )
+    .await;
+    for (version, sql) in PG_MIGRATIONS.iter().filter(|(v, _)| *v <= 3) {
+        let (c, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let task = tokio::spawn(conn);
+        c.batch_execute(sql).await.unwrap();
+        c.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[version],
+        )
+        .await
+        .unwrap();
+        drop(c);
+        let _ = task.await;
+    }
+    let id = mint_account_id();
+    pg_exec(
+        &pg,
+        &format!(
+            "INSERT INTO accounts (id, name, tier, clearance, status, created_at)
+             VALUES ('{}', 'old', '{}', '{}', '{}', 5)",
+            id.as_str(),
+            Tier::Pro.as_str(),
+            Classification::Internal.as_str(),
+            AccountStatus::Active.as_str()
+        ),
+    )
+    .await;
+    assert_eq!(
+        PG_MIGRATIONS.iter().map(|(v, _)| *v).max(),
+        Some(4),
+        "this test is about migration 4"
+    );
+
+    // Opening the store applies 4 (and only 4); the old account reads as off.
+    let s = pg_store(&pg, Duration::from_secs(60)).await;
+    let versions: Vec<i32> = pg_exec(
+        &pg,
+        "SELECT version FROM schema_migrations ORDER BY version",
+    )
+    .await
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    assert_eq!(versions, [1, 2, 3, 4]);
+    let column = pg_exec(
+        &pg,
+        "SELECT data_type, is_nullable, column_default FROM information_schema.columns
+         WHERE table_name = 'accounts' AND column_name = 'semantic_cache'",
+    )
+    .await;
+    assert_eq!(column.len(), 1);
+    assert_eq!(
+        (
+            column[0].get::<_, String>(0),
+            column[0].get::<_, String>(1),
+            column[0].get::<_, Option<String>>(2)
+        ),
+        ("boolean".into(), "NO".into(), Some("false".into()))
+    );
+    let old = s.account(&id).await.unwrap().unwrap();
+    assert_eq!((old.name.as_str(), old.tier), ("old", Tier::Pro));
+    assert!(!old.semantic_cache);
+    assert!(
+        s.migrate().await.unwrap().is_empty(),
+        "nothing left to apply"
+    );
+    let on = AccountChange {
+        semantic_cache: Some(true),
+        ..Default::default()
+    };
+    assert!(s.update_account(&id, &on).await.unwrap().semantic_cache);
+    drop(s);
+    let s = pg_store(&pg, Duration::from_secs(60)).await;
+    assert!(s.account(&id).await.unwrap().unwrap().semantic_cache);
     drop(s);
 }
 

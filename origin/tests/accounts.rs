@@ -1,12 +1,17 @@
 //! Accounts across origins: two `heady-origin` daemons on one fresh PostgreSQL database and one
 //! redis-server. A key made through one origin's admin API works on the other; a revocation or
 //! a disabled account made on one is refused on the other within 1 s; expiry, model
-//! allowlists, `/api/account`, the admin API's clearance and bad input, and failed-auth
-//! limiting shared through Redis. Plus failed-auth limiting in one process by address.
+//! allowlists, `/api/account`, the admin API's clearance and bad input, the semantic-cache
+//! switch (admin API and CLI), and failed-auth limiting shared through Redis. Plus failed-auth
+//! limiting in one process by address, the switch with the CLI on DuckDB, and the switch in the
+//! identity of a caller.
 
 mod common;
 
-use common::{call, client, code, free_port, wait_ready, Daemon, FreshPg, RedisServer, TestServer};
+use common::{
+    call, client, code, edge_signed, free_port, wait_ready, Daemon, FreshPg, RedisServer,
+    TestServer,
+};
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,6 +32,19 @@ async fn refused_within(url: &str, key: &str, want: &str, limit: Duration) -> Du
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// `semantic_cache` of the account `id` as the admin API at `base` shows it.
+async fn semantic_cache_shown(base: &str, id: &str, ops: &str) -> Value {
+    let (st, _, v) = call(
+        "GET",
+        &format!("{base}/api/admin/accounts/{id}"),
+        Some(ops),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    v["account"]["semantic_cache"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -97,6 +115,7 @@ async fn two_origins_share_accounts_and_keys_through_postgres_and_redis() {
     let id = acct["id"].as_str().unwrap().to_string();
     assert!(id.starts_with("acct_"), "{acct}");
     assert_eq!(acct["status"], "active");
+    assert_eq!(acct["semantic_cache"], false, "off by default: {acct}");
     let keys_url = format!("{a}/api/admin/accounts/{id}/keys");
     let (st, _, k1) = call("POST", &keys_url, Some(&ops), Some(json!({"label": "one"}))).await;
     assert_eq!(st, 201, "{k1}");
@@ -175,6 +194,38 @@ async fn two_origins_share_accounts_and_keys_through_postgres_and_redis() {
         assert!(t.elapsed() < Duration::from_secs(1), "{st} {v}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+
+    // The semantic-cache switch: on through A's admin API, seen on B; off again with the CLI.
+    let (st, _, v) = call(
+        "PATCH",
+        &acct_url,
+        Some(&ops),
+        Some(json!({"semantic_cache": true})),
+    )
+    .await;
+    assert_eq!((st, &v["semantic_cache"]), (200, &json!(true)), "{v}");
+    assert_eq!(v["tier"], "enterprise", "the rest is kept: {v}");
+    assert_eq!(semantic_cache_shown(b, &id, &ops).await, json!(true));
+    let run_cli = |args: &[&str]| {
+        let mut c = Command::new(bin);
+        c.args(args).arg("--data-dir").arg(dirs[0].path());
+        env(&mut c);
+        c.output().unwrap()
+    };
+    let out = run_cli(&["accounts", "set-semantic-cache", "carol", "off"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("SEMANTIC_CACHE") && text.contains(" off "),
+        "{text}"
+    );
+    assert_eq!(semantic_cache_shown(b, &id, &ops).await, json!(false));
+    let out = run_cli(&["accounts", "set-semantic-cache", "carol", "on"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = run_cli(&["accounts", "show", "carol", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["account_keys"]["account"]["semantic_cache"], true, "{v}");
+    assert_eq!(semantic_cache_shown(b, &id, &ops).await, json!(true));
 
     // Expiry: 401 key_expired once it has passed.
     let (st, _, k3) = call(
@@ -339,6 +390,13 @@ async fn two_origins_share_accounts_and_keys_through_postgres_and_redis() {
         ),
         (
             "PATCH",
+            format!("/api/admin/accounts/{id}"),
+            json!({"semantic_cache": "yes"}),
+            400,
+            "semantic_cache",
+        ),
+        (
+            "PATCH",
             "/api/admin/accounts/acct_aaaaaaaaaaaaaaaaaaaaaaaa".to_string(),
             json!({"tier": "pro"}),
             404,
@@ -486,5 +544,158 @@ async fn failed_authentication_is_limited_per_address_in_process() {
         m.contains("heady_failed_auth_total{outcome=\"refused\"} 2"),
         "{m}"
     );
+    s.stop().await;
+}
+
+#[test]
+fn the_cli_switches_the_semantic_cache_on_duckdb() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_heady-origin"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("HEADY_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let show = || {
+        let out = run(&["accounts", "show", "dee", "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["account_keys"]["account"]["semantic_cache"].clone()
+    };
+    let out = run(&["accounts", "create", "--name", "dee"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(show(), json!(false), "off by default");
+    let out = run(&["accounts", "set-semantic-cache", "dee", "on"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("SEMANTIC_CACHE") && text.contains(" on "),
+        "{text}"
+    );
+    assert_eq!(show(), json!(true));
+    let out = run(&["accounts", "list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(" on "),
+        "{out:?}"
+    );
+    // Anything but on or off is a usage error naming the argument; nothing changes.
+    let out = run(&["accounts", "set-semantic-cache", "dee", "yes"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'yes'") && err.contains("on|off"), "{err}");
+    assert_eq!(show(), json!(true));
+    let out = run(&["accounts", "set-semantic-cache", "dee", "off"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(show(), json!(false));
+    let out = run(&["accounts", "set-semantic-cache", "nobody", "on"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
+
+/// The identity a request is given, as the defense stage builds it.
+async fn identity_of(
+    s: &TestServer,
+    headers: http::HeaderMap,
+    body: &[u8],
+) -> heady_origin::defense::Identity {
+    let uri: http::Uri = "/api/identity".parse().unwrap();
+    s.state
+        .defense
+        .identify(heady_origin::defense::Presented {
+            method: &http::Method::POST,
+            uri: &uri,
+            headers: &headers,
+            body,
+            peer: "127.0.0.1".parse().unwrap(),
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_semantic_cache_switch_reaches_the_identity_of_the_accounts_callers() {
+    const EDGE_KEY: &str = "an edge key for the semantic cache test";
+    let s = TestServer::start(|c| {
+        c.defense.enabled = true;
+        c.defense.edge_key = Some(heady_origin::config::Secret(EDGE_KEY.into()));
+        c.defense.tunnel_auth = heady_shared::tunnel::TunnelAuth::Hmac;
+    })
+    .await;
+    let store = &s.state.defense.accounts;
+    let (acct, _) = store
+        .ensure_account(
+            "sem",
+            heady_shared::Tier::Pro,
+            heady_shared::Classification::Internal,
+            0,
+        )
+        .await
+        .unwrap();
+    let key = store
+        .create_key(&acct.id, Default::default(), 0)
+        .await
+        .unwrap()
+        .key;
+    let bearer = || {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {key}").parse().unwrap(),
+        );
+        h
+    };
+    // The edge's word for the account, with or without the caller's key passed on.
+    let subject = heady_shared::Subject::account(&acct.id).to_string();
+    let nonce = std::sync::atomic::AtomicU32::new(0);
+    let vouched = |with_key: bool| {
+        let n = nonce.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let req = edge_signed(
+            &s.base,
+            "/api/identity",
+            b"{}",
+            &subject,
+            heady_shared::Tier::Pro,
+            EDGE_KEY,
+            &format!("semantic-cache-{n}"),
+        )
+        .build()
+        .unwrap();
+        let mut h = req.headers().clone();
+        if with_key {
+            h.extend(bearer());
+        }
+        h
+    };
+
+    let who = identity_of(&s, bearer(), b"").await;
+    assert_eq!(who.account(), Some(acct.id.clone()));
+    assert!(!who.semantic_cache, "off by default");
+    let on = heady_origin::accounts::AccountChange {
+        semantic_cache: Some(true),
+        ..Default::default()
+    };
+    store.update_account(&acct.id, &on).await.unwrap();
+    // At once, although the key's lookup was cached.
+    assert!(identity_of(&s, bearer(), b"").await.semantic_cache);
+    let through_edge = identity_of(&s, vouched(true), b"{}").await;
+    assert!(through_edge.via_edge && through_edge.semantic_cache);
+    // Only the edge's word (no key to look the account up by): off.
+    let edge_only = identity_of(&s, vouched(false), b"{}").await;
+    assert_eq!(edge_only.account(), Some(acct.id.clone()));
+    assert!(!edge_only.semantic_cache);
+    // Anonymous callers: off.
+    assert!(
+        !identity_of(&s, http::HeaderMap::new(), b"")
+            .await
+            .semantic_cache
+    );
+    let off = heady_origin::accounts::AccountChange {
+        semantic_cache: Some(false),
+        ..Default::default()
+    };
+    store.update_account(&acct.id, &off).await.unwrap();
+    assert!(!identity_of(&s, bearer(), b"").await.semantic_cache);
     s.stop().await;
 }

@@ -46,6 +46,7 @@ ALTER TABLE accounts ADD COLUMN IF NOT EXISTS billing_event_at BIGINT;
 ALTER TABLE accounts ADD COLUMN IF NOT EXISTS invoice_status VARCHAR;
 ALTER TABLE accounts ADD COLUMN IF NOT EXISTS invoice_at BIGINT;
 ALTER TABLE account_keys ADD COLUMN IF NOT EXISTS public_key VARCHAR;
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS semantic_cache BOOLEAN DEFAULT false;
 CREATE TABLE IF NOT EXISTS billing_events (
     id VARCHAR PRIMARY KEY,
     type VARCHAR NOT NULL,
@@ -55,12 +56,16 @@ CREATE TABLE IF NOT EXISTS billing_events (
     outcome VARCHAR NOT NULL
 );";
 
-/// The account's own columns, then the subscription's ([`SUBSCRIPTION_COLS`]).
+/// The account's own columns, then the subscription's ([`SUBSCRIPTION_COLS`]), then the
+/// switches ([`SWITCH_COLS`]).
 const BASE_COLS: &str =
     "id, name, tier, clearance, status, created_at, stripe_customer_id, stripe_subscription_id";
+/// Added after the table was first released (`ALTER TABLE ... ADD COLUMN`): a row from before
+/// holds its default, read as off when NULL.
+const SWITCH_COLS: &str = "semantic_cache";
 
 fn account_cols() -> String {
-    format!("{BASE_COLS}, {SUBSCRIPTION_COLS}")
+    format!("{BASE_COLS}, {SUBSCRIPTION_COLS}, {SWITCH_COLS}")
 }
 
 /// [`account_cols`] of the table aliased `a`.
@@ -102,6 +107,7 @@ fn account_row_at(r: &duckdb::Row<'_>, at: usize) -> duckdb::Result<Result<Accou
         Ok(s) => s,
         Err(e) => return Ok(Err(e)),
     };
+    let semantic_cache: Option<bool> = r.get(at + 15)?;
     Ok(account_of(
         id,
         r.get(at + 1)?,
@@ -112,6 +118,7 @@ fn account_row_at(r: &duckdb::Row<'_>, at: usize) -> duckdb::Result<Result<Accou
         r.get(at + 6)?,
         r.get(at + 7)?,
         subscription,
+        semantic_cache.unwrap_or(false),
     ))
 }
 
@@ -153,7 +160,9 @@ impl DuckAccounts {
     pub fn insert_account(&self, a: &Account) -> Result<(), AccountError> {
         self.db.with_writer(|conn| {
             conn.execute(
-                &format!("INSERT INTO accounts ({BASE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                &format!(
+                    "INSERT INTO accounts ({BASE_COLS}, {SWITCH_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
                 params![
                     a.id.as_str(),
                     a.name,
@@ -162,7 +171,8 @@ impl DuckAccounts {
                     a.status.as_str(),
                     a.created_at,
                     a.stripe_customer_id,
-                    a.stripe_subscription_id
+                    a.stripe_subscription_id,
+                    a.semantic_cache
                 ],
             )
             .map_err(|e| {
@@ -218,11 +228,12 @@ impl DuckAccounts {
         change.apply(&mut a);
         self.db.with_writer(|conn| -> Result<usize, AccountError> {
             Ok(conn.execute(
-                "UPDATE accounts SET tier = ?, clearance = ?, status = ? WHERE id = ?",
+                "UPDATE accounts SET tier = ?, clearance = ?, status = ?, semantic_cache = ? WHERE id = ?",
                 params![
                     a.tier.as_str(),
                     a.clearance.as_str(),
                     a.status.as_str(),
+                    a.semantic_cache,
                     id.as_str()
                 ],
             )?)
@@ -712,6 +723,18 @@ mod tests {
         let old = s.account_by_name("old").unwrap().unwrap();
         assert_eq!(old.tier, Tier::Pro);
         assert!(old.subscription.is_empty());
+        assert!(!old.semantic_cache, "an older row gets the switch, off");
+        let on = AccountChange {
+            semantic_cache: Some(true),
+            ..Default::default()
+        };
+        assert!(
+            s.update_account(&old.id, &on)
+                .unwrap()
+                .unwrap()
+                .semantic_cache
+        );
+        // `paid` still says off: a billing event writes its own columns only.
         let mut paid = old.clone();
         paid.subscription.status = Some(crate::accounts::SubscriptionStatus::Active);
         paid.stripe_customer_id = Some("cus_1".into());
@@ -738,6 +761,7 @@ mod tests {
             a.subscription.status,
             Some(crate::accounts::SubscriptionStatus::Active)
         );
+        assert!(a.semantic_cache);
         assert!(s.billing_event_seen("evt_1").unwrap());
     }
 }

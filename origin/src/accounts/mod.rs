@@ -1,12 +1,12 @@
 //! Accounts and their API keys.
 //!
-//! An account (`acct_` + 24 base32 characters) has a unique name, a tier, a clearance and a
-//! status; its keys (`hk_` + 64 hex digits, stored only as SHA-256 hashes) each carry an
-//! optional expiry, an optional model allowlist and a label. An Enterprise account may also
-//! register ML-DSA-65 public keys ([`KeyKind::MlDsa65`], "PQC API keys"): stored beside the
-//! bearer keys (the hash is of the public key, the id its first 16 hex digits), listed and
-//! revoked like them, used to verify signed requests (`heady_shared::http_sig`). Everything a
-//! caller owns belongs to an account.
+//! An account (`acct_` + 24 base32 characters) has a unique name, a tier, a clearance, a
+//! status and the semantic-cache switch (off until an operator turns it on); its keys (`hk_` +
+//! 64 hex digits, stored only as SHA-256 hashes) each carry an optional expiry, an optional
+//! model allowlist and a label. An Enterprise account may also register ML-DSA-65 public keys
+//! ([`KeyKind::MlDsa65`], "PQC API keys"): stored beside the bearer keys (the hash is of the
+//! public key, the id its first 16 hex digits), listed and revoked like them, used to verify
+//! signed requests (`heady_shared::http_sig`). Everything a caller owns belongs to an account.
 //!
 //! Where they live ([`store::Backend`]): the daemon's DuckDB file by default, or PostgreSQL
 //! when `database_url` is set, shared by every origin. Key lookups are cached for
@@ -28,6 +28,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use billing::{Subscription, SubscriptionStatus};
+/// The PostgreSQL schema's numbered migrations (tests bring a database to an older version).
+pub use pg::MIGRATIONS as PG_MIGRATIONS;
 pub use store::AccountStore;
 
 pub const KEY_PREFIX: &str = "hk_";
@@ -52,6 +54,10 @@ pub struct Account {
     /// The Stripe subscription as the last webhook event left it.
     #[serde(default, skip_serializing_if = "Subscription::is_empty")]
     pub subscription: Subscription,
+    /// The account's requests may be answered from the semantic cache: an operator's opt-in,
+    /// off by default.
+    #[serde(default)]
+    pub semantic_cache: bool,
 }
 
 /// What a key is: a bearer secret, or an ML-DSA-65 public key that verifies signed requests.
@@ -140,11 +146,18 @@ pub struct AccountChange {
     pub tier: Option<Tier>,
     pub clearance: Option<Classification>,
     pub status: Option<AccountStatus>,
+    /// Left out when `None`, so a change without it reads the same to an origin that predates
+    /// the switch (the admin socket and the mesh carry changes as JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic_cache: Option<bool>,
 }
 
 impl AccountChange {
     pub fn is_empty(&self) -> bool {
-        self.tier.is_none() && self.clearance.is_none() && self.status.is_none()
+        self.tier.is_none()
+            && self.clearance.is_none()
+            && self.status.is_none()
+            && self.semantic_cache.is_none()
     }
 
     pub fn apply(&self, a: &mut Account) {
@@ -156,6 +169,9 @@ impl AccountChange {
         }
         if let Some(s) = self.status {
             a.status = s;
+        }
+        if let Some(on) = self.semantic_cache {
+            a.semantic_cache = on;
         }
     }
 }
@@ -408,6 +424,7 @@ pub(crate) fn account_of(
     stripe_customer_id: Option<String>,
     stripe_subscription_id: Option<String>,
     subscription: Subscription,
+    semantic_cache: bool,
 ) -> Result<Account, AccountError> {
     let damaged = |problem: String| AccountError::Damaged {
         what: "account",
@@ -424,6 +441,7 @@ pub(crate) fn account_of(
         stripe_customer_id,
         stripe_subscription_id,
         subscription,
+        semantic_cache,
     })
 }
 
@@ -484,6 +502,7 @@ mod tests {
                 stripe_customer_id: None,
                 stripe_subscription_id: None,
                 subscription: Subscription::default(),
+                semantic_cache: false,
             },
         }
     }
@@ -498,6 +517,43 @@ mod tests {
         g.key.revoked_at = Some(5);
         assert_eq!(judge(Some(&g), 200), Err(KeyRefusal::Revoked));
         assert_eq!(judge(None, 0), Err(KeyRefusal::Unknown));
+    }
+
+    #[test]
+    fn the_semantic_cache_switch_is_off_unless_changed() {
+        let mut a = grant().account;
+        // An account stored as JSON before the switch existed reads as off.
+        let mut v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["semantic_cache"], false, "always shown: {v}");
+        v.as_object_mut().unwrap().remove("semantic_cache");
+        assert!(!serde_json::from_value::<Account>(v).unwrap().semantic_cache);
+
+        let on = AccountChange {
+            semantic_cache: Some(true),
+            ..Default::default()
+        };
+        assert!(!on.is_empty());
+        on.apply(&mut a);
+        assert!(a.semantic_cache);
+        let tier_only = AccountChange {
+            tier: Some(Tier::Free),
+            ..Default::default()
+        };
+        tier_only.apply(&mut a);
+        assert!(a.semantic_cache, "a change without the switch keeps it");
+        // Without the switch a change's JSON is what it was before the switch existed.
+        assert_eq!(
+            serde_json::to_value(&tier_only).unwrap(),
+            serde_json::json!({"tier": "free", "clearance": null, "status": null})
+        );
+        assert_eq!(
+            serde_json::from_str::<AccountChange>(r#"{"semantic_cache": false}"#)
+                .unwrap()
+                .semantic_cache,
+            Some(false)
+        );
+        assert!(serde_json::from_str::<AccountChange>(r#"{"semantic_cache": "yes"}"#).is_err());
+        assert!(AccountChange::default().is_empty());
     }
 
     #[test]

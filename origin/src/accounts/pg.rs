@@ -76,14 +76,22 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     // PQC API keys: an ML-DSA-65 public key (base64) on a key row; its id is what a signed
     // request names.
     (3, "ALTER TABLE api_keys ADD COLUMN public_key TEXT;"),
+    // The semantic-cache switch: an operator's opt-in per account, off for every existing one.
+    (
+        4,
+        "ALTER TABLE accounts ADD COLUMN semantic_cache BOOLEAN NOT NULL DEFAULT false;",
+    ),
 ];
 
-/// The account's own columns, then the subscription's ([`SUBSCRIPTION_COLS`]).
+/// The account's own columns, then the subscription's ([`SUBSCRIPTION_COLS`]), then the
+/// switches ([`SWITCH_COLS`]).
 const BASE_COLS: &str =
     "id, name, tier, clearance, status, created_at, stripe_customer_id, stripe_subscription_id";
+/// Added by migration 4.
+const SWITCH_COLS: &str = "semantic_cache";
 
 fn account_cols() -> String {
-    format!("{BASE_COLS}, {SUBSCRIPTION_COLS}")
+    format!("{BASE_COLS}, {SUBSCRIPTION_COLS}, {SWITCH_COLS}")
 }
 
 fn account_cols_of_a() -> String {
@@ -130,6 +138,7 @@ fn account_row(r: &Row, at: usize) -> Result<Account, AccountError> {
         r.try_get(at + 6).map_err(store_err)?,
         r.try_get(at + 7).map_err(store_err)?,
         subscription,
+        r.try_get(at + 15).map_err(store_err)?,
     )
 }
 
@@ -229,7 +238,9 @@ impl PgAccounts {
     pub async fn insert_account(&self, a: &Account) -> Result<(), AccountError> {
         let c = self.client().await?;
         c.execute(
-            &format!("INSERT INTO accounts ({BASE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+            &format!(
+                "INSERT INTO accounts ({BASE_COLS}, {SWITCH_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ),
             &[
                 &a.id.as_str(),
                 &a.name,
@@ -239,6 +250,7 @@ impl PgAccounts {
                 &a.created_at,
                 &a.stripe_customer_id,
                 &a.stripe_subscription_id,
+                &a.semantic_cache,
             ],
         )
         .await
@@ -304,7 +316,7 @@ impl PgAccounts {
         c.query_opt(
             &format!(
                 "UPDATE accounts SET tier = COALESCE($2, tier), clearance = COALESCE($3, clearance),
-                        status = COALESCE($4, status)
+                        status = COALESCE($4, status), semantic_cache = COALESCE($5, semantic_cache)
                  WHERE id = $1 RETURNING {}",
                 account_cols()
             ),
@@ -313,6 +325,7 @@ impl PgAccounts {
                 &change.tier.map(|t| t.as_str()),
                 &change.clearance.map(|c| c.as_str()),
                 &change.status.map(|s| s.as_str()),
+                &change.semantic_cache,
             ],
         )
         .await

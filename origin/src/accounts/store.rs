@@ -237,8 +237,9 @@ impl AccountStore {
         }
     }
 
-    /// Changes tier, clearance or status; every origin's cached keys of the account are
-    /// dropped (here at once, elsewhere through the broadcast).
+    /// Changes tier, clearance, status or the semantic-cache switch; every origin's cached keys
+    /// of the account are dropped (here at once, elsewhere through the broadcast), so the next
+    /// request's identity carries the change.
     pub async fn update_account(
         &self,
         id: &AccountId,
@@ -247,7 +248,7 @@ impl AccountStore {
         if change.is_empty() {
             return Err(AccountError::invalid(
                 "tier",
-                "nothing to change: give tier, clearance or status",
+                "nothing to change: give tier, clearance, status or semantic_cache",
             ));
         }
         let updated = match &self.backend {
@@ -674,6 +675,7 @@ impl Account {
             stripe_customer_id: None,
             stripe_subscription_id: None,
             subscription: super::Subscription::default(),
+            semantic_cache: false,
         }
     }
 }

@@ -159,6 +159,9 @@ struct ChangeRequest {
     clearance: Option<String>,
     #[serde(default)]
     status: Option<String>,
+    /// `true`: the account's requests may be answered from the semantic cache.
+    #[serde(default)]
+    semantic_cache: Option<bool>,
 }
 
 /// `POST /api/admin/accounts` `{"name","tier"?,"clearance"?}` -> 201 the account.
@@ -189,8 +192,8 @@ pub async fn show(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     Reply::ok(&json!({"account": account, "keys": keys}))
 }
 
-/// `PATCH /api/admin/accounts/{id}` `{"tier"?,"clearance"?,"status"?}`; takes effect on every
-/// origin at once (with Redis) or within the key cache's TTL.
+/// `PATCH /api/admin/accounts/{id}` `{"tier"?,"clearance"?,"status"?,"semantic_cache"?}`; takes
+/// effect on every origin at once (with Redis) or within the key cache's TTL.
 pub async fn change(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     operator(&c)?;
     require_json(&c)?;
@@ -200,6 +203,7 @@ pub async fn change(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
         tier: field("tier", req.tier)?,
         clearance: field("clearance", req.clearance)?,
         status: field("status", req.status)?,
+        semantic_cache: req.semantic_cache,
     };
     let a = s
         .defense

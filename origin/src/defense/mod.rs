@@ -52,6 +52,11 @@ pub struct Identity {
     /// The request came through the edge: its tunnel signature verified.
     #[serde(skip)]
     pub via_edge: bool,
+    /// The caller's account opted in to the semantic cache (`Account::semantic_cache`): set
+    /// only from a stored account, so never for an anonymous caller or one the edge alone
+    /// vouches for.
+    #[serde(skip)]
+    pub semantic_cache: bool,
 }
 
 impl Identity {
@@ -353,6 +358,11 @@ impl Defense {
                         client_ip,
                         models: None,
                         via_edge: true,
+                        // The envelope carries no account, only its word on tier and clearance.
+                        // The edge passes the caller's key or PQC signature on, and the checks
+                        // below then build the identity from the stored account; a vouched
+                        // subject with neither stays off rather than read the store per request.
+                        semantic_cache: false,
                     })
                 }
                 Err(e) => {
@@ -442,6 +452,7 @@ impl Defense {
                 anonymous: false,
                 models: grant.key.models,
                 via_edge: vouched.is_some(),
+                semantic_cache: grant.account.semantic_cache,
             }),
             Err(refusal) => {
                 self.count("unauthenticated", Tier::Free);
@@ -609,6 +620,7 @@ pub fn anonymous(client_ip: IpAddr) -> Identity {
         anonymous: true,
         models: None,
         via_edge: false,
+        semantic_cache: false,
     }
 }
 
@@ -627,6 +639,10 @@ mod tests {
                 .subject
                 .to_string(),
             "ip:10.1.2.3"
+        );
+        assert!(
+            !a.semantic_cache,
+            "anonymous callers never use the semantic cache"
         );
     }
 }

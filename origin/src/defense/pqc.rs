@@ -186,6 +186,7 @@ impl Defense {
             anonymous: false,
             models: None,
             via_edge: edge_host.is_some(),
+            semantic_cache: account.semantic_cache,
         })
     }
 
