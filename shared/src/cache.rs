@@ -26,8 +26,8 @@ pub const DELIVERY_FIELDS: [&str; 6] = [
     "heady",
 ];
 
-/// Writes `v` as canonical JSON: object keys sorted, no spaces, numbers as serde_json writes
-/// them (integers stay integers).
+/// Writes `v` as canonical JSON: object keys sorted, no spaces, and one form per number (a
+/// whole number is written as an integer: `0`, `0.0` and `0e0` are the same temperature).
 pub fn canonical(v: &Value, out: &mut String) {
     match v {
         Value::Object(m) => {
@@ -54,6 +54,12 @@ pub fn canonical(v: &Value, out: &mut String) {
             }
             out.push(']');
         }
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                out.push_str(&(f as i64).to_string())
+            }
+            _ => out.push_str(&n.to_string()),
+        },
         other => out.push_str(&other.to_string()),
     }
 }
@@ -355,6 +361,14 @@ mod tests {
         );
         assert_ne!(request_hash(&a), request_hash(&tools));
         assert_eq!(request_hash(&a).len(), 64);
+        let float: Map<String, Value> = serde_json::from_str(
+            r#"{"model":"m","temperature":0.0,"messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(request_hash(&a), request_hash(&float));
+        let mut s = String::new();
+        canonical(&json!({"b": [1.5, -0.0, 2e3], "a": null}), &mut s);
+        assert_eq!(s, r#"{"a":null,"b":[1.5,0,2000]}"#);
     }
 
     #[test]

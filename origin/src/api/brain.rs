@@ -68,7 +68,7 @@ pub(super) fn inbound(
         request_id: c.request_id,
         memory,
         headers: c.headers,
-        semantic_cache: false,
+        semantic_cache: c.identity.semantic_cache,
         body: c.body,
         meter,
     }
