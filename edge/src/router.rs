@@ -17,7 +17,7 @@ pub enum Plan<'a> {
     },
     /// An external property: redirect there.
     Redirect { location: String },
-    /// `/api/*` or `/v1/*`: edge defense first, then the conductor or the tunnel.
+    /// `/api/*`, `/v1/*` or `/mcp`: edge defense first, then the conductor or the tunnel.
     Api { property: &'a Property, api: Api },
     /// Pages of an origin-served property (admin UI, Discord interactions): ban check, then
     /// the tunnel.
@@ -32,7 +32,7 @@ pub enum Plan<'a> {
 pub enum Api {
     /// `POST /api/{action}` for an action in the conductor's table.
     Conductor { action: String },
-    /// Anything else under `/api/` or `/v1/`: tunnelled unchanged.
+    /// Anything else under `/api/` or `/v1/`, and `/mcp`: tunnelled unchanged.
     Passthrough,
     /// Stripe's webhook: signed by Stripe (the origin verifies it), so tunnelled unchanged on
     /// the ban list alone, without a per-address limit that would throttle Stripe's few
@@ -238,6 +238,17 @@ mod tests {
         // A static property without origin access has no API.
         assert_eq!(
             run("headyme.com", "POST", "/api/chat"),
+            "404 headyme.com json=true"
+        );
+        // The MCP endpoint is defended like the API and tunnelled unchanged.
+        for method in ["POST", "GET", "DELETE"] {
+            assert_eq!(
+                run("headymcp.com", method, "/mcp"),
+                "api headymcp Passthrough"
+            );
+        }
+        assert_eq!(
+            run("headyme.com", "POST", "/mcp"),
             "404 headyme.com json=true"
         );
     }

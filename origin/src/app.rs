@@ -41,6 +41,8 @@ pub struct App {
     pub billing: Option<Arc<Billing>>,
     /// Usage recording, its store, and the token limiter.
     pub usage: Arc<Usage>,
+    /// The MCP server's sessions (`/mcp`).
+    pub mcp: crate::mcp::Sessions,
     pub background: Background,
     /// The mesh's TLS and this node's name in it, when `[mesh]` is configured.
     pub mesh: Option<(crate::mesh::MeshTls, String)>,
@@ -187,6 +189,7 @@ impl App {
             redis,
             billing,
             usage,
+            mcp: crate::mcp::Sessions::new(crate::mcp::SessionLimits::default()),
             background,
             mesh,
             mesh_addr: std::sync::OnceLock::new(),

@@ -7,7 +7,7 @@
 //! http                         server, bodies, routes table, the one place errors become responses
 //! api                          one file per resource: decode -> call the domain -> render a Reply
 //! app                          App: the parts, their background tasks, the shutdown order
-//! domain                       conductor, pipeline, providers, memory, defense, accounts, billing, usage
+//! domain                       conductor, pipeline, providers, memory, defense, accounts, billing, usage, mcp
 //! infrastructure               redis, pg, tls, lifecycle, metrics, config, error, rt, sys
 //! ```
 
@@ -26,6 +26,7 @@ pub mod defense;
 pub mod error;
 pub mod http;
 pub mod lifecycle;
+pub mod mcp;
 pub mod memory;
 pub mod mesh;
 pub mod metrics;

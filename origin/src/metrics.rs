@@ -63,6 +63,19 @@ pub struct WebhookLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of the MCP message counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct McpLabels {
+    /// initialize, ping, tools/list, tools/call, other (an unknown method), notification,
+    /// response, delete, malformed (not one JSON-RPC message), post (refused before parsing)
+    pub method: &'static str,
+    /// The tool of a tools/call that named a known one; empty otherwise.
+    pub tool: &'static str,
+    /// ok, tool_error (a result with isError), rpc_error (a JSON-RPC error),
+    /// unauthenticated, no_session, bad_version, malformed
+    pub outcome: &'static str,
+}
+
 /// Labels of the mesh listener's request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MeshLabels {
@@ -92,6 +105,8 @@ pub struct Metrics {
     pub stripe_calls: Family<StripeLabels, Counter>,
     pub webhooks: Family<WebhookLabels, Counter>,
     pub grace_expired: Counter,
+    pub mcp_messages: Family<McpLabels, Counter>,
+    pub mcp_sessions: Gauge,
 }
 
 impl Default for Metrics {
@@ -222,8 +237,22 @@ impl Default for Metrics {
             "When this node's mesh certificate expires (Unix time; 0: no mesh)",
             mesh_cert_expiry.clone(),
         );
+        let mcp_messages = Family::<McpLabels, Counter>::default();
+        registry.register(
+            "heady_mcp_messages",
+            "MCP messages on /mcp by JSON-RPC method, tool and outcome",
+            mcp_messages.clone(),
+        );
+        let mcp_sessions = Gauge::default();
+        registry.register(
+            "heady_mcp_sessions",
+            "Open MCP sessions (idle ones not yet swept included)",
+            mcp_sessions.clone(),
+        );
         Metrics {
             registry,
+            mcp_messages,
+            mcp_sessions,
             mesh_cert_expiry,
             mesh_handshakes,
             mesh_requests,
@@ -258,6 +287,16 @@ impl Metrics {
     pub fn mesh_request(&self, route: String, status: u16) {
         self.mesh_requests
             .get_or_create(&MeshLabels { route, status })
+            .inc();
+    }
+
+    pub fn mcp_message(&self, method: &'static str, tool: &'static str, outcome: &'static str) {
+        self.mcp_messages
+            .get_or_create(&McpLabels {
+                method,
+                tool,
+                outcome,
+            })
             .inc();
     }
 

@@ -1,10 +1,13 @@
 //! API paths both sides route on: what counts as an API request (defended, rate limited,
-//! answered in JSON), and the origin routes the edge calls by name.
+//! answered in JSON, tunnelled to the origin), and the origin routes the edge calls by name.
 
 /// Prefix of Heady's own API.
 pub const API: &str = "/api";
 /// Prefix of the OpenAI-compatible API.
 pub const OPENAI: &str = "/v1";
+/// The Model Context Protocol endpoint (Streamable HTTP): the origin's MCP server, defended
+/// and limited like the two API prefixes.
+pub const MCP: &str = "/mcp";
 /// `GET`: who the origin takes the caller to be ([`crate::identity::IdentityAnswer`]).
 pub const IDENTITY: &str = "/api/identity";
 /// `GET {PQ_KEY_IDENTITY}/{keyid}`: the account and public key of a PQC API key
@@ -36,9 +39,9 @@ pub fn is_edge_only(path: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-/// `/api`, `/v1` and everything under them.
+/// `/api`, `/v1`, `/mcp` and everything under them.
 pub fn is_api_path(path: &str) -> bool {
-    [API, OPENAI].into_iter().any(|prefix| {
+    [API, OPENAI, MCP].into_iter().any(|prefix| {
         path.strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     })
@@ -60,8 +63,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn api_paths_are_the_two_prefixes_and_below() {
+    fn api_paths_are_the_prefixes_and_below() {
         for p in [
+            "/mcp",
+            "/mcp/",
             "/api",
             "/api/",
             "/api/chat",
@@ -77,6 +82,8 @@ mod tests {
             "/api.json",
             "/v1beta/x",
             "/v2/x",
+            "/mcpx",
+            "/mcp.json",
             "/health",
             "",
             "api/chat",

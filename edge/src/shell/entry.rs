@@ -135,7 +135,7 @@ async fn serve_asset(call: &Call, asset_path: &str, request_path: &str) -> Respo
     }
 }
 
-/// `/api/*` and `/v1/*`: identify, ban list, limiter, then the conductor or the tunnel.
+/// `/api/*`, `/v1/*` and `/mcp`: identify, ban list, limiter, then the conductor or the tunnel.
 /// Stripe's webhook only passes the ban list: its signature is checked at the origin.
 async fn api_request(call: &Call, req: &mut Request, api: Api) -> Response {
     if api == Api::Webhook {

@@ -43,7 +43,7 @@ pub struct DefenseConfig {
     pub edge_key: Option<Secret>,
     /// How far an edge timestamp may be from our clock; nonces are kept for twice this.
     pub edge_max_skew_secs: u64,
-    /// Refuse `/api` and `/v1` requests that did not come through the edge (production).
+    /// Refuse `/api`, `/v1` and `/mcp` requests that did not come through the edge (production).
     pub require_edge: bool,
     /// How the edge authenticates: `pq-hybrid` (sessions from the post-quantum handshake only)
     /// or `hmac` (the shared `edge_key`; sessions too where an identity is configured).
@@ -201,7 +201,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc::new("defense.edge_key", Ty::Str, "the secret the edge Worker signs tunnelled requests with, at least 32 bytes; never printed")
         .aliases(&["HEADY_TUNNEL_KEY"]),
     KeyDoc::new("defense.edge_max_skew_secs", Ty::Int, "edge timestamps further from this clock are refused; nonces are kept twice this"),
-    KeyDoc::new("defense.require_edge", Ty::Bool, "refuse `/api` and `/v1` requests not signed by the edge (needs `defense.tunnel.*` under `pq-hybrid`, `defense.edge_key` under `hmac`)")
+    KeyDoc::new("defense.require_edge", Ty::Bool, "refuse `/api`, `/v1` and `/mcp` requests not signed by the edge (needs `defense.tunnel.*` under `pq-hybrid`, `defense.edge_key` under `hmac`)")
         .aliases(&["HEADY_REQUIRE_EDGE"]),
     KeyDoc::new("defense.tunnel_auth", Ty::Str, "`pq-hybrid`: requests from the edge must carry a post-quantum hybrid session (an HMAC-only one is refused, 401 `tunnel_session_required`); `hmac`: the shared `edge_key` (sessions accepted too where an identity is configured)")
         .aliases(&["HEADY_TUNNEL_AUTH"]),

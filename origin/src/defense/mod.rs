@@ -1,7 +1,7 @@
 //! The defense stage every request passes before a handler runs:
 //! identify (API key, PQC-signed request, verified edge claims, or anonymous by client IP) ->
 //! exact rate limit and
-//! ban check (`/api` and `/v1`) -> classification gate -> tier gate.
+//! ban check (`/api`, `/v1`, `/mcp`) -> classification gate -> tier gate.
 //!
 //! Decisions come from `heady-shared` (tiers, classification, the sliding log); this module
 //! does the I/O around them: the account store for keys, Redis for the limiter and the
@@ -96,7 +96,7 @@ pub struct RoutePolicy {
     pub feature: Option<Feature>,
     /// Only for callers with an account (an API key or the edge's word for one).
     pub keyed: bool,
-    /// Counted by the request limiter (every `/api` and `/v1` route but the Stripe webhook,
+    /// Counted by the request limiter (every `/api`, `/v1` and `/mcp` route but the Stripe webhook,
     /// whose signature is its authentication: bad ones count as failed authentication).
     pub limited: bool,
 }
@@ -389,7 +389,7 @@ impl Defense {
             self.count("unauthenticated", Tier::Free);
             return Err(Error::unauthorized(
                 ErrorCode::EdgeRequired,
-                "this origin serves /api and /v1 only through the Heady edge",
+                "this origin serves /api, /v1 and /mcp only through the Heady edge",
             ));
         }
         let client_ip = match &vouched {

@@ -1,9 +1,11 @@
-//! The HTTP layer: the server (accept, drain), bodies, the routes table, and the one place an
-//! error or a reply becomes a response (`respond`). It calls `api` handlers; nothing below it
+//! The HTTP layer: the server (accept, drain), bodies, the routes table, the MCP transport
+//! (`mcp`, which calls routes through the table), and the one place an error or a reply
+//! becomes a response (`respond`). It calls `api` handlers; nothing below it
 //! imports it.
 
 pub mod body;
 pub(crate) mod conn;
+pub mod mcp;
 pub mod mesh;
 pub mod respond;
 pub mod routes;

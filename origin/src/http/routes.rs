@@ -2,6 +2,7 @@
 //! in docs/api.md) and handler. Unknown paths and wrong methods get 404 / 405. A path may end
 //! in one `{param}` segment, which matches any one non-empty segment (the handler reads it).
 
+use super::mcp;
 use crate::api::{
     accounts, billing, brain, conductor, health, memory, openai, tunnel, usage, Ctx, Handler, Reply,
 };
@@ -87,6 +88,9 @@ fn routes() -> &'static [RouteEntry] {
             route!(POST "/v1/chat/completions", public.needs(Feature::BasicChat), openai::chat_completions),
             route!(POST "/v1/embeddings", public.needs(Feature::Search), openai::embeddings),
             route!(GET "/v1/models", public, openai::models),
+            // GET /mcp (a server-to-client stream) is answered 405 by `method_not_allowed`.
+            route!(POST "/mcp", public.keyed(), mcp::post),
+            route!(DELETE "/mcp", public.keyed(), mcp::delete),
         ]
     })
 }
@@ -228,6 +232,23 @@ mod tests {
         assert_eq!(m.name, "/api/admin/accounts/{id}");
         let m = route(&Method::PUT, "/api/admin/accounts/acct_x");
         assert_eq!(m.name, "method_not_allowed");
+    }
+
+    #[test]
+    fn mcp_is_keyed_limited_and_answers_get_with_405() {
+        let path = heady_shared::api_paths::MCP;
+        for m in [Method::POST, Method::DELETE] {
+            let r = route(&m, path);
+            assert_eq!(r.name, path);
+            assert!(r.policy.keyed && r.policy.limited);
+        }
+        assert!(crate::defense::is_limited_path(path));
+        assert_eq!(route(&Method::GET, path).name, "method_not_allowed");
+        // Every tool calls a route of this table.
+        for t in crate::mcp::Tool::ALL {
+            let (m, p) = t.route();
+            assert_eq!(route(&m, p).name, p, "{}", t.name());
+        }
     }
 
     #[test]

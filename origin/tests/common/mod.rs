@@ -467,6 +467,16 @@ impl Drop for FreshPg {
     }
 }
 
+/// The Python of deploy/setup.sh's venv (or `HEADY_PYTHON`), with the official client
+/// packages the peer tests drive (openai, stripe, mcp, the PQC libraries).
+pub fn python() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("HEADY_PYTHON") {
+        return p.into();
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    std::path::PathBuf::from(home).join(".cache/heady/venv/bin/python")
+}
+
 /// A free TCP port on loopback (bound and released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
