@@ -126,8 +126,48 @@ async fn two_origins_share_accounts_and_keys_through_postgres_and_redis() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(
         v,
-        json!({"id": id, "name": "carol", "tier": "pro", "clearance": "INTERNAL", "subscription": null})
+        json!({"id": id, "name": "carol", "tier": "pro", "clearance": "INTERNAL", "subscription": null, "semantic_cache": false})
     );
+    // The account opts in to the semantic cache itself, and only to that.
+    let me = format!("{b}/api/account");
+    let (st, _, v) = call(
+        "PATCH",
+        &me,
+        Some(&key1),
+        Some(json!({"semantic_cache": true})),
+    )
+    .await;
+    assert_eq!((st, &v["semantic_cache"]), (200, &json!(true)), "{v}");
+    let (st, _, v) = call(
+        "GET",
+        &format!("{a}/api/admin/accounts/{id}"),
+        Some(&ops),
+        None,
+    )
+    .await;
+    assert_eq!((st, &v["semantic_cache"]), (200, &json!(true)), "{v}");
+    let (st, _, v) = call(
+        "PATCH",
+        &me,
+        Some(&key1),
+        Some(json!({"tier": "enterprise"})),
+    )
+    .await;
+    assert_eq!((st, code(&v)), (400, "invalid_request"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("tier"),
+        "{v}"
+    );
+    let (st, _, v) = call("PATCH", &me, None, Some(json!({"semantic_cache": true}))).await;
+    assert_eq!((st, code(&v)), (401, "authentication_required"), "{v}");
+    let (st, _, v) = call(
+        "PATCH",
+        &me,
+        Some(&key1),
+        Some(json!({"semantic_cache": false})),
+    )
+    .await;
+    assert_eq!((st, &v["semantic_cache"]), (200, &json!(false)), "{v}");
     let (st, _, v) = call("GET", &format!("{b}/api/identity"), Some(&key1), None).await;
     assert_eq!(
         (st, v["subject"].as_str()),

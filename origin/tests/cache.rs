@@ -4,7 +4,9 @@
 mod common;
 
 use common::fake_provider::{Behavior, FakeProvider};
-use common::{client, client_with, new_key, openai_provider, owner_client, FreshPg, TestServer};
+use common::{
+    client, client_with, new_key, openai_provider, owner_client, Answer, FreshPg, TestServer,
+};
 use heady_origin::accounts::AccountChange;
 use heady_shared::{Classification, Tier};
 use serde_json::{json, Value};
@@ -13,33 +15,12 @@ fn chat(prompt: &str) -> Value {
     json!({"model": "heady", "temperature": 0, "messages": [{"role": "user", "content": prompt}]})
 }
 
-struct Answer {
-    status: u16,
-    cache: String,
-    body: Value,
-    text: String,
-}
-
 async fn send(c: &reqwest::Client, url: &str, body: &Value, headers: &[(&str, &str)]) -> Answer {
     let mut req = c.post(url).json(body);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    let cache = r
-        .headers()
-        .get("x-heady-cache")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let text = r.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Answer {
-        status,
-        cache,
-        body,
-        text,
-    }
+    Answer::of(req).await
 }
 
 async fn metrics(s: &TestServer) -> String {
@@ -100,12 +81,16 @@ async fn an_exact_hit_is_shared_by_two_origins_through_redis() {
 
     let first = send(&c, &url1, &chat(&prompt), &[]).await;
     assert_eq!(first.status, 200, "{}", first.text);
-    assert_eq!(first.cache, "miss");
+    assert_eq!(first.header("x-heady-cache"), "miss");
     assert_eq!(first.body["heady"]["cache"], "miss");
     assert_eq!(fake.hits(), 1);
     let again = send(&c, &url2, &chat(&prompt), &[]).await;
     assert_eq!(again.status, 200, "{}", again.text);
-    assert_eq!(again.cache, "hit", "the other origin finds it in Redis");
+    assert_eq!(
+        again.header("x-heady-cache"),
+        "hit",
+        "the other origin finds it in Redis"
+    );
     assert_eq!(again.body["heady"]["cache"], "hit");
     assert_eq!(
         again.body["heady"]["attempts"],
@@ -121,17 +106,22 @@ async fn an_exact_hit_is_shared_by_two_origins_through_redis() {
         Value::String(prompt.clone())
     ))
     .unwrap();
-    assert_eq!(send(&c, &url1, &reordered, &[]).await.cache, "hit");
+    assert_eq!(
+        send(&c, &url1, &reordered, &[])
+            .await
+            .header("x-heady-cache"),
+        "hit"
+    );
     assert_eq!(fake.hits(), 1);
 
     // A stream is cached as a stream and replayed as one, from either origin.
     let mut streamed = chat(&prompt);
     streamed["stream"] = json!(true);
     let live = send(&c, &url2, &streamed, &[]).await;
-    assert_eq!(live.cache, "miss");
+    assert_eq!(live.header("x-heady-cache"), "miss");
     assert_eq!(fake.hits(), 2);
     let replay = send(&c, &url1, &streamed, &[]).await;
-    assert_eq!(replay.cache, "hit");
+    assert_eq!(replay.header("x-heady-cache"), "hit");
     assert_eq!(fake.hits(), 2);
     assert_eq!(chunks(&replay.text), chunks(&live.text));
     let text: String = chunks(&replay.text)
@@ -143,7 +133,7 @@ async fn an_exact_hit_is_shared_by_two_origins_through_redis() {
     let mut with_usage = streamed.clone();
     with_usage["stream_options"] = json!({"include_usage": true});
     let u = send(&c, &url2, &with_usage, &[]).await;
-    assert_eq!(u.cache, "hit");
+    assert_eq!(u.header("x-heady-cache"), "hit");
     assert!(chunks(&u.text)
         .last()
         .is_some_and(|c| c["usage"]["total_tokens"].is_u64()));
@@ -153,21 +143,33 @@ async fn an_exact_hit_is_shared_by_two_origins_through_redis() {
     let hot = json!({"model": "heady", "temperature": 0.7, "messages": [{"role": "user", "content": prompt}]});
     let h1 = send(&c, &url1, &hot, &[]).await;
     let h2 = send(&c, &url1, &hot, &[]).await;
-    assert_eq!((h1.cache.as_str(), h2.cache.as_str()), ("bypass", "bypass"));
+    assert_eq!(
+        (h1.header("x-heady-cache"), h2.header("x-heady-cache")),
+        ("bypass", "bypass")
+    );
     assert_eq!(fake.hits(), 4, "not deterministic: not cached");
     let mut asked = hot.clone();
     asked["heady"] = json!({"cache": {"ttl": 60}});
-    assert_eq!(send(&c, &url1, &asked, &[]).await.cache, "miss");
-    assert_eq!(send(&c, &url2, &asked, &[]).await.cache, "hit");
+    assert_eq!(
+        send(&c, &url1, &asked, &[]).await.header("x-heady-cache"),
+        "miss"
+    );
+    assert_eq!(
+        send(&c, &url2, &asked, &[]).await.header("x-heady-cache"),
+        "hit"
+    );
     assert_eq!(fake.hits(), 5, "cached when the client asks for it");
     let fresh = send(&c, &url1, &chat(&prompt), &[("cache-control", "no-cache")]).await;
-    assert_eq!(fresh.cache, "miss");
+    assert_eq!(fresh.header("x-heady-cache"), "miss");
     assert_eq!(fake.hits(), 6);
     let none = send(&c, &url1, &chat(&prompt), &[("cache-control", "no-store")]).await;
-    assert_eq!(none.cache, "bypass");
+    assert_eq!(none.header("x-heady-cache"), "bypass");
     let mut off = chat(&prompt);
     off["heady"] = json!({"cache": false});
-    assert_eq!(send(&c, &url1, &off, &[]).await.cache, "bypass");
+    assert_eq!(
+        send(&c, &url1, &off, &[]).await.header("x-heady-cache"),
+        "bypass"
+    );
     assert_eq!(fake.hits(), 8);
     assert!(
         fake.requests
@@ -181,7 +183,7 @@ async fn an_exact_hit_is_shared_by_two_origins_through_redis() {
     // Anonymous callers own nothing: no cache.
     let anon = send(&client(), &url1, &chat(&prompt), &[]).await;
     assert_eq!(anon.status, 200);
-    assert_eq!(anon.cache, "bypass");
+    assert_eq!(anon.header("x-heady-cache"), "bypass");
 
     // Bad options are refused, naming them, before anything is done.
     let before = fake.hits();
@@ -240,14 +242,27 @@ async fn entries_belong_to_their_account() {
     let url = s.url("/v1/chat/completions");
     let prompt = chat("What is the boiling point of water at sea level?");
     assert_eq!(
-        send(&owner_client(), &url, &prompt, &[]).await.cache,
+        send(&owner_client(), &url, &prompt, &[])
+            .await
+            .header("x-heady-cache"),
         "miss"
     );
-    assert_eq!(send(&owner_client(), &url, &prompt, &[]).await.cache, "hit");
+    assert_eq!(
+        send(&owner_client(), &url, &prompt, &[])
+            .await
+            .header("x-heady-cache"),
+        "hit"
+    );
     // The same request from another account is its own miss.
     let b = client_with(&key_b);
-    assert_eq!(send(&b, &url, &prompt, &[]).await.cache, "miss");
-    assert_eq!(send(&b, &url, &prompt, &[]).await.cache, "hit");
+    assert_eq!(
+        send(&b, &url, &prompt, &[]).await.header("x-heady-cache"),
+        "miss"
+    );
+    assert_eq!(
+        send(&b, &url, &prompt, &[]).await.header("x-heady-cache"),
+        "hit"
+    );
     assert_eq!(fake.hits(), 2);
     s.stop().await;
 }
@@ -290,28 +305,64 @@ async fn a_paraphrase_is_a_semantic_hit_for_an_account_that_opted_in() {
     let unrelated = chat("How long should sourdough bread rise overnight?");
 
     let first = send(&a, &url, &asked, &[]).await;
-    assert_eq!(first.cache, "miss");
+    assert_eq!(first.header("x-heady-cache"), "miss");
     let similar = send(&a, &url, &paraphrase, &[]).await;
-    assert_eq!(similar.cache, "semantic_hit", "{}", similar.text);
+    assert_eq!(
+        similar.header("x-heady-cache"),
+        "semantic_hit",
+        "{}",
+        similar.text
+    );
     assert_eq!(similar.body["heady"]["cache"], "semantic_hit");
     assert_eq!(similar.body["choices"], first.body["choices"]);
     assert_eq!(fake.hits(), 1);
-    assert_eq!(send(&a, &url, &unrelated, &[]).await.cache, "miss");
+    assert_eq!(
+        send(&a, &url, &unrelated, &[])
+            .await
+            .header("x-heady-cache"),
+        "miss"
+    );
     assert_eq!(fake.hits(), 2);
     // Another context (a system prompt) is not a hit, however similar the prompt.
     let mut other_context = paraphrase.clone();
     other_context["messages"] = json!([{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "Tell me, please, what is the capital of France?"}]);
-    assert_eq!(send(&a, &url, &other_context, &[]).await.cache, "miss");
+    assert_eq!(
+        send(&a, &url, &other_context, &[])
+            .await
+            .header("x-heady-cache"),
+        "miss"
+    );
     // Never across accounts: b opted in too, but a's answers are not its own.
-    assert_eq!(send(&b, &url, &paraphrase, &[]).await.cache, "miss");
+    assert_eq!(
+        send(&b, &url, &paraphrase, &[])
+            .await
+            .header("x-heady-cache"),
+        "miss"
+    );
     // An account that did not opt in gets exact hits only.
-    assert_eq!(send(&c, &url, &asked, &[]).await.cache, "miss");
-    assert_eq!(send(&c, &url, &paraphrase, &[]).await.cache, "miss");
-    assert_eq!(send(&c, &url, &asked, &[]).await.cache, "hit");
+    assert_eq!(
+        send(&c, &url, &asked, &[]).await.header("x-heady-cache"),
+        "miss"
+    );
+    assert_eq!(
+        send(&c, &url, &paraphrase, &[])
+            .await
+            .header("x-heady-cache"),
+        "miss"
+    );
+    assert_eq!(
+        send(&c, &url, &asked, &[]).await.header("x-heady-cache"),
+        "hit"
+    );
     // A request may turn the semantic lookup off.
     let mut exact_only = chat("Tell me please: what's the capital of France?");
     exact_only["heady"] = json!({"cache": {"semantic": false}});
-    assert_eq!(send(&a, &url, &exact_only, &[]).await.cache, "miss");
+    assert_eq!(
+        send(&a, &url, &exact_only, &[])
+            .await
+            .header("x-heady-cache"),
+        "miss"
+    );
     let m = metrics(&s).await;
     assert!(
         metric(&m, "heady_cache_requests_total{result=\"semantic_hit\"}") >= 1.0,

@@ -8,7 +8,7 @@ mod common;
 
 use common::fake_provider::{Behavior, FakeProvider};
 use common::{new_key, TestServer};
-use heady_origin::providers::config::{ProviderConfig, ProviderKind};
+use heady_origin::providers::config::ProviderConfig;
 use heady_shared::{Classification, Tier};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
@@ -18,18 +18,8 @@ const REPLY: &str = "Hello from the fake provider.";
 
 fn provider(base_url: &str) -> ProviderConfig {
     ProviderConfig {
-        name: "fake".into(),
-        kind: ProviderKind::Openai,
-        base_url: Some(base_url.to_string()),
         api_key: None,
-        account_id: None,
-        model: None,
-        groups: Vec::new(),
-        weight: 1.0,
-        priority: 0,
-        timeout_ms: 5_000,
-        anthropic_version: None,
-        features: None,
+        ..common::openai_provider("fake", base_url)
     }
 }
 
@@ -49,12 +39,7 @@ async fn daemon(defense: bool) -> (TestServer, FakeProvider) {
     (s, fake)
 }
 
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    body: Value,
-    text: String,
-}
+use common::Answer;
 
 /// One POST to /mcp with the headers an MCP client sends.
 async fn post(
@@ -87,17 +72,7 @@ async fn send(
             .header("mcp-session-id", id)
             .header("mcp-protocol-version", "2025-11-25");
     }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let text = r.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Answer {
-        status,
-        headers,
-        body,
-        text,
-    }
+    Answer::of(req).await
 }
 
 fn initialize_body(version: &str) -> String {

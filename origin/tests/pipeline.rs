@@ -17,11 +17,7 @@ fn provider(name: &str, fake: &FakeProvider, priority: u32) -> ProviderConfig {
     }
 }
 
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
+type Reply = common::Answer;
 
 async fn post_with(url: &str, body: Value, headers: &[(&str, &str)]) -> Reply {
     send(owner_client(), url, body, headers).await
@@ -37,15 +33,7 @@ async fn send(c: reqwest::Client, url: &str, body: Value, headers: &[(&str, &str
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let body = r.json().await.unwrap_or(Value::Null);
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    common::Answer::of(req).await
 }
 
 async fn post(url: &str, body: Value) -> Reply {

@@ -91,7 +91,36 @@ pub async fn me(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
         "tier": a.tier,
         "clearance": a.clearance,
         "subscription": subscription,
+        "semantic_cache": a.semantic_cache,
     }))
+}
+
+/// What an account may change itself (`PATCH /api/account`); tier and status are the
+/// operators' and billing's.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SelfChange {
+    semantic_cache: bool,
+}
+
+/// `PATCH /api/account`: the caller's account opts in to or out of the semantic cache.
+pub async fn update_me(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
+    let Some(id) = c.identity.account() else {
+        return Err(authentication_required("this route answers for an account"));
+    };
+    require_json(&c)?;
+    let req: SelfChange = parse_body(&c.body)?;
+    let change = AccountChange {
+        semantic_cache: Some(req.semantic_cache),
+        ..AccountChange::default()
+    };
+    s.defense
+        .accounts
+        .update_account(&id, &change)
+        .await
+        .map_err(error_of)?;
+    tracing::info!(request_id = %c.request_id, account = %id, semantic_cache = req.semantic_cache, "account changed its semantic cache switch");
+    me(s, c).await
 }
 
 /// The operators' routes are RESTRICTED whatever `defense.enabled` says.

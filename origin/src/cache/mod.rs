@@ -184,11 +184,11 @@ impl ResponseCache {
     ) -> ResponseCache {
         let metrics = CacheMetrics::register(registry);
         let store = match redis {
-            Some(r) => store::Store::Redis {
+            Some(r) => store::Store::Redis(store::RedisStore {
                 outage: Outage::new("response cache", metrics.degraded.clone()),
                 redis: r,
                 background,
-            },
+            }),
             None => store::Store::Local(store::LocalStore::new(
                 config.local_max_mb.saturating_mul(1 << 20) as usize,
             )),
@@ -204,7 +204,7 @@ impl ResponseCache {
     /// Where exact entries live: `redis` or `process`.
     pub fn backend(&self) -> &'static str {
         match self.store {
-            store::Store::Redis { .. } => "redis",
+            store::Store::Redis(_) => "redis",
             store::Store::Local(_) => "process",
         }
     }

@@ -8,13 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub enum Store {
-    Redis {
-        redis: Arc<Redis>,
-        /// While Redis is down every lookup is a miss at once (no request waits on it).
-        outage: Arc<Outage>,
-        background: Background,
-    },
+    Redis(RedisStore),
     Local(LocalStore),
+}
+
+/// Entries in Redis, shared by every origin.
+pub struct RedisStore {
+    pub redis: Arc<Redis>,
+    /// While Redis is down every lookup is a miss at once (no request waits on it).
+    pub outage: Arc<Outage>,
+    pub background: Background,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,75 +28,61 @@ pub enum StoreError {
     Down,
 }
 
-impl Store {
-    /// One Redis command under the outage guard: while Redis is known down, none is sent.
-    async fn redis<T, F, Fut>(
-        redis: &Arc<Redis>,
-        outage: &Arc<Outage>,
-        background: &Background,
-        command: &'static str,
-        f: F,
-    ) -> Result<T, StoreError>
+impl RedisStore {
+    /// One command under the outage guard: while Redis is known down, none is sent.
+    async fn call<T, F, Fut>(&self, command: &'static str, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(::redis::aio::ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = ::redis::RedisResult<T>>,
     {
-        if outage.is_down() {
+        if self.outage.is_down() {
             return Err(StoreError::Down);
         }
-        redis.call(command, f).await.map_err(|e| {
-            outage.failed(redis, &e, background);
+        self.redis.call(command, f).await.map_err(|e| {
+            self.outage.failed(&self.redis, &e, &self.background);
             e.into()
         })
     }
+}
 
+impl Store {
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        match self {
-            Store::Local(l) => Ok(l.get(key)),
-            Store::Redis {
-                redis,
-                outage,
-                background,
-            } => {
-                let key = key.to_string();
-                Store::redis(redis, outage, background, "GET", |mut c| async move {
-                    ::redis::cmd("GET")
-                        .arg(&key)
-                        .query_async::<Option<Vec<u8>>>(&mut c)
-                        .await
-                })
+        let r = match self {
+            Store::Local(l) => return Ok(l.get(key)),
+            Store::Redis(r) => r,
+        };
+        let key = key.to_string();
+        r.call("GET", |mut c| async move {
+            ::redis::cmd("GET")
+                .arg(&key)
+                .query_async::<Option<Vec<u8>>>(&mut c)
                 .await
-            }
-        }
+        })
+        .await
     }
 
     pub async fn set(&self, key: &str, value: Vec<u8>, ttl_secs: u64) -> Result<(), StoreError> {
         if ttl_secs == 0 {
             return Ok(());
         }
-        match self {
+        let r = match self {
             Store::Local(l) => {
                 l.set(key, value, Duration::from_secs(ttl_secs));
-                Ok(())
+                return Ok(());
             }
-            Store::Redis {
-                redis,
-                outage,
-                background,
-            } => {
-                let key = key.to_string();
-                Store::redis(redis, outage, background, "SET", |mut c| async move {
-                    ::redis::cmd("SET")
-                        .arg(&key)
-                        .arg(value)
-                        .arg("EX")
-                        .arg(ttl_secs)
-                        .query_async::<()>(&mut c)
-                        .await
-                })
+            Store::Redis(r) => r,
+        };
+        let key = key.to_string();
+        r.call("SET", |mut c| async move {
+            ::redis::cmd("SET")
+                .arg(&key)
+                .arg(value)
+                .arg("EX")
+                .arg(ttl_secs)
+                .query_async::<()>(&mut c)
                 .await
-            }
-        }
+        })
+        .await
     }
 }
 

@@ -59,6 +59,7 @@ fn routes() -> &'static [RouteEntry] {
             route!(GET "/api/identity/pq-keys/{keyid}", public, health::pq_key),
             route!(POST "/api/tunnel/handshake", public, tunnel::handshake),
             route!(GET "/api/account", public.keyed(), accounts::me),
+            route!(PATCH "/api/account", public.keyed(), accounts::update_me),
             route!(POST "/api/billing/checkout", public.keyed(), billing::checkout),
             route!(POST "/api/billing/portal", public.keyed(), billing::portal),
             route!(POST "/api/billing/webhook", public.unlimited(), billing::webhook, Some(billing::WEBHOOK_MAX_BYTES)),
