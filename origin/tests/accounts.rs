@@ -145,7 +145,11 @@ async fn two_origins_share_accounts_and_keys_through_postgres_and_redis() {
         None,
     )
     .await;
-    assert_eq!((st, &v["semantic_cache"]), (200, &json!(true)), "{v}");
+    assert_eq!(
+        (st, &v["account"]["semantic_cache"]),
+        (200, &json!(true)),
+        "{v}"
+    );
     let (st, _, v) = call(
         "PATCH",
         &me,

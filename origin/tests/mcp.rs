@@ -10,7 +10,6 @@ use common::fake_provider::{Behavior, FakeProvider};
 use common::{new_key, TestServer};
 use heady_origin::providers::config::ProviderConfig;
 use heady_shared::{Classification, Tier};
-use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! `[pipeline.cache]`: the response cache's defaults and bounds.
 
-use crate::settings::{ConfigError, KeyDoc, Ty};
+use crate::settings::{in_range, invalid, ConfigError, KeyDoc, Ty};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,30 +66,34 @@ impl CacheConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let check = |key: &str, v: f64, lo: f64, hi: f64| {
-            crate::pipeline::config::range(&format!("cache.{key}"), v, lo, hi)
-        };
-        check("max_ttl_secs", self.max_ttl_secs as f64, 1.0, 31_536_000.0)?;
-        check(
-            "default_ttl_secs",
-            self.default_ttl_secs as f64,
-            1.0,
-            self.max_ttl_secs as f64,
+        let key = |k: &str| format!("pipeline.cache.{k}");
+        in_range(&key("max_ttl_secs"), self.max_ttl_secs, 1, 31_536_000)?;
+        in_range(
+            &key("default_ttl_secs"),
+            self.default_ttl_secs,
+            1,
+            self.max_ttl_secs,
         )?;
-        check(
-            "max_entry_bytes",
-            self.max_entry_bytes as f64,
-            1024.0,
-            512.0 * 1024.0 * 1024.0,
+        in_range(
+            &key("max_entry_bytes"),
+            self.max_entry_bytes,
+            1024,
+            512 << 20,
         )?;
-        check("local_max_mb", self.local_max_mb as f64, 1.0, 1_048_576.0)?;
-        check("semantic.threshold", self.semantic.threshold, 0.5, 1.0)?;
-        check(
-            "semantic.max_entries_per_account",
-            self.semantic.max_entries_per_account as f64,
-            1.0,
-            10_000_000.0,
+        in_range(&key("local_max_mb"), self.local_max_mb, 1, 1 << 20)?;
+        in_range(
+            &key("semantic.max_entries_per_account"),
+            self.semantic.max_entries_per_account as u64,
+            1,
+            10_000_000,
         )?;
+        let t = self.semantic.threshold;
+        if !(t.is_finite() && (0.5..=1.0).contains(&t)) {
+            return Err(invalid(
+                &key("semantic.threshold"),
+                format!("must be between 0.5 and 1 (got {t})"),
+            ));
+        }
         Ok(())
     }
 }

@@ -263,8 +263,7 @@ impl Default for RecallConfig {
     }
 }
 
-/// `pipeline.{key}` must be within [lo, hi].
-pub(crate) fn range(key: &str, v: f64, lo: f64, hi: f64) -> Result<(), ConfigError> {
+fn range(key: &str, v: f64, lo: f64, hi: f64) -> Result<(), ConfigError> {
     if v.is_finite() && v >= lo && v <= hi {
         Ok(())
     } else {
