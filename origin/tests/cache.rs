@@ -5,7 +5,8 @@ mod common;
 
 use common::fake_provider::{Behavior, FakeProvider};
 use common::{
-    client, client_with, new_key, openai_provider, owner_client, Answer, FreshPg, TestServer,
+    client, client_with, metric_value as metric, metrics_text as metrics, new_key, openai_provider,
+    owner_client, Answer, FreshPg, TestServer,
 };
 use heady_origin::accounts::AccountChange;
 use heady_shared::{Classification, Tier};
@@ -21,25 +22,6 @@ async fn send(c: &reqwest::Client, url: &str, body: &Value, headers: &[(&str, &s
         req = req.header(*k, *v);
     }
     Answer::of(req).await
-}
-
-async fn metrics(s: &TestServer) -> String {
-    owner_client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-fn metric(text: &str, line_start: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// The `data:` payloads of a stream, without `[DONE]`, with their ids and times removed.

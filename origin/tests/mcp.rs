@@ -541,14 +541,7 @@ async fn with_the_defense_on_mcp_is_limited_gated_by_tier_and_counted() {
     assert!(statuses[..27].iter().all(|&st| st == 200), "{statuses:?}");
     assert_eq!(statuses[27], 429, "{statuses:?}");
 
-    let metrics = common::owner_client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&s).await;
     for line in [
         r#"heady_mcp_messages_total{method="initialize",tool="",outcome="ok"} 1"#,
         r#"heady_mcp_messages_total{method="tools/call",tool="memory_store",outcome="tool_error"} 1"#,

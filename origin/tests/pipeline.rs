@@ -4,7 +4,7 @@
 mod common;
 
 use common::fake_provider::{Behavior, FakeProvider};
-use common::{client, owner_client, TestServer};
+use common::{client, metric_value, metrics_text as metrics, owner_client, TestServer};
 use heady_origin::config::Config;
 use heady_origin::providers::config::ProviderConfig;
 use serde_json::{json, Value};
@@ -49,24 +49,6 @@ async fn get(url: &str) -> Value {
         .json()
         .await
         .unwrap()
-}
-
-async fn metrics(s: &TestServer) -> String {
-    owner_client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 fn chat(text: &str) -> Value {

@@ -675,3 +675,23 @@ impl Answer {
             .unwrap_or("")
     }
 }
+
+/// The daemon's `/metrics` text.
+pub async fn metrics_text(s: &TestServer) -> String {
+    owner_client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of one series (`name{labels}`) in a `/metrics` text; 0 when absent.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
