@@ -598,14 +598,7 @@ async fn postgres_backend() {
 
 /// One SQL statement on the test database, straight through a connection of its own.
 async fn pg_exec(pg: &FreshPg, sql: &str) -> Vec<tokio_postgres::Row> {
-    let (c, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let task = tokio::spawn(conn);
-    let rows = c.query(sql, &[]).await.unwrap();
-    drop(c);
-    let _ = task.await;
-    rows
+    common::pg_query(&pg.name, sql).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -16,7 +16,8 @@ mod common;
 use common::fake_provider::{Behavior, FakeProvider};
 use common::fake_stripe::{self, stripe_error, FakeStripe};
 use common::{
-    call, client, code, free_port, new_key, wait_ready, Daemon, FreshPg, RedisServer, TestServer,
+    call, client, code, free_port, new_key, pg_query, wait_ready, Daemon, FreshPg, RedisServer,
+    TestServer,
 };
 use heady_origin::accounts::billing::SubscriptionStatus;
 use heady_origin::config::Config;
@@ -531,20 +532,6 @@ async fn deliver_raw(base: &str, body: Vec<u8>, signature: Option<String>) -> (u
         st,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
-}
-
-async fn pg_query(db: &str, sql: &str) -> Vec<tokio_postgres::Row> {
-    let (c, conn) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port=5432 user=postgres dbname={db}"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    let task = tokio::spawn(conn);
-    let rows = c.query(sql, &[]).await.unwrap();
-    drop(c);
-    let _ = task.await;
-    rows
 }
 
 async fn event_rows(db: &str) -> i64 {

@@ -431,6 +431,21 @@ async fn pg_admin(sql: String) {
     let _ = task.await;
 }
 
+/// One SQL statement on database `db` of the local server, through a connection of its own.
+pub async fn pg_query(db: &str, sql: &str) -> Vec<tokio_postgres::Row> {
+    let (c, conn) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port=5432 user=postgres dbname={db}"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    let task = tokio::spawn(conn);
+    let rows = c.query(sql, &[]).await.unwrap();
+    drop(c);
+    let _ = task.await;
+    rows
+}
+
 impl FreshPg {
     pub async fn create() -> FreshPg {
         let name = format!("heady_test_{:012x}", rand::random::<u64>() >> 16);
