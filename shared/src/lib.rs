@@ -16,6 +16,7 @@ pub mod breaker;
 pub mod cache;
 pub mod classification;
 pub mod critique;
+pub mod discord;
 pub mod drift;
 pub mod embedding;
 pub mod error_code;
