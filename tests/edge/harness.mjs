@@ -231,7 +231,8 @@ export function compatibilityDate() {
 }
 
 /**
- * Starts the built Worker in workerd. `ai` / `vectorize` false leave the binding out.
+ * Starts the built Worker in workerd. `ai` / `vectorize` false leave the binding out; `vars`
+ * are more Worker variables (wrangler.toml [vars]).
  */
 export async function startEdge({
   originUrl,
@@ -241,6 +242,7 @@ export async function startEdge({
   port = 0,
   inline = false,
   tunnel = "hmac",
+  vars = {},
 }) {
   const build = path.join(root, "edge", "build");
   if (!existsSync(path.join(build, "worker", "shim.mjs"))) {
@@ -279,6 +281,7 @@ export async function startEdge({
               }),
           AI_CHAT_MODEL: CHAT_MODEL,
           EDGE_PROMPT_MAX_CHARS: "4000",
+          ...vars,
         },
         wrappedBindings,
         assets: {
