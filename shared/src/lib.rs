@@ -23,6 +23,7 @@ pub mod groups;
 pub mod http_sig;
 pub mod identity;
 pub mod limiter;
+pub mod page;
 pub mod properties;
 pub mod readiness;
 pub mod retry;
