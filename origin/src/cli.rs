@@ -689,7 +689,10 @@ pub fn run(cli: Cli) -> i32 {
         Command::Mesh(cmd) => mesh(cmd),
         Command::ConfigReference { write } => config_reference(write.as_deref()),
         Command::Openapi => {
-            println!("{}", String::from_utf8_lossy(http::openapi::document_bytes()));
+            println!(
+                "{}",
+                String::from_utf8_lossy(http::openapi::document_bytes())
+            );
             0
         }
         Command::CheckConfig { config } => {

@@ -30,8 +30,20 @@ async fn the_served_document_is_valid_openapi_and_the_answers_match_it() {
         py.display()
     );
     let (s, _fake) = daemon().await;
-    let (account_key, _) = new_key(&s.state, "api-user", Tier::Enterprise, Classification::Internal).await;
-    let (operator_key, _) = new_key(&s.state, "api-ops", Tier::Enterprise, Classification::Restricted).await;
+    let (account_key, _) = new_key(
+        &s.state,
+        "api-user",
+        Tier::Enterprise,
+        Classification::Internal,
+    )
+    .await;
+    let (operator_key, _) = new_key(
+        &s.state,
+        "api-ops",
+        Tier::Enterprise,
+        Classification::Restricted,
+    )
+    .await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/openapi_check.py");
     let out = tokio::time::timeout(
         Duration::from_secs(120),
@@ -67,7 +79,10 @@ async fn the_served_document_is_valid_openapi_and_the_answers_match_it() {
         "POST /api/admin/accounts/{id}/keys 201",
         "POST /api/billing/checkout 503",
     ] {
-        assert!(checked.iter().any(|c| c == route), "{route} not checked: {v}");
+        assert!(
+            checked.iter().any(|c| c == route),
+            "{route} not checked: {v}"
+        );
     }
     s.stop().await;
 }
@@ -78,7 +93,11 @@ async fn the_document_is_public_cacheable_json_and_the_cli_prints_the_same() {
     let a = Answer::of(client().get(s.url("/openapi.json"))).await;
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(a.header("content-type"), "application/json");
-    assert!(a.header("cache-control").starts_with("public"), "{}", a.header("cache-control"));
+    assert!(
+        a.header("cache-control").starts_with("public"),
+        "{}",
+        a.header("cache-control")
+    );
     assert_eq!(a.body["openapi"], "3.1.0");
     assert!(a.body["paths"]["/v1/chat/completions"]["post"].is_object());
     // Anonymous callers are not refused, nor counted by the API limiter.
@@ -88,10 +107,16 @@ async fn the_document_is_public_cacheable_json_and_the_cli_prints_the_same() {
     assert!(head.text.is_empty());
 
     let bin = env!("CARGO_BIN_EXE_heady-origin");
-    let printed = std::process::Command::new(bin).arg("openapi").output().unwrap();
+    let printed = std::process::Command::new(bin)
+        .arg("openapi")
+        .output()
+        .unwrap();
     assert!(printed.status.success());
     let printed: Value = serde_json::from_slice(&printed.stdout).unwrap();
-    assert_eq!(printed, a.body, "heady-origin openapi prints what /openapi.json serves");
+    assert_eq!(
+        printed, a.body,
+        "heady-origin openapi prints what /openapi.json serves"
+    );
     s.stop().await;
 }
 
@@ -108,7 +133,10 @@ async fn the_reference_page_is_static_html_on_api_properties_only() {
         assert_eq!(a.status, 200, "{host:?}: {}", a.text);
         assert_eq!(a.header("content-type"), "text/html; charset=utf-8");
         let csp = a.header("content-security-policy");
-        assert!(csp.contains("default-src 'none'") && !csp.contains("script-src"), "{csp}");
+        assert!(
+            csp.contains("default-src 'none'") && !csp.contains("script-src"),
+            "{csp}"
+        );
         assert_eq!(a.header("x-content-type-options"), "nosniff");
         assert!(!a.text.to_ascii_lowercase().contains("<script"));
         assert!(a.text.contains("href=\"/openapi.json\""));

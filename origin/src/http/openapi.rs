@@ -139,8 +139,13 @@ pub(crate) fn operations() -> Vec<Op> {
         ok: Vec::new(),
         errors: &[],
     };
-    let account_id = ("id", "The account's id (`acct_` and 24 characters).", "acct_3kq7x2c4m5n6p7r2s3t4u5v6");
-    let chat_example = json!({"model": "heady", "messages": [{"role": "user", "content": "Say hello"}]});
+    let account_id = (
+        "id",
+        "The account's id (`acct_` and 24 characters).",
+        "acct_3kq7x2c4m5n6p7r2s3t4u5v6",
+    );
+    let chat_example =
+        json!({"model": "heady", "messages": [{"role": "user", "content": "Say hello"}]});
     vec![
         // openai
         Op {
@@ -430,7 +435,8 @@ pub(crate) fn operations() -> Vec<Op> {
 fn schemas() -> Value {
     let codes: Vec<String> = ErrorCode::ALL.iter().map(|c| c.to_string()).collect();
     let tier = json!({"type": "string", "enum": ["free", "pro", "enterprise"]});
-    let class = json!({"type": "string", "enum": ["PUBLIC", "INTERNAL", "PROPRIETARY", "RESTRICTED"]});
+    let class =
+        json!({"type": "string", "enum": ["PUBLIC", "INTERNAL", "PROPRIETARY", "RESTRICTED"]});
     let int = json!({"type": "integer"});
     let opt_int = json!({"type": ["integer", "null"]});
     let string = json!({"type": "string"});
@@ -917,7 +923,9 @@ fn curl(op: &Op, policy: &RoutePolicy) -> String {
             cmd.push_str(" \\\n  -H 'content-type: application/json'");
             cmd.push_str(&format!(" \\\n  -d '{}'", text.replace('\'', "'\\''")));
         } else if body["content"].get("application/octet-stream").is_some() {
-            cmd.push_str(" \\\n  -H 'content-type: application/octet-stream' --data-binary @hello.bin");
+            cmd.push_str(
+                " \\\n  -H 'content-type: application/octet-stream' --data-binary @hello.bin",
+            );
         } else {
             cmd.push_str(" \\\n  -H 'content-type: application/json' -d @event.json");
         }
@@ -943,10 +951,7 @@ fn operation(op: &Op, policy: &RoutePolicy) -> Value {
             .entry(status.to_string())
             .or_insert_with(|| json!({"$ref": format!("#/components/responses/E{status}")}));
     }
-    responses.insert(
-        "5XX".into(),
-        json!({"$ref": "#/components/responses/E5XX"}),
-    );
+    responses.insert("5XX".into(), json!({"$ref": "#/components/responses/E5XX"}));
     let security = if needs_key(policy) {
         json!([{"apiKey": []}])
     } else {
@@ -1029,9 +1034,7 @@ pub fn document() -> Value {
             continue;
         };
         statuses.extend(error_statuses(op, &policy));
-        let item = paths
-            .entry(path.to_string())
-            .or_insert_with(|| json!({}));
+        let item = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         item[method.as_str().to_ascii_lowercase()] = operation(op, &policy);
     }
     json!({
@@ -1147,10 +1150,17 @@ mod tests {
             .map(|o| (o.method.to_string(), o.path.to_string()))
             .collect();
         let described_set: BTreeSet<_> = described.iter().cloned().collect();
-        assert_eq!(described.len(), described_set.len(), "an operation is described twice");
+        assert_eq!(
+            described.len(),
+            described_set.len(),
+            "an operation is described twice"
+        );
         let undocumented: Vec<_> = routes.difference(&described_set).collect();
         let stale: Vec<_> = described_set.difference(&routes).collect();
-        assert!(undocumented.is_empty(), "routes without a description: {undocumented:?}");
+        assert!(
+            undocumented.is_empty(),
+            "routes without a description: {undocumented:?}"
+        );
         assert!(stale.is_empty(), "descriptions without a route: {stale:?}");
         let ids: BTreeSet<&str> = operations().iter().map(|o| o.id).collect();
         assert_eq!(ids.len(), described.len(), "operationIds are unique");
@@ -1173,8 +1183,19 @@ mod tests {
                             .collect()
                     })
                     .unwrap_or_default();
-                assert_eq!(declared, template_params(path), "{method} {path}: path parameters");
-                assert!(o["responses"].as_object().unwrap().keys().any(|k| k.starts_with('2')), "{method} {path}: no success answer");
+                assert_eq!(
+                    declared,
+                    template_params(path),
+                    "{method} {path}: path parameters"
+                );
+                assert!(
+                    o["responses"]
+                        .as_object()
+                        .unwrap()
+                        .keys()
+                        .any(|k| k.starts_with('2')),
+                    "{method} {path}: no success answer"
+                );
             }
         }
         let routes: BTreeSet<(String, String)> = routes::operation_list()
@@ -1185,18 +1206,36 @@ mod tests {
         // The policy is the table's, not a copy.
         for (method, path, policy) in routes::operation_list() {
             let o = &doc["paths"][path][method.as_str().to_ascii_lowercase()];
-            assert_eq!(o["x-heady-class"], policy.class.to_string(), "{method} {path}");
+            assert_eq!(
+                o["x-heady-class"],
+                policy.class.to_string(),
+                "{method} {path}"
+            );
             assert_eq!(o["x-heady-keyed"], policy.keyed, "{method} {path}");
             let operator = policy.class == Classification::Restricted;
-            assert_eq!(o["tags"][0] == "admin", operator || path.starts_with("/api/admin/"), "{method} {path}: operator routes are tagged admin");
-            assert_eq!(o["security"].as_array().unwrap().len() == 1, needs_key(&policy), "{method} {path}");
+            assert_eq!(
+                o["tags"][0] == "admin",
+                operator || path.starts_with("/api/admin/"),
+                "{method} {path}: operator routes are tagged admin"
+            );
+            assert_eq!(
+                o["security"].as_array().unwrap().len() == 1,
+                needs_key(&policy),
+                "{method} {path}"
+            );
             match policy.feature {
                 Some(f) => assert_eq!(o["x-heady-feature"], feature_name(f)),
                 None => assert!(o.get("x-heady-feature").is_none()),
             }
         }
         // The MCP endpoint and the edge's own routes are not forgotten.
-        for (m, p) in [("post", "/mcp"), ("delete", "/mcp"), ("post", "/api/tunnel/handshake"), ("get", "/api/identity/pq-keys/{keyid}"), ("post", routes::ACTION_ROUTE)] {
+        for (m, p) in [
+            ("post", "/mcp"),
+            ("delete", "/mcp"),
+            ("post", "/api/tunnel/handshake"),
+            ("get", "/api/identity/pq-keys/{keyid}"),
+            ("post", routes::ACTION_ROUTE),
+        ] {
             assert!(doc["paths"][p][m].is_object(), "{m} {p}");
         }
     }
@@ -1228,16 +1267,28 @@ mod tests {
         let chat = doc["paths"]["/v1/chat/completions"]["post"]["x-codeSamples"][0]["source"]
             .as_str()
             .unwrap();
-        assert!(chat.starts_with("curl -s https://headyapi.com/v1/chat/completions"), "{chat}");
-        assert!(chat.contains("-d '{") && chat.contains("\"model\":\"heady\""), "{chat}");
+        assert!(
+            chat.starts_with("curl -s https://headyapi.com/v1/chat/completions"),
+            "{chat}"
+        );
+        assert!(
+            chat.contains("-d '{") && chat.contains("\"model\":\"heady\""),
+            "{chat}"
+        );
         let admin = doc["paths"]["/api/admin/keys/{id}"]["delete"]["x-codeSamples"][0]["source"]
             .as_str()
             .unwrap();
-        assert!(admin.contains("-X DELETE https://headyapi.com/api/admin/keys/3f9c0a7d12e4b856"), "{admin}");
+        assert!(
+            admin.contains("-X DELETE https://headyapi.com/api/admin/keys/3f9c0a7d12e4b856"),
+            "{admin}"
+        );
         assert!(admin.contains("Bearer $HEADY_KEY"), "{admin}");
         let wipe = doc["paths"]["/api/memory"]["delete"]["x-codeSamples"][0]["source"]
             .as_str()
             .unwrap();
-        assert!(wipe.contains("'https://headyapi.com/api/memory?confirm=true'"), "{wipe}");
+        assert!(
+            wipe.contains("'https://headyapi.com/api/memory?confirm=true'"),
+            "{wipe}"
+        );
     }
 }

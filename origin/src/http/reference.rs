@@ -39,10 +39,7 @@ fn schema_html(schema: &Value) -> String {
         .and_then(Value::as_str)
         .and_then(|r| r.strip_prefix("#/components/schemas/"))
     {
-        return format!(
-            "<a href=\"#schema-{0}\"><code>{0}</code></a>",
-            escape(name)
-        );
+        return format!("<a href=\"#schema-{0}\"><code>{0}</code></a>", escape(name));
     }
     let text = serde_json::to_string_pretty(schema).unwrap_or_default();
     format!("<pre>{}</pre>", escape(&text))
@@ -94,7 +91,11 @@ fn render_operation(out: &mut String, doc: &Value, method: &str, path: &str, op:
         out.push_str("<dt>account</dt><dd>answers for the key's account only</dd>");
     }
     if let Some(f) = op.get("x-heady-feature").and_then(Value::as_str) {
-        let _ = write!(out, "<dt>tier feature</dt><dd><code>{}</code></dd>", escape(f));
+        let _ = write!(
+            out,
+            "<dt>tier feature</dt><dd><code>{}</code></dd>",
+            escape(f)
+        );
     }
     let limited = if op["x-heady-rate-limited"] == true {
         "yes"
@@ -136,7 +137,9 @@ fn render_operation(out: &mut String, doc: &Value, method: &str, path: &str, op:
             }
         }
     }
-    out.push_str("<h4>Answers</h4>\n<table><tr><th>status</th><th>meaning</th><th>body</th></tr>\n");
+    out.push_str(
+        "<h4>Answers</h4>\n<table><tr><th>status</th><th>meaning</th><th>body</th></tr>\n",
+    );
     if let Some(responses) = op["responses"].as_object() {
         for (status, r) in responses {
             let r = match r.get("$ref").and_then(Value::as_str) {
@@ -148,7 +151,11 @@ fn render_operation(out: &mut String, doc: &Value, method: &str, path: &str, op:
                 .map(|c| {
                     c.iter()
                         .map(|(media, m)| {
-                            format!("<code>{}</code> {}", escape(media), schema_html(&m["schema"]))
+                            format!(
+                                "<code>{}</code> {}",
+                                escape(media),
+                                schema_html(&m["schema"])
+                            )
                         })
                         .collect()
                 })
@@ -164,7 +171,11 @@ fn render_operation(out: &mut String, doc: &Value, method: &str, path: &str, op:
     }
     out.push_str("</table>\n");
     if let Some(sample) = op["x-codeSamples"][0].get("source").and_then(Value::as_str) {
-        let _ = writeln!(out, "<h4>Example</h4>\n<pre class=\"curl\">{}</pre>", escape(sample));
+        let _ = writeln!(
+            out,
+            "<h4>Example</h4>\n<pre class=\"curl\">{}</pre>",
+            escape(sample)
+        );
     }
     out.push_str("</section>\n");
 }
@@ -199,10 +210,18 @@ pub fn render(doc: &Value) -> String {
     );
     let tags: Vec<(&str, &str)> = doc["tags"]
         .as_array()
-        .map(|t| t.iter().map(|t| (str_of(t, "name"), str_of(t, "description"))).collect())
+        .map(|t| {
+            t.iter()
+                .map(|t| (str_of(t, "name"), str_of(t, "description")))
+                .collect()
+        })
         .unwrap_or_default();
     for (tag, _) in &tags {
-        let _ = write!(out, "<h3><a href=\"#tag-{0}\">{0}</a></h3>\n<ul>\n", escape(tag));
+        let _ = write!(
+            out,
+            "<h3><a href=\"#tag-{0}\">{0}</a></h3>\n<ul>\n",
+            escape(tag)
+        );
         for (method, path, op) in operations_of(doc, tag) {
             let _ = writeln!(
                 out,
@@ -271,12 +290,20 @@ mod tests {
         let doc = openapi::document();
         let html = render(&doc);
         assert!(!html.to_ascii_lowercase().contains("<script"));
-        assert!(!html.contains(" style="), "inline styles are refused by the CSP");
-        assert!(html.contains(&format!("<link rel=\"stylesheet\" href=\"{STYLESHEET_PATH}\">")));
+        assert!(
+            !html.contains(" style="),
+            "inline styles are refused by the CSP"
+        );
+        assert!(html.contains(&format!(
+            "<link rel=\"stylesheet\" href=\"{STYLESHEET_PATH}\">"
+        )));
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
                 let id = op["operationId"].as_str().unwrap();
-                assert!(html.contains(&format!("href=\"#op-{id}\"")), "{method} {path}");
+                assert!(
+                    html.contains(&format!("href=\"#op-{id}\"")),
+                    "{method} {path}"
+                );
                 assert!(html.contains(&format!("id=\"op-{id}\"")), "{method} {path}");
             }
         }
@@ -287,7 +314,10 @@ mod tests {
 
     #[test]
     fn text_is_escaped() {
-        assert_eq!(escape("<a href=\"x\">'&'"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;");
+        assert_eq!(
+            escape("<a href=\"x\">'&'"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;"
+        );
         assert_eq!(inline("a `<b>` c"), "a <code>&lt;b&gt;</code> c");
     }
 }
