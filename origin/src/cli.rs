@@ -49,6 +49,8 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         write: Option<PathBuf>,
     },
+    /// Print the OpenAPI 3.1 document of the HTTP API (what `/openapi.json` serves).
+    Openapi,
     /// Cloudflare Tunnel config: render it from deploy/properties.toml, validate one, match a URL.
     #[command(subcommand)]
     Tunnel(tunnel::TunnelCommand),
@@ -686,6 +688,13 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Mesh(cmd) => mesh(cmd),
         Command::ConfigReference { write } => config_reference(write.as_deref()),
+        Command::Openapi => {
+            println!(
+                "{}",
+                String::from_utf8_lossy(http::openapi::document_bytes())
+            );
+            0
+        }
         Command::CheckConfig { config } => {
             match Config::load(config.as_deref(), &heady_env(), &Overrides::default()) {
                 Ok(c) => {

@@ -12,6 +12,8 @@
 //! ```
 
 #![deny(unsafe_code)]
+// The OpenAPI document's schema table is one `json!` literal (http/openapi.rs).
+#![recursion_limit = "512"]
 
 pub mod accounts;
 pub mod api;

@@ -25,6 +25,7 @@ pub mod hex;
 pub mod http_sig;
 pub mod identity;
 pub mod limiter;
+pub mod page;
 pub mod properties;
 pub mod readiness;
 pub mod retry;

@@ -8,7 +8,22 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::Duration;
+
+/// The one property list, as committed: compiled into the Worker (routing never depends on a
+/// deploy-time upload being in step) and into the origin (which property a tunnelled page
+/// request is for).
+pub const COMMITTED_TOML: &str = include_str!("../../deploy/properties.toml");
+
+/// [`COMMITTED_TOML`], parsed once. A broken file is reported, never a panic (the tests of
+/// both sides make sure the committed one parses).
+pub fn committed() -> Result<&'static Properties, &'static PropertiesError> {
+    static PARSED: OnceLock<Result<Properties, PropertiesError>> = OnceLock::new();
+    PARSED
+        .get_or_init(|| Properties::parse(COMMITTED_TOML))
+        .as_ref()
+}
 
 /// What a property is for; decides which `Serve` values make sense.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -671,7 +686,7 @@ fn is_reserved_placeholder(hostname: &str) -> bool {
 mod tests {
     use super::*;
 
-    const REAL_FILE: &str = include_str!("../../deploy/properties.toml");
+    const REAL_FILE: &str = COMMITTED_TOML;
 
     fn one(fields: &str) -> String {
         format!("[[property]]\n{fields}\n")

@@ -2,7 +2,7 @@
 //! in docs/api.md) and handler. Unknown paths and wrong methods get 404 / 405. A path may end
 //! in one `{param}` segment, which matches any one non-empty segment (the handler reads it).
 
-use super::mcp;
+use super::{mcp, openapi};
 use crate::api::{
     accounts, billing, brain, conductor, health, memory, openai, tunnel, usage, Ctx, Handler, Reply,
 };
@@ -72,6 +72,9 @@ fn routes() -> &'static [RouteEntry] {
             route!(POST "/api/admin/accounts/{id}/keys", operator, accounts::create_key),
             route!(POST "/api/admin/accounts/{id}/pq-keys", operator, accounts::register_pq_key),
             route!(DELETE "/api/admin/keys/{id}", operator, accounts::revoke_key),
+            route!(GET "/", public, openapi::home),
+            route!(GET "/openapi.json", public, openapi::document_json),
+            route!(GET "/reference.css", public, openapi::stylesheet),
             route!(GET "/health", public, health::health),
             route!(GET "/ready", public, health::ready),
             route!(GET "/metrics", internal, health::metrics),
@@ -102,6 +105,19 @@ pub fn route_list() -> Vec<(Method, &'static str, RoutePolicy)> {
         .iter()
         .map(|r| (r.method.clone(), r.path, r.policy))
         .collect()
+}
+
+/// `POST /api/{action}`: one more segment under `/api/` names a conductor action. Matched
+/// after every route of the table.
+pub const ACTION_ROUTE: &str = "/api/{action}";
+const ACTION_POLICY: RoutePolicy = RoutePolicy::PUBLIC.needs(Feature::BasicChat);
+
+/// Every operation a client can call: the table's routes and the conductor action route
+/// (what the OpenAPI document describes).
+pub fn operation_list() -> Vec<(Method, &'static str, RoutePolicy)> {
+    let mut all = route_list();
+    all.push((Method::POST, ACTION_ROUTE, ACTION_POLICY));
+    all
 }
 
 /// Does `path` fit `pattern`? A `{name}` segment matches any one non-empty segment.
@@ -148,8 +164,8 @@ pub fn route(method: &Method, path: &str) -> Matched {
         // Exact routes above win; one more segment under /api/ is a conductor action. Which
         // actions a tier may use is checked in the handler (`Defense::authorize_action`).
         Matched {
-            name: "/api/{action}",
-            policy: RoutePolicy::PUBLIC.needs(Feature::BasicChat),
+            name: ACTION_ROUTE,
+            policy: ACTION_POLICY,
             handler: |s, c| Box::pin(brain::action(s, c)),
             max_body: None,
         }

@@ -374,31 +374,61 @@ pub fn edge_signed(
     key: &str,
     nonce: &str,
 ) -> reqwest::RequestBuilder {
+    edge_request(
+        EdgeCall {
+            method: "POST",
+            host: "headyapi.com",
+            subject,
+            tier,
+            nonce,
+        },
+        base,
+        path,
+        body,
+        key,
+    )
+    .header("content-type", "application/json")
+}
+
+/// What an edge-signed request vouches for besides the request line.
+pub struct EdgeCall<'a> {
+    pub method: &'a str,
+    /// The property host (`x-heady-host`).
+    pub host: &'a str,
+    pub subject: &'a str,
+    pub tier: heady_shared::Tier,
+    pub nonce: &'a str,
+}
+
+/// `call` signed with the HMAC `key` as the edge signs it.
+pub fn edge_request(
+    call: EdgeCall<'_>,
+    base: &str,
+    path: &str,
+    body: &[u8],
+    key: &str,
+) -> reqwest::RequestBuilder {
     use heady_shared::wire;
     let auth = wire::HmacSha256::new(key.as_bytes()).unwrap();
     let line = wire::RequestLine {
-        method: "POST",
+        method: call.method,
         path,
         query: "",
         body_sha256: wire::body_sha256(body),
     };
-    let timestamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
     let envelope = wire::Envelope {
-        host: "headyapi.com".into(),
-        subject: subject.into(),
-        tier,
+        host: call.host.into(),
+        subject: call.subject.into(),
+        tier: call.tier,
         clearance: heady_shared::Classification::Public,
         client_ip: "198.51.100.7".into(),
-        timestamp,
-        nonce: nonce.into(),
+        timestamp: unix_now(),
+        nonce: call.nonce.into(),
     };
-    let mut req = client()
-        .post(format!("{base}{path}"))
-        .header("content-type", "application/json")
-        .body(body.to_vec());
+    let mut req = client().request(call.method.parse().unwrap(), format!("{base}{path}"));
+    if !body.is_empty() {
+        req = req.body(body.to_vec());
+    }
     for (k, v) in wire::sign(&auth, &line, &envelope) {
         req = req.header(k, v);
     }
