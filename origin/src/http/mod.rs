@@ -5,6 +5,7 @@
 
 pub mod body;
 pub(crate) mod conn;
+pub mod discord;
 pub mod mcp;
 pub mod mesh;
 pub mod respond;
