@@ -572,8 +572,14 @@ async fn pq_key_behaviour(s: &AccountStore) {
 /// Discord links: one account per Discord user and one Discord user per account (a new link
 /// replaces both sides' old ones), a disabled account's link does not count, unlinking.
 async fn discord_link_behaviour(s: &AccountStore) {
-    let a = s.create_account("dl-a", Tier::Pro, Classification::Internal, 1).await.unwrap();
-    let b = s.create_account("dl-b", Tier::Free, Classification::Public, 1).await.unwrap();
+    let a = s
+        .create_account("dl-a", Tier::Pro, Classification::Internal, 1)
+        .await
+        .unwrap();
+    let b = s
+        .create_account("dl-b", Tier::Free, Classification::Public, 1)
+        .await
+        .unwrap();
     let link = |user: &str, account: &heady_shared::AccountId| DiscordLink {
         user_id: user.into(),
         username: format!("name{user}"),
@@ -583,8 +589,14 @@ async fn discord_link_behaviour(s: &AccountStore) {
     assert!(s.discord_account("11").await.unwrap().is_none());
     s.link_discord(&link("11", &a.id)).await.unwrap();
     let (l, acct) = s.discord_account("11").await.unwrap().unwrap();
-    assert_eq!((l.username.as_str(), acct.id.clone()), ("name11", a.id.clone()));
-    assert_eq!(s.discord_link_of(&a.id).await.unwrap().unwrap().user_id, "11");
+    assert_eq!(
+        (l.username.as_str(), acct.id.clone()),
+        ("name11", a.id.clone())
+    );
+    assert_eq!(
+        s.discord_link_of(&a.id).await.unwrap().unwrap().user_id,
+        "11"
+    );
     // The same user to another account moves; another user to that account replaces.
     s.link_discord(&link("11", &b.id)).await.unwrap();
     assert_eq!(s.discord_account("11").await.unwrap().unwrap().1.id, b.id);
@@ -594,7 +606,10 @@ async fn discord_link_behaviour(s: &AccountStore) {
     assert_eq!(s.discord_account("12").await.unwrap().unwrap().1.id, b.id);
     // An unknown account cannot be linked.
     let ghost = link("13", &mint_account_id());
-    assert!(matches!(s.link_discord(&ghost).await, Err(AccountError::NotFound(_))));
+    assert!(matches!(
+        s.link_discord(&ghost).await,
+        Err(AccountError::NotFound(_))
+    ));
     // Disabled: the link is kept but does not count.
     let off = AccountChange {
         status: Some(AccountStatus::Disabled),

@@ -97,7 +97,8 @@ impl Bot {
     async fn link(&self, key: &str, user_id: &str, username: &str) -> Answer {
         let (state, cookie) = self.login(key).await;
         let code = self.fake.authorize(user_id, username);
-        self.callback(&format!("code={code}&state={state}"), Some(&cookie)).await
+        self.callback(&format!("code={code}&state={state}"), Some(&cookie))
+            .await
     }
 
     /// `POST /discord/login`: the state in the redirect and the cookie.
@@ -131,7 +132,13 @@ fn state_and_cookie(r: &Answer) -> (String, String) {
     assert_eq!(q["response_type"], "code");
     assert_eq!(q["redirect_uri"], format!("{PUBLIC_URL}/discord/callback"));
     let set_cookie = r.header("set-cookie");
-    for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/discord", "Max-Age=600"] {
+    for attr in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Lax",
+        "Path=/discord",
+        "Max-Age=600",
+    ] {
         assert!(set_cookie.contains(attr), "{set_cookie}");
     }
     let cookie = set_cookie
@@ -144,7 +151,14 @@ fn state_and_cookie(r: &Answer) -> (String, String) {
     (q["state"].clone(), cookie)
 }
 
-fn command(name: &str, option: &str, value: &str, user_id: &str, token: &str, guild: bool) -> Value {
+fn command(
+    name: &str,
+    option: &str,
+    value: &str,
+    user_id: &str,
+    token: &str,
+    guild: bool,
+) -> Value {
     let user = json!({"id": user_id, "username": format!("user{user_id}")});
     let mut body = json!({
         "type": 2, "id": "5550001", "application_id": APPLICATION_ID, "token": token, "version": 1,
@@ -166,7 +180,8 @@ fn code(a: &Answer) -> &str {
 #[tokio::test]
 async fn interactions_must_be_signed_fresh_and_ping_is_answered_pong() {
     let b = bot().await;
-    let ping = br#"{"type":1,"id":"1","application_id":"123456789012345678","token":"t","version":1}"#;
+    let ping =
+        br#"{"type":1,"id":"1","application_id":"123456789012345678","token":"t","version":1}"#;
     let ts = common::unix_now().to_string();
     let sig = b.signer.sign(&ts, ping);
     let r = b.post(ping, Some(&sig), Some(&ts)).await;
@@ -181,16 +196,41 @@ async fn interactions_must_be_signed_fresh_and_ping_is_answered_pong() {
     let forged = other.sign(&ts, ping);
     let tampered = b.signer.sign(&ts, br#"{"type":1,"id":"2"}"#);
     for (sig, ts, says) in [
-        (None, Some(ts.as_str()), "X-Signature-Ed25519 header is missing"),
-        (Some(sig.as_str()), None, "X-Signature-Timestamp header is missing"),
+        (
+            None,
+            Some(ts.as_str()),
+            "X-Signature-Ed25519 header is missing",
+        ),
+        (
+            Some(sig.as_str()),
+            None,
+            "X-Signature-Timestamp header is missing",
+        ),
         (Some(forged.as_str()), Some(ts.as_str()), "does not verify"),
-        (Some(tampered.as_str()), Some(ts.as_str()), "does not verify"),
+        (
+            Some(tampered.as_str()),
+            Some(ts.as_str()),
+            "does not verify",
+        ),
         (Some("zz"), Some(ts.as_str()), "128 hex digits"),
-        (Some(stale_sig.as_str()), Some(stale_ts.as_str()), "more than 300 s"),
+        (
+            Some(stale_sig.as_str()),
+            Some(stale_ts.as_str()),
+            "more than 300 s",
+        ),
     ] {
         let r = b.post(ping, sig, ts).await;
-        assert_eq!((r.status, code(&r)), (401, "invalid_discord_signature"), "{says}: {}", r.text);
-        assert!(r.body["error"]["message"].as_str().unwrap().contains(says), "{}", r.text);
+        assert_eq!(
+            (r.status, code(&r)),
+            (401, "invalid_discord_signature"),
+            "{says}: {}",
+            r.text
+        );
+        assert!(
+            r.body["error"]["message"].as_str().unwrap().contains(says),
+            "{}",
+            r.text
+        );
     }
     // A good signature over a body that is not an interaction: 400.
     let junk = b"{\"not\":\"an interaction\"}";
@@ -200,7 +240,10 @@ async fn interactions_must_be_signed_fresh_and_ping_is_answered_pong() {
 
     let m = common::metrics_text(&b.s).await;
     assert_eq!(
-        common::metric_value(&m, "heady_discord_interactions_total{type=\"ping\",command=\"\",outcome=\"pong\"}"),
+        common::metric_value(
+            &m,
+            "heady_discord_interactions_total{type=\"ping\",command=\"\",outcome=\"pong\"}"
+        ),
         1.0,
         "{m}"
     );
@@ -213,9 +256,18 @@ async fn interactions_must_be_signed_fresh_and_ping_is_answered_pong() {
 
     // Without [discord]: 503 naming what is missing.
     let plain = TestServer::start(|_| {}).await;
-    for (method, path) in [("POST", "/discord/interactions"), ("GET", "/discord/login"), ("GET", "/discord/callback")] {
-        let r = Answer::of(common::client().request(method.parse().unwrap(), plain.url(path))).await;
-        assert_eq!((r.status, code(&r)), (503, "discord_not_configured"), "{path}");
+    for (method, path) in [
+        ("POST", "/discord/interactions"),
+        ("GET", "/discord/login"),
+        ("GET", "/discord/callback"),
+    ] {
+        let r =
+            Answer::of(common::client().request(method.parse().unwrap(), plain.url(path))).await;
+        assert_eq!(
+            (r.status, code(&r)),
+            (503, "discord_not_configured"),
+            "{path}"
+        );
         assert!(r.text.contains("application_id"), "{}", r.text);
     }
     plain.stop().await;
@@ -232,20 +284,37 @@ async fn the_sign_in_links_a_discord_user_once_per_state_and_browser() {
     assert!(r.header("content-type").starts_with("text/html"));
     assert!(r.text.contains("name=\"key\"") && !r.text.contains("<script"));
     let csp = r.header("content-security-policy");
-    assert!(csp.contains("default-src 'none'") && csp.contains("form-action 'self' https://discord.test"), "{csp}");
+    assert!(
+        csp.contains("default-src 'none'")
+            && csp.contains("form-action 'self' https://discord.test"),
+        "{csp}"
+    );
     assert_eq!(r.header("x-frame-options"), "DENY");
 
     // A bad key is refused as the defense refuses it; no key is 400.
-    let r = Answer::of(browser().post(b.s.url("/discord/login")).form(&[("key", format!("hk_{}", "0".repeat(64)))])).await;
+    let r = Answer::of(
+        browser()
+            .post(b.s.url("/discord/login"))
+            .form(&[("key", format!("hk_{}", "0".repeat(64)))]),
+    )
+    .await;
     assert_eq!((r.status, code(&r)), (401, "invalid_api_key"), "{}", r.text);
-    let r = Answer::of(browser().post(b.s.url("/discord/login")).form(&[("nokey", "x")])).await;
+    let r = Answer::of(
+        browser()
+            .post(b.s.url("/discord/login"))
+            .form(&[("nokey", "x")]),
+    )
+    .await;
     assert_eq!(r.status, 400, "{}", r.text);
 
     // The whole flow: form -> Discord -> callback -> linked.
     let r = b.link(&key, "4242", "ana_d").await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(r.text.contains("Linked as ana_d"), "{}", r.text);
-    assert!(r.header("set-cookie").contains("Max-Age=0"), "the state cookie is cleared");
+    assert!(
+        r.header("set-cookie").contains("Max-Age=0"),
+        "the state cookie is cleared"
+    );
     let exchange = b.fake.requests_to("POST", "/api/v10/oauth2/token");
     assert_eq!(exchange.len(), 1);
     let form = exchange[0].form();
@@ -256,26 +325,57 @@ async fn the_sign_in_links_a_discord_user_once_per_state_and_browser() {
     let r = Answer::of(client_with(&key).get(b.s.url("/api/account"))).await;
     assert_eq!(r.body["discord"]["user_id"], "4242", "{}", r.text);
     assert_eq!(r.body["discord"]["username"], "ana_d");
-    let (link, linked) = b.s.state.defense.accounts.discord_account("4242").await.unwrap().unwrap();
-    assert_eq!((link.account_id, linked.id.clone()), (account.clone(), account.clone()));
+    let (link, linked) =
+        b.s.state
+            .defense
+            .accounts
+            .discord_account("4242")
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(
+        (link.account_id, linked.id.clone()),
+        (account.clone(), account.clone())
+    );
 
     // A state is used once; another browser (no cookie, or another cookie) is refused.
     let (state, cookie) = b.login(&key).await;
     let code1 = b.fake.authorize("4242", "ana_d");
-    let r = b.callback(&format!("code={code1}&state={state}"), None).await;
+    let r = b
+        .callback(&format!("code={code1}&state={state}"), None)
+        .await;
     assert_eq!(r.status, 403, "{}", r.text);
     assert!(r.text.contains("another browser"), "{}", r.text);
-    let r = b.callback(&format!("code={code1}&state={state}"), Some(&cookie)).await;
-    assert_eq!(r.status, 400, "a refused attempt used the state up: {}", r.text);
+    let r = b
+        .callback(&format!("code={code1}&state={state}"), Some(&cookie))
+        .await;
+    assert_eq!(
+        r.status, 400,
+        "a refused attempt used the state up: {}",
+        r.text
+    );
     let (state, _) = b.login(&key).await;
-    let r = b.callback(&format!("code={code1}&state={state}"), Some("not-the-cookie")).await;
+    let r = b
+        .callback(
+            &format!("code={code1}&state={state}"),
+            Some("not-the-cookie"),
+        )
+        .await;
     assert_eq!(r.status, 403, "{}", r.text);
-    let r = b.callback(&format!("code={code1}&state=madeup"), Some(&cookie)).await;
+    let r = b
+        .callback(&format!("code={code1}&state=madeup"), Some(&cookie))
+        .await;
     assert_eq!(r.status, 400, "{}", r.text);
-    assert!(r.text.contains("unknown, expired or finished"), "{}", r.text);
+    assert!(
+        r.text.contains("unknown, expired or finished"),
+        "{}",
+        r.text
+    );
     // A code Discord does not know: 502 with Discord's words; the user denied: 400.
     let (state, cookie) = b.login(&key).await;
-    let r = b.callback(&format!("code=bogus&state={state}"), Some(&cookie)).await;
+    let r = b
+        .callback(&format!("code=bogus&state={state}"), Some(&cookie))
+        .await;
     assert_eq!((r.status, code(&r)), (502, "upstream_failed"), "{}", r.text);
     assert!(r.text.contains("Invalid \\\"code\\\""), "{}", r.text);
     let r = b.callback("error=access_denied&state=x", None).await;
@@ -290,7 +390,14 @@ async fn the_sign_in_links_a_discord_user_once_per_state_and_browser() {
     let (key2, account2) = new_key(&b.s.state, "bo", Tier::Free, Classification::Internal).await;
     let r = b.link(&key2, "4242", "ana_d").await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let (_, now) = b.s.state.defense.accounts.discord_account("4242").await.unwrap().unwrap();
+    let (_, now) =
+        b.s.state
+            .defense
+            .accounts
+            .discord_account("4242")
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!(now.id, account2);
     let r = Answer::of(client_with(&key).get(b.s.url("/api/account"))).await;
     assert_eq!(r.body["discord"], Value::Null, "{}", r.text);
@@ -300,9 +407,21 @@ async fn the_sign_in_links_a_discord_user_once_per_state_and_browser() {
     assert_eq!(r.body, json!({"unlinked": true}), "{}", r.text);
     let r = Answer::of(client_with(&key2).delete(b.s.url("/api/account/discord"))).await;
     assert_eq!(r.body, json!({"unlinked": false}));
-    assert!(b.s.state.defense.accounts.discord_account("4242").await.unwrap().is_none());
+    assert!(b
+        .s
+        .state
+        .defense
+        .accounts
+        .discord_account("4242")
+        .await
+        .unwrap()
+        .is_none());
     let m = common::metrics_text(&b.s).await;
-    assert_eq!(common::metric_value(&m, "heady_discord_links_total{outcome=\"linked\"}"), 2.0, "{m}");
+    assert_eq!(
+        common::metric_value(&m, "heady_discord_links_total{outcome=\"linked\"}"),
+        2.0,
+        "{m}"
+    );
     b.s.stop().await;
 }
 
@@ -313,27 +432,52 @@ async fn ask_is_deferred_then_answered_through_the_webhook() {
     assert_eq!(b.link(&key, "4242", "ana_d").await.status, 200);
 
     // A linked user in a guild: deferred at once, then the provider's answer replaces it.
-    let r = b.interact(&command("ask", "question", "What is Heady?", "4242", "tok1", true)).await;
+    let r = b
+        .interact(&command(
+            "ask",
+            "question",
+            "What is Heady?",
+            "4242",
+            "tok1",
+            true,
+        ))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body, json!({"type": 5}));
     let msgs = b.fake.wait_messages("tok1", 1).await;
     assert_eq!(msgs, vec![("PATCH".to_string(), REPLY.to_string())]);
-    let sent = b.fake.requests_to("PATCH", &format!("/api/v10/webhooks/{APPLICATION_ID}/tok1/messages/@original"));
+    let sent = b.fake.requests_to(
+        "PATCH",
+        &format!("/api/v10/webhooks/{APPLICATION_ID}/tok1/messages/@original"),
+    );
     assert_eq!(sent[0].json()["allowed_mentions"], json!({"parse": []}));
     let asked = b.provider.last();
     assert!(asked.to_string().contains("What is Heady?"), "{asked}");
 
     // An unlinked user in a DM: answered too, anonymously, and told how to link.
-    let r = b.interact(&command("ask", "question", "Hi", "999", "tok2", false)).await;
+    let r = b
+        .interact(&command("ask", "question", "Hi", "999", "tok2", false))
+        .await;
     assert_eq!(r.body, json!({"type": 5}));
     let msgs = b.fake.wait_messages("tok2", 1).await;
     assert!(msgs[0].1.starts_with(REPLY), "{msgs:?}");
-    assert!(msgs[0].1.contains("https://discord.test/discord/login"), "{msgs:?}");
+    assert!(
+        msgs[0].1.contains("https://discord.test/discord/login"),
+        "{msgs:?}"
+    );
 
     // A long answer: the first 2000 characters replace the deferral, the rest follow.
     let long = "word ".repeat(900);
     b.provider.set(|be| be.reply = Some(long.clone()));
-    b.interact(&command("ask", "question", "Tell me more", "4242", "tok3", true)).await;
+    b.interact(&command(
+        "ask",
+        "question",
+        "Tell me more",
+        "4242",
+        "tok3",
+        true,
+    ))
+    .await;
     let msgs = b.fake.wait_messages("tok3", 3).await;
     assert_eq!(
         msgs.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>(),
@@ -345,19 +489,33 @@ async fn ask_is_deferred_then_answered_through_the_webhook() {
 
     // Discord says slow down: the answer waits retry_after and is sent.
     b.provider.set(|be| be.reply = Some(REPLY.into()));
-    b.fake.fail_next(429, json!({"message": "You are being rate limited.", "retry_after": 0.2, "global": false}));
-    b.interact(&command("ask", "question", "Again", "4242", "tok4", true)).await;
+    b.fake.fail_next(
+        429,
+        json!({"message": "You are being rate limited.", "retry_after": 0.2, "global": false}),
+    );
+    b.interact(&command("ask", "question", "Again", "4242", "tok4", true))
+        .await;
     let msgs = b.fake.wait_messages("tok4", 2).await;
-    assert_eq!(msgs[1], ("PATCH".to_string(), REPLY.to_string()), "{msgs:?}");
+    assert_eq!(
+        msgs[1],
+        ("PATCH".to_string(), REPLY.to_string()),
+        "{msgs:?}"
+    );
 
     // The provider fails: the user reads why, with the request id.
     b.provider.set(|be| be.fail_status = Some(500));
-    b.interact(&command("ask", "question", "Broken?", "4242", "tok5", true)).await;
+    b.interact(&command("ask", "question", "Broken?", "4242", "tok5", true))
+        .await;
     let msgs = b.fake.wait_messages("tok5", 1).await;
-    assert!(msgs[0].1.starts_with("Sorry, the answer failed") && msgs[0].1.contains("Request id"), "{msgs:?}");
+    assert!(
+        msgs[0].1.starts_with("Sorry, the answer failed") && msgs[0].1.contains("Request id"),
+        "{msgs:?}"
+    );
 
     // An empty question is refused at once, only to the user.
-    let r = b.interact(&command("ask", "question", "  ", "4242", "tok6", true)).await;
+    let r = b
+        .interact(&command("ask", "question", "  ", "4242", "tok6", true))
+        .await;
     assert_eq!(r.body["type"], 4);
     assert_eq!(r.body["data"]["flags"], 64);
     let m = common::metrics_text(&b.s).await;
@@ -379,29 +537,71 @@ async fn search_answers_from_the_linked_accounts_memory_only() {
         (&ana, "ana keeps the orchard ledger in the blue notebook"),
         (&bo, "bo keeps the orchard secrets in the red notebook"),
     ] {
-        let r = Answer::of(client_with(key).post(b.s.url("/api/memory/vectors")).json(&json!({"content": content}))).await;
+        let r = Answer::of(
+            client_with(key)
+                .post(b.s.url("/api/memory/vectors"))
+                .json(&json!({"content": content})),
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", r.text);
     }
     b.s.wait_index().await;
     assert_eq!(b.link(&ana, "4242", "ana_d").await.status, 200);
 
-    let r = b.interact(&command("search", "query", "orchard notebook", "4242", "t1", true)).await;
+    let r = b
+        .interact(&command(
+            "search",
+            "query",
+            "orchard notebook",
+            "4242",
+            "t1",
+            true,
+        ))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!((r.body["type"].clone(), r.body["data"]["flags"].clone()), (json!(4), json!(64)));
+    assert_eq!(
+        (r.body["type"].clone(), r.body["data"]["flags"].clone()),
+        (json!(4), json!(64))
+    );
     let text = r.body["data"]["content"].as_str().unwrap();
     assert!(text.contains("blue notebook"), "{text}");
-    assert!(!text.contains("red notebook"), "another account's row: {text}");
+    assert!(
+        !text.contains("red notebook"),
+        "another account's row: {text}"
+    );
 
     // Unlinked: told how to link; an unknown command: named.
-    let r = b.interact(&command("search", "query", "orchard", "999", "t2", false)).await;
+    let r = b
+        .interact(&command("search", "query", "orchard", "999", "t2", false))
+        .await;
     let text = r.body["data"]["content"].as_str().unwrap();
-    assert!(text.contains("linked Heady account") && text.contains("https://discord.test/discord/login"), "{text}");
+    assert!(
+        text.contains("linked Heady account")
+            && text.contains("https://discord.test/discord/login"),
+        "{text}"
+    );
     assert_eq!(r.body["data"]["flags"], 64);
-    let r = b.interact(&command("dance", "x", "y", "4242", "t3", true)).await;
-    assert!(r.body["data"]["content"].as_str().unwrap().contains("/dance"), "{}", r.text);
+    let r = b
+        .interact(&command("dance", "x", "y", "4242", "t3", true))
+        .await;
+    assert!(
+        r.body["data"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("/dance"),
+        "{}",
+        r.text
+    );
 
     // A disabled account's link does not work.
-    let account = b.s.state.defense.accounts.account_by_name("ana").await.unwrap().unwrap();
+    let account =
+        b.s.state
+            .defense
+            .accounts
+            .account_by_name("ana")
+            .await
+            .unwrap()
+            .unwrap();
     b.s.state
         .defense
         .accounts
@@ -414,7 +614,9 @@ async fn search_answers_from_the_linked_accounts_memory_only() {
         )
         .await
         .unwrap();
-    let r = b.interact(&command("search", "query", "orchard", "4242", "t4", true)).await;
+    let r = b
+        .interact(&command("search", "query", "orchard", "4242", "t4", true))
+        .await;
     let text = r.body["data"]["content"].as_str().unwrap();
     assert!(text.contains("linked Heady account"), "{text}");
     b.s.stop().await;
@@ -439,10 +641,23 @@ async fn register_commands_overwrites_the_applications_commands() {
     };
     let out = tokio::task::block_in_place(|| run(Some(BOT_TOKEN), &[]));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("registered 2 commands globally"), "{stdout}");
-    assert!(stdout.contains("/ask\t10000") && stdout.contains("/search\t10001"), "{stdout}");
-    let put = fake.requests_to("PUT", &format!("/api/v10/applications/{APPLICATION_ID}/commands"));
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("registered 2 commands globally"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("/ask\t10000") && stdout.contains("/search\t10001"),
+        "{stdout}"
+    );
+    let put = fake.requests_to(
+        "PUT",
+        &format!("/api/v10/applications/{APPLICATION_ID}/commands"),
+    );
     assert_eq!(put.len(), 1);
     assert_eq!(put[0].headers["authorization"], format!("Bot {BOT_TOKEN}"));
     let body = put[0].json();
@@ -455,14 +670,21 @@ async fn register_commands_overwrites_the_applications_commands() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("in guild 777"));
     assert_eq!(
-        fake.requests_to("PUT", &format!("/api/v10/applications/{APPLICATION_ID}/guilds/777/commands")).len(),
+        fake.requests_to(
+            "PUT",
+            &format!("/api/v10/applications/{APPLICATION_ID}/guilds/777/commands")
+        )
+        .len(),
         1
     );
     // Discord refuses the token: its words, exit 1, and the token is not printed.
     let out = tokio::task::block_in_place(|| run(Some("wrong-token-xyz"), &[]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("401: Unauthorized") && !stderr.contains("wrong-token-xyz"), "{stderr}");
+    assert!(
+        stderr.contains("401: Unauthorized") && !stderr.contains("wrong-token-xyz"),
+        "{stderr}"
+    );
     // No token, or a bad guild: exit 2 naming the problem.
     let out = tokio::task::block_in_place(|| run(None, &[]));
     assert_eq!(out.status.code(), Some(2));

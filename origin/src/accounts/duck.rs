@@ -233,7 +233,11 @@ impl DuckAccounts {
     }
 
     /// The link of the Discord user `user_id`, or of the account `account` (by `column`).
-    pub fn discord_link(&self, column: &str, value: &str) -> Result<Option<DiscordLink>, AccountError> {
+    pub fn discord_link(
+        &self,
+        column: &str,
+        value: &str,
+    ) -> Result<Option<DiscordLink>, AccountError> {
         self.db.with_reader(|conn| {
             conn.query_row(
                 &format!("SELECT user_id, account_id, username, linked_at FROM discord_links WHERE {column} = ?"),

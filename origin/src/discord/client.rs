@@ -108,12 +108,10 @@ impl DiscordClient {
                         });
                     }
                     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    let retry_after = json
-                        .get("retry_after")
-                        .and_then(Value::as_f64)
-                        .or(header);
-                    let message = discord_message(&json)
-                        .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+                    let retry_after = json.get("retry_after").and_then(Value::as_f64).or(header);
+                    let message = discord_message(&json).unwrap_or_else(|| {
+                        String::from_utf8_lossy(&body).chars().take(200).collect()
+                    });
                     (
                         Some(status),
                         retry_after,
@@ -136,7 +134,13 @@ impl DiscordClient {
             };
             match retry_delay(status, retry_after, attempt) {
                 Some(wait) if Instant::now() + wait < deadline => {
-                    tracing::info!(what, ?status, attempt, wait_ms = wait.as_millis() as u64, "Discord call: retrying");
+                    tracing::info!(
+                        what,
+                        ?status,
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        "Discord call: retrying"
+                    );
                     tokio::time::sleep(wait).await;
                 }
                 _ => return Err(error),
@@ -160,7 +164,9 @@ impl DiscordClient {
         ];
         let deadline = Instant::now() + Duration::from_secs(10);
         let v = self
-            .call("the code exchange", deadline, || self.http.post(&url).form(&form))
+            .call("the code exchange", deadline, || {
+                self.http.post(&url).form(&form)
+            })
             .await?;
         v.get("access_token")
             .and_then(Value::as_str)
@@ -236,7 +242,10 @@ impl DiscordClient {
                 "{}/applications/{}/guilds/{g}/commands",
                 self.base, self.application_id
             ),
-            None => format!("{}/applications/{}/commands", self.base, self.application_id),
+            None => format!(
+                "{}/applications/{}/commands",
+                self.base, self.application_id
+            ),
         };
         let body = super::interaction::commands();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -306,8 +315,12 @@ mod tests {
             discord_message(&v).unwrap(),
             "Invalid Form Body (0: name: Must be lower case)"
         );
-        let oauth = json!({"error": "invalid_grant", "error_description": "Invalid \"code\" in request."});
-        assert_eq!(discord_message(&oauth).unwrap(), "Invalid \"code\" in request.");
+        let oauth =
+            json!({"error": "invalid_grant", "error_description": "Invalid \"code\" in request."});
+        assert_eq!(
+            discord_message(&oauth).unwrap(),
+            "Invalid \"code\" in request."
+        );
         assert_eq!(discord_message(&json!({})), None);
     }
 }

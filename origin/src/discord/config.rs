@@ -192,7 +192,11 @@ mod tests {
             client_secret: Some("x".into()),
             ..DiscordConfig::default()
         };
-        assert!(err(&half).starts_with("discord.application_id:"), "{}", err(&half));
+        assert!(
+            err(&half).starts_with("discord.application_id:"),
+            "{}",
+            err(&half)
+        );
         let mut c = on();
         c.public_key = None;
         assert!(err(&c).starts_with("discord.public_key:"));
@@ -211,9 +215,15 @@ mod tests {
         let mut c = on();
         c.bot_token = Some("two words-secretvalue".into());
         let e = err(&c);
-        assert!(e.starts_with("discord.bot_token:") && !e.contains("secretvalue"), "{e}");
+        assert!(
+            e.starts_with("discord.bot_token:") && !e.contains("secretvalue"),
+            "{e}"
+        );
         let shown = format!("{:?}", on());
-        assert!(!shown.contains("bot.token-xyz") && !shown.contains("client-secret-xyz"), "{shown}");
+        assert!(
+            !shown.contains("bot.token-xyz") && !shown.contains("client-secret-xyz"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -222,7 +232,10 @@ mod tests {
             on().redirect_uri(),
             "https://discord.headysystems.com/discord/callback"
         );
-        assert_eq!(on().login_url(), "https://discord.headysystems.com/discord/login");
+        assert_eq!(
+            on().login_url(),
+            "https://discord.headysystems.com/discord/login"
+        );
         let text = include_str!("../../../deploy/properties.toml");
         let props = heady_shared::properties::Properties::parse(text).unwrap();
         let discord = props

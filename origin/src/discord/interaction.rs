@@ -102,7 +102,10 @@ impl Interaction {
         let user = w.member.and_then(|m| m.user).or(w.user);
         if let Some(u) = &user {
             if !super::config::is_snowflake(&u.id) {
-                return Err(format!("user.id must be a Discord id (got {:?})", excerpt(&u.id, 40)));
+                return Err(format!(
+                    "user.id must be a Discord id (got {:?})",
+                    excerpt(&u.id, 40)
+                ));
             }
         }
         let command = match (w.kind, w.data) {
@@ -212,9 +215,14 @@ pub fn split_message(text: &str, max: usize) -> Vec<String> {
     let mut rest: Vec<char> = text.chars().collect();
     while rest.len() > max {
         let window = &rest[..max];
-        let cut = [ '\n', ' ' ]
+        let cut = ['\n', ' ']
             .iter()
-            .find_map(|sep| window.iter().rposition(|c| c == sep).filter(|&i| i >= max / 2))
+            .find_map(|sep| {
+                window
+                    .iter()
+                    .rposition(|c| c == sep)
+                    .filter(|&i| i >= max / 2)
+            })
             .map_or(max, |i| i + 1);
         let piece: String = rest[..cut].iter().collect();
         out.push(piece.trim_end().to_string());
@@ -236,11 +244,19 @@ pub fn search_text(query: &str, answer: &Value) -> String {
     if rows.is_empty() {
         return format!("No memory matches \"{}\".", excerpt(query, 100));
     }
-    let mut text = format!("Top {} in your memory for \"{}\":", rows.len(), excerpt(query, 100));
+    let mut text = format!(
+        "Top {} in your memory for \"{}\":",
+        rows.len(),
+        excerpt(query, 100)
+    );
     for (i, row) in rows.iter().enumerate() {
         let content = row.get("content").and_then(Value::as_str).unwrap_or("");
         let snippet = excerpt(&content.replace('\n', " "), SNIPPET_CHARS);
-        let more = if content.chars().count() > SNIPPET_CHARS { "..." } else { "" };
+        let more = if content.chars().count() > SNIPPET_CHARS {
+            "..."
+        } else {
+            ""
+        };
         let score = row.get("score").and_then(Value::as_f64).unwrap_or(0.0);
         text.push_str(&format!("\n{}. ({score:.2}) {snippet}{more}", i + 1));
     }
@@ -267,18 +283,26 @@ pub fn authorize_url(authorize: &str, client_id: &str, state: &str, redirect_uri
 /// tries, from 1), or `None`: do not retry. A 429 waits what Discord says (`retry_after`
 /// seconds in its body, else the `Retry-After` header); a 5xx or no answer at all backs off
 /// 0.5 s, 1 s, 2 s... up to 8 s. Four tries at most.
-pub fn retry_delay(status: Option<u16>, retry_after_secs: Option<f64>, attempt: u32) -> Option<Duration> {
+pub fn retry_delay(
+    status: Option<u16>,
+    retry_after_secs: Option<f64>,
+    attempt: u32,
+) -> Option<Duration> {
     const TRIES: u32 = 4;
     if attempt >= TRIES {
         return None;
     }
     match status {
         Some(429) => {
-            let secs = retry_after_secs.filter(|s| s.is_finite() && *s >= 0.0).unwrap_or(1.0);
+            let secs = retry_after_secs
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .unwrap_or(1.0);
             Some(Duration::from_secs_f64(secs.min(60.0)))
         }
         Some(s) if s < 500 => None,
-        _ => Some(Duration::from_millis(500u64 << (attempt - 1).min(4)).min(Duration::from_secs(8))),
+        _ => {
+            Some(Duration::from_millis(500u64 << (attempt - 1).min(4)).min(Duration::from_secs(8)))
+        }
     }
 }
 
@@ -291,15 +315,27 @@ mod tests {
         let guild = br#"{"type":2,"id":"1","token":"tok","member":{"user":{"id":"42","username":"ana"}},"data":{"name":"ask","options":[{"name":"question","type":3,"value":" why? "}]}}"#;
         let i = Interaction::parse(guild).unwrap();
         assert_eq!(i.user.as_ref().unwrap().id, "42");
-        assert_eq!(i.command, Some(Command::Ask { question: "why?".into() }));
+        assert_eq!(
+            i.command,
+            Some(Command::Ask {
+                question: "why?".into()
+            })
+        );
         let dm = br#"{"type":2,"token":"tok","user":{"id":"43","username":"bo"},"data":{"name":"search","options":[{"name":"query","value":"cats"}]}}"#;
         let i = Interaction::parse(dm).unwrap();
         assert_eq!(i.user.unwrap().username, "bo");
-        assert_eq!(i.command, Some(Command::Search { query: "cats".into() }));
+        assert_eq!(
+            i.command,
+            Some(Command::Search {
+                query: "cats".into()
+            })
+        );
         let other = br#"{"type":2,"token":"t","user":{"id":"1"},"data":{"name":"dance"}}"#;
         assert_eq!(
             Interaction::parse(other).unwrap().command,
-            Some(Command::Unknown { name: "dance".into() })
+            Some(Command::Unknown {
+                name: "dance".into()
+            })
         );
         let ping = Interaction::parse(br#"{"type":1}"#).unwrap();
         assert_eq!((ping.kind, ping.command), (1, None));
@@ -309,9 +345,18 @@ mod tests {
     fn malformed_interactions_are_named() {
         for (body, says) in [
             (&b"not json"[..], "not the JSON"),
-            (&br#"{"type":2,"token":"t","user":{"id":"1"}}"#[..], "without data"),
-            (&br#"{"type":2,"data":{"name":"ask"}}"#[..], "its user and token"),
-            (&br#"{"type":2,"token":"t","user":{"id":"x;DROP"},"data":{"name":"ask"}}"#[..], "user.id"),
+            (
+                &br#"{"type":2,"token":"t","user":{"id":"1"}}"#[..],
+                "without data",
+            ),
+            (
+                &br#"{"type":2,"data":{"name":"ask"}}"#[..],
+                "its user and token",
+            ),
+            (
+                &br#"{"type":2,"token":"t","user":{"id":"x;DROP"},"data":{"name":"ask"}}"#[..],
+                "user.id",
+            ),
         ] {
             let e = Interaction::parse(body).unwrap_err();
             assert!(e.contains(says), "{e}");
@@ -325,20 +370,34 @@ mod tests {
         let words = "word ".repeat(1000);
         let parts = split_message(&words, MAX_MESSAGE_CHARS);
         assert!(parts.len() >= 3);
-        assert!(parts.iter().all(|p| p.chars().count() <= MAX_MESSAGE_CHARS && !p.is_empty()));
+        assert!(parts
+            .iter()
+            .all(|p| p.chars().count() <= MAX_MESSAGE_CHARS && !p.is_empty()));
         assert!(parts.iter().all(|p| p.ends_with("word")), "cut at spaces");
         assert_eq!(parts.join(" ").split_whitespace().count(), 1000);
         // No separator: cut hard, multi-byte characters kept whole.
         let wide = "é".repeat(4500);
         let parts = split_message(&wide, MAX_MESSAGE_CHARS);
-        assert_eq!(parts.iter().map(|p| p.chars().count()).collect::<Vec<_>>(), [2000, 2000, 500]);
+        assert_eq!(
+            parts.iter().map(|p| p.chars().count()).collect::<Vec<_>>(),
+            [2000, 2000, 500]
+        );
     }
 
     #[test]
     fn retries_follow_discord_then_back_off_then_stop() {
-        assert_eq!(retry_delay(Some(429), Some(1.5), 1), Some(Duration::from_millis(1500)));
-        assert_eq!(retry_delay(Some(429), None, 1), Some(Duration::from_secs(1)));
-        assert_eq!(retry_delay(Some(502), None, 1), Some(Duration::from_millis(500)));
+        assert_eq!(
+            retry_delay(Some(429), Some(1.5), 1),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            retry_delay(Some(429), None, 1),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            retry_delay(Some(502), None, 1),
+            Some(Duration::from_millis(500))
+        );
         assert_eq!(retry_delay(None, None, 3), Some(Duration::from_secs(2)));
         assert_eq!(retry_delay(Some(404), None, 1), None);
         assert_eq!(retry_delay(Some(400), None, 1), None);
@@ -347,7 +406,12 @@ mod tests {
 
     #[test]
     fn the_authorize_url_asks_for_identify_with_the_state() {
-        let u = authorize_url("https://discord.com/oauth2/authorize", "123", "st ate", "https://d.example/discord/callback");
+        let u = authorize_url(
+            "https://discord.com/oauth2/authorize",
+            "123",
+            "st ate",
+            "https://d.example/discord/callback",
+        );
         let parsed = url::Url::parse(&u).unwrap();
         let q: std::collections::HashMap<_, _> = parsed.query_pairs().into_owned().collect();
         assert_eq!(q["response_type"], "code");
@@ -364,7 +428,10 @@ mod tests {
             {"content": "line\nbreak", "score": 0.5},
         ]});
         let t = search_text("q", &answer);
-        assert!(t.contains("1. (0.91) ") && t.contains("...") && t.contains("2. (0.50) line break"), "{t}");
+        assert!(
+            t.contains("1. (0.91) ") && t.contains("...") && t.contains("2. (0.50) line break"),
+            "{t}"
+        );
         assert!(search_text("q", &json!({"results": []})).starts_with("No memory matches"));
         let c = commands();
         assert_eq!(c[0]["name"], "ask");

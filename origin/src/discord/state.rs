@@ -156,7 +156,11 @@ mod tests {
         assert_eq!(got.account, account);
         assert!(got.same_browser(&cookie) && !got.same_browser("another"));
         assert_eq!(states.take("s1", 1002).await.unwrap(), None, "single use");
-        assert_eq!(states.take("s2", 1000 + STATE_TTL_SECS).await.unwrap(), None, "expired");
+        assert_eq!(
+            states.take("s2", 1000 + STATE_TTL_SECS).await.unwrap(),
+            None,
+            "expired"
+        );
         assert_eq!(Pending::decode(&p.encode()), Some(p));
         assert_ne!(random_token(), random_token());
     }

@@ -81,10 +81,12 @@ pub async fn interactions(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
         m.interaction("ping", "", "pong");
         return Ok(Reply::bytes(200, JSON, PONG_BODY));
     }
-    let (Some(command), Some(user)) = (inbound.command.clone(), inbound.user.clone())
-    else {
+    let (Some(command), Some(user)) = (inbound.command.clone(), inbound.user.clone()) else {
         m.interaction("other", "", "unsupported");
-        return message("Heady answers its slash commands only (/ask, /search).", true);
+        return message(
+            "Heady answers its slash commands only (/ask, /search).",
+            true,
+        );
     };
     let label = command.label();
     let linked = s
@@ -103,7 +105,11 @@ pub async fn interactions(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     let login = discord.config.login_url();
     match command {
         Command::Ask { question } => {
-            if let Some(refusal) = out_of_bounds("/ask needs a question", &question, interaction::MAX_QUESTION_CHARS) {
+            if let Some(refusal) = out_of_bounds(
+                "/ask needs a question",
+                &question,
+                interaction::MAX_QUESTION_CHARS,
+            ) {
                 m.interaction("command", label, "invalid");
                 return refusal;
             }
@@ -130,7 +136,11 @@ pub async fn interactions(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
                     true,
                 );
             }
-            if let Some(refusal) = out_of_bounds("/search needs a query", &query, interaction::MAX_QUERY_CHARS) {
+            if let Some(refusal) = out_of_bounds(
+                "/search needs a query",
+                &query,
+                interaction::MAX_QUERY_CHARS,
+            ) {
                 m.interaction("command", label, "invalid");
                 return refusal;
             }
@@ -216,7 +226,11 @@ fn failure_text(what: &str, e: &Error, request_id: &str) -> String {
     } else {
         tracing::info!(request_id, status = e.status(), code = %e.code, message = %e.message, "Discord {what} refused");
     }
-    let mut text = format!("Sorry, the {what} failed: {} ({})", e.public_message(), e.code);
+    let mut text = format!(
+        "Sorry, the {what} failed: {} ({})",
+        e.public_message(),
+        e.code
+    );
     if let Some(secs) = e.retry_after {
         text.push_str(&format!("; try again in {secs} s"));
     }
@@ -375,9 +389,10 @@ pub async fn callback(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
         m.get_or_create(&crate::metrics::OutcomeLabels { outcome })
             .inc()
     };
-    let query: Vec<(String, String)> = url::form_urlencoded::parse(c.query.as_deref().unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(c.query.as_deref().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
     let get = |name: &str| {
         query
             .iter()
@@ -425,7 +440,11 @@ pub async fn callback(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
         tracing::warn!(request_id = %c.request_id, error = %e, "Discord sign-in: Discord's API refused or failed");
         Error::new(ErrorCode::UpstreamFailed, format!("linking failed: {e}"))
     };
-    let access = discord.client.exchange_code(code).await.map_err(discord_failed)?;
+    let access = discord
+        .client
+        .exchange_code(code)
+        .await
+        .map_err(discord_failed)?;
     let me = discord.client.me(&access).await.map_err(discord_failed)?;
     drop(access);
     let link = DiscordLink {
@@ -518,6 +537,8 @@ mod tests {
         assert!(crate::discord::config::DiscordConfig::default()
             .redirect_uri()
             .ends_with(crate::discord::CALLBACK_PATH));
-        assert!(LOGIN_FORM.contains("action=\"/discord/login\"") && !LOGIN_FORM.contains("<script"));
+        assert!(
+            LOGIN_FORM.contains("action=\"/discord/login\"") && !LOGIN_FORM.contains("<script")
+        );
     }
 }

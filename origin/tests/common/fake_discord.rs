@@ -181,17 +181,28 @@ async fn serve(
             let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
             if field("client_id") != APPLICATION_ID || field("client_secret") != CLIENT_SECRET {
                 reply(401, &json!({"error": "invalid_client"}))
-            } else if field("grant_type") != "authorization_code" || field("redirect_uri") != redirect {
-                reply(400, &json!({"error": "invalid_request", "error_description": "Invalid \"redirect_uri\" in request."}))
+            } else if field("grant_type") != "authorization_code"
+                || field("redirect_uri") != redirect
+            {
+                reply(
+                    400,
+                    &json!({"error": "invalid_request", "error_description": "Invalid \"redirect_uri\" in request."}),
+                )
             } else {
                 match s.codes.remove(field("code")) {
                     Some(user) => {
                         s.next += 1;
                         let token = format!("access{}", s.next);
                         s.tokens.insert(token.clone(), user);
-                        reply(200, &json!({"access_token": token, "token_type": "Bearer", "expires_in": 604800, "refresh_token": "refresh", "scope": "identify"}))
+                        reply(
+                            200,
+                            &json!({"access_token": token, "token_type": "Bearer", "expires_in": 604800, "refresh_token": "refresh", "scope": "identify"}),
+                        )
                     }
-                    None => reply(400, &json!({"error": "invalid_grant", "error_description": "Invalid \"code\" in request."})),
+                    None => reply(
+                        400,
+                        &json!({"error": "invalid_grant", "error_description": "Invalid \"code\" in request."}),
+                    ),
                 }
             }
         }
@@ -201,24 +212,36 @@ async fn serve(
                 .and_then(|a| a.strip_prefix("Bearer "))
                 .unwrap_or("");
             match s.tokens.get(token) {
-                Some((id, name)) => reply(200, &json!({"id": id, "username": name, "global_name": null, "discriminator": "0", "avatar": null})),
+                Some((id, name)) => reply(
+                    200,
+                    &json!({"id": id, "username": name, "global_name": null, "discriminator": "0", "avatar": null}),
+                ),
                 None => unauthorized(),
             }
         }
-        ("PATCH", ["webhooks", app, _token, "messages", "@original"]) | ("POST", ["webhooks", app, _token]) => {
+        ("PATCH", ["webhooks", app, _token, "messages", "@original"])
+        | ("POST", ["webhooks", app, _token]) => {
             if *app != APPLICATION_ID {
                 reply(404, &json!({"message": "Unknown Webhook", "code": 10015}))
             } else {
                 s.next += 1;
                 let content = rec.json()["content"].clone();
-                reply(200, &json!({"id": format!("{}", 900 + s.next), "type": 0, "content": content}))
+                reply(
+                    200,
+                    &json!({"id": format!("{}", 900 + s.next), "type": 0, "content": content}),
+                )
             }
         }
-        ("PUT", ["applications", app, "commands"]) | ("PUT", ["applications", app, "guilds", _, "commands"]) => {
-            if headers.get("authorization").map(String::as_str) != Some(&format!("Bot {BOT_TOKEN}")) {
+        ("PUT", ["applications", app, "commands"])
+        | ("PUT", ["applications", app, "guilds", _, "commands"]) => {
+            if headers.get("authorization").map(String::as_str) != Some(&format!("Bot {BOT_TOKEN}"))
+            {
                 unauthorized()
             } else if *app != APPLICATION_ID {
-                reply(404, &json!({"message": "Unknown Application", "code": 10002}))
+                reply(
+                    404,
+                    &json!({"message": "Unknown Application", "code": 10002}),
+                )
             } else {
                 match rec.json() {
                     Value::Array(cmds) => {

@@ -494,7 +494,8 @@ pub fn python() -> std::path::PathBuf {
 }
 
 /// A fake's answer body.
-pub type FakeBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible>;
+pub type FakeBody =
+    http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible>;
 
 /// Serves `handle` (HTTP/1 and HTTP/2) on a free loopback port until the task is aborted:
 /// (port, task).
@@ -529,7 +530,12 @@ where
 /// A request as a fake reads it: method, path, headers (lower-case names) and the body as text.
 pub async fn read_request(
     req: hyper::Request<hyper::body::Incoming>,
-) -> (String, String, std::collections::BTreeMap<String, String>, String) {
+) -> (
+    String,
+    String,
+    std::collections::BTreeMap<String, String>,
+    String,
+) {
     use http_body_util::BodyExt;
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
@@ -539,7 +545,12 @@ pub async fn read_request(
         .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
     let raw = req.into_body().collect().await.unwrap().to_bytes();
-    (method, path, headers, String::from_utf8_lossy(&raw).to_string())
+    (
+        method,
+        path,
+        headers,
+        String::from_utf8_lossy(&raw).to_string(),
+    )
 }
 
 /// A free TCP port on loopback (bound and released).
