@@ -21,6 +21,7 @@ pub mod drift;
 pub mod embedding;
 pub mod error_code;
 pub mod groups;
+pub mod hex;
 pub mod http_sig;
 pub mod identity;
 pub mod limiter;

@@ -256,7 +256,7 @@ export function compatibilityDate() {
 
 /**
  * Starts the built Worker in workerd. `ai` / `vectorize` false leave the binding out; `vars`
- * adds Worker variables (e.g. DISCORD_PUBLIC_KEY).
+ * are more Worker variables (wrangler.toml [vars]).
  */
 export async function startEdge({
   originUrl,
