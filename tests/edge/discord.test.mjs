@@ -49,6 +49,9 @@ class FakeDiscord {
           res.writeHead(status, { "content-type": "application/json" });
           res.end(JSON.stringify(v));
         };
+        if (req.method === "GET" && url.pathname === "/v1/models") {
+          return json(200, { object: "list", data: [{ id: "fake", object: "model", owned_by: "test" }] });
+        }
         if (req.method === "POST" && url.pathname === "/v1/chat/completions") {
           return json(200, {
             id: "chatcmpl-fake",
