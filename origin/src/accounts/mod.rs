@@ -426,8 +426,6 @@ pub(crate) fn split_models(text: Option<String>) -> Option<Vec<String>> {
     text.map(|t| t.split(',').map(str::to_string).collect())
 }
 
-/// Columns as both backends store them, turned into an account.
-#[allow(clippy::too_many_arguments)]
 /// A stored link row; a damaged account id is named, not passed on.
 pub(crate) fn discord_link_of(
     user_id: String,
@@ -448,6 +446,8 @@ pub(crate) fn discord_link_of(
     })
 }
 
+/// Columns as both backends store them, turned into an account.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn account_of(
     id: String,
     name: String,
