@@ -10,6 +10,7 @@ use heady_shared::{Classification, Tier};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod discord;
 pub mod tunnel;
 
 #[derive(Debug, Parser)]
@@ -97,6 +98,9 @@ pub enum Command {
     /// The mesh's CA and certificates: `mesh ca init`, `mesh issue`.
     #[command(subcommand)]
     Mesh(MeshCommand),
+    /// The Discord bot: `discord register-commands`.
+    #[command(subcommand)]
+    Discord(discord::DiscordCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -687,6 +691,7 @@ pub fn run(cli: Cli) -> i32 {
             admin(target, op, json)
         }
         Command::Mesh(cmd) => mesh(cmd),
+        Command::Discord(cmd) => discord::run(cmd),
         Command::ConfigReference { write } => config_reference(write.as_deref()),
         Command::Openapi => {
             println!(
@@ -835,6 +840,16 @@ async fn remote_admin(
         .await
 }
 
+/// A runtime for a command that does a few calls and exits; `None` (said on stderr) when
+/// one cannot be made.
+pub(crate) fn current_thread() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("heady-origin: could not start the runtime: {e}"))
+        .ok()
+}
+
 /// Runs an operator command: on another origin through the mesh with `--remote`; else through
 /// the daemon's admin socket when it answers, else against the database (and Redis) directly.
 fn admin(target: AdminTarget, op: AdminOp, json: bool) -> i32 {
@@ -852,15 +867,8 @@ fn admin(target: AdminTarget, op: AdminOp, json: bool) -> i32 {
             return 2;
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("heady-origin: could not start the runtime: {e}");
-            return 1;
-        }
+    let Some(rt) = current_thread() else {
+        return 1;
     };
     let reply = rt.block_on(async {
         if let Some(url) = &target.remote {

@@ -25,6 +25,7 @@ pub mod conductor;
 pub mod config;
 pub mod db;
 pub mod defense;
+pub mod discord;
 pub mod error;
 pub mod http;
 pub mod lifecycle;

@@ -3,7 +3,7 @@
 // platform's real request/response shapes) come from Node.
 
 import { Miniflare } from "miniflare";
-import { spawn, execFileSync } from "node:child_process";
+import { spawn, spawnSync, execFileSync } from "node:child_process";
 import { createHash, createHmac, randomUUID } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
@@ -117,6 +117,30 @@ export async function startOrigin({ tunnel = "hmac", env = {} } = {}) {
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** A key made with the origin's CLI for `user` (the account is made when new). */
+export function createKey(origin, user, { tier = "pro", clearance = "internal" } = {}) {
+  const run = spawnSync(
+    origin.bin,
+    ["keys", "--data-dir", origin.dataDir, "create", "--user", user, "--tier", tier, "--clearance", clearance],
+    { encoding: "utf8", env: { ...process.env, HEADY_TUNNEL_AUTH: "hmac", HEADY_TUNNEL_KEY: TUNNEL_KEY } },
+  );
+  const key = /hk_[0-9a-f]{64}/.exec(run.stdout)?.[0];
+  if (!key) throw new Error(`keys create: ${run.stdout} ${run.stderr}`);
+  return key;
+}
+
+/** A response read whole: status, headers, text, and the JSON when it is JSON. */
+export async function readAnswer(res) {
+  const text = await res.text();
+  let json = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    // not JSON
+  }
+  return { status: res.status, headers: res.headers, text, json };
 }
 
 /** A deterministic unit vector for `text` (stands in for bge-small's output). */

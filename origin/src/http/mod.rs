@@ -6,6 +6,7 @@
 
 pub mod body;
 pub(crate) mod conn;
+pub mod discord;
 pub mod mcp;
 pub mod mesh;
 pub mod openapi;

@@ -25,7 +25,7 @@ pub const STYLESHEET_PATH: &str = "/reference.css";
 pub const SERVER: &str = "https://headyapi.com";
 
 /// The tags, in the order the reference lists them: (name, description).
-pub const TAGS: [(&str, &str); 11] = [
+pub const TAGS: [(&str, &str); 12] = [
     (
         "openai",
         "The OpenAI-compatible API: any OpenAI SDK works with base URL `https://headyapi.com/v1`.",
@@ -54,6 +54,10 @@ pub const TAGS: [(&str, &str); 11] = [
     (
         "mcp",
         "The Model Context Protocol server (Streamable HTTP), for MCP clients.",
+    ),
+    (
+        "discord",
+        "Heady for Discord on discord.headysystems.com: Discord's interactions endpoint and the sign-in that links a Discord user to an account (docs/discord.md).",
     ),
     (
         "edge",
@@ -356,6 +360,56 @@ pub(crate) fn operations() -> Vec<Op> {
             ok: vec![("204", json!({"description": "The session ended."}))],
             ..op(M::DELETE, "/mcp", "mcpDelete", "mcp", "End an MCP session",
                 "With `Mcp-Session-Id`; 404 when the account has no such session.")
+        },
+        // discord
+        Op {
+            body: Some(json!({
+                "required": true,
+                "description": "A Discord interaction, signed by Discord: `X-Signature-Ed25519` over `X-Signature-Timestamp` followed by this body.",
+                "content": {"application/json": {"schema": {"type": "object", "required": ["type"]}, "example": {"type": 1, "id": "1", "application_id": "123456789012345678", "token": "t", "version": 1}}}
+            })),
+            ok: vec![("200", json!({
+                "description": "The interaction response: `{\"type\":1}` to a PING, `{\"type\":5}` (deferred; the answer follows through Discord's webhook) to `/ask`, `{\"type\":4,...}` (a message) to `/search`.",
+                "content": {"application/json": {"schema": {"type": "object", "required": ["type"], "properties": {"type": {"type": "integer"}}}}}
+            }))],
+            errors: &[400, 401, 503],
+            ..op(M::POST, "/discord/interactions", "discordInteraction", "discord", "Discord's interactions endpoint",
+                "For Discord only. The signature is checked before anything else (401 `invalid_discord_signature` when it is missing, malformed, more than 300 s old or does not verify); slash commands `/ask` and `/search` run as the Discord user's linked account, or anonymously.")
+        },
+        Op {
+            ok: vec![
+                ("200", json!({"description": "A form where the user pastes a Heady API key (HTML, no scripts).", "content": {"text/html": {"schema": {"type": "string"}}}})),
+                ("303", json!({"description": "With `Authorization: Bearer hk_...`: to Discord's authorize URL (`identify` scope) with a fresh `state` and the cookie binding it to this browser."})),
+            ],
+            errors: &[401, 503],
+            ..op(M::GET, "/discord/login", "discordLoginPage", "discord", "Link a Discord user: start",
+                "The page where a Heady account's owner starts linking their Discord user.")
+        },
+        Op {
+            body: Some(json!({
+                "required": true,
+                "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["key"], "properties": {"key": {"type": "string", "description": "A Heady API key (`hk_...`)."}}}}}
+            })),
+            ok: vec![("303", json!({"description": "To Discord's authorize URL with a fresh `state` (single use, ten minutes) and the cookie that binds it to this browser."}))],
+            errors: &[400, 401, 415, 503],
+            ..op(M::POST, "/discord/login", "discordLogin", "discord", "Link a Discord user: the key",
+                "The key is checked as the defense checks one (failed attempts count per address); it never appears in a URL or a log.")
+        },
+        Op {
+            query: vec![
+                query("code", "Discord's authorization code.", json!({"type": "string"}), false),
+                query("state", "The `state` this server issued.", json!({"type": "string"}), false),
+                query("error", "Discord's error (`access_denied` when the user declined).", json!({"type": "string"}), false),
+            ],
+            ok: vec![("200", json!({"description": "Linked: a page naming the Discord user.", "content": {"text/html": {"schema": {"type": "string"}}}}))],
+            errors: &[400, 403, 502, 503],
+            ..op(M::GET, "/discord/callback", "discordCallback", "discord", "Link a Discord user: Discord's redirect",
+                "The state must be unused, at most ten minutes old, and come back to the browser that got its cookie; the code is exchanged, the Discord user read and linked to the account. Discord's access token is not kept.")
+        },
+        Op {
+            ok: vec![("200", json_answer("Whether a Discord user was linked and is no longer.", "DiscordUnlinked"))],
+            ..op(M::DELETE, "/api/account/discord", "unlinkDiscord", "account", "Unlink the account's Discord user",
+                "The linked Discord user's commands run anonymously from now on.")
         },
         // edge
         Op {
@@ -705,6 +759,11 @@ fn schemas() -> Value {
                 "layers": {"type": "array", "items": {"type": "object", "required": ["layer", "result"], "properties": {"layer": string, "result": string}}}
             }
         },
+        "DiscordUnlinked": {
+            "type": "object",
+            "required": ["unlinked"],
+            "properties": {"unlinked": {"type": "boolean"}}
+        },
         "MyAccount": {
             "type": "object",
             "required": ["id", "name", "tier", "clearance", "subscription", "semantic_cache"],
@@ -715,7 +774,12 @@ fn schemas() -> Value {
                     "required": ["status"],
                     "properties": {"status": string, "current_period_end": opt_int, "past_due_since": int}
                 }]},
-                "semantic_cache": {"type": "boolean"}
+                "semantic_cache": {"type": "boolean"},
+                "discord": {"description": "The linked Discord user, or null.", "oneOf": [{"type": "null"}, {
+                    "type": "object",
+                    "required": ["user_id", "username", "linked_at"],
+                    "properties": {"user_id": string, "username": string, "linked_at": int}
+                }]}
             }
         },
         "AccountSelfChange": {

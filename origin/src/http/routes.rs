@@ -2,7 +2,7 @@
 //! in docs/api.md) and handler. Unknown paths and wrong methods get 404 / 405. A path may end
 //! in one `{param}` segment, which matches any one non-empty segment (the handler reads it).
 
-use super::{mcp, openapi};
+use super::{discord, mcp, openapi};
 use crate::api::{
     accounts, billing, brain, conductor, health, memory, openai, tunnel, usage, Ctx, Handler, Reply,
 };
@@ -95,6 +95,13 @@ fn routes() -> &'static [RouteEntry] {
             // GET /mcp (a server-to-client stream) is answered 405 by `method_not_allowed`.
             route!(POST "/mcp", public.keyed(), mcp::post),
             route!(DELETE "/mcp", public.keyed(), mcp::delete),
+            // The Discord property: Discord's signature authenticates an interaction, an API
+            // key the sign-in; commands are limited per Discord user inside the handler.
+            route!(POST "/discord/interactions", public.unlimited(), discord::interactions, Some(discord::INTERACTION_MAX_BYTES)),
+            route!(GET "/discord/login", public.unlimited(), discord::login_page),
+            route!(POST "/discord/login", public.unlimited(), discord::login, Some(discord::LOGIN_MAX_BYTES)),
+            route!(GET "/discord/callback", public.unlimited(), discord::callback),
+            route!(DELETE "/api/account/discord", public.keyed(), accounts::unlink_discord),
         ]
     })
 }
@@ -266,6 +273,26 @@ mod tests {
             let (m, p) = t.route();
             assert_eq!(route(&m, p).name, p, "{}", t.name());
         }
+    }
+
+    #[test]
+    fn the_discord_routes_are_public_and_bounded_and_limited_per_discord_user_inside() {
+        let path = heady_shared::discord::INTERACTIONS_PATH;
+        let m = route(&Method::POST, path);
+        assert_eq!(m.name, path);
+        assert_eq!(m.policy.class, heady_shared::Classification::Public);
+        assert!(!m.policy.limited && !m.policy.keyed);
+        assert_eq!(m.max_body, Some(discord::INTERACTION_MAX_BYTES));
+        assert!(!crate::defense::is_limited_path(path));
+        assert_eq!(route(&Method::GET, path).name, "method_not_allowed");
+        for (method, path) in [
+            (Method::GET, crate::discord::LOGIN_PATH),
+            (Method::POST, crate::discord::LOGIN_PATH),
+            (Method::GET, crate::discord::CALLBACK_PATH),
+        ] {
+            assert_eq!(route(&method, path).name, path);
+        }
+        assert!(route(&Method::DELETE, "/api/account/discord").policy.keyed);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod certs;
 pub mod fake_anthropic;
+pub mod fake_discord;
 pub mod fake_provider;
 pub mod fake_stripe;
 
@@ -520,6 +521,66 @@ pub fn python() -> std::path::PathBuf {
     }
     let home = std::env::var("HOME").unwrap_or_default();
     std::path::PathBuf::from(home).join(".cache/heady/venv/bin/python")
+}
+
+/// A fake's answer body.
+pub type FakeBody =
+    http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible>;
+
+/// Serves `handle` (HTTP/1 and HTTP/2) on a free loopback port until the task is aborted:
+/// (port, task).
+pub async fn serve_loopback<F, Fut>(handle: F) -> (u16, tokio::task::JoinHandle<()>)
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<hyper::Response<FakeBody>, std::convert::Infallible>>
+        + Send
+        + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(handle);
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            });
+        }
+    });
+    (port, task)
+}
+
+/// A request as a fake reads it: method, path, headers (lower-case names) and the body as text.
+pub async fn read_request(
+    req: hyper::Request<hyper::body::Incoming>,
+) -> (
+    String,
+    String,
+    std::collections::BTreeMap<String, String>,
+    String,
+) {
+    use http_body_util::BodyExt;
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let raw = req.into_body().collect().await.unwrap().to_bytes();
+    (
+        method,
+        path,
+        headers,
+        String::from_utf8_lossy(&raw).to_string(),
+    )
 }
 
 /// A free TCP port on loopback (bound and released).
