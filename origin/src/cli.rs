@@ -10,6 +10,7 @@ use heady_shared::{Classification, Tier};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod memory;
 pub mod tunnel;
 
 #[derive(Debug, Parser)]
@@ -95,6 +96,9 @@ pub enum Command {
     /// The mesh's CA and certificates: `mesh ca init`, `mesh issue`.
     #[command(subcommand)]
     Mesh(MeshCommand),
+    /// Vector memory: `memory reembed` (with the daemon stopped).
+    #[command(subcommand)]
+    Memory(memory::MemoryCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -685,6 +689,7 @@ pub fn run(cli: Cli) -> i32 {
             admin(target, op, json)
         }
         Command::Mesh(cmd) => mesh(cmd),
+        Command::Memory(cmd) => memory::run(cmd),
         Command::ConfigReference { write } => config_reference(write.as_deref()),
         Command::CheckConfig { config } => {
             match Config::load(config.as_deref(), &heady_env(), &Overrides::default()) {
