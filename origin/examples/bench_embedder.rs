@@ -123,6 +123,22 @@ async fn quality(e: &dyn Embedder, pairs: &[Pair]) -> (f64, f64, usize) {
             }
         }
     }
+    let by_grade: Vec<String> = (0..=5)
+        .map(|g| {
+            let s: Vec<f64> = scores
+                .iter()
+                .zip(&grades)
+                .filter(|(_, gr)| **gr == g as f64)
+                .map(|(s, _)| *s)
+                .collect();
+            format!("{g}: {:.2}", s.iter().sum::<f64>() / s.len().max(1) as f64)
+        })
+        .collect();
+    println!(
+        "  {:<8} mean cosine by grade  {}",
+        e.name(),
+        by_grade.join("  ")
+    );
     (
         spearman(&scores, &grades),
         found as f64 / queries as f64,

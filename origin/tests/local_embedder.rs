@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{owner_client, TestServer};
+use common::{owner_client, Answer, TestServer};
 use heady_origin::app::App;
 use heady_origin::config::{Config, EmbedderKind};
 use heady_origin::memory::embedder::Embedder;
@@ -158,40 +158,25 @@ fn a_missing_or_damaged_model_folder_is_an_error_naming_it() {
     assert!(m.contains("384") && m.contains("memory.dim"), "{m}");
 }
 
+/// `POST path` with `body` as the owner: the answer's JSON, once it is 200.
+async fn post_ok(s: &TestServer, path: &str, body: Value) -> Value {
+    let a = Answer::of(owner_client().post(s.url(path)).json(&body)).await;
+    assert_eq!(a.status, 200, "{path}: {}", a.text);
+    a.body
+}
+
 async fn embeddings_model(s: &TestServer) -> String {
-    let r: Value = owner_client()
-        .post(s.url("/v1/embeddings"))
-        .json(&json!({"input": "hello"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = post_ok(s, "/v1/embeddings", json!({"input": "hello"})).await;
     r["model"].as_str().unwrap_or_default().to_string()
 }
 
 async fn insert(s: &TestServer, contents: &[&str]) {
     let items: Vec<Value> = contents.iter().map(|c| json!({"content": c})).collect();
-    let r = owner_client()
-        .post(s.url("/api/memory/vectors"))
-        .json(&json!({ "items": items }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    post_ok(s, "/api/memory/vectors", json!({ "items": items })).await;
 }
 
 async fn top_hit(s: &TestServer, text: &str) -> (String, f64) {
-    let r: Value = owner_client()
-        .post(s.url("/api/memory/search"))
-        .json(&json!({"text": text, "top_k": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = post_ok(s, "/api/memory/search", json!({"text": text, "top_k": 1})).await;
     let hit = &r["results"][0];
     (
         hit["content"].as_str().unwrap_or_default().to_string(),

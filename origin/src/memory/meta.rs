@@ -101,18 +101,24 @@ pub(crate) fn write_record(conn: &Connection, r: &EmbedderRecord) -> Result<(), 
     set(conn, "dim", &r.dim.to_string())
 }
 
+/// Runs `f` in one transaction on `conn`: committed when it succeeds, rolled back otherwise.
+pub(crate) fn in_transaction(
+    conn: &Connection,
+    f: impl FnOnce() -> Result<(), MemoryError>,
+) -> Result<(), MemoryError> {
+    conn.execute_batch("BEGIN TRANSACTION")?;
+    match f() {
+        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
 /// Records `r` as the embedder of the stored vectors.
 pub fn record(db: &Database, r: &EmbedderRecord) -> Result<(), MemoryError> {
-    db.with_writer(|conn| {
-        conn.execute_batch("BEGIN TRANSACTION")?;
-        match write_record(conn, r) {
-            Ok(()) => Ok(conn.execute_batch("COMMIT")?),
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                Err(e)
-            }
-        }
-    })
+    db.with_writer(|conn| in_transaction(conn, || write_record(conn, r)))
 }
 
 /// The target of a `memory reembed` that has not finished, as [`EmbedderRecord::describe`]

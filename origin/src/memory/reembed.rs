@@ -154,22 +154,13 @@ pub fn run(
             app.append_record_batch(batch)?;
             app.flush()?;
             drop(app);
-            conn.execute_batch("BEGIN TRANSACTION")?;
-            let step = (|| -> Result<(), MemoryError> {
+            meta::in_transaction(conn, || {
                 conn.execute_batch(
                     "UPDATE conversation_vectors SET embedding = b.embedding
                      FROM reembed_batch b WHERE conversation_vectors.id = b.id",
                 )?;
-                meta::set(conn, "reembed_cursor", &last)?;
-                Ok(())
-            })();
-            match step {
-                Ok(()) => Ok(conn.execute_batch("COMMIT")?),
-                Err(e) => {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    Err(e)
-                }
-            }
+                meta::set(conn, "reembed_cursor", &last)
+            })
         })?;
         cursor = last;
         done += rows.len() as u64;
@@ -181,22 +172,13 @@ pub fn run(
             rows_per_sec: (done - resumed_at) as f64 / secs,
         });
     }
-    db.with_writer(|conn| -> Result<(), MemoryError> {
-        conn.execute_batch("BEGIN TRANSACTION")?;
-        let step = (|| -> Result<(), MemoryError> {
+    db.with_writer(|conn| {
+        meta::in_transaction(conn, || {
             meta::write_record(conn, &target)?;
             meta::remove(conn, "reembed_target")?;
             meta::remove(conn, "reembed_cursor")?;
-            conn.execute_batch("DROP TABLE IF EXISTS reembed_batch")?;
-            Ok(())
-        })();
-        match step {
-            Ok(()) => Ok(conn.execute_batch("COMMIT")?),
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                Err(e)
-            }
-        }
+            Ok(conn.execute_batch("DROP TABLE IF EXISTS reembed_batch")?)
+        })
     })?;
     let index = db.dir().join(INDEX_FILE);
     match std::fs::remove_file(&index) {
