@@ -89,13 +89,15 @@ fi
 # Python peers the tests run against the daemon: the official `openai` and `stripe` clients
 # (the OpenAI client; Stripe's webhook signing and request encoding), and an edge written with
 # other people's post-quantum code (dilithium-py, kyber-py, PyNaCl) for the tunnel, an
-# RFC 9421 implementation (http-message-signatures) for PQC API key clients, and the official
-# MCP SDK (mcp) as the client of the origin's /mcp; numpy, safetensors and tokenizers run the
-# independent all-MiniLM-L6-v2 forward (origin/tests/peers/minilm_reference.py).
+# RFC 9421 implementation (http-message-signatures) for PQC API key clients, the official
+# MCP SDK (mcp) as the client of the origin's /mcp, openapi-spec-validator (with its
+# jsonschema) to check the served OpenAPI document and answers against it, and numpy,
+# safetensors and tokenizers to run the independent all-MiniLM-L6-v2 forward
+# (origin/tests/peers/minilm_reference.py).
 venv="${HEADY_VENV:-$HOME/.cache/heady/venv}"
-py_peers="openai stripe dilithium-py==1.5.1 kyber-py==1.2.0 pynacl==1.6.2 http-message-signatures==3.0.0 mcp==2.3.0 numpy==2.4.6 safetensors==0.8.0 tokenizers==0.23.3"
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import openai, stripe, dilithium_py, kyber_py, nacl, http_message_signatures, mcp, numpy, safetensors, tokenizers, importlib.metadata as m; assert m.version("mcp") == "2.3.0" and m.version("tokenizers") == "0.23.3"' 2>/dev/null; then
-  say "python venv with openai, stripe, dilithium-py, kyber-py, PyNaCl, http-message-signatures, mcp, numpy, safetensors, tokenizers ($venv): present"
+py_peers="openai stripe dilithium-py==1.5.1 kyber-py==1.2.0 pynacl==1.6.2 http-message-signatures==3.0.0 mcp==2.3.0 openapi-spec-validator==0.7.2 numpy==2.4.6 safetensors==0.8.0 tokenizers==0.23.3"
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import openai, stripe, dilithium_py, kyber_py, nacl, http_message_signatures, mcp, openapi_spec_validator, jsonschema, numpy, safetensors, tokenizers, importlib.metadata as m; assert m.version("mcp") == "2.3.0" and m.version("openapi-spec-validator") == "0.7.2" and m.version("tokenizers") == "0.23.3"' 2>/dev/null; then
+  say "python venv with openai, stripe, dilithium-py, kyber-py, PyNaCl, http-message-signatures, mcp, openapi-spec-validator, numpy, safetensors, tokenizers ($venv): present"
 else
   if ! python3 -m venv --help >/dev/null 2>&1; then
     say "installing Debian package python3-venv"

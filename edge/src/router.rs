@@ -2,7 +2,8 @@
 
 use crate::site;
 use heady_shared::api_paths::{action_of, is_api_path, is_edge_only, BILLING_WEBHOOK};
-use heady_shared::properties::{Properties, Property, Serve};
+use heady_shared::discord::INTERACTIONS_PATH;
+use heady_shared::properties::{Kind, Properties, Property, Serve};
 use heady_shared::GroupTable;
 
 /// Actions the edge may answer itself when the binding they need is present.
@@ -15,13 +16,17 @@ pub enum Plan<'a> {
         property: &'a Property,
         asset_path: String,
     },
-    /// An external property: redirect there.
-    Redirect { location: String },
+    /// An external property: redirect to its address ([`Property::external_url`]: the
+    /// deployment's setting, read by the shell, or the file's `url`).
+    External { property: &'a Property },
     /// `/api/*`, `/v1/*` or `/mcp`: edge defense first, then the conductor or the tunnel.
     Api { property: &'a Property, api: Api },
-    /// Pages of an origin-served property (admin UI, Discord interactions): ban check, then
-    /// the tunnel.
+    /// Pages of an origin-served property (admin UI, Discord sign-in): ban check, then the
+    /// tunnel.
     Tunnel { property: &'a Property },
+    /// `POST /discord/interactions` on the Discord property: Discord's Ed25519 signature is
+    /// checked before anything else; a `PING` is answered here, the rest tunnelled.
+    DiscordInteraction { property: &'a Property },
     /// Nobody serves this host (or this path on it).
     NotFound { host: String, json: bool },
     /// A method other than GET/HEAD on a static page.
@@ -84,7 +89,14 @@ pub fn plan<'a>(
         return Plan::NotFound { host, json };
     };
     if property.serve == Serve::External {
-        return redirect(property);
+        return Plan::External { property };
+    }
+    if property.kind == Kind::Discord
+        && property.origin
+        && facts.path == INTERACTIONS_PATH
+        && facts.method.eq_ignore_ascii_case("POST")
+    {
+        return Plan::DiscordInteraction { property };
     }
     if is_api_path(facts.path) {
         // The origin answers these to the edge's own requests: no client's is passed on.
@@ -120,20 +132,13 @@ pub fn plan<'a>(
             }
         }
         Serve::Origin => Plan::Tunnel { property },
-        Serve::External => redirect(property),
+        Serve::External => Plan::External { property },
     }
-}
-
-fn redirect(property: &Property) -> Plan<'_> {
-    // Properties::parse guarantees an https url for serve = "external".
-    let location = property.url.clone().unwrap_or_default();
-    Plan::Redirect { location }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use heady_shared::properties::Kind;
 
     fn facts<'r>(host: &'r str, method: &'r str, path: &'r str) -> RequestFacts<'r> {
         RequestFacts {
@@ -148,9 +153,10 @@ mod tests {
         let props = site::properties().unwrap();
         match plan(props, &GroupTable::default(), facts(host, method, path)) {
             Plan::Asset { asset_path, .. } => format!("asset {asset_path}"),
-            Plan::Redirect { location } => format!("redirect {location}"),
+            Plan::External { property } => format!("external {}", property.name),
             Plan::Api { property, api } => format!("api {} {api:?}", property.name),
             Plan::Tunnel { property } => format!("tunnel {}", property.name),
+            Plan::DiscordInteraction { property } => format!("discord {}", property.name),
             Plan::NotFound { host, json } => format!("404 {host} json={json}"),
             Plan::MethodNotAllowed { json } => format!("405 json={json}"),
         }
@@ -163,12 +169,33 @@ mod tests {
             let got = run(&p.hostname, "GET", "/");
             let want = match p.serve {
                 Serve::Assets => format!("asset /{}/index.html", p.hostname),
-                Serve::External => format!("redirect {}", p.url.as_deref().unwrap()),
+                Serve::External => format!("external {}", p.name),
                 Serve::Origin if p.kind == Kind::Api => format!("tunnel {}", p.name),
                 Serve::Origin => format!("tunnel {}", p.name),
             };
             assert_eq!(got, want, "{}", p.hostname);
         }
+    }
+
+    #[test]
+    fn discord_interactions_are_their_own_plan_on_the_discord_property_only() {
+        let props = site::properties().unwrap();
+        let discord = props.iter().find(|p| p.kind == Kind::Discord).unwrap();
+        let host = discord.hostname.as_str();
+        assert_eq!(run(host, "POST", INTERACTIONS_PATH), "discord discord");
+        assert_eq!(run(host, "post", INTERACTIONS_PATH), "discord discord");
+        // Other methods and paths of the property go to the origin as pages.
+        assert_eq!(run(host, "GET", INTERACTIONS_PATH), "tunnel discord");
+        assert_eq!(run(host, "GET", "/discord/login"), "tunnel discord");
+        assert_eq!(
+            run(host, "POST", "/discord/interactions/x"),
+            "tunnel discord"
+        );
+        // Another property's path of the same name is not an interaction.
+        assert_eq!(
+            run("headyapi.com", "POST", INTERACTIONS_PATH),
+            "tunnel headyapi"
+        );
     }
 
     #[test]

@@ -6,11 +6,8 @@
 //! `edge/assets/<hostname>/index.html`, which Workers Static Assets serves; the Worker maps
 //! `Host` + path to that directory.
 
-use heady_shared::properties::{Properties, PropertiesError, Property, Serve};
-use std::sync::OnceLock;
-
-/// The one property list, as committed.
-pub const PROPERTIES_TOML: &str = include_str!("../../deploy/properties.toml");
+use heady_shared::page::html_escape;
+use heady_shared::properties::{Properties, Property, Serve};
 
 /// Shared stylesheet for every landing page, served at [`STYLESHEET_PATH`] on every host.
 pub const STYLESHEET_PATH: &str = "/_heady/site.css";
@@ -19,29 +16,11 @@ pub const STYLESHEET_PATH: &str = "/_heady/site.css";
 /// `[assets] directory`).
 pub const ASSETS_DIR: &str = "edge/assets";
 
-/// Content-Security-Policy for landing pages: nothing but same-origin styles and images.
-pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/// The pages' policy and headers, shared with the origin's API reference.
+pub use heady_shared::page::{CSP, SECURITY_HEADERS};
 
-/// Headers every page the edge answers with carries (static pages, errors, redirects).
-pub const SECURITY_HEADERS: [(&str, &str); 5] = [
-    (
-        "Strict-Transport-Security",
-        "max-age=63072000; includeSubDomains; preload",
-    ),
-    ("Content-Security-Policy", CSP),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "strict-origin-when-cross-origin"),
-    ("X-Frame-Options", "DENY"),
-];
-
-/// The embedded list, parsed once per isolate. A broken file is reported, never a panic
-/// (the heady-edge tests make sure the committed one parses).
-pub fn properties() -> Result<&'static Properties, &'static PropertiesError> {
-    static PARSED: OnceLock<Result<Properties, PropertiesError>> = OnceLock::new();
-    PARSED
-        .get_or_init(|| Properties::parse(PROPERTIES_TOML))
-        .as_ref()
-}
+/// The property list compiled into the Worker (`heady_shared::properties::committed`).
+pub use heady_shared::properties::committed as properties;
 
 /// The asset path serving `request_path` of a static property, or `None` when the path
 /// cannot name an asset (dot segments, backslashes, encoded separators).
@@ -147,21 +126,6 @@ h1{font-size:2.6rem;margin:0 0 1rem}
 .host{color:#7f8bb0;font-family:ui-monospace,monospace}
 footer{padding:1.5rem;text-align:center;color:#7f8bb0;font-size:.9rem}
 ";
-
-fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
 
 #[cfg(test)]
 mod tests {

@@ -39,6 +39,8 @@ pub struct App {
     pub redis: Option<Arc<Redis>>,
     /// Stripe billing, when `[billing]` is configured.
     pub billing: Option<Arc<Billing>>,
+    /// The Discord bot, when `[discord]` is configured.
+    pub discord: Option<Arc<crate::discord::Discord>>,
     /// Usage recording, its store, and the token limiter.
     pub usage: Arc<Usage>,
     /// The MCP server's sessions (`/mcp`).
@@ -176,6 +178,8 @@ impl App {
             &mut metrics.registry,
         );
         let billing = Billing::new(&config.billing, &metrics)?;
+        let discord =
+            crate::discord::Discord::new(&config.discord, redis.clone(), &mut metrics.registry)?;
         let metrics = Arc::new(metrics);
         let defense = Arc::new(Defense::new(
             &config.defense,
@@ -195,6 +199,7 @@ impl App {
             pipeline,
             redis,
             billing,
+            discord,
             usage,
             mcp: crate::mcp::Sessions::new(crate::mcp::SessionLimits::default()),
             background,

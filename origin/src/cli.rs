@@ -10,6 +10,7 @@ use heady_shared::{Classification, Tier};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod discord;
 pub mod memory;
 pub mod tunnel;
 
@@ -50,6 +51,8 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         write: Option<PathBuf>,
     },
+    /// Print the OpenAPI 3.1 document of the HTTP API (what `/openapi.json` serves).
+    Openapi,
     /// Cloudflare Tunnel config: render it from deploy/properties.toml, validate one, match a URL.
     #[command(subcommand)]
     Tunnel(tunnel::TunnelCommand),
@@ -99,6 +102,9 @@ pub enum Command {
     /// Vector memory: `memory reembed` (with the daemon stopped).
     #[command(subcommand)]
     Memory(memory::MemoryCommand),
+    /// The Discord bot: `discord register-commands`.
+    #[command(subcommand)]
+    Discord(discord::DiscordCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -690,7 +696,15 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Mesh(cmd) => mesh(cmd),
         Command::Memory(cmd) => memory::run(cmd),
+        Command::Discord(cmd) => discord::run(cmd),
         Command::ConfigReference { write } => config_reference(write.as_deref()),
+        Command::Openapi => {
+            println!(
+                "{}",
+                String::from_utf8_lossy(http::openapi::document_bytes())
+            );
+            0
+        }
         Command::CheckConfig { config } => {
             match Config::load(config.as_deref(), &heady_env(), &Overrides::default()) {
                 Ok(c) => {
@@ -831,6 +845,16 @@ async fn remote_admin(
         .await
 }
 
+/// A runtime for a command that does a few calls and exits; `None` (said on stderr) when
+/// one cannot be made.
+pub(crate) fn current_thread() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("heady-origin: could not start the runtime: {e}"))
+        .ok()
+}
+
 /// Runs an operator command: on another origin through the mesh with `--remote`; else through
 /// the daemon's admin socket when it answers, else against the database (and Redis) directly.
 fn admin(target: AdminTarget, op: AdminOp, json: bool) -> i32 {
@@ -848,15 +872,8 @@ fn admin(target: AdminTarget, op: AdminOp, json: bool) -> i32 {
             return 2;
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("heady-origin: could not start the runtime: {e}");
-            return 1;
-        }
+    let Some(rt) = current_thread() else {
+        return 1;
     };
     let reply = rt.block_on(async {
         if let Some(url) = &target.remote {

@@ -2,7 +2,7 @@
 //!
 //! Each subsystem owns the type of its section (`memory/config.rs`, `memory/embedder_config.rs`,
 //! `defense/config.rs`, `conductor/config.rs`, `providers/config.rs`, `pipeline/config.rs`,
-//! `billing/config.rs`) and
+//! `billing/config.rs`, `discord/config.rs`) and
 //! the reference rows of its keys. This module composes them with the top-level keys, loads
 //! them (one deserialisation of the file's table with the environment merged in, see
 //! [`env`]), validates once, and renders the reference (`heady-origin config-reference`).
@@ -18,6 +18,7 @@ pub(crate) use crate::settings::{in_range, invalid};
 pub use crate::billing::config::BillingConfig;
 pub use crate::conductor::config::ConductorConfig;
 pub use crate::defense::config::{DefenseConfig, Secret};
+pub use crate::discord::config::DiscordConfig;
 pub use crate::memory::config::{MemoryConfig, Quantization};
 pub use crate::memory::embedder_config::{EmbedderConfig, EmbedderKind};
 pub use crate::pg::DatabaseUrl;
@@ -64,6 +65,8 @@ pub struct Config {
     pub billing: BillingConfig,
     /// Token limits per tier, usage recording, the meter outbox.
     pub usage: UsageConfig,
+    /// The Discord bot and its sign-in; off unless its application is named.
+    pub discord: DiscordConfig,
     /// HTTPS on the public listener.
     pub tls: crate::tls::TlsConfig,
     /// The mesh: mutual TLS between origins and operators.
@@ -90,6 +93,7 @@ impl Default for Config {
             pipeline: PipelineConfig::default(),
             billing: BillingConfig::default(),
             usage: UsageConfig::default(),
+            discord: DiscordConfig::default(),
             tls: crate::tls::TlsConfig::default(),
             mesh: crate::mesh::MeshConfig::default(),
         }
@@ -290,6 +294,7 @@ impl Config {
             crate::cache::config::KEYS,
             crate::billing::config::KEYS,
             crate::usage::config::KEYS,
+            crate::discord::config::KEYS,
             crate::tls::KEYS,
             crate::mesh::config::KEYS,
         ]
@@ -410,6 +415,7 @@ impl Config {
         self.pipeline.validate()?;
         self.billing.validate()?;
         self.usage.validate()?;
+        self.discord.validate()?;
         self.tls.validate()?;
         self.mesh.validate()?;
         Ok(())

@@ -12,6 +12,8 @@
 //! ```
 
 #![deny(unsafe_code)]
+// The OpenAPI document's schema table is one `json!` literal (http/openapi.rs).
+#![recursion_limit = "512"]
 
 pub mod accounts;
 pub mod api;
@@ -23,6 +25,7 @@ pub mod conductor;
 pub mod config;
 pub mod db;
 pub mod defense;
+pub mod discord;
 pub mod error;
 pub mod http;
 pub mod lifecycle;

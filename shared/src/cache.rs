@@ -82,17 +82,7 @@ fn hash_of(body: &Map<String, Value>, skip_last_user_text: bool) -> String {
     }
     let mut text = String::with_capacity(256);
     canonical(&Value::Object(kept), &mut text);
-    hex(&Sha256::digest(text.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
+    crate::hex::encode(&Sha256::digest(text.as_bytes()))
 }
 
 /// SHA-256 (hex) of the request's canonical form without [`DELIVERY_FIELDS`].

@@ -50,7 +50,7 @@ pub struct PublicKey(VerifyingKey);
 
 impl std::fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PublicKey({})", hex(self.0.as_bytes()))
+        write!(f, "PublicKey({})", crate::hex::encode(self.0.as_bytes()))
     }
 }
 
@@ -75,7 +75,7 @@ pub enum Refusal {
 
 impl PublicKey {
     pub fn from_hex(text: &str) -> Result<Self, Refusal> {
-        let bytes: [u8; 32] = unhex(text.trim())
+        let bytes: [u8; 32] = crate::hex::decode(text.trim())
             .and_then(|b| b.try_into().ok())
             .ok_or(Refusal::BadPublicKey)?;
         VerifyingKey::from_bytes(&bytes)
@@ -94,7 +94,7 @@ impl PublicKey {
     ) -> Result<(), Refusal> {
         let signature = signature.ok_or(Refusal::MissingSignature)?;
         let timestamp = timestamp.ok_or(Refusal::MissingTimestamp)?;
-        let signature: [u8; 64] = unhex(signature.trim())
+        let signature: [u8; 64] = crate::hex::decode(signature.trim())
             .and_then(|b| b.try_into().ok())
             .ok_or(Refusal::MalformedSignature)?;
         let when: u64 = match timestamp.trim() {
@@ -127,21 +127,6 @@ pub fn interaction_kind(body: &[u8]) -> Option<u8> {
     serde_json::from_slice::<Head>(body).ok().map(|h| h.kind)
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    let digit = |b: u8| (b as char).to_digit(16);
-    text.as_bytes()
-        .chunks(2)
-        .map(|pair| Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8))
-        .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,12 +137,13 @@ mod tests {
     fn signed(key: &SigningKey, timestamp: &str, body: &[u8]) -> String {
         let mut message = timestamp.as_bytes().to_vec();
         message.extend_from_slice(body);
-        hex(&key.sign(&message).to_bytes())
+        crate::hex::encode(&key.sign(&message).to_bytes())
     }
 
     fn pair() -> (SigningKey, PublicKey) {
         let secret = SigningKey::from_bytes(&[7; 32]);
-        let public = PublicKey::from_hex(&hex(secret.verifying_key().as_bytes())).unwrap();
+        let public =
+            PublicKey::from_hex(&crate::hex::encode(secret.verifying_key().as_bytes())).unwrap();
         (secret, public)
     }
 
@@ -168,7 +154,10 @@ mod tests {
         let ts = NOW.to_string();
         let sig = signed(&secret, &ts, body);
         assert_eq!(public.verify(Some(&sig), Some(&ts), body, NOW), Ok(()));
-        assert_eq!(public.verify(Some(&sig.to_uppercase()), Some(&ts), body, NOW), Ok(()));
+        assert_eq!(
+            public.verify(Some(&sig.to_uppercase()), Some(&ts), body, NOW),
+            Ok(())
+        );
         // Another body, another timestamp, another key: refused.
         let other_ts = (NOW + 1).to_string();
         assert_eq!(
@@ -193,8 +182,14 @@ mod tests {
         let body = b"{}";
         let ts = NOW.to_string();
         let sig = signed(&secret, &ts, body);
-        assert_eq!(public.verify(None, Some(&ts), body, NOW), Err(Refusal::MissingSignature));
-        assert_eq!(public.verify(Some(&sig), None, body, NOW), Err(Refusal::MissingTimestamp));
+        assert_eq!(
+            public.verify(None, Some(&ts), body, NOW),
+            Err(Refusal::MissingSignature)
+        );
+        assert_eq!(
+            public.verify(Some(&sig), None, body, NOW),
+            Err(Refusal::MissingTimestamp)
+        );
         for bad in ["", "zz", &sig[..126], &format!("{sig}00")] {
             assert_eq!(
                 public.verify(Some(bad), Some(&ts), body, NOW),
@@ -215,7 +210,10 @@ mod tests {
             public.verify(Some(&sig), Some(&ts), body, late),
             Err(Refusal::StaleTimestamp)
         );
-        assert_eq!(public.verify(Some(&sig), Some(&ts), body, NOW + MAX_SKEW_SECS), Ok(()));
+        assert_eq!(
+            public.verify(Some(&sig), Some(&ts), body, NOW + MAX_SKEW_SECS),
+            Ok(())
+        );
         let early = NOW - MAX_SKEW_SECS - 1;
         assert_eq!(
             public.verify(Some(&sig), Some(&ts), body, early),
@@ -226,15 +224,24 @@ mod tests {
     #[test]
     fn public_keys_are_64_hex_digits_of_a_valid_point() {
         assert_eq!(PublicKey::from_hex("ab"), Err(Refusal::BadPublicKey));
-        assert_eq!(PublicKey::from_hex(&"g".repeat(64)), Err(Refusal::BadPublicKey));
+        assert_eq!(
+            PublicKey::from_hex(&"g".repeat(64)),
+            Err(Refusal::BadPublicKey)
+        );
         let (_, public) = pair();
         assert!(format!("{public:?}").starts_with("PublicKey("));
     }
 
     #[test]
     fn the_interaction_type_is_read_from_the_body() {
-        assert_eq!(interaction_kind(br#"{"type":1,"id":"1"}"#), Some(interaction_type::PING));
-        assert_eq!(interaction_kind(br#"{"type":2}"#), Some(interaction_type::APPLICATION_COMMAND));
+        assert_eq!(
+            interaction_kind(br#"{"type":1,"id":"1"}"#),
+            Some(interaction_type::PING)
+        );
+        assert_eq!(
+            interaction_kind(br#"{"type":2}"#),
+            Some(interaction_type::APPLICATION_COMMAND)
+        );
         assert_eq!(interaction_kind(b"not json"), None);
         assert_eq!(interaction_kind(br#"{"kind":1}"#), None);
     }

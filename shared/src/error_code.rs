@@ -102,6 +102,9 @@ error_codes! {
     /// The session ticket does not open under this origin's ticket keys (another deployment,
     /// a rotated ticket key, or tampered).
     TunnelSessionInvalid = "tunnel_session_invalid", 401;
+    /// A Discord interaction whose `X-Signature-Ed25519` or `X-Signature-Timestamp` is
+    /// missing, malformed, stale or does not verify with the application's public key.
+    InvalidDiscordSignature = "invalid_discord_signature", 401;
     // 403
     /// The key's clearance is below the route's classification.
     InsufficientClearance = "insufficient_clearance", 403;
@@ -179,6 +182,11 @@ error_codes! {
     UpstreamUnavailable = "upstream_unavailable", 503;
     /// The billing routes need `[billing]` (Stripe) configured.
     BillingNotConfigured = "billing_not_configured", 503;
+    /// The Discord routes need the Discord application configured (the message names what).
+    DiscordNotConfigured = "discord_not_configured", 503;
+    /// An external property whose address is a deployment setting that is not set (the
+    /// message names it).
+    PropertyNotConfigured = "property_not_configured", 503;
 }
 
 impl fmt::Display for ErrorCode {

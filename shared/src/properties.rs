@@ -8,7 +8,22 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::Duration;
+
+/// The one property list, as committed: compiled into the Worker (routing never depends on a
+/// deploy-time upload being in step) and into the origin (which property a tunnelled page
+/// request is for).
+pub const COMMITTED_TOML: &str = include_str!("../../deploy/properties.toml");
+
+/// [`COMMITTED_TOML`], parsed once. A broken file is reported, never a panic (the tests of
+/// both sides make sure the committed one parses).
+pub fn committed() -> Result<&'static Properties, &'static PropertiesError> {
+    static PARSED: OnceLock<Result<Properties, PropertiesError>> = OnceLock::new();
+    PARSED
+        .get_or_init(|| Properties::parse(COMMITTED_TOML))
+        .as_ref()
+}
 
 /// What a property is for; decides which `Serve` values make sense.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -139,8 +154,12 @@ pub struct Property {
     pub hostname: String,
     pub kind: Kind,
     pub serve: Serve,
-    /// Redirect target; `Some` exactly when `serve` is `External`.
+    /// Redirect target, fixed in the file. An external property has this, `url_var`, or
+    /// both; nothing else has either.
     pub url: Option<String>,
+    /// The deployment setting (a Worker variable) that holds the redirect target; when it is
+    /// set it wins over `url` ([`Property::external_url`]).
+    pub url_var: Option<String>,
     /// The edge Worker routes this hostname.
     pub edge: bool,
     /// The origin's tunnel carries this hostname (it gets an ingress rule).
@@ -305,6 +324,7 @@ struct PropertyEntry {
     kind: Kind,
     serve: Option<Serve>,
     url: Option<String>,
+    url_var: Option<String>,
     edge: Option<bool>,
     origin: Option<bool>,
     origin_request: Option<OriginRequestOptions>,
@@ -445,11 +465,6 @@ impl PropertyEntry {
             )));
         }
         let url = match (serve, self.url) {
-            (Serve::External, None) => {
-                return Err(fail(
-                    "serve = \"external\" needs a url (the https address to redirect to)".into(),
-                ))
-            }
             (Serve::External, Some(url)) => {
                 check_external_url(&url).map_err(|why| fail(format!("url {url:?} {why}")))?;
                 Some(url)
@@ -461,6 +476,27 @@ impl PropertyEntry {
             }
             (_, None) => None,
         };
+        let url_var = match (serve, self.url_var) {
+            (Serve::External, Some(var)) => {
+                if !is_valid_var_name(&var) {
+                    return Err(fail(format!(
+                        "url_var {var:?} must be a Worker variable name: A-Z, 0-9 and '_', starting with a letter, at most 64 characters"
+                    )));
+                }
+                Some(var)
+            }
+            (_, Some(_)) => {
+                return Err(fail(format!(
+                    "url_var is only used with serve = \"external\", not \"{serve}\""
+                )))
+            }
+            (_, None) => None,
+        };
+        if serve == Serve::External && url.is_none() && url_var.is_none() {
+            return Err(fail(
+                "serve = \"external\" needs a url (the https address to redirect to) or a url_var (the Worker variable that holds it)".into(),
+            ));
+        }
 
         let edge = self.edge.unwrap_or(true);
         let origin = self.origin.unwrap_or(serve == Serve::Origin);
@@ -525,6 +561,7 @@ impl PropertyEntry {
             kind: self.kind,
             serve,
             url,
+            url_var,
             edge,
             origin,
             origin_request: self.origin_request,
@@ -532,6 +569,34 @@ impl PropertyEntry {
             description: self.description,
             operator_todo: self.operator_todo,
         })
+    }
+}
+
+fn is_valid_var_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_uppercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl Property {
+    /// Where an external property redirects: the value of its `url_var` setting when that is
+    /// set (non-empty), else its fixed `url`. `configured` is the setting's value as the
+    /// deployment has it. An error says what an operator has to set.
+    pub fn external_url(&self, configured: Option<&str>) -> Result<String, String> {
+        let configured = configured.map(str::trim).filter(|v| !v.is_empty());
+        match (&self.url_var, configured, &self.url) {
+            (Some(var), Some(value), _) => check_external_url(value)
+                .map(|()| value.to_owned())
+                .map_err(|why| format!("the setting {var} ({value:?}) {why}")),
+            (_, _, Some(url)) => Ok(url.clone()),
+            (Some(var), None, None) => Err(format!(
+                "{} ({}) has no address yet: set {var} to the https URL it redirects to",
+                self.hostname, self.name
+            )),
+            (None, _, None) => Err(format!("{} has no url", self.name)),
+        }
     }
 }
 
@@ -603,7 +668,11 @@ fn check_external_url(url: &str) -> Result<(), String> {
     let host = authority
         .rsplit_once(':')
         .map_or(authority, |(host, _port)| host);
-    check_hostname(host).map_err(|why| format!("has a host that {why}"))
+    check_hostname(host).map_err(|why| format!("has a host that {why}"))?;
+    if is_reserved_placeholder(&host.to_ascii_lowercase()) {
+        return Err("has a placeholder host that never resolves".into());
+    }
+    Ok(())
 }
 
 fn is_reserved_placeholder(hostname: &str) -> bool {
@@ -617,7 +686,7 @@ fn is_reserved_placeholder(hostname: &str) -> bool {
 mod tests {
     use super::*;
 
-    const REAL_FILE: &str = include_str!("../../deploy/properties.toml");
+    const REAL_FILE: &str = COMMITTED_TOML;
 
     fn one(fields: &str) -> String {
         format!("[[property]]\n{fields}\n")
@@ -654,10 +723,20 @@ mod tests {
         assert_eq!(kinds(Kind::External), 3, "three Hugging Face Spaces");
         assert_eq!(kinds(Kind::Discord), 1);
         assert_eq!(kinds(Kind::Admin), 1);
+        assert_eq!(props.pending().count(), 8, "8 placeholders to fill in");
+        let spaces: Vec<_> = props
+            .iter()
+            .filter(|p| p.kind == Kind::External)
+            .map(|p| (p.url.as_deref(), p.url_var.as_deref()))
+            .collect();
         assert_eq!(
-            props.pending().count(),
-            3 + 8,
-            "3 Space URLs and 8 placeholders to fill in"
+            spaces,
+            [
+                (None, Some("SPACE_1_URL")),
+                (None, Some("SPACE_2_URL")),
+                (None, Some("SPACE_3_URL"))
+            ],
+            "each Space's URL is a deployment setting"
         );
     }
 
@@ -806,6 +885,48 @@ mod tests {
         assert!(message.contains("conect_timeout"), "{message}");
         let message = parse_err("[[property]\nname = 1");
         assert!(message.contains("line 1"), "{message}");
+    }
+
+    #[test]
+    fn an_external_url_comes_from_its_setting_else_from_the_file() {
+        let parse_one = |fields: &str| {
+            Properties::parse(&one(&format!(
+                "name = \"s\"\nhostname = \"s.example.com\"\nkind = \"external\"\n{fields}"
+            )))
+            .map(|p| p.iter().next().unwrap().clone())
+        };
+        let from_var = parse_one("url_var = \"SPACE_URL\"").unwrap();
+        assert_eq!(
+            from_var.external_url(Some(" https://huggingface.co/spaces/heady/one ")),
+            Ok("https://huggingface.co/spaces/heady/one".to_owned())
+        );
+        for unset in [None, Some(""), Some("  ")] {
+            let err = from_var.external_url(unset).unwrap_err();
+            assert!(err.contains("set SPACE_URL"), "{err}");
+        }
+        for bad in [
+            "http://x.example.org/",
+            "https://space.example.invalid/",
+            "https:///x",
+        ] {
+            let err = from_var.external_url(Some(bad)).unwrap_err();
+            assert!(err.starts_with("the setting SPACE_URL"), "{err}");
+        }
+        let both = parse_one("url = \"https://a.example.org/\"\nurl_var = \"SPACE_URL\"").unwrap();
+        assert_eq!(
+            both.external_url(None),
+            Ok("https://a.example.org/".to_owned())
+        );
+        assert_eq!(
+            both.external_url(Some("https://b.example.org/")),
+            Ok("https://b.example.org/".to_owned())
+        );
+        assert!(parse_err(&one(
+            "name = \"s\"\nhostname = \"s.example.com\"\nkind = \"external\"\nurl_var = \"lower\""
+        ))
+        .contains("Worker variable name"));
+        assert!(parse_err(&one("name = \"s\"\nhostname = \"s.example.com\"\nkind = \"static\"\ntitle = \"S\"\nurl_var = \"X\"")).contains("only used with serve"));
+        assert!(parse_err(&one("name = \"s\"\nhostname = \"s.example.com\"\nkind = \"external\"\nurl = \"https://s.example.invalid/\"")).contains("placeholder"));
     }
 
     #[test]

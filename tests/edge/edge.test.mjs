@@ -111,7 +111,7 @@ function post(mf, path, body, opts = {}) {
 before(async () => {
   origin = await startOrigin();
   platform = new FakePlatform();
-  edge = await startEdge({ originUrl: origin.url, platform });
+  edge = await startEdge({ originUrl: origin.url, platform, vars: SPACE_URLS });
   const identity = await fetch(`${origin.url}/api/identity`);
   originHasIdentity = identity.status !== 404;
   const unsigned = await fetch(`${origin.url}/api/memory/stats`);
@@ -131,6 +131,12 @@ test("wrangler.toml's compatibility_date is not later than the local workerd's",
   assert.ok(compatibilityDate() <= `${date[1]}-${date[2]}-${date[3]}`, `${compatibilityDate()} vs workerd ${version}`);
 });
 
+/** The Spaces' addresses as a deployment sets them; SPACE_3_URL is left unset. */
+const SPACE_URLS = {
+  SPACE_1_URL: "https://huggingface.co/spaces/heady/space-one",
+  SPACE_2_URL: "https://heady-space-two.hf.space/",
+};
+
 describe("properties", () => {
   test("every property in deploy/properties.toml routes to what serves it", async () => {
     const props = readProperties();
@@ -148,9 +154,15 @@ describe("properties", () => {
         assert.match(res.headers.get("content-type"), /text\/html/);
         assert.ok(text.includes(`<title>${p.title}</title>`), `${p.hostname} has its own title`);
         if (p.description) assert.ok(text.includes(p.description), `${p.hostname} description`);
-      } else if (p.serve === "external") {
+      } else if (p.serve === "external" && SPACE_URLS[p.url_var]) {
         assert.equal(res.status, 302, p.hostname);
-        assert.equal(res.headers.get("location"), p.url);
+        assert.equal(res.headers.get("location"), SPACE_URLS[p.url_var]);
+      } else if (p.serve === "external") {
+        // Not set in this deployment: a 503 that names the setting, never a redirect.
+        assert.equal(res.status, 503, p.hostname);
+        assert.equal(res.headers.get("location"), null);
+        assert.match(text, /property_not_configured/);
+        assert.ok(text.includes(`set ${p.url_var}`), `${p.hostname}: ${text}`);
       } else {
         assert.equal(res.headers.get("x-heady-served-by"), "origin", `${p.hostname} is tunnelled`);
       }

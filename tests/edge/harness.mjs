@@ -3,7 +3,7 @@
 // platform's real request/response shapes) come from Node.
 
 import { Miniflare } from "miniflare";
-import { spawn, execFileSync } from "node:child_process";
+import { spawn, spawnSync, execFileSync } from "node:child_process";
 import { createHash, createHmac, randomUUID } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
@@ -119,6 +119,30 @@ export async function startOrigin({ tunnel = "hmac", env = {} } = {}) {
   };
 }
 
+/** A key made with the origin's CLI for `user` (the account is made when new). */
+export function createKey(origin, user, { tier = "pro", clearance = "internal" } = {}) {
+  const run = spawnSync(
+    origin.bin,
+    ["keys", "--data-dir", origin.dataDir, "create", "--user", user, "--tier", tier, "--clearance", clearance],
+    { encoding: "utf8", env: { ...process.env, HEADY_TUNNEL_AUTH: "hmac", HEADY_TUNNEL_KEY: TUNNEL_KEY } },
+  );
+  const key = /hk_[0-9a-f]{64}/.exec(run.stdout)?.[0];
+  if (!key) throw new Error(`keys create: ${run.stdout} ${run.stderr}`);
+  return key;
+}
+
+/** A response read whole: status, headers, text, and the JSON when it is JSON. */
+export async function readAnswer(res) {
+  const text = await res.text();
+  let json = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    // not JSON
+  }
+  return { status: res.status, headers: res.headers, text, json };
+}
+
 /** A deterministic unit vector for `text` (stands in for bge-small's output). */
 export function fakeEmbedding(text) {
   const out = new Array(EMBED_DIMS);
@@ -231,7 +255,8 @@ export function compatibilityDate() {
 }
 
 /**
- * Starts the built Worker in workerd. `ai` / `vectorize` false leave the binding out.
+ * Starts the built Worker in workerd. `ai` / `vectorize` false leave the binding out; `vars`
+ * are more Worker variables (wrangler.toml [vars]).
  */
 export async function startEdge({
   originUrl,
@@ -241,6 +266,7 @@ export async function startEdge({
   port = 0,
   inline = false,
   tunnel = "hmac",
+  vars = {},
 }) {
   const build = path.join(root, "edge", "build");
   if (!existsSync(path.join(build, "worker", "shim.mjs"))) {
@@ -279,6 +305,7 @@ export async function startEdge({
               }),
           AI_CHAT_MODEL: CHAT_MODEL,
           EDGE_PROMPT_MAX_CHARS: "4000",
+          ...vars,
         },
         wrappedBindings,
         assets: {

@@ -123,6 +123,83 @@ pub fn derive(root: &Path) -> Result<(Vec<Derived>, Vec<PathBuf>), String> {
     Ok((out, extra))
 }
 
+/// A deployment setting (a Worker variable) the edge needs and what it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    pub var: String,
+    pub purpose: String,
+}
+
+/// What the deployment must set before the edge is complete, read from wrangler.toml's
+/// top-level `[vars]` against the property list: each external property's `url_var` and,
+/// when a Discord property is routed, `DISCORD_PUBLIC_KEY`. `Ok((to_set, ok))`: the settings
+/// that are empty, and those that are set. A setting missing from `[vars]` altogether is an
+/// error (the file and the property list disagree); a value that is set but invalid too.
+pub fn settings(
+    properties: &Properties,
+    wrangler: &str,
+) -> Result<(Vec<Setting>, Vec<Setting>), String> {
+    let table: toml::Table = toml::from_str(wrangler).map_err(|e| format!("wrangler.toml: {e}"))?;
+    let vars = table.get("vars").and_then(toml::Value::as_table);
+    let mut needed: Vec<(Setting, Option<&Property>)> = Vec::new();
+    for p in properties.iter().filter(|p| p.edge) {
+        if let Some(var) = &p.url_var {
+            let purpose = format!("the https URL {} ({}) redirects to", p.hostname, p.name);
+            needed.push((
+                Setting {
+                    var: var.clone(),
+                    purpose,
+                },
+                Some(p),
+            ));
+        }
+    }
+    if properties
+        .iter()
+        .any(|p| p.edge && p.kind == heady_shared::properties::Kind::Discord)
+    {
+        needed.push((
+            Setting {
+                var: "DISCORD_PUBLIC_KEY".into(),
+                purpose: "the Discord application's public key (docs/discord.md)".into(),
+            },
+            None,
+        ));
+    }
+    let (mut to_set, mut ok) = (Vec::new(), Vec::new());
+    for (setting, property) in needed {
+        let value = match vars.and_then(|v| v.get(&setting.var)) {
+            None => {
+                return Err(format!(
+                    "wrangler.toml [vars] has no {} ({}): add `{} = \"\"`",
+                    setting.var, setting.purpose, setting.var
+                ))
+            }
+            Some(v) => v
+                .as_str()
+                .ok_or_else(|| format!("wrangler.toml [vars] {} must be a string", setting.var))?
+                .trim()
+                .to_owned(),
+        };
+        if value.is_empty() {
+            to_set.push(setting);
+            continue;
+        }
+        match property {
+            Some(p) => {
+                p.external_url(Some(&value))
+                    .map_err(|why| format!("wrangler.toml [vars]: {why}"))?;
+            }
+            None => {
+                heady_shared::discord::PublicKey::from_hex(&value)
+                    .map_err(|why| format!("wrangler.toml [vars] {}: {why}", setting.var))?;
+            }
+        }
+        ok.push(setting);
+    }
+    Ok((to_set, ok))
+}
+
 fn collect_files(dir: &Path, into: &mut Vec<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -140,6 +217,51 @@ fn collect_files(dir: &Path, into: &mut Vec<PathBuf>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn props() -> Properties {
+        load_properties(&repo_root()).expect("deploy/properties.toml")
+    }
+
+    #[test]
+    fn the_settings_still_to_set_are_listed_and_bad_ones_refused() {
+        let wrangler = fs::read_to_string(repo_root().join("wrangler.toml")).unwrap();
+        let (to_set, _) = settings(&props(), &wrangler).expect("the committed file declares all");
+        let names: Vec<_> = to_set.iter().map(|s| s.var.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "SPACE_1_URL",
+                "SPACE_2_URL",
+                "SPACE_3_URL",
+                "DISCORD_PUBLIC_KEY"
+            ]
+        );
+        assert!(to_set[0].purpose.contains("space1.headysystems.com"));
+
+        let set = |text: &str, var: &str, value: &str| {
+            text.replace(&format!("{var} = \"\""), &format!("{var} = \"{value}\""))
+        };
+        let one = set(
+            &wrangler,
+            "SPACE_1_URL",
+            "https://huggingface.co/spaces/heady/one",
+        );
+        let (to_set, ok) = settings(&props(), &one).unwrap();
+        assert_eq!(to_set.len(), 3);
+        assert_eq!(ok[0].var, "SPACE_1_URL");
+        let bad = set(&wrangler, "SPACE_2_URL", "http://plain.example.org/");
+        let err = settings(&props(), &bad).unwrap_err();
+        assert!(
+            err.contains("SPACE_2_URL") && err.contains("https://"),
+            "{err}"
+        );
+        let bad_key = set(&wrangler, "DISCORD_PUBLIC_KEY", "abc");
+        let err = settings(&props(), &bad_key).unwrap_err();
+        assert!(err.contains("DISCORD_PUBLIC_KEY"), "{err}");
+        let missing = wrangler.replace("SPACE_3_URL = \"\"", "");
+        let err = settings(&props(), &missing).unwrap_err();
+        assert!(err.contains("has no SPACE_3_URL"), "{err}");
+    }
 
     #[test]
     fn repo_root_is_the_workspace_root() {

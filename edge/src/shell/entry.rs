@@ -6,9 +6,9 @@ use crate::conductor::{self, Bindings, Dispatch};
 use crate::defense::{self, Session, SignedRequest};
 use crate::router::{self, Api, Plan, RequestFacts};
 use crate::site;
-use heady_shared::{http_sig, ApiError, ErrorCode, GroupTable};
+use heady_shared::{discord, http_sig, ApiError, ErrorCode, GroupTable};
 use std::net::IpAddr;
-use worker::{event, Context, Date, Env, Request, Response, ResponseBuilder};
+use worker::{console_error, event, Context, Date, Env, Request, Response, ResponseBuilder};
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
@@ -90,10 +90,23 @@ async fn handle(mut req: Request, env: Env, ctx: Context) -> Response {
                     .fixed(b"Method not allowed\n".to_vec())
             }
         }
-        Plan::Redirect { location } => ResponseBuilder::new()
-            .with_status(302)
-            .with_headers(respond::headers(None, &[("location", location)]))
-            .empty(),
+        Plan::External { property } => {
+            let configured = property
+                .url_var
+                .as_deref()
+                .and_then(|var| call.env.var(var).ok())
+                .map(|v| v.to_string());
+            match property.external_url(configured.as_deref()) {
+                Ok(location) => ResponseBuilder::new()
+                    .with_status(302)
+                    .with_headers(respond::headers(None, &[("location", location)]))
+                    .empty(),
+                Err(why) => {
+                    console_error!("external property not configured: {why}");
+                    respond::error(&ApiError::new(ErrorCode::PropertyNotConfigured, why), &[])
+                }
+            }
+        }
         Plan::Asset { asset_path, .. } => serve_asset(&call, &asset_path, &path).await,
         Plan::Tunnel { .. } => {
             let session = Session::anonymous(call.client_ip);
@@ -105,8 +118,65 @@ async fn handle(mut req: Request, env: Env, ctx: Context) -> Response {
                 Err(e) => respond::error(&e, &[]),
             }
         }
+        Plan::DiscordInteraction { .. } => discord_interaction(&call, &mut req).await,
         Plan::Api { api, .. } => api_request(&call, &mut req, api).await,
     }
+}
+
+/// Discord's interactions endpoint: the signature is checked before anything else (401 when it
+/// fails, as Discord requires); a `PING` gets its `PONG` here; every other interaction goes
+/// to the origin unchanged, which checks the signature again and answers it. Discord's
+/// signature is the caller's authentication, so neither the per-address limiter nor the ban
+/// list (Discord sends from few addresses) applies here; the origin limits per Discord user.
+async fn discord_interaction(call: &Call, req: &mut Request) -> Response {
+    let key = match call.env.var("DISCORD_PUBLIC_KEY").map(|v| v.to_string()) {
+        Ok(hex) if !hex.trim().is_empty() => discord::PublicKey::from_hex(&hex).map_err(|e| {
+            ApiError::new(
+                ErrorCode::DiscordNotConfigured,
+                format!("the Worker variable DISCORD_PUBLIC_KEY is invalid: {e}"),
+            )
+        }),
+        _ => Err(ApiError::new(
+            ErrorCode::DiscordNotConfigured,
+            "the Worker variable DISCORD_PUBLIC_KEY (the Discord application's public key) is not set",
+        )),
+    };
+    let key = match key {
+        Ok(k) => k,
+        Err(e) => {
+            console_error!("discord interaction refused: {}", e.message);
+            return respond::error(&e, &[]);
+        }
+    };
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(e) => return respond::error(&e, &[]),
+    };
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let signature = header(discord::SIGNATURE_HEADER);
+    let timestamp = header(discord::TIMESTAMP_HEADER);
+    if let Err(refusal) = key.verify(
+        signature.as_deref(),
+        timestamp.as_deref(),
+        &body,
+        call.now_ms / 1000,
+    ) {
+        console_error!(
+            "discord interaction from {} refused: {refusal}",
+            call.client_ip
+        );
+        return respond::error(
+            &ApiError::new(ErrorCode::InvalidDiscordSignature, refusal.to_string()),
+            &[],
+        );
+    }
+    if discord::interaction_kind(&body) == Some(discord::interaction_type::PING) {
+        return ResponseBuilder::new()
+            .with_headers(respond::headers(Some("application/json"), &[]))
+            .fixed(discord::PONG_BODY.as_bytes().to_vec());
+    }
+    let session = Session::anonymous(call.client_ip);
+    tunnel::forward(call, req, &session, None, body, &[]).await
 }
 
 async fn serve_asset(call: &Call, asset_path: &str, request_path: &str) -> Response {

@@ -12,7 +12,7 @@ use super::billing::{
     SUBSCRIPTION_COLS,
 };
 use super::{account_of, join_models, key_of, mint_account_id, Account, AccountChange};
-use super::{AccountError, Grant, KeyRecord, PqGrant};
+use super::{AccountError, DiscordLink, Grant, KeyRecord, PqGrant};
 use crate::db::Database;
 use duckdb::{params, OptionalExt};
 use heady_shared::{AccountId, AccountStatus, Classification, Tier};
@@ -54,6 +54,12 @@ CREATE TABLE IF NOT EXISTS billing_events (
     created BIGINT NOT NULL,
     received_at BIGINT NOT NULL,
     outcome VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS discord_links (
+    user_id VARCHAR PRIMARY KEY,
+    account_id VARCHAR NOT NULL UNIQUE,
+    username VARCHAR NOT NULL,
+    linked_at BIGINT NOT NULL
 );";
 
 /// The account's own columns, then the subscription's ([`SUBSCRIPTION_COLS`]), then the
@@ -195,6 +201,62 @@ impl DuckAccounts {
             )
             .optional()?
             .transpose()
+        })
+    }
+
+    /// Links `link.user_id` to `link.account_id`, replacing either side's earlier link.
+    pub fn link_discord(&self, link: &DiscordLink) -> Result<(), AccountError> {
+        self.db.with_writer(|conn| {
+            conn.execute_batch("BEGIN TRANSACTION")?;
+            let result = (|| -> Result<(), AccountError> {
+                conn.execute(
+                    "DELETE FROM discord_links WHERE user_id = ? OR account_id = ?",
+                    params![link.user_id, link.account_id.as_str()],
+                )?;
+                conn.execute(
+                    "INSERT INTO discord_links (user_id, account_id, username, linked_at) VALUES (?, ?, ?, ?)",
+                    params![link.user_id, link.account_id.as_str(), link.username, link.linked_at],
+                )?;
+                Ok(())
+            })();
+            match result {
+                Ok(()) => {
+                    conn.execute_batch("COMMIT")?;
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    /// The link of the Discord user `user_id`, or of the account `account` (by `column`).
+    pub fn discord_link(
+        &self,
+        column: &str,
+        value: &str,
+    ) -> Result<Option<DiscordLink>, AccountError> {
+        self.db.with_reader(|conn| {
+            conn.query_row(
+                &format!("SELECT user_id, account_id, username, linked_at FROM discord_links WHERE {column} = ?"),
+                params![value],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?)),
+            )
+            .optional()?
+            .map(|(user_id, account, username, linked_at)| super::discord_link_of(user_id, account, username, linked_at))
+            .transpose()
+        })
+    }
+
+    /// Removes the account's link; whether there was one.
+    pub fn unlink_discord(&self, account: &AccountId) -> Result<bool, AccountError> {
+        self.db.with_writer(|conn| {
+            Ok(conn.execute(
+                "DELETE FROM discord_links WHERE account_id = ?",
+                params![account.as_str()],
+            )? > 0)
         })
     }
 

@@ -60,6 +60,20 @@ pub struct Account {
     pub semantic_cache: bool,
 }
 
+/// A Discord user linked to an account (`/discord/callback`): the slash commands that user
+/// runs act for the account. One Discord user has at most one account and an account at most
+/// one Discord user; a new link replaces both sides' earlier ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscordLink {
+    /// Discord's snowflake id of the user.
+    pub user_id: String,
+    /// The Discord username when the link was made.
+    pub username: String,
+    pub account_id: AccountId,
+    /// Unix seconds.
+    pub linked_at: i64,
+}
+
 /// What a key is: a bearer secret, or an ML-DSA-65 public key that verifies signed requests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyKind {
@@ -410,6 +424,26 @@ pub(crate) fn join_models(models: &Option<Vec<String>>) -> Option<String> {
 
 pub(crate) fn split_models(text: Option<String>) -> Option<Vec<String>> {
     text.map(|t| t.split(',').map(str::to_string).collect())
+}
+
+/// A stored link row; a damaged account id is named, not passed on.
+pub(crate) fn discord_link_of(
+    user_id: String,
+    account: String,
+    username: String,
+    linked_at: i64,
+) -> Result<DiscordLink, AccountError> {
+    let account_id = AccountId::parse(&account).map_err(|e| AccountError::Damaged {
+        what: "discord link",
+        id: user_id.clone(),
+        problem: e.to_string(),
+    })?;
+    Ok(DiscordLink {
+        user_id,
+        username,
+        account_id,
+        linked_at,
+    })
 }
 
 /// Columns as both backends store them, turned into an account.

@@ -10,7 +10,8 @@ use super::billing::{
 };
 use super::KeyRecord;
 use super::{
-    account_of, join_models, key_of, Account, AccountChange, AccountError, Grant, PqGrant,
+    account_of, join_models, key_of, Account, AccountChange, AccountError, DiscordLink, Grant,
+    PqGrant,
 };
 use crate::pg::PgTarget;
 use deadpool_postgres::Pool;
@@ -80,6 +81,16 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (
         4,
         "ALTER TABLE accounts ADD COLUMN semantic_cache BOOLEAN NOT NULL DEFAULT false;",
+    ),
+    // Discord: which Discord user acts for which account (one each way).
+    (
+        5,
+        "CREATE TABLE discord_links (
+        user_id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL UNIQUE REFERENCES accounts (id),
+        username TEXT NOT NULL,
+        linked_at BIGINT NOT NULL
+    );",
     ),
 ];
 
@@ -281,6 +292,62 @@ impl PgAccounts {
         .map_err(store_err)?
         .map(|r| account_row(&r, 0))
         .transpose()
+    }
+
+    /// Links `link.user_id` to `link.account_id`, replacing either side's earlier link.
+    pub async fn link_discord(&self, link: &DiscordLink) -> Result<(), AccountError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(store_err)?;
+        tx.execute(
+            "DELETE FROM discord_links WHERE user_id = $1 OR account_id = $2",
+            &[&link.user_id, &link.account_id.as_str()],
+        )
+        .await
+        .map_err(store_err)?;
+        tx.execute(
+            "INSERT INTO discord_links (user_id, account_id, username, linked_at) VALUES ($1, $2, $3, $4)",
+            &[&link.user_id, &link.account_id.as_str(), &link.username, &link.linked_at],
+        )
+        .await
+        .map_err(store_err)?;
+        tx.commit().await.map_err(store_err)
+    }
+
+    /// The link whose `column` (`user_id` or `account_id`) is `value`.
+    pub async fn discord_link(
+        &self,
+        column: &str,
+        value: &str,
+    ) -> Result<Option<DiscordLink>, AccountError> {
+        let c = self.client().await?;
+        c.query_opt(
+            &format!("SELECT user_id, account_id, username, linked_at FROM discord_links WHERE {column} = $1"),
+            &[&value],
+        )
+        .await
+        .map_err(store_err)?
+        .map(|r| {
+            super::discord_link_of(
+                r.try_get(0).map_err(store_err)?,
+                r.try_get(1).map_err(store_err)?,
+                r.try_get(2).map_err(store_err)?,
+                r.try_get(3).map_err(store_err)?,
+            )
+        })
+        .transpose()
+    }
+
+    /// Removes the account's link; whether there was one.
+    pub async fn unlink_discord(&self, account: &AccountId) -> Result<bool, AccountError> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "DELETE FROM discord_links WHERE account_id = $1",
+                &[&account.as_str()],
+            )
+            .await
+            .map_err(store_err)?;
+        Ok(n > 0)
     }
 
     pub async fn account(&self, id: &AccountId) -> Result<Option<Account>, AccountError> {

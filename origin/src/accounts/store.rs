@@ -8,7 +8,7 @@ use super::pg::PgAccounts;
 use super::{
     check_label, check_models, check_name, encode_public_key, hash_of, id_of_hash, judge,
     mint_account_id, mint_key, well_formed, well_formed_id, Account, AccountChange, AccountError,
-    CreatedKey, Grant, KeyKind, KeyOptions, KeyRecord, KeyRefusal, PqGrant,
+    CreatedKey, DiscordLink, Grant, KeyKind, KeyOptions, KeyRecord, KeyRefusal, PqGrant,
 };
 use crate::db::Database;
 use crate::pg::PgTarget;
@@ -478,6 +478,65 @@ impl AccountStore {
                 duck!(d, |d| d.keys(a.as_ref()))
             }
             Backend::Pg(p) => p.keys(account).await,
+        }
+    }
+
+    /// Links a Discord user to an account (replacing the user's and the account's earlier
+    /// links); `NotFound` for an unknown account.
+    pub async fn link_discord(&self, link: &DiscordLink) -> Result<(), AccountError> {
+        self.require_account(&link.account_id).await?;
+        match &self.backend {
+            Backend::Duck(d) => {
+                let l = link.clone();
+                duck!(d, |d| d.link_discord(&l))
+            }
+            Backend::Pg(p) => p.link_discord(link).await,
+        }
+    }
+
+    /// The account a Discord user is linked to, with the link. A disabled account's link
+    /// does not count: `None`, as for a user never linked.
+    pub async fn discord_account(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<(DiscordLink, Account)>, AccountError> {
+        let link = match &self.backend {
+            Backend::Duck(d) => {
+                let u = user_id.to_string();
+                duck!(d, |d| d.discord_link("user_id", &u))?
+            }
+            Backend::Pg(p) => p.discord_link("user_id", user_id).await?,
+        };
+        let Some(link) = link else { return Ok(None) };
+        Ok(self
+            .account(&link.account_id)
+            .await?
+            .filter(|a| a.status == AccountStatus::Active)
+            .map(|a| (link, a)))
+    }
+
+    /// The Discord user linked to an account, if any.
+    pub async fn discord_link_of(
+        &self,
+        account: &AccountId,
+    ) -> Result<Option<DiscordLink>, AccountError> {
+        match &self.backend {
+            Backend::Duck(d) => {
+                let a = account.as_str().to_string();
+                duck!(d, |d| d.discord_link("account_id", &a))
+            }
+            Backend::Pg(p) => p.discord_link("account_id", account.as_str()).await,
+        }
+    }
+
+    /// Removes the account's Discord link; whether there was one.
+    pub async fn unlink_discord(&self, account: &AccountId) -> Result<bool, AccountError> {
+        match &self.backend {
+            Backend::Duck(d) => {
+                let a = account.clone();
+                duck!(d, |d| d.unlink_discord(&a))
+            }
+            Backend::Pg(p) => p.unlink_discord(account).await,
         }
     }
 

@@ -64,9 +64,10 @@ where
     .transpose()
 }
 
-/// `GET /api/account`: `{"id","name","tier","clearance","subscription"}` of the caller's
-/// account; `subscription` is `null` until billing has seen one, else
-/// `{"status","current_period_end","past_due_since"?}`.
+/// `GET /api/account`: `{"id","name","tier","clearance","subscription","semantic_cache",
+/// "discord"}` of the caller's account; `subscription` is `null` until billing has seen one,
+/// else `{"status","current_period_end","past_due_since"?}`; `discord` is the linked Discord
+/// user `{"user_id","username","linked_at"}` or `null`.
 pub async fn me(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
     let Some(id) = c.identity.account() else {
         return Err(authentication_required("this route answers for an account"));
@@ -85,6 +86,13 @@ pub async fn me(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
         }
         v
     });
+    let discord = s
+        .defense
+        .accounts
+        .discord_link_of(&a.id)
+        .await
+        .map_err(error_of)?
+        .map(|l| json!({"user_id": l.user_id, "username": l.username, "linked_at": l.linked_at}));
     Reply::ok(&json!({
         "id": a.id,
         "name": a.name,
@@ -92,7 +100,26 @@ pub async fn me(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
         "clearance": a.clearance,
         "subscription": subscription,
         "semantic_cache": a.semantic_cache,
+        "discord": discord,
     }))
+}
+
+/// `DELETE /api/account/discord`: the Discord user linked to the caller's account no longer
+/// acts for it. `{"unlinked": true}`, or `false` when none was linked.
+pub async fn unlink_discord(s: Arc<App>, c: Ctx) -> Result<Reply, Error> {
+    let Some(id) = c.identity.account() else {
+        return Err(authentication_required("this route answers for an account"));
+    };
+    let unlinked = s
+        .defense
+        .accounts
+        .unlink_discord(&id)
+        .await
+        .map_err(error_of)?;
+    if unlinked {
+        tracing::info!(request_id = %c.request_id, account = %id, "account unlinked its Discord user");
+    }
+    Reply::ok(&json!({ "unlinked": unlinked }))
 }
 
 /// What an account may change itself (`PATCH /api/account`); tier and status are the

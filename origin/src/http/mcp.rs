@@ -16,7 +16,7 @@ use crate::api::{Ctx, Reply, ReplyBody};
 use crate::app::App;
 use crate::error::Error;
 use crate::mcp::jsonrpc::{self, Message, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND};
-use crate::mcp::tools::SchemaLimits;
+use crate::mcp::tools::{RestCall, SchemaLimits};
 use crate::mcp::Tool;
 use heady_shared::AccountId;
 use http::{header, HeaderValue};
@@ -254,45 +254,8 @@ async fn call_tool(s: &Arc<App>, c: &Ctx, tool: Tool, arguments: Option<Value>) 
         Ok(r) => r,
         Err(message) => return tool_error(&Error::bad_request(message), &c.request_id),
     };
-    let matched = routes::route(&rest.method, rest.path);
-    if s.defense.enabled {
-        if let Err(e) = s.defense.authorize(&c.identity, matched.policy) {
-            return tool_error(&e, &c.request_id);
-        }
-    }
-    let mut headers = c.headers.clone();
-    headers.remove(header::CONTENT_LENGTH);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    let body = match &rest.body {
-        Some(b) => match serde_json::to_vec(b) {
-            Ok(v) => v.into(),
-            Err(e) => {
-                return tool_error(
-                    &Error::internal(format!("encoding {}: {e}", tool.name())),
-                    &c.request_id,
-                )
-            }
-        },
-        None => bytes::Bytes::new(),
-    };
-    let inner = Ctx {
-        request_id: c.request_id.clone(),
-        identity: c.identity.clone(),
-        method: rest.method.clone(),
-        path: rest.path.to_string(),
-        query: None,
-        headers,
-        body,
-    };
-    match (matched.handler)(s.clone(), inner).await {
-        Ok(Reply {
-            status,
-            body: ReplyBody::Bytes(bytes),
-            ..
-        }) if status < 400 => match serde_json::from_slice::<Value>(&bytes) {
+    match call_route(s, &c.identity, &c.request_id, c.headers.clone(), &rest).await {
+        Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
             Ok(answer @ Value::Object(_)) => json!({
                 "content": [{"type": "text", "text": tool.text_of(&answer)}],
                 "structuredContent": answer,
@@ -303,19 +266,60 @@ async fn call_tool(s: &Arc<App>, c: &Ctx, tool: Tool, arguments: Option<Value>) 
                 "isError": false,
             }),
         },
-        Ok(r) => tool_error(
-            &Error::internal(format!(
-                "{} answered status {} or a stream",
-                rest.path, r.status
-            )),
-            &c.request_id,
-        ),
         Err(e) => {
             if e.is_server_error() {
                 tracing::error!(request_id = %c.request_id, tool = tool.name(), status = e.status(), code = %e.code, message = %e.message, "MCP tool failed");
             }
             tool_error(&e, &c.request_id)
         }
+    }
+}
+
+/// A request to a REST route made in-process as `identity`: the route's policy is checked (when
+/// the defense is on) as the server checks it, then its handler runs. Answers the body of a
+/// success; a stream or a status of 400 and up is an error. `headers` are the request's
+/// (`Content-Type` is set to JSON).
+pub(crate) async fn call_route(
+    s: &Arc<App>,
+    identity: &crate::defense::Identity,
+    request_id: &str,
+    mut headers: http::HeaderMap,
+    rest: &RestCall,
+) -> Result<bytes::Bytes, Error> {
+    let matched = routes::route(&rest.method, rest.path);
+    if s.defense.enabled {
+        s.defense.authorize(identity, matched.policy)?;
+    }
+    headers.remove(header::CONTENT_LENGTH);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = match &rest.body {
+        Some(b) => serde_json::to_vec(b)
+            .map_err(|e| Error::internal(format!("encoding {}: {e}", rest.path)))?
+            .into(),
+        None => bytes::Bytes::new(),
+    };
+    let inner = Ctx {
+        request_id: request_id.to_string(),
+        identity: identity.clone(),
+        method: rest.method.clone(),
+        path: rest.path.to_string(),
+        query: None,
+        headers,
+        body,
+    };
+    match (matched.handler)(s.clone(), inner).await? {
+        Reply {
+            status,
+            body: ReplyBody::Bytes(bytes),
+            ..
+        } if status < 400 => Ok(bytes),
+        r => Err(Error::internal(format!(
+            "{} answered status {} or a stream",
+            rest.path, r.status
+        ))),
     }
 }
 

@@ -1,12 +1,16 @@
 //! The HTTP layer: the server (accept, drain), bodies, the routes table, the MCP transport
-//! (`mcp`, which calls routes through the table), and the one place an error or a reply
+//! (`mcp`, which calls routes through the table), the OpenAPI document of the table and its
+//! rendered reference (`openapi`, `reference`), and the one place an error or a reply
 //! becomes a response (`respond`). It calls `api` handlers; nothing below it
 //! imports it.
 
 pub mod body;
 pub(crate) mod conn;
+pub mod discord;
 pub mod mcp;
 pub mod mesh;
+pub mod openapi;
+pub mod reference;
 pub mod respond;
 pub mod routes;
 mod server;

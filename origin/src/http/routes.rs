@@ -2,7 +2,7 @@
 //! in docs/api.md) and handler. Unknown paths and wrong methods get 404 / 405. A path may end
 //! in one `{param}` segment, which matches any one non-empty segment (the handler reads it).
 
-use super::mcp;
+use super::{discord, mcp, openapi};
 use crate::api::{
     accounts, billing, brain, conductor, health, memory, openai, tunnel, usage, Ctx, Handler, Reply,
 };
@@ -72,6 +72,9 @@ fn routes() -> &'static [RouteEntry] {
             route!(POST "/api/admin/accounts/{id}/keys", operator, accounts::create_key),
             route!(POST "/api/admin/accounts/{id}/pq-keys", operator, accounts::register_pq_key),
             route!(DELETE "/api/admin/keys/{id}", operator, accounts::revoke_key),
+            route!(GET "/", public, openapi::home),
+            route!(GET "/openapi.json", public, openapi::document_json),
+            route!(GET "/reference.css", public, openapi::stylesheet),
             route!(GET "/health", public, health::health),
             route!(GET "/ready", public, health::ready),
             route!(GET "/metrics", internal, health::metrics),
@@ -92,6 +95,13 @@ fn routes() -> &'static [RouteEntry] {
             // GET /mcp (a server-to-client stream) is answered 405 by `method_not_allowed`.
             route!(POST "/mcp", public.keyed(), mcp::post),
             route!(DELETE "/mcp", public.keyed(), mcp::delete),
+            // The Discord property: Discord's signature authenticates an interaction, an API
+            // key the sign-in; commands are limited per Discord user inside the handler.
+            route!(POST "/discord/interactions", public.unlimited(), discord::interactions, Some(discord::INTERACTION_MAX_BYTES)),
+            route!(GET "/discord/login", public.unlimited(), discord::login_page),
+            route!(POST "/discord/login", public.unlimited(), discord::login, Some(discord::LOGIN_MAX_BYTES)),
+            route!(GET "/discord/callback", public.unlimited(), discord::callback),
+            route!(DELETE "/api/account/discord", public.keyed(), accounts::unlink_discord),
         ]
     })
 }
@@ -102,6 +112,19 @@ pub fn route_list() -> Vec<(Method, &'static str, RoutePolicy)> {
         .iter()
         .map(|r| (r.method.clone(), r.path, r.policy))
         .collect()
+}
+
+/// `POST /api/{action}`: one more segment under `/api/` names a conductor action. Matched
+/// after every route of the table.
+pub const ACTION_ROUTE: &str = "/api/{action}";
+const ACTION_POLICY: RoutePolicy = RoutePolicy::PUBLIC.needs(Feature::BasicChat);
+
+/// Every operation a client can call: the table's routes and the conductor action route
+/// (what the OpenAPI document describes).
+pub fn operation_list() -> Vec<(Method, &'static str, RoutePolicy)> {
+    let mut all = route_list();
+    all.push((Method::POST, ACTION_ROUTE, ACTION_POLICY));
+    all
 }
 
 /// Does `path` fit `pattern`? A `{name}` segment matches any one non-empty segment.
@@ -148,8 +171,8 @@ pub fn route(method: &Method, path: &str) -> Matched {
         // Exact routes above win; one more segment under /api/ is a conductor action. Which
         // actions a tier may use is checked in the handler (`Defense::authorize_action`).
         Matched {
-            name: "/api/{action}",
-            policy: RoutePolicy::PUBLIC.needs(Feature::BasicChat),
+            name: ACTION_ROUTE,
+            policy: ACTION_POLICY,
             handler: |s, c| Box::pin(brain::action(s, c)),
             max_body: None,
         }
@@ -250,6 +273,26 @@ mod tests {
             let (m, p) = t.route();
             assert_eq!(route(&m, p).name, p, "{}", t.name());
         }
+    }
+
+    #[test]
+    fn the_discord_routes_are_public_and_bounded_and_limited_per_discord_user_inside() {
+        let path = heady_shared::discord::INTERACTIONS_PATH;
+        let m = route(&Method::POST, path);
+        assert_eq!(m.name, path);
+        assert_eq!(m.policy.class, heady_shared::Classification::Public);
+        assert!(!m.policy.limited && !m.policy.keyed);
+        assert_eq!(m.max_body, Some(discord::INTERACTION_MAX_BYTES));
+        assert!(!crate::defense::is_limited_path(path));
+        assert_eq!(route(&Method::GET, path).name, "method_not_allowed");
+        for (method, path) in [
+            (Method::GET, crate::discord::LOGIN_PATH),
+            (Method::POST, crate::discord::LOGIN_PATH),
+            (Method::GET, crate::discord::CALLBACK_PATH),
+        ] {
+            assert_eq!(route(&method, path).name, path);
+        }
+        assert!(route(&Method::DELETE, "/api/account/discord").policy.keyed);
     }
 
     #[test]

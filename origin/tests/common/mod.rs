@@ -3,6 +3,7 @@
 
 pub mod certs;
 pub mod fake_anthropic;
+pub mod fake_discord;
 pub mod fake_provider;
 pub mod fake_stripe;
 
@@ -374,31 +375,61 @@ pub fn edge_signed(
     key: &str,
     nonce: &str,
 ) -> reqwest::RequestBuilder {
+    edge_request(
+        EdgeCall {
+            method: "POST",
+            host: "headyapi.com",
+            subject,
+            tier,
+            nonce,
+        },
+        base,
+        path,
+        body,
+        key,
+    )
+    .header("content-type", "application/json")
+}
+
+/// What an edge-signed request vouches for besides the request line.
+pub struct EdgeCall<'a> {
+    pub method: &'a str,
+    /// The property host (`x-heady-host`).
+    pub host: &'a str,
+    pub subject: &'a str,
+    pub tier: heady_shared::Tier,
+    pub nonce: &'a str,
+}
+
+/// `call` signed with the HMAC `key` as the edge signs it.
+pub fn edge_request(
+    call: EdgeCall<'_>,
+    base: &str,
+    path: &str,
+    body: &[u8],
+    key: &str,
+) -> reqwest::RequestBuilder {
     use heady_shared::wire;
     let auth = wire::HmacSha256::new(key.as_bytes()).unwrap();
     let line = wire::RequestLine {
-        method: "POST",
+        method: call.method,
         path,
         query: "",
         body_sha256: wire::body_sha256(body),
     };
-    let timestamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
     let envelope = wire::Envelope {
-        host: "headyapi.com".into(),
-        subject: subject.into(),
-        tier,
+        host: call.host.into(),
+        subject: call.subject.into(),
+        tier: call.tier,
         clearance: heady_shared::Classification::Public,
         client_ip: "198.51.100.7".into(),
-        timestamp,
-        nonce: nonce.into(),
+        timestamp: unix_now(),
+        nonce: call.nonce.into(),
     };
-    let mut req = client()
-        .post(format!("{base}{path}"))
-        .header("content-type", "application/json")
-        .body(body.to_vec());
+    let mut req = client().request(call.method.parse().unwrap(), format!("{base}{path}"));
+    if !body.is_empty() {
+        req = req.body(body.to_vec());
+    }
     for (k, v) in wire::sign(&auth, &line, &envelope) {
         req = req.header(k, v);
     }
@@ -490,6 +521,66 @@ pub fn python() -> std::path::PathBuf {
     }
     let home = std::env::var("HOME").unwrap_or_default();
     std::path::PathBuf::from(home).join(".cache/heady/venv/bin/python")
+}
+
+/// A fake's answer body.
+pub type FakeBody =
+    http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible>;
+
+/// Serves `handle` (HTTP/1 and HTTP/2) on a free loopback port until the task is aborted:
+/// (port, task).
+pub async fn serve_loopback<F, Fut>(handle: F) -> (u16, tokio::task::JoinHandle<()>)
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<hyper::Response<FakeBody>, std::convert::Infallible>>
+        + Send
+        + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(handle);
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            });
+        }
+    });
+    (port, task)
+}
+
+/// A request as a fake reads it: method, path, headers (lower-case names) and the body as text.
+pub async fn read_request(
+    req: hyper::Request<hyper::body::Incoming>,
+) -> (
+    String,
+    String,
+    std::collections::BTreeMap<String, String>,
+    String,
+) {
+    use http_body_util::BodyExt;
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let raw = req.into_body().collect().await.unwrap().to_bytes();
+    (
+        method,
+        path,
+        headers,
+        String::from_utf8_lossy(&raw).to_string(),
+    )
 }
 
 /// A free TCP port on loopback (bound and released).
