@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the system locally: the origin daemon on 127.0.0.1:8080 (DuckDB in ./data, the lexical
-# embedder, no Redis) and the edge Worker in workerd (`wrangler dev --local`) on
+# Runs the system locally: the origin daemon on 127.0.0.1:8080 (DuckDB in ./data, the local
+# embedding model deploy/setup.sh installs, no Redis) and the edge Worker in workerd (`wrangler dev --local`) on
 # 127.0.0.1:8787, talking over a post-quantum hybrid tunnel session: an edge and an origin
 # identity are made for this machine once (./data/edge-identity.key, ./data/origin-identity.key)
 # and each side pins the other's fingerprint.
@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/setup.sh
+export HEADY_EMBEDDER_MODEL_DIR="${HEADY_EMBEDDER_MODEL_DIR:-${HEADY_MODEL_CACHE:-$HOME/.cache/heady/models}/all-MiniLM-L6-v2}"
 deploy/cargo-progress.sh cargo build --release -p heady-origin
 bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release/heady-origin"
 if [ "${EDGE:-1}" = "0" ]; then

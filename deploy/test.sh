@@ -8,6 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/setup.sh
 export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
+# The local model (origin/tests/local_embedder.rs). Daemons the tests start as processes use
+# the lexical embedder unless a test asks for another: their assertions are about lexical vectors.
+export HEADY_EMBEDDER_MODEL_DIR="${HEADY_EMBEDDER_MODEL_DIR:-${HEADY_MODEL_CACHE:-$HOME/.cache/heady/models}/all-MiniLM-L6-v2}"
+export HEADY_EMBEDDER=lexical
 echo "[test] checking formatting (cargo fmt)"
 cargo fmt --all -- --check
 echo "[test] building (release profile: one DuckDB build serves tests, benches and the daemon)"

@@ -135,8 +135,15 @@ impl App {
             legacy.as_ref(),
             storage.child_token(),
         )?);
+        let embedder::Selected { embedder, why } = embedder::select(
+            &config.embedder,
+            config.memory.dim,
+            &config.data_dir,
+            &db,
+            memory.len(),
+        )?;
+        tracing::info!(embedder = embedder.name(), model = embedder.model(), why = %why, "memory: embedder in use");
         memory.start_indexer()?;
-        let embedder = embedder::from_config(&config.embedder, config.memory.dim);
         let mut metrics = Metrics::default();
         let mesh = mesh.map(|(tls, name, expires)| {
             metrics.mesh_cert_expiry.set(expires);

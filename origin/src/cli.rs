@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub mod discord;
+pub mod memory;
 pub mod tunnel;
 
 #[derive(Debug, Parser)]
@@ -98,6 +99,9 @@ pub enum Command {
     /// The mesh's CA and certificates: `mesh ca init`, `mesh issue`.
     #[command(subcommand)]
     Mesh(MeshCommand),
+    /// Vector memory: `memory reembed` (with the daemon stopped).
+    #[command(subcommand)]
+    Memory(memory::MemoryCommand),
     /// The Discord bot: `discord register-commands`.
     #[command(subcommand)]
     Discord(discord::DiscordCommand),
@@ -691,6 +695,7 @@ pub fn run(cli: Cli) -> i32 {
             admin(target, op, json)
         }
         Command::Mesh(cmd) => mesh(cmd),
+        Command::Memory(cmd) => memory::run(cmd),
         Command::Discord(cmd) => discord::run(cmd),
         Command::ConfigReference { write } => config_reference(write.as_deref()),
         Command::Openapi => {

@@ -507,7 +507,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.memory.dim, 384);
-        assert_eq!(c.embedder.kind, EmbedderKind::Lexical);
+        assert_eq!(c.embedder.kind, EmbedderKind::Auto);
         assert!(c.redis_url.is_none());
         assert_eq!(c.log_format, LogFormat::Text);
     }

@@ -3,11 +3,16 @@
 //! `/embeddings` endpoint: Ollama, TEI, vLLM, OpenAI) and `WorkersAiEmbedder` (Cloudflare's REST API).
 
 use super::embedder_config::{EmbedderConfig, EmbedderKind};
+use super::local::{LocalEmbedder, ModelError};
+use super::meta::{self, EmbedderRecord};
+use super::MemoryError;
+use crate::db::Database;
 use crate::providers::error_message;
 use heady_shared::zone::splitmix64;
 use serde::Deserialize;
 use serde_json::json;
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,6 +137,11 @@ pub trait Embedder: Send + Sync {
     /// The model that embeds (usage is recorded under it).
     fn model(&self) -> &str;
     fn dim(&self) -> usize;
+    /// What tells two copies of the same model apart (the local model's sha256); `None` when
+    /// the name says it all.
+    fn fingerprint(&self) -> Option<&str> {
+        None
+    }
     /// One vector per input text, in order.
     fn embed<'a>(&'a self, texts: &'a [String]) -> EmbedFuture<'a>;
     /// [`Embedder::embed`] with the token count the provider reports, if it reports one.
@@ -173,10 +183,14 @@ fn check_model(asked: Option<&str>, served: &str) -> Result<(), EmbedApiError> {
     }
 }
 
+/// The embedder `cfg` names; `auto` and `local` name the lexical one here (see [`select`],
+/// which loads the model).
 pub fn from_config(cfg: &EmbedderConfig, dim: usize) -> Arc<dyn Embedder> {
     let timeout = Duration::from_millis(cfg.timeout_ms);
     match cfg.kind {
-        EmbedderKind::Lexical => Arc::new(LexicalEmbedder::new(dim)),
+        EmbedderKind::Auto | EmbedderKind::Local | EmbedderKind::Lexical => {
+            Arc::new(LexicalEmbedder::new(dim))
+        }
         EmbedderKind::Openai => Arc::new(OpenAiEmbedder::new(
             cfg.base_url.clone().unwrap_or_default(),
             cfg.api_key.as_ref().map(|k| k.expose().to_string()),
@@ -199,6 +213,139 @@ pub fn from_config(cfg: &EmbedderConfig, dim: usize) -> Arc<dyn Embedder> {
             dim,
             timeout,
         )),
+    }
+}
+
+/// Why [`select`] could not pick an embedder.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+}
+
+/// The embedder chosen at start, and why (the start-up log says both).
+pub struct Selected {
+    pub embedder: Arc<dyn Embedder>,
+    pub why: String,
+}
+
+/// Threads for the local model's matrix products: `embedder.threads`, else one per core.
+pub fn local_threads(cfg: &EmbedderConfig) -> usize {
+    cfg.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(std::num::NonZeroUsize::get)
+            .unwrap_or(1)
+    })
+}
+
+/// Starts the local model from `cfg`'s folder (`<data_dir>/models/all-MiniLM-L6-v2` unless
+/// `embedder.model_dir`).
+pub fn start_local(
+    cfg: &EmbedderConfig,
+    dim: usize,
+    data_dir: &Path,
+) -> Result<Arc<dyn Embedder>, ModelError> {
+    let dir = cfg.model_dir(data_dir);
+    Ok(Arc::new(LocalEmbedder::start(
+        &dir,
+        dim,
+        local_threads(cfg),
+    )?))
+}
+
+/// Picks the embedder for the database in `db` (whose table holds `rows` rows) and records
+/// it there when nothing is recorded yet.
+///
+/// - An explicit `embedder.kind` is used as configured; a bad model folder is an error, and
+///   so is a database that records another embedder ([`MemoryError::EmbedderMismatch`]).
+/// - `auto`: the embedder the database records (a database with rows but no record is
+///   recorded `lexical`, the embedder such databases were made with); an empty one gets
+///   `local` when the model folder is valid, else `lexical`.
+/// - An unfinished `memory reembed` is an error either way.
+pub fn select(
+    cfg: &EmbedderConfig,
+    dim: usize,
+    data_dir: &Path,
+    db: &Database,
+    rows: u64,
+) -> Result<Selected, SelectError> {
+    if let Some(target) = meta::unfinished_reembed(db)? {
+        return Err(MemoryError::ReembedUnfinished {
+            target,
+            path: db.path().to_path_buf(),
+        }
+        .into());
+    }
+    let recorded = meta::recorded(db)?.filter(|_| rows > 0 || cfg.kind != EmbedderKind::Auto);
+    let lexical = || -> Arc<dyn Embedder> { Arc::new(LexicalEmbedder::new(dim)) };
+    let (embedder, why) = match (cfg.kind, &recorded) {
+        (EmbedderKind::Auto, Some(r)) if r.embedder == "lexical" => (
+            lexical(),
+            format!("embedder.kind = auto and the database's vectors are lexical ({} rows; `heady-origin memory reembed --to local` switches)", rows),
+        ),
+        (EmbedderKind::Auto, Some(r)) if r.embedder == "local" => (
+            start_local(cfg, dim, data_dir)?,
+            "embedder.kind = auto and the database's vectors are local".to_string(),
+        ),
+        (EmbedderKind::Auto, Some(r)) => {
+            return Err(MemoryError::EmbedderMismatch {
+                stored: r.describe(),
+                configured: "auto (local or lexical)".into(),
+                path: db.path().to_path_buf(),
+            }
+            .into())
+        }
+        (EmbedderKind::Auto, None) if rows > 0 => (
+            lexical(),
+            format!("embedder.kind = auto and the database holds {rows} rows with no record of their embedder: lexical, the embedder they were made with"),
+        ),
+        (EmbedderKind::Auto, None) => match start_local(cfg, dim, data_dir) {
+            Ok(e) => (
+                e,
+                format!(
+                    "embedder.kind = auto and the model is installed in {}",
+                    cfg.model_dir(data_dir).display()
+                ),
+            ),
+            Err(e) => (
+                lexical(),
+                format!("embedder.kind = auto and no usable model: {e}"),
+            ),
+        },
+        (EmbedderKind::Local, _) => (
+            start_local(cfg, dim, data_dir)?,
+            "embedder.kind = local".to_string(),
+        ),
+        (kind, _) => (
+            from_config(cfg, dim),
+            format!("embedder.kind = {}", kind_name(kind)),
+        ),
+    };
+    let chosen = EmbedderRecord::of(&*embedder);
+    match &recorded {
+        Some(r) if !r.same(&chosen) => {
+            return Err(MemoryError::EmbedderMismatch {
+                stored: r.describe(),
+                configured: chosen.describe(),
+                path: db.path().to_path_buf(),
+            }
+            .into())
+        }
+        Some(_) => {}
+        None => meta::record(db, &chosen)?,
+    }
+    Ok(Selected { embedder, why })
+}
+
+fn kind_name(kind: EmbedderKind) -> &'static str {
+    match kind {
+        EmbedderKind::Auto => "auto",
+        EmbedderKind::Local => "local",
+        EmbedderKind::Lexical => "lexical",
+        EmbedderKind::Openai => "openai",
+        EmbedderKind::WorkersAi => "workers-ai",
     }
 }
 

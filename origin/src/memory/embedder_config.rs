@@ -3,10 +3,16 @@
 use crate::settings::Secret;
 use crate::settings::{check_http_url, in_range, invalid, ConfigError, KeyDoc, Ty};
 use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum EmbedderKind {
+    /// `local` when the model folder holds a valid model, else `lexical`; a database that
+    /// records another embedder keeps it (`embedder::select`).
+    Auto,
+    /// all-MiniLM-L6-v2 run in-process (`memory/local.rs`), from `model_dir`.
+    Local,
     /// Built-in, offline: hashed word and character n-grams.
     Lexical,
     /// Any OpenAI-compatible `/v1/embeddings` endpoint.
@@ -26,17 +32,23 @@ pub struct EmbedderConfig {
     /// Workers AI account id.
     pub account_id: Option<String>,
     pub timeout_ms: u64,
+    /// The local model's folder; unset: `<data_dir>/models/all-MiniLM-L6-v2`.
+    pub model_dir: Option<PathBuf>,
+    /// Threads of the local model's matrix products; unset: one per core.
+    pub threads: Option<usize>,
 }
 
 impl Default for EmbedderConfig {
     fn default() -> Self {
         EmbedderConfig {
-            kind: EmbedderKind::Lexical,
+            kind: EmbedderKind::Auto,
             base_url: None,
             api_key: None,
             model: None,
             account_id: None,
             timeout_ms: 10_000,
+            model_dir: None,
+            threads: None,
         }
     }
 }
@@ -45,8 +57,11 @@ impl EmbedderConfig {
     /// What each kind needs (checked here, so `embedder::from_config` cannot fail).
     pub fn validate(&self) -> Result<(), ConfigError> {
         in_range("embedder.timeout_ms", self.timeout_ms, 1, 600_000)?;
+        if let Some(t) = self.threads {
+            in_range("embedder.threads", t as u64, 1, 1_024)?;
+        }
         match self.kind {
-            EmbedderKind::Lexical => {}
+            EmbedderKind::Auto | EmbedderKind::Local | EmbedderKind::Lexical => {}
             EmbedderKind::Openai => {
                 let url = self.base_url.as_deref().ok_or_else(|| {
                     invalid(
@@ -79,10 +94,17 @@ impl EmbedderConfig {
         }
         Ok(())
     }
+
+    /// Where the local model is read from.
+    pub fn model_dir(&self, data_dir: &Path) -> PathBuf {
+        self.model_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("models").join(super::local::MODEL_NAME))
+    }
 }
 
 pub const KEYS: &[KeyDoc] = &[
-    KeyDoc::new("embedder.kind", Ty::Str, "`lexical` (built in, offline), `openai` (any OpenAI-compatible `/embeddings`) or `workers-ai`")
+    KeyDoc::new("embedder.kind", Ty::Str, "`auto` (`local` when the model is installed, else `lexical`; a database keeps the embedder it records), `local` (all-MiniLM-L6-v2 in-process), `lexical` (built in, offline), `openai` (any OpenAI-compatible `/embeddings`) or `workers-ai`")
         .aliases(&["HEADY_EMBEDDER"]),
     KeyDoc::new("embedder.base_url", Ty::Str, "OpenAI-compatible base, e.g. `http://127.0.0.1:11434/v1` (required for `openai`); the Workers AI API root (optional)")
         .aliases(&["HEADY_EMBEDDER_BASE_URL"]),
@@ -93,4 +115,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc::new("embedder.account_id", Ty::Str, "Cloudflare account id (required for `workers-ai`)")
         .aliases(&["HEADY_EMBEDDER_ACCOUNT_ID"]),
     KeyDoc::new("embedder.timeout_ms", Ty::Int, "per-call timeout"),
+    KeyDoc::new("embedder.model_dir", Ty::Str, "the local model's folder (deploy/setup.sh installs it); unset: `<data_dir>/models/all-MiniLM-L6-v2`")
+        .aliases(&["HEADY_EMBEDDER_MODEL_DIR"]),
+    KeyDoc::new("embedder.threads", Ty::Int, "threads of the local model's matrix products; unset: one per core"),
 ];

@@ -25,7 +25,10 @@ pub mod embedder;
 pub mod embedder_config;
 pub mod index;
 mod indexer;
+pub mod local;
+pub mod meta;
 mod pending;
+pub mod reembed;
 pub mod retention;
 mod row_cache;
 mod search;
@@ -59,6 +62,16 @@ pub enum MemoryError {
         stored: String,
         path: PathBuf,
     },
+    #[error("the database at {path} holds vectors made by {stored}, but the configured embedder is {configured}: set embedder.kind to match, or re-embed every row with the daemon stopped: heady-origin memory reembed --to <local|lexical>")]
+    EmbedderMismatch {
+        stored: String,
+        configured: String,
+        path: PathBuf,
+    },
+    #[error("a re-embed of the database at {path} to {target} has not finished: run heady-origin memory reembed again (it resumes) before starting the daemon")]
+    ReembedUnfinished { target: String, path: PathBuf },
+    #[error("re-embedding: {0}")]
+    Reembed(embedder::EmbedError),
     #[error("{0} memory rows have no owner and no legacy account was given for them")]
     Unowned(u64),
     #[error("could not start the indexer thread: {0}")]
@@ -69,6 +82,9 @@ pub enum MemoryError {
 }
 
 pub use table::Doomed;
+
+/// The persisted HNSW index, in the data directory.
+pub const INDEX_FILE: &str = "hnsw.usearch";
 
 /// Whose rows a search reads.
 #[derive(Debug, Clone, Copy)]
@@ -265,7 +281,7 @@ impl MemoryStore {
             })
         };
         Ok(MemoryStore {
-            index_path: db.dir().join("hnsw.usearch"),
+            index_path: db.dir().join(INDEX_FILE),
             db,
             dim,
             index: Arc::new(index),
