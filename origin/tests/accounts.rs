@@ -126,7 +126,7 @@ async fn two_origins_share_accounts_and_keys_through_postgres_and_redis() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(
         v,
-        json!({"id": id, "name": "carol", "tier": "pro", "clearance": "INTERNAL", "subscription": null, "semantic_cache": false})
+        json!({"id": id, "name": "carol", "tier": "pro", "clearance": "INTERNAL", "subscription": null, "semantic_cache": false, "discord": null})
     );
     // The account opts in to the semantic cache itself, and only to that.
     let me = format!("{b}/api/account");
