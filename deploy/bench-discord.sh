@@ -9,14 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-300}"
-deploy/setup.sh >/dev/null
-deploy/cargo-progress.sh cargo build --release -p heady-origin --bin heady-origin --example fake_openai
-target="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. deploy/bench/lib.sh --bin heady-origin --example fake_openai
 fake_port=$(free_port); origin_port=$(free_port); discord_port=$(free_port)
 "$target/release/examples/fake_openai" "127.0.0.1:$fake_port" 0 2>/dev/null & pids+=($!)
 "$HOME/.cache/heady/venv/bin/python" deploy/bench/discord.py keygen "$work/key"

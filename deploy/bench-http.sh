@@ -8,14 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-10}"; conns="${2:-64}"
-deploy/setup.sh >/dev/null
-deploy/cargo-progress.sh cargo build --release -p heady-origin --bin heady-origin --example bare_hyper
-target="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. deploy/bench/lib.sh --bin heady-origin --example bare_hyper
 bare_port=$(free_port); origin_port=$(free_port); defended_port=$(free_port)
 redis_url="${HEADY_REDIS_URL:-redis://127.0.0.1:6379}"
 if ! redis-cli -u "$redis_url" ping >/dev/null 2>&1; then

@@ -10,14 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-10}"; conns="${2:-32}"; latency="${3:-0}"
-deploy/setup.sh >/dev/null
-deploy/cargo-progress.sh cargo build --release -p heady-origin --bin heady-origin --example fake_openai
-target="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. deploy/bench/lib.sh --bin heady-origin --example fake_openai
 fake_port=$(free_port); origin_port=$(free_port)
 "$target/release/examples/fake_openai" "127.0.0.1:$fake_port" "$latency" 2>/dev/null & pids+=($!)
 # Slots for every wrk connection, so the figure is the pipeline's cost, not queueing policy.
