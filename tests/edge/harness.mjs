@@ -3,6 +3,7 @@
 // platform's real request/response shapes) come from Node.
 
 import { Miniflare } from "miniflare";
+import { after, before } from "node:test";
 import { spawn, spawnSync, execFileSync } from "node:child_process";
 import { createHash, createHmac, randomUUID } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -403,4 +404,21 @@ export function envelope(overrides = {}) {
     nonce: randomUUID(),
     ...overrides,
   };
+}
+
+/**
+ * For a test file: a real origin and the Worker in front of it, started before the file's
+ * tests and stopped after them. Returns `{ origin, edge }`, filled in once started.
+ */
+export function edgeAndOrigin() {
+  const live = { origin: undefined, edge: undefined };
+  before(async () => {
+    live.origin = await startOrigin();
+    live.edge = await startEdge({ originUrl: live.origin.url, platform: new FakePlatform() });
+  });
+  after(async () => {
+    await live.edge?.dispose();
+    await live.origin?.stop();
+  });
+  return live;
 }

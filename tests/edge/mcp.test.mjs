@@ -4,29 +4,18 @@
 
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { after, before, describe, test } from "node:test";
-import { FakePlatform, TUNNEL_KEY, startEdge, startOrigin } from "./harness.mjs";
+import { describe, test } from "node:test";
+import { TUNNEL_KEY, edgeAndOrigin } from "./harness.mjs";
 
 const URL = "http://headymcp.com/mcp";
 
-let origin;
-let edge;
-
-before(async () => {
-  origin = await startOrigin();
-  edge = await startEdge({ originUrl: origin.url, platform: new FakePlatform() });
-});
-
-after(async () => {
-  await edge?.dispose();
-  await origin?.stop();
-});
+const live = edgeAndOrigin();
 
 /** A Pro account's key, made with the CLI. */
 function proKey(user) {
   const run = spawnSync(
-    origin.bin,
-    ["keys", "--data-dir", origin.dataDir, "create", "--user", user, "--tier", "pro", "--clearance", "internal"],
+    live.origin.bin,
+    ["keys", "--data-dir", live.origin.dataDir, "create", "--user", user, "--tier", "pro", "--clearance", "internal"],
     { encoding: "utf8", env: { ...process.env, HEADY_TUNNEL_AUTH: "hmac", HEADY_TUNNEL_KEY: TUNNEL_KEY } },
   );
   const key = /hk_[0-9a-f]{64}/.exec(run.stdout)?.[0];
@@ -45,7 +34,7 @@ async function mcp(method, { key, session, body } = {}) {
     headers["mcp-session-id"] = session;
     headers["mcp-protocol-version"] = "2025-11-25";
   }
-  const res = await edge.dispatchFetch(URL, {
+  const res = await live.edge.dispatchFetch(URL, {
     method,
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),

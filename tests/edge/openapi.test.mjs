@@ -3,24 +3,13 @@
 // another origin-served property's `/` is unaffected.
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
-import { FakePlatform, startEdge, startOrigin } from "./harness.mjs";
+import { describe, test } from "node:test";
+import { edgeAndOrigin } from "./harness.mjs";
 
-let origin;
-let edge;
-
-before(async () => {
-  origin = await startOrigin();
-  edge = await startEdge({ originUrl: origin.url, platform: new FakePlatform() });
-});
-
-after(async () => {
-  await edge?.dispose();
-  await origin?.stop();
-});
+const live = edgeAndOrigin();
 
 async function get(url, { method = "GET", accept = "text/html" } = {}) {
-  const res = await edge.dispatchFetch(url, {
+  const res = await live.edge.dispatchFetch(url, {
     method,
     headers: { accept, "cf-connecting-ip": "198.51.100.91" },
   });
